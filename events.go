@@ -1,0 +1,90 @@
+package steady
+
+import "time"
+
+// EventKind says what an [Event] reports.
+type EventKind uint8
+
+const (
+	// EventRetry reports a failed attempt that will be retried after Wait.
+	EventRetry EventKind = iota + 1
+	// EventGiveUp reports that steady stopped retrying and handed the last
+	// response or error back to the caller; Reason says why.
+	EventGiveUp
+	// EventPace reports that a request waited Wait before it was sent, to
+	// stay under its partition's limits.
+	EventPace
+	// EventCooldown reports that a partition stops sending until Until,
+	// after a 429 or a Retry-After hint.
+	EventCooldown
+	// EventBreakerState reports a circuit breaker moving From one state To
+	// another.
+	EventBreakerState
+	// EventRejected reports a request failed at once without being sent:
+	// its circuit is open, or its pacing wait would pass its deadline.
+	EventRejected
+)
+
+// String returns the kind's name, such as "retry".
+func (k EventKind) String() string {
+	switch k {
+	case EventRetry:
+		return "retry"
+	case EventGiveUp:
+		return "give-up"
+	case EventPace:
+		return "pace"
+	case EventCooldown:
+		return "cooldown"
+	case EventBreakerState:
+		return "breaker"
+	case EventRejected:
+		return "rejected"
+	}
+	return "unknown"
+}
+
+// BreakerState is the state of an upstream's circuit breaker.
+type BreakerState uint8
+
+const (
+	// BreakerClosed lets every request through.
+	BreakerClosed BreakerState = iota
+	// BreakerHalfOpen lets a few probe requests through.
+	BreakerHalfOpen
+	// BreakerOpen fails every request at once.
+	BreakerOpen
+)
+
+// String returns "closed", "half-open" or "open".
+func (s BreakerState) String() string {
+	switch s {
+	case BreakerClosed:
+		return "closed"
+	case BreakerHalfOpen:
+		return "half-open"
+	case BreakerOpen:
+		return "open"
+	}
+	return "unknown"
+}
+
+// Event describes something steady did: a retry, a wait, a breaker state
+// change. It never holds credentials. Fields that do not apply to a kind
+// are zero.
+type Event struct {
+	Kind      EventKind
+	Time      time.Time
+	Upstream  string // scheme://host of the request
+	Partition string // pacing partition label; never contains a credential
+	Method    string
+	Path      string
+	RequestID string // the upstream's request id, when a response carried one
+	Status    int    // HTTP status of the response the event concerns, if any
+	Attempt   int    // 1 for the first attempt, 2 for the first retry, ...
+	Wait      time.Duration
+	Until     time.Time
+	From, To  BreakerState
+	Reason    string
+	Err       error
+}
