@@ -32,3 +32,13 @@ type permit struct{}
 // settle reconciles the reservation with what the attempt's response (or
 // error) says: the rate-limit headers, usage, a 429 cooldown. nil-safe.
 func (pm *permit) settle(resp *http.Response, err error) {}
+
+// PartitionSnapshot is the state of one pacing partition at one moment.
+type PartitionSnapshot struct {
+	Key string // label: upstream host, model and a credential fingerprint
+}
+
+// Snapshot returns the state of every pacing partition.
+func (t *Transport) Snapshot() []PartitionSnapshot {
+	return nil
+}

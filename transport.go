@@ -42,7 +42,8 @@ type Config struct {
 // requests to LLM APIs. It is safe for concurrent use and starts no
 // goroutines.
 type Transport struct {
-	cfg Config
+	cfg   Config
+	pacer *pacer
 }
 
 var (
@@ -55,7 +56,17 @@ func New(cfg Config) *Transport {
 	if cfg.Base == nil {
 		cfg.Base = http.DefaultTransport
 	}
-	return &Transport{cfg: cfg}
+	t := &Transport{cfg: cfg}
+	t.pacer = newPacer(cfg.Pacing, t.emit, func(string) BreakerState { return BreakerClosed })
+	return t
+}
+
+// emit delivers ev to OnEvent and Logger. It must never be called with a
+// lock held.
+func (t *Transport) emit(ev Event) {
+	if t.cfg.OnEvent != nil {
+		t.cfg.OnEvent(ev)
+	}
 }
 
 // RoundTrip implements [http.RoundTripper].
