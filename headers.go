@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -137,11 +138,11 @@ func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 
 // Window families, in output order.
 const (
-	famXRL       uint8 = iota // x-ratelimit-<field>-<unit>[-<name>]
-	famAnthropic              // anthropic-ratelimit-<unit>-<field>
-	famBare                   // x-ratelimit-<field>
-	famTokenLimit             // x-tokenlimit-<field>
-	famIETFOld                // RateLimit-Limit, -Remaining, -Reset
+	famXRL        uint8 = iota // x-ratelimit-<field>-<unit>[-<name>]
+	famAnthropic               // anthropic-ratelimit-<unit>-<field>
+	famBare                    // x-ratelimit-<field>
+	famTokenLimit              // x-tokenlimit-<field>
+	famIETFOld                 // RateLimit-Limit, -Remaining, -Reset
 )
 
 // Fields of a slot.
@@ -866,12 +867,18 @@ func isTokenChar(c byte) bool {
 }
 
 // hasPrefixFold reports whether s begins with prefix, ignoring ASCII case;
-// prefix is lower case.
+// prefix is lower case. It compares eight bytes at a time.
 func hasPrefixFold(s, prefix string) bool {
 	if len(s) < len(prefix) {
 		return false
 	}
-	for i := 0; i < len(prefix); i++ {
+	i := 0
+	for ; i+8 <= len(prefix); i += 8 {
+		if lower8(load64(s, i)) != load64(prefix, i) {
+			return false
+		}
+	}
+	for ; i < len(prefix); i++ {
 		c := s[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
@@ -881,6 +888,23 @@ func hasPrefixFold(s, prefix string) bool {
 		}
 	}
 	return true
+}
+
+// load64 reads s[i:i+8] as a little-endian word.
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// lower8 lower-cases the ASCII capital letters among the eight bytes of x.
+func lower8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	h := x &^ highs
+	ge := h + (0x80-'A')*ones // high bit set where the byte is >= 'A'
+	gt := h + (0x80-'Z'-1)*ones
+	upper := ge &^ gt &^ x & highs
+	return x | upper>>2
 }
 
 // equalFold reports whether s equals lower, ignoring ASCII case; lower is
@@ -917,11 +941,15 @@ func parseDecimal(s string) (float64, bool) {
 	if s == "" || len(s) > 32 {
 		return 0, false
 	}
-	var v float64
+	var mant uint64
+	exp := 0
 	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		v = v*10 + float64(s[i]-'0')
-		i++
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		if mant < 1e18 {
+			mant = mant*10 + uint64(s[i]-'0')
+		} else {
+			exp++
+		}
 	}
 	if i == 0 {
 		return 0, false
@@ -930,17 +958,21 @@ func parseDecimal(s string) (float64, bool) {
 		if s[i] != '.' {
 			return 0, false
 		}
-		i++
-		scale := 0.1
-		for ; i < len(s); i++ {
+		for i++; i < len(s); i++ {
 			if s[i] < '0' || s[i] > '9' {
 				return 0, false
 			}
-			v += float64(s[i]-'0') * scale
-			scale /= 10
+			if mant < 1e18 {
+				mant = mant*10 + uint64(s[i]-'0')
+				exp--
+			}
 		}
 	}
-	return v, true
+	v := float64(mant)
+	if exp < 0 {
+		return v / math.Pow10(-exp), true
+	}
+	return v * math.Pow10(exp), true
 }
 
 // maxCount bounds a limit or remaining count.
@@ -999,7 +1031,7 @@ func secondsDuration(sec float64) time.Duration {
 	if sec >= MaxHint.Seconds() {
 		return MaxHint
 	}
-	return time.Duration(sec * 1e9)
+	return time.Duration(sec*1e9 + 0.5)
 }
 
 // clampHint clamps d to [0, MaxHint].
