@@ -261,21 +261,32 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Code = printable(ef.code, maxRequestID)
 	f.Message = printable(ef.message, maxMessage)
 
+	// Request ids in order of preference; the body's comes last.
 	var shouldRetry string
+	var ids [5]string
 	for k, vv := range h {
 		if len(vv) == 0 {
 			continue
 		}
 		switch {
 		case equalFold(k, "x-should-retry"):
-			shouldRetry = vv[0]
-		case f.RequestID == "" && (equalFold(k, "x-request-id") || equalFold(k, "request-id") ||
-			equalFold(k, "apim-request-id") || equalFold(k, "x-ms-client-request-id")):
-			f.RequestID = printable(vv[0], maxRequestID)
+			keep(&shouldRetry, vv[0])
+		case equalFold(k, "x-request-id"):
+			keep(&ids[0], vv[0])
+		case equalFold(k, "request-id"):
+			keep(&ids[1], vv[0])
+		case equalFold(k, "apim-request-id"):
+			keep(&ids[2], vv[0])
+		case equalFold(k, "x-ms-client-request-id"):
+			keep(&ids[3], vv[0])
 		}
 	}
-	if f.RequestID == "" {
-		f.RequestID = printable(ef.requestID, maxRequestID)
+	ids[4] = ef.requestID
+	for _, id := range ids {
+		if id = printable(id, maxRequestID); id != "" {
+			f.RequestID = id
+			break
+		}
 	}
 
 	f.RetryAfter, f.HasRetryAfter = ParseRetryAfter(h, now)

@@ -198,3 +198,80 @@ func TestAppendRateLimitsNoAlloc(t *testing.T) {
 		t.Errorf("%v allocations", allocs)
 	}
 }
+
+func TestHeaderWords(t *testing.T) {
+	for want, name := range map[uint64]string{
+		wXRatelimit: "x-ratelimit-", wXTokenlimit: "x-tokenlimit-", wAnthropic: "anthropic-ratelimit-",
+		wRatelimit: "ratelimit", wRetryAfter: "retry-after", wXMsRetry: "x-ms-retry-after-ms",
+	} {
+		if got := load64(name, 0); got != want {
+			t.Errorf("%s: %#x, want %#x", name, got, want)
+		}
+	}
+}
+
+// BenchmarkAppendRateLimits is the pacer's form: windows appended into a
+// buffer it keeps.
+func BenchmarkAppendRateLimits(b *testing.B) {
+	h := http.Header{}
+	for _, kv := range [][2]string{
+		{"Date", "Thu, 21 Aug 2025 12:40:00 GMT"}, {"Content-Type", "application/json"},
+		{"Transfer-Encoding", "chunked"}, {"Connection", "keep-alive"},
+		{"Openai-Organization", "user-abc"}, {"Openai-Processing-Ms", "312"},
+		{"Openai-Version", "2020-10-01"}, {"X-Request-Id", "req_0123456789abcdef"},
+		{"Strict-Transport-Security", "max-age=31536000"}, {"Cf-Ray", "8b1d2e3f4a5b6c7d-AMS"},
+		{"X-Ratelimit-Limit-Requests", "5000"}, {"X-Ratelimit-Limit-Tokens", "800000"},
+		{"X-Ratelimit-Remaining-Requests", "4999"}, {"X-Ratelimit-Remaining-Tokens", "799985"},
+		{"X-Ratelimit-Reset-Requests", "12ms"}, {"X-Ratelimit-Reset-Tokens", "1ms"},
+	} {
+		h.Set(kv[0], kv[1])
+	}
+	buf := make([]Window, 0, 8)
+	b.ReportAllocs()
+	for b.Loop() {
+		if rl := appendRateLimits(buf[:0], h, fuzzNow); len(rl.Windows) != 2 {
+			b.Fatal(rl)
+		}
+	}
+}
+
+func FuzzLower8(f *testing.F) {
+	f.Add("X-RateLi")
+	f.Add("@[`{\xc1\xdaAZ")
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) < 8 {
+			return
+		}
+		want := []byte(s[:8])
+		for i, c := range want {
+			if 'A' <= c && c <= 'Z' {
+				want[i] = c + 'a' - 'A'
+			}
+		}
+		if got := lower8(load64(s, 0)); got != load64(string(want), 0) {
+			t.Fatalf("%q: %#x, want %q", s, got, want)
+		}
+	})
+}
+
+func FuzzLowerInto(f *testing.F) {
+	f.Add("X-Ratelimit-Remaining-Tokens")
+	f.Add("Date")
+	f.Fuzz(func(t *testing.T, k string) {
+		if len(k) > maxKey {
+			return
+		}
+		var buf [maxKey]byte
+		want := make([]byte, len(k))
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			want[i] = c
+		}
+		if got := lowerInto(&buf, k); string(got) != string(want) {
+			t.Fatalf("%q: %q, want %q", k, got, want)
+		}
+	})
+}
