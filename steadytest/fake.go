@@ -265,7 +265,7 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return respond(req, resp)
+	return respond(req, resp, nil)
 }
 
 // next records rec and picks its response.
@@ -337,12 +337,19 @@ func wait(ctx context.Context, d time.Duration, stop <-chan struct{}) error {
 var errStopped = errors.New("steadytest: stream closed by reader")
 
 // respond turns r into an answer to req, honouring Delay, Err and Chunks.
-func respond(req *http.Request, r Response) (*http.Response, error) {
+// onDone, if not nil, is called once the answer is complete: at once for a
+// plain body or an error, at the stream's end for Chunks.
+func respond(req *http.Request, r Response, onDone func()) (*http.Response, error) {
+	if onDone == nil {
+		onDone = func() {}
+	}
 	ctx := req.Context()
 	if err := wait(ctx, r.Delay, nil); err != nil {
+		onDone()
 		return nil, err
 	}
 	if r.Err != nil {
+		onDone()
 		return nil, r.Err
 	}
 	status := r.Status
@@ -368,10 +375,11 @@ func respond(req *http.Request, r Response) (*http.Response, error) {
 		if req.Method == http.MethodHead {
 			resp.Body = http.NoBody
 		}
+		onDone()
 		return resp, nil
 	}
 	resp.ContentLength = -1
-	resp.Body = stream(ctx, r.Body, r.Chunks)
+	resp.Body = stream(ctx, r.Body, r.Chunks, onDone)
 	return resp, nil
 }
 
@@ -396,14 +404,15 @@ func (b *streamBody) Close() error {
 }
 
 // stream returns a body fed by a goroutine that writes first, then each
-// chunk after its delay.
-func stream(ctx context.Context, first string, chunks []Chunk) io.ReadCloser {
+// chunk after its delay, and calls onDone when it ends.
+func stream(ctx context.Context, first string, chunks []Chunk, onDone func()) io.ReadCloser {
 	pr, pw := io.Pipe()
 	b := &streamBody{PipeReader: pr, stop: make(chan struct{})}
 	// A write blocked on a reader that stopped reading must also end when
 	// the request's context does.
 	stopWatch := context.AfterFunc(ctx, func() { pw.CloseWithError(ctx.Err()) })
 	go func() {
+		defer onDone()
 		defer stopWatch()
 		write := func(s string) error {
 			if s == "" {

@@ -1,6 +1,7 @@
 package steadytest
 
 import (
+	"encoding/json"
 	"time"
 	"unicode/utf8"
 )
@@ -51,12 +52,12 @@ type chunkChoice struct {
 }
 
 type chatChunk struct {
-	ID      string        `json:"id"`
-	Object  string        `json:"object"`
-	Created int64         `json:"created"`
-	Model   string        `json:"model"`
-	Choices []chunkChoice `json:"choices"`
-	Usage   *usage        `json:"usage"`
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices []chunkChoice   `json:"choices"`
+	Usage   json.RawMessage `json:"usage,omitempty"`
 }
 
 // chatCompletionJSON is a chat.completion object with n identical choices.
@@ -79,17 +80,15 @@ func chatCompletionJSON(id, model, content string, n int, u usage) []byte {
 }
 
 // chatChunkJSON is a chat.completion.chunk object. A nil d means no choice
-// (the final usage chunk).
-func chatChunkJSON(id, model string, index int, d *delta, finish *string, u *usage) []byte {
+// (the final usage chunk). u is the usage field: nil leaves it out, as when
+// the client did not ask for usage.
+func chatChunkJSON(id, model string, index int, d *delta, finish *string, u json.RawMessage) []byte {
 	c := chatChunk{
 		ID: id, Object: "chat.completion.chunk", Created: time.Now().Unix(), Model: model,
 		Choices: []chunkChoice{}, Usage: u,
 	}
 	if d != nil {
 		c.Choices = append(c.Choices, chunkChoice{Index: index, Delta: *d, FinishReason: finish})
-	}
-	if u != nil {
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	}
 	return mustJSON(c)
 }
