@@ -114,12 +114,12 @@ func (b *bucket) wait(n, capacity int64, length time.Duration) time.Duration {
 	if short <= 0 {
 		return 0
 	}
-	return time.Duration(math.Ceil(short / float64(capacity) * float64(length)))
+	return time.Duration(math.Ceil(short * float64(length) / float64(capacity)))
 }
 
 // full is how long until the bucket is full again.
 func (b *bucket) full(capacity int64, length time.Duration) time.Duration {
-	return time.Duration(math.Ceil((float64(capacity) - b.level) / float64(capacity) * float64(length)))
+	return time.Duration(math.Ceil((float64(capacity) - b.level) * float64(length) / float64(capacity)))
 }
 
 func (b *bucket) remaining() int64 { return int64(math.Floor(b.level + 1e-9)) }
