@@ -244,7 +244,7 @@ var hostileHeaderNames = []string{
 	"anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset",
 	"anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
 	"RateLimit", "RateLimit-Policy", "Retry-After", "Retry-After-Ms", "X-Ms-Retry-After-Ms",
-	"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+	"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "Date",
 }
 
 // setHostile replaces every rate-limit header with a malformed, huge,

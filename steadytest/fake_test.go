@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -537,4 +538,32 @@ func TestResponseHelpers(t *testing.T) {
 		}
 	}()
 	steadytest.Response{}.WithHeader("only-a-key")
+}
+
+func TestFakeOnFunc(t *testing.T) {
+	f := steadytest.NewFake(steadytest.JSON(200, `"seq"`))
+	// A matcher may call the Fake's methods: matchers run without its lock.
+	f.On(func(r *steadytest.Request) bool { return f.Calls() == 2 }, steadytest.JSON(200, `"second"`))
+	f.OnFunc(steadytest.MatchPath("/echo"), func(r *steadytest.Request) steadytest.Response {
+		return steadytest.JSON(200, string(r.Body))
+	})
+	f.On(nil, steadytest.JSON(200, `"any"`))
+
+	var got []string
+	for _, c := range []struct{ path, body string }{
+		{"/x", "1"}, {"/echo", "2"}, {"/echo", "3"}, {"/x", "4"}, {"/x", "5"},
+	} {
+		resp, err := post(t, f, context.Background(), c.path, c.body)
+		if err != nil {
+			got = append(got, "error")
+			continue
+		}
+		got = append(got, readAll(t, resp))
+	}
+	// 1: nil matcher; 2: the Calls()==2 matcher beats OnFunc; 3: echo;
+	// 4: the sequence; 5: nothing left.
+	want := []string{`"any"`, `"second"`, `3`, `"seq"`, `error`}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
 }

@@ -67,6 +67,23 @@ type ProviderConfig struct {
 	// Faults are the failures injected. Change them while running with
 	// SetFaults.
 	Faults Faults
+	// OnServe, if set, is called for every request answered (not for one
+	// whose context ended first), from the goroutine serving it and with no
+	// lock held: a hook for charts and logs.
+	OnServe func(Served)
+}
+
+// Served describes one request a [Provider] answered.
+type Served struct {
+	// Time is when the provider decided the answer.
+	Time time.Time
+	// Path is the request's URL path.
+	Path string
+	// Status is the response's status; 0 for a connection reset.
+	Status int
+	// Tokens is what an admitted request counted against the tokens
+	// limit; 0 when it was not admitted.
+	Tokens int64
 }
 
 func (c *ProviderConfig) window() time.Duration {
@@ -120,7 +137,8 @@ type Stats struct {
 	Accepted int64
 	// RateLimited is the requests refused with 429 by the limits.
 	RateLimited int64
-	// ServerErrors is the injected 5xx responses, 529 included.
+	// ServerErrors is the responses failed by Faults.Outage, ErrorRatio
+	// and OverloadRatio (5xx and 529).
 	ServerErrors int64
 	// Resets is the connections reset.
 	Resets int64
@@ -260,6 +278,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	f := &cfg.Faults
 	var (
 		status  int
+		tokens  int64 // admitted
 		fail    failure
 		msg     string
 		dec     decision
@@ -270,6 +289,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	case draw(f.ResetRatio):
 		p.stats.Resets++
 		p.mu.Unlock()
+		if cfg.OnServe != nil {
+			cfg.OnServe(Served{Time: now, Path: path})
+		}
 		return &reply{reset: true}, nil
 	case f.Outage:
 		status, fail, msg = f.errorStatus(), failServer, "The service is unavailable (simulated outage)."
@@ -303,6 +325,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		case dec.admit:
 			p.stats.Accepted++
 			p.stats.TokensAccepted += cost
+			status, tokens = http.StatusOK, cost
 		case dec.tooLarge:
 			p.stats.RateLimited++
 			status, fail = http.StatusTooManyRequests, failTooLarge
@@ -323,6 +346,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		}
 	}
 	p.mu.Unlock()
+	if cfg.OnServe != nil {
+		cfg.OnServe(Served{Time: now, Path: path, Status: status, Tokens: tokens})
+	}
 
 	h := http.Header{}
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
@@ -435,6 +461,9 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.leave()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 32<<20))
 	if err != nil {
+		p.mu.Lock()
+		p.stats.ClientErrors++
+		p.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		w.Write(cfg.Dialect.errorBody(http.StatusBadRequest, failBadRequest, "reading the body: "+err.Error(), ""))
