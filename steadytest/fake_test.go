@@ -16,6 +16,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -566,4 +569,39 @@ func TestFakeOnFunc(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
 	}
+}
+
+func TestFakeStreamThroughSDK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := steadytest.NewFakeT(t, steadytest.ChatCompletionStream("Hel", "lo").ChunkEvery(50*time.Millisecond))
+		c := openai.NewClient(option.WithHTTPClient(&http.Client{Transport: f}), option.WithBaseURL(base),
+			option.WithAPIKey("test"), option.WithMaxRetries(0))
+		start := time.Now()
+		s := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+			Model: "m", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		})
+		var got []string
+		for s.Next() {
+			ch := s.Current()
+			got = append(got, fmt.Sprintf("%q@%v", ch.Choices[0].Delta.Content, time.Since(start)))
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		want := []string{`""@50ms`, `"Hel"@100ms`, `"lo"@150ms`, `""@200ms`}
+		if !slices.Equal(got, want) {
+			t.Errorf("chunks %v, want %v", got, want)
+		}
+		var body struct {
+			Model  string `json:"model"`
+			Stream bool   `json:"stream"`
+		}
+		if err := f.Requests()[0].Decode(&body); err != nil || body.Model != "m" || !body.Stream {
+			t.Errorf("decoded %+v, %v", body, err)
+		}
+		if err := (&steadytest.Request{Body: []byte("{")}).Decode(&body); err == nil || !strings.HasPrefix(err.Error(), "steadytest: ") {
+			t.Errorf("decoding a bad body: %v", err)
+		}
+	})
 }

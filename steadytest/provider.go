@@ -93,9 +93,10 @@ func (c *ProviderConfig) window() time.Duration {
 	return c.Window
 }
 
-// Faults are the failures a [Provider] injects. They are checked in the
-// order of the fields below, before the limits: a request failed by a fault
-// does not count against them. The zero value injects none.
+// Faults are the failures a [Provider] injects. They are checked before the
+// limits, in this order: ResetRatio, Outage, InsufficientQuota, ErrorRatio,
+// OverloadRatio; a request failed by a fault does not count against the
+// limits. The zero value injects none.
 type Faults struct {
 	// ErrorRatio is the fraction of requests answered with ErrorStatus
 	// instead of being served.
