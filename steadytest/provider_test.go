@@ -359,7 +359,7 @@ func TestProviderDialects(t *testing.T) {
 		},
 		steadytest.DialectIETF: {
 			ok: map[string]string{
-				"RateLimit-Policy": `"requests";q=2;w=60, "tokens";q=1000;w=60`,
+				"RateLimit-Policy": `"requests";q=2;w=60, "tokens";q=1000;w=60;qu="tokens"`,
 				"RateLimit":        `"requests";r=0;t=60, "tokens";r=796;t=60`, "x-ratelimit-limit-requests": "",
 			},
 			limited: map[string]string{"RateLimit": `"requests";r=0;t=59, "tokens";r=796;t=59`, "Retry-After": "58"},
