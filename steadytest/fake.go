@@ -251,7 +251,9 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("steadytest: reading request body: %w", err)
 		}
-		body = b
+		if len(b) > 0 {
+			body = b
+		}
 	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
