@@ -39,6 +39,17 @@ func (a Algorithm) String() string {
 	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
 }
 
+// ParseAlgorithm returns the algorithm named s (see [Algorithm.String]),
+// compared without regard to case.
+func ParseAlgorithm(s string) (Algorithm, error) {
+	for _, a := range []Algorithm{SlidingWindow, TokenBucket} {
+		if strings.EqualFold(s, a.String()) {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("steadytest: unknown algorithm %q (want sliding-window or token-bucket)", s)
+}
+
 // ProviderConfig configures a [Provider]. The zero value is an unlimited
 // provider speaking [DialectOpenAI].
 type ProviderConfig struct {

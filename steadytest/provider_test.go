@@ -774,6 +774,14 @@ func TestParseDialect(t *testing.T) {
 	if _, err := steadytest.ParseDialect("azure"); err == nil || !strings.HasPrefix(err.Error(), "steadytest: ") {
 		t.Errorf("unknown dialect: %v", err)
 	}
+	for _, a := range []steadytest.Algorithm{steadytest.SlidingWindow, steadytest.TokenBucket} {
+		if got, err := steadytest.ParseAlgorithm(strings.ToUpper(a.String())); err != nil || got != a {
+			t.Errorf("ParseAlgorithm(%q) = %v, %v", a, got, err)
+		}
+	}
+	if _, err := steadytest.ParseAlgorithm("leaky"); err == nil || !strings.HasPrefix(err.Error(), "steadytest: ") {
+		t.Errorf("unknown algorithm: %v", err)
+	}
 	if steadytest.Dialect(99).String() != "Dialect(99)" || steadytest.TokenBucket.String() != "token-bucket" {
 		t.Error("String of an unknown dialect or of an algorithm")
 	}
