@@ -121,6 +121,9 @@ func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
 	if shift := n - 1; shift < 62 && p.base <= p.max>>shift {
 		ceil = p.base << shift
 	}
+	if ceil == math.MaxInt64 {
+		return time.Duration(rand.Int64N(math.MaxInt64))
+	}
 	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
