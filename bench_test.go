@@ -30,8 +30,8 @@ func (f fixedOK) RoundTrip(req *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// chatRequest returns a chat-completions request with a 2 KB JSON body.
-func chatRequest(b *testing.B) *http.Request {
+// benchChatRequest returns a chat-completions request with a 2 KB JSON body.
+func benchChatRequest(b *testing.B) *http.Request {
 	content := strings.Repeat("lorem ipsum ", 160)
 	body := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + content + `"}],"max_completion_tokens":256}`)
 	req, err := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", bytes.NewReader(body))
@@ -44,7 +44,7 @@ func chatRequest(b *testing.B) *http.Request {
 }
 
 func runBench(b *testing.B, rt http.RoundTripper) {
-	req := chatRequest(b)
+	req := benchChatRequest(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -72,7 +72,7 @@ func BenchmarkMiddleware(b *testing.B) {
 	base := newBase()
 	st := steady.New(steady.Config{})
 	next := base.RoundTrip
-	req := chatRequest(b)
+	req := benchChatRequest(b)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -87,9 +87,9 @@ func BenchmarkMiddleware(b *testing.B) {
 
 // BenchmarkCircuitOpen is a request refused by an open circuit.
 func BenchmarkCircuitOpen(b *testing.B) {
-	fail := failing{}
+	fail := failingRT{}
 	st := steady.New(steady.Config{Base: fail, Retry: steady.RetryConfig{MaxRetries: -1}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 1}})
-	req := chatRequest(b)
+	req := benchChatRequest(b)
 	req.Body, _ = req.GetBody()
 	if resp, _ := st.RoundTrip(req); resp != nil {
 		resp.Body.Close()
@@ -104,9 +104,9 @@ func BenchmarkCircuitOpen(b *testing.B) {
 	}
 }
 
-type failing struct{}
+type failingRT struct{}
 
-func (failing) RoundTrip(req *http.Request) (*http.Response, error) {
+func (failingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		req.Body.Close()
 	}

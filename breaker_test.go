@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// outcomes feeds a breaker a sequence of results: 'S' success, 'F' failure,
+// feedBreaker feeds a breaker a sequence of results: 'S' success, 'F' failure,
 // 'X' excluded. It reports whether every attempt was allowed.
-func outcomes(b *breaker, seq string) bool {
+func feedBreaker(b *breaker, seq string) bool {
 	for _, c := range seq {
 		done, err := b.allow()
 		if err != nil {
@@ -29,7 +29,7 @@ func outcomes(b *breaker, seq string) bool {
 	return true
 }
 
-var testURL, _ = url.Parse("https://api.example.test/v1/chat/completions")
+var breakerTestURL, _ = url.Parse("https://api.example.test/v1/chat/completions")
 
 func TestBreakerRules(t *testing.T) {
 	cases := []struct {
@@ -53,8 +53,8 @@ func TestBreakerRules(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				bs := newBreakers(tc.cfg, func(Event) {})
-				b := bs.get(testURL)
-				outcomes(b, tc.seq)
+				b := bs.get(breakerTestURL)
+				feedBreaker(b, tc.seq)
 				if got := bs.state("https://api.example.test") == BreakerOpen; got != tc.open {
 					t.Fatalf("after %s open = %v, want %v", tc.seq, got, tc.open)
 				}
@@ -66,14 +66,14 @@ func TestBreakerRules(t *testing.T) {
 func TestBreakerRollingWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		bs := newBreakers(BreakerConfig{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4, Window: 10 * time.Second}, func(Event) {})
-		b := bs.get(testURL)
-		outcomes(b, "FFFS")
+		b := bs.get(breakerTestURL)
+		feedBreaker(b, "FFFS")
 		time.Sleep(11 * time.Second) // the failures leave the window
-		outcomes(b, "SSSF")
+		feedBreaker(b, "SSSF")
 		if s := bs.state("https://api.example.test"); s != BreakerClosed {
 			t.Fatalf("old failures still counted: breaker %v", s)
 		}
-		outcomes(b, "FF") // 3 of 6 in the window
+		feedBreaker(b, "FF") // 3 of 6 in the window
 		if s := bs.state("https://api.example.test"); s != BreakerOpen {
 			t.Fatalf("breaker %v, want open at half failures in the window", s)
 		}
@@ -85,11 +85,11 @@ func TestBreakerPerUpstream(t *testing.T) {
 		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
 		other, _ := url.Parse("https://other.example.test/v1/embeddings")
 		plain, _ := url.Parse("http://api.example.test/v1/chat/completions")
-		outcomes(bs.get(testURL), "F")
+		feedBreaker(bs.get(breakerTestURL), "F")
 		if bs.state("https://api.example.test") != BreakerOpen || bs.state("api.example.test") != BreakerOpen {
 			t.Fatal("the failing upstream's breaker is not open")
 		}
-		if !outcomes(bs.get(other), "S") || !outcomes(bs.get(plain), "S") {
+		if !feedBreaker(bs.get(other), "S") || !feedBreaker(bs.get(plain), "S") {
 			t.Fatal("one upstream's open circuit refused another's requests")
 		}
 		if bs.state("https://unknown.example.test") != BreakerClosed {
@@ -101,7 +101,7 @@ func TestBreakerPerUpstream(t *testing.T) {
 func TestBreakerUpstreamsBounded(t *testing.T) {
 	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
 	failing, _ := url.Parse("https://failing.example.test/")
-	outcomes(bs.get(failing), "F")
+	feedBreaker(bs.get(failing), "F")
 	for i := range 3 * MaxUpstreams {
 		u, _ := url.Parse(fmt.Sprintf("https://h%d.example.test/", i))
 		bs.get(u)
@@ -128,10 +128,10 @@ func TestBreakerEventsOutsideLock(t *testing.T) {
 			seen = append(seen, fmt.Sprintf("%v>%v(%v)", ev.From, ev.To, s))
 			mu.Unlock()
 		})
-		b := bs.get(testURL)
-		outcomes(b, "FF")
+		b := bs.get(breakerTestURL)
+		feedBreaker(b, "FF")
 		time.Sleep(time.Second + time.Millisecond)
-		outcomes(b, "S")
+		feedBreaker(b, "S")
 		want := "[closed>open(open) open>half-open(half-open) half-open>closed(closed)]"
 		if got := fmt.Sprint(seen); got != want {
 			t.Fatalf("events %s, want %s", got, want)

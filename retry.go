@@ -127,9 +127,9 @@ func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil) + 1))
 }
 
-// sleep waits d, or until ctx is done, whichever comes first. It uses a
+// retryWait waits d, or until ctx is done, whichever comes first. It uses a
 // timer and select so that a fake clock (testing/synctest) drives it.
-func sleep(ctx context.Context, d time.Duration) error {
+func retryWait(ctx context.Context, d time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func TestBudgetCapsBankedRetries(t *testing.T) {
 	}
 }
 
-func TestSleepEndsOnCancel(t *testing.T) {
+func TestRetryWaitEndsOnCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		start := time.Now()
@@ -138,15 +138,15 @@ func TestSleepEndsOnCancel(t *testing.T) {
 			time.Sleep(3 * time.Second)
 			cancel()
 		}()
-		err := sleep(ctx, time.Hour)
+		err := retryWait(ctx, time.Hour)
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
 		if got := time.Since(start); got != 3*time.Second {
-			t.Fatalf("sleep returned after %v, want 3s", got)
+			t.Fatalf("retryWait returned after %v, want 3s", got)
 		}
-		if err := sleep(t.Context(), 2*time.Second); err != nil || time.Since(start) != 5*time.Second {
-			t.Fatalf("sleep(2s) = %v after %v", err, time.Since(start))
+		if err := retryWait(t.Context(), 2*time.Second); err != nil || time.Since(start) != 5*time.Second {
+			t.Fatalf("retryWait(2s) = %v after %v", err, time.Since(start))
 		}
 	})
 }

@@ -17,6 +17,10 @@ import (
 // upstream's circuit breaker is open.
 var ErrCircuitOpen = errors.New("steady: circuit open")
 
+// errNoResponse stands in for a base that returned neither a response nor
+// an error.
+var errNoResponse = errors.New("steady: transport returned no response and no error")
+
 // Config configures a [Transport]. The zero value gives production
 // defaults.
 type Config struct {
@@ -132,7 +136,6 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	replayable := !hasBody || req.GetBody != nil
 	br := t.breakers.get(req.URL)
-	t.budget.deposit()
 
 	var (
 		last     *http.Response // last failed response, body buffered
@@ -174,11 +177,17 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 			return t.fail(req, next, err)
 		}
 
+		if attempt == 1 {
+			t.budget.deposit()
+		}
 		var resp *http.Response
 		if next != nil {
 			resp, err = next(r)
 		} else {
 			resp, err = t.base.RoundTrip(r)
+		}
+		if resp == nil && err == nil {
+			err = errNoResponse
 		}
 		pm.settle(resp, err)
 
@@ -271,7 +280,7 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		}
 		last, lastErr, lastF, prevWait = resp, err, f, wait
 
-		if werr := sleep(ctx, wait); werr != nil {
+		if werr := retryWait(ctx, wait); werr != nil {
 			t.emit(Event{Kind: EventGiveUp, Upstream: upstreamOf(br, req.URL), Method: req.Method, Path: req.URL.Path, Attempt: attempt, Reason: "context done while waiting", Err: werr})
 			if last != nil {
 				last.Body.Close()
@@ -297,6 +306,9 @@ func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *
 		Err:       safeErr(err),
 	})
 	if resp != nil {
+		if resp.Header == nil {
+			resp.Header = make(http.Header, 1)
+		}
 		resp.Header.Set("X-Should-Retry", "false")
 		return resp, nil
 	}
