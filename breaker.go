@@ -14,12 +14,20 @@ import (
 // Default circuit breaker settings, used where a [BreakerConfig] field is
 // zero.
 const (
-	DefaultBreakerFailureRatio        = 0.5
-	DefaultBreakerMinRequests         = 20
-	DefaultBreakerWindow              = time.Minute
+	// DefaultBreakerFailureRatio is BreakerConfig.FailureRatio when zero.
+	DefaultBreakerFailureRatio = 0.5
+	// DefaultBreakerMinRequests is BreakerConfig.MinRequests when zero.
+	DefaultBreakerMinRequests = 20
+	// DefaultBreakerWindow is BreakerConfig.Window when zero.
+	DefaultBreakerWindow = time.Minute
+	// DefaultBreakerConsecutiveFailures is BreakerConfig.ConsecutiveFailures
+	// when zero.
 	DefaultBreakerConsecutiveFailures = 10
-	DefaultBreakerOpenTimeout         = 30 * time.Second
-	DefaultBreakerHalfOpenProbes      = 3
+	// DefaultBreakerOpenTimeout is BreakerConfig.OpenTimeout when zero.
+	DefaultBreakerOpenTimeout = 30 * time.Second
+	// DefaultBreakerHalfOpenProbes is BreakerConfig.HalfOpenProbes when
+	// zero.
+	DefaultBreakerHalfOpenProbes = 3
 	// MaxUpstreams is how many upstreams (scheme and host) a Transport
 	// keeps a breaker for. Beyond it, breakers of upstreams whose circuit
 	// is closed are forgotten first.

@@ -9,7 +9,9 @@ import (
 
 // Default retry budget settings, used where a [BudgetConfig] field is zero.
 const (
-	DefaultBudgetRatio        = 0.2
+	// DefaultBudgetRatio is BudgetConfig.Ratio when zero.
+	DefaultBudgetRatio = 0.2
+	// DefaultBudgetMinPerSecond is BudgetConfig.MinPerSecond when zero.
 	DefaultBudgetMinPerSecond = 10
 	// BudgetMaxBanked is how many earned retries a budget keeps at most,
 	// so that a long quiet spell does not bank a retry storm.

@@ -114,8 +114,15 @@ func logEvent(l *slog.Logger, ev Event) {
 	switch ev.Kind {
 	case EventPace, EventCooldown:
 		level = slog.LevelDebug
-	case EventGiveUp, EventBreakerState, EventRejected:
+	case EventBreakerState, EventRejected:
 		level = slog.LevelWarn
+	case EventGiveUp:
+		// A failure handed back after retries is worth a warning; a
+		// first answer that is not worth retrying (a 400, a 401) is the
+		// caller's to report.
+		if ev.Attempt > 1 {
+			level = slog.LevelWarn
+		}
 	}
 	ctx := context.Background()
 	if !l.Enabled(ctx, level) {

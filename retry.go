@@ -9,9 +9,14 @@ import (
 
 // Default retry settings, used where a [RetryConfig] field is zero.
 const (
-	DefaultMaxRetries    = 4
-	DefaultBaseDelay     = 500 * time.Millisecond
-	DefaultMaxDelay      = 30 * time.Second
+	// DefaultMaxRetries is RetryConfig.MaxRetries when zero.
+	DefaultMaxRetries = 4
+	// DefaultBaseDelay is RetryConfig.BaseDelay when zero.
+	DefaultBaseDelay = 500 * time.Millisecond
+	// DefaultMaxDelay is RetryConfig.MaxDelay when zero.
+	DefaultMaxDelay = 30 * time.Second
+	// DefaultMaxRetryAfter is RetryConfig.MaxRetryAfter when zero, the
+	// OpenAI SDK's own cap.
 	DefaultMaxRetryAfter = 2 * time.Minute
 )
 
