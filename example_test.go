@@ -87,7 +87,12 @@ func ExampleConfig_onEvent() {
 	)
 	t := steady.New(steady.Config{
 		OnEvent: func(ev steady.Event) {
-			fmt.Printf("%s: status %d, request %s, attempt %d, wait %v\n", ev.Kind, ev.Status, ev.RequestID, ev.Attempt, ev.Wait)
+			switch ev.Kind {
+			case steady.EventRetry, steady.EventGiveUp:
+				fmt.Printf("%s: status %d, request %s, attempt %d, wait %v\n", ev.Kind, ev.Status, ev.RequestID, ev.Attempt, ev.Wait)
+			case steady.EventBreakerState:
+				fmt.Printf("breaker %s: %s -> %s\n", ev.Upstream, ev.From, ev.To)
+			}
 		},
 	})
 	client := openai.NewClient(
