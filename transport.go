@@ -21,6 +21,8 @@ var ErrCircuitOpen = errors.New("steady: circuit open")
 // an error.
 var errNoResponse = errors.New("steady: transport returned no response and no error")
 
+var errNilURL = errors.New("steady: request has no URL")
+
 // Config configures a [Transport]. The zero value gives production
 // defaults.
 type Config struct {
@@ -132,6 +134,10 @@ const maxDrain = 64 << 10
 // do runs the attempts of one request. next is the rest of the SDK's
 // middleware chain, or nil to send through t.base.
 func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+	if req.URL == nil {
+		closeBody(req)
+		return t.fail(req, next, errNilURL)
+	}
 	ctx := req.Context()
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	replayable := !hasBody || req.GetBody != nil
