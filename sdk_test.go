@@ -601,3 +601,68 @@ func TestEventsCarryRequestIDsNeverTheKey(t *testing.T) {
 		}
 	})
 }
+
+func TestConcurrentUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := steadytest.NewProvider(steadytest.ProviderConfig{
+			Latency: 50 * time.Millisecond,
+			Faults:  steadytest.Faults{ErrorRatio: 0.2, OverloadRatio: 0.05, ResetRatio: 0.05, Seed: 7},
+		})
+		var ev eventLog
+		st := steady.New(steady.Config{OnEvent: ev.add})
+		c := viaMiddleware(st, p)
+		const workers, each = 16, 10
+		var mu sync.Mutex
+		ok, failed := 0, 0
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for range each {
+					_, err := c.Chat.Completions.New(t.Context(), chatParams())
+					mu.Lock()
+					if err == nil {
+						ok++
+					} else {
+						failed++
+						var aerr *openai.Error
+						if !errors.As(err, &aerr) && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, steady.ErrCircuitOpen) {
+							t.Errorf("unexpected error %v", err)
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		stats := p.Stats()
+		if ok+failed != workers*each {
+			t.Fatalf("%d calls ended, want %d", ok+failed, workers*each)
+		}
+		if stats.Requests > int64(workers*each*(1+steady.DefaultMaxRetries)) {
+			t.Fatalf("%d upstream attempts for %d calls", stats.Requests, workers*each)
+		}
+		if retries := len(ev.of(steady.EventRetry)); int64(workers*each+retries) != stats.Requests {
+			t.Fatalf("%d calls + %d retries != %d upstream attempts", workers*each, retries, stats.Requests)
+		}
+		if ok < workers*each*8/10 {
+			t.Fatalf("only %d of %d calls succeeded with 30%% of attempts failing", ok, workers*each)
+		}
+	})
+}
+
+func TestStackedLayersDoNotMultiply(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fail := steadytest.ConnReset()
+		fake := &steadytest.Fake{Fallback: &fail}
+		inner := steady.New(steady.Config{Retry: steady.RetryConfig{MaxRetries: 2}})
+		outer := steady.New(steady.Config{Retry: steady.RetryConfig{MaxRetries: 2}})
+		c := viaMiddleware(outer, fake, option.WithMiddleware(inner.Middleware))
+		_, err := c.Chat.Completions.New(t.Context(), chatParams())
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("err = %v, want the reset", err)
+		}
+		if n := fake.Calls(); n != 3 {
+			t.Fatalf("%d attempts, want the inner layer's 1+2 only", n)
+		}
+	})
+}

@@ -273,3 +273,20 @@ func TestCallerCancelNotCountedNorRetried(t *testing.T) {
 		}
 	})
 }
+
+func TestGetBodyFailureHandsBackLastResponse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, steadytest.ServerError(503))
+		st := New(Config{Base: fake})
+		req := newRTRequest(t, strings.NewReader(rtBody))
+		req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+		resp, err := st.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || fake.Calls() != 1 {
+			t.Fatalf("status %d after %d attempts, want the 503 after 1", resp.StatusCode, fake.Calls())
+		}
+	})
+}
