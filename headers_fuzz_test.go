@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"strings"
@@ -272,6 +273,87 @@ func FuzzLowerInto(f *testing.F) {
 		}
 		if got := lowerInto(&buf, k); string(got) != string(want) {
 			t.Fatalf("%q: %q, want %q", k, got, want)
+		}
+	})
+}
+
+// refErrorFields reads type, code and message the way encoding/json does,
+// for comparison with parseErrorBody's own JSON reader.
+func refErrorFields(body []byte) (typ, code, msg string, ok bool) {
+	type obj struct {
+		Type, Code, Message, Status, Error json.RawMessage
+	}
+	text := func(raw json.RawMessage) string {
+		raw = trimSpaceBytes(raw)
+		if len(raw) == 0 {
+			return ""
+		}
+		if raw[0] == '"' {
+			var s string
+			json.Unmarshal(raw, &s)
+			return s
+		}
+		if raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9' {
+			return string(raw)
+		}
+		return ""
+	}
+	var top obj
+	if json.Unmarshal(body, &top) != nil {
+		return "", "", "", false
+	}
+	o := &top
+	var inner obj
+	if e := trimSpaceBytes(top.Error); len(e) > 0 && e[0] == '{' && json.Unmarshal(e, &inner) == nil {
+		o = &inner
+	} else if len(e) > 0 && e[0] == '"' {
+		msg = text(e)
+	}
+	typ, code = text(o.Type), text(o.Code)
+	if m := text(o.Message); m != "" {
+		msg = m
+	}
+	if typ == "" {
+		typ = text(o.Status)
+	}
+	return typ, code, msg, true
+}
+
+func FuzzErrorBodyJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"error": {"message": "m", "type": "t", "param": null, "code": "c"}}`,
+		`{"code": 429, "message": "x", "type": "rate_limit_error"}`,
+		`{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "r"}`,
+		`{"error": "plain", "code": 1.5e3}`,
+		`{"ERROR": {"Message": "a\"b\u00e9", "type": [1, {"x": []}], "code": -0}}`,
+		`{"error": {"message": "a", "message": "b"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, c := range body {
+			if c >= 0x80 {
+				return // encoding/json folds some non-ASCII names; compare ASCII only
+			}
+		}
+		b := trimSpaceBytes(body)
+		if len(b) == 0 || b[0] != '{' {
+			return
+		}
+		typ, code, msg, ok := refErrorFields(b)
+		var e jsonError
+		if got := readError(b, &e); got != ok {
+			t.Fatalf("valid: got %v, encoding/json %v", got, ok)
+		}
+		if !ok {
+			return
+		}
+		ef := parseErrorBody(body, fuzzNow)
+		if msg == "" && typ == "" && code == "" {
+			return // an unknown shape: the message is an excerpt
+		}
+		if ef.typ != typ || ef.code != code || ef.message != msg {
+			t.Fatalf("got %q %q %q, encoding/json %q %q %q", ef.typ, ef.code, ef.message, typ, code, msg)
 		}
 	})
 }
