@@ -380,26 +380,29 @@ type jsonError struct {
 // Member names match case-insensitively and the last of duplicates wins,
 // as with encoding/json.
 func readError(b []byte, e *jsonError) bool {
-	return jsonObject(b, func(key, val []byte) {
-		switch {
-		case keyIs(key, "type"):
-			e.Type = val
-		case keyIs(key, "code"):
-			e.Code = val
-		case keyIs(key, "message"):
-			e.Message = val
-		case keyIs(key, "status"):
-			e.Status = val
-		case keyIs(key, "details"):
-			e.Details = val
-		case keyIs(key, "metadata"):
-			e.Metadata = val
-		case keyIs(key, "error"):
-			e.Error = val
-		case keyIs(key, "request_id"):
-			e.RequestID = val
-		}
-	})
+	return jsonObject(b, e.member)
+}
+
+// member records one member of an error object.
+func (e *jsonError) member(key, val []byte) {
+	switch {
+	case keyIs(key, "type"):
+		e.Type = val
+	case keyIs(key, "code"):
+		e.Code = val
+	case keyIs(key, "message"):
+		e.Message = val
+	case keyIs(key, "status"):
+		e.Status = val
+	case keyIs(key, "details"):
+		e.Details = val
+	case keyIs(key, "metadata"):
+		e.Metadata = val
+	case keyIs(key, "error"):
+		e.Error = val
+	case keyIs(key, "request_id"):
+		e.RequestID = val
+	}
 }
 
 // parseErrorBody reads what an error body says, whatever its shape.
@@ -425,9 +428,9 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 	if e := top.Error; len(e) > 0 {
 		switch e[0] {
 		case '{':
-			if readError(e, &inner) {
-				obj = &inner
-			}
+			// A member of an object readError checked: valid already.
+			jsonMembers(e, inner.member)
+			obj = &inner
 		case '"':
 			ef.message = jsonText(e)
 		}
@@ -579,6 +582,9 @@ func jsonSkip(b []byte, i, depth int) int {
 		}
 	case c == '"':
 		for i++; i < len(b); i++ {
+			if plainInString[b[i]] {
+				continue
+			}
 			switch b[i] {
 			case '"':
 				return i + 1
@@ -613,6 +619,15 @@ func jsonSkip(b []byte, i, depth int) int {
 	}
 	return -1
 }
+
+// plainInString marks the bytes a JSON string holds as they are: all but
+// control characters, the quote and the backslash.
+var plainInString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
@@ -667,6 +682,13 @@ func jsonObject(b []byte, fn func(key, val []byte)) bool {
 	if len(b) == 0 || b[0] != '{' || jsonSkip(b, 0, 0) != len(b) {
 		return false
 	}
+	jsonMembers(b, fn)
+	return true
+}
+
+// jsonMembers is jsonObject for b known to be one valid object (a value
+// of an object jsonObject checked).
+func jsonMembers(b []byte, fn func(key, val []byte)) {
 	i := jsonWS(b, 1)
 	for b[i] != '}' {
 		kEnd := jsonSkip(b, i, 1)
@@ -678,7 +700,6 @@ func jsonObject(b []byte, fn func(key, val []byte)) bool {
 			i = jsonWS(b, i+1)
 		}
 	}
-	return true
 }
 
 // jsonArray calls fn with every element of b, when b is one valid JSON
