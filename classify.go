@@ -123,10 +123,11 @@ func ClassifyResponse(resp *http.Response) Failure {
 // array of errors, OpenRouter's error.metadata, and HTML or empty bodies.
 //
 // Statuses 408, 409, 429, 500, 502, 503, 504, 529 and other 5xx but 501,
-// 505 and 511 are retryable; 4xx others are not, nor is any 402, billing
-// error, insufficient_quota or Anthropic spend limit, whatever its status.
-// An x-should-retry header of "true" or "false" overrides these rules. A
-// status below 400 gives Retryable false and Reason "ok".
+// 505 and 511 are retryable; other 4xx are not. An x-should-retry header of
+// "true" or "false" overrides these status rules. Whatever the status and
+// the header, a 402, a billing error, insufficient_quota (as type or code)
+// or Anthropic's enforced_spend_limit_reached is never retryable. A status
+// below 400 gives Retryable false and Reason "ok"; its body is not read.
 func ClassifyBody(status int, h http.Header, body []byte) Failure {
 	return classify(status, h, body, time.Now(), nil)
 }
@@ -299,21 +300,24 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		}
 	}
 
+	// The status rule, which x-should-retry overrides both ways; then what
+	// no header overrides: an account out of credit stays out of credit.
 	f.Retryable, f.Reason = statusRule(status)
+	switch strings.ToLower(trimOWS(shouldRetry)) {
+	case "true":
+		f.Retryable, f.Reason = true, "x-should-retry: true"
+	case "false":
+		f.Retryable, f.Reason = false, "x-should-retry: false"
+	}
 	switch {
 	case status == http.StatusPaymentRequired:
+		f.Retryable, f.Reason = false, "402 payment required"
 	case isKind(ef.typ, "billing_error") || isKind(ef.code, "billing_error"):
 		f.Retryable, f.Reason = false, "billing error"
 	case isKind(ef.typ, "insufficient_quota") || isKind(ef.code, "insufficient_quota"):
 		f.Retryable, f.Reason = false, "insufficient quota"
 	case isKind(ef.detailCode, "enforced_spend_limit_reached") || isKind(ef.code, "enforced_spend_limit_reached"):
 		f.Retryable, f.Reason = false, "spend limit reached"
-	}
-	switch strings.ToLower(trimOWS(shouldRetry)) {
-	case "true":
-		f.Retryable, f.Reason = true, "x-should-retry: true"
-	case "false":
-		f.Retryable, f.Reason = false, "x-should-retry: false"
 	}
 	return f
 }
