@@ -86,8 +86,10 @@ const MaxHint = 365 * 24 * time.Hour
 // (x-ratelimit-* and x-tokenlimit-*, per second), OpenRouter and GitHub
 // (x-ratelimit-reset as epoch milliseconds or seconds), the IETF
 // RateLimit-Policy and RateLimit structured fields (several policies,
-// matched by name, split over several lines) and the older
-// RateLimit-Limit/-Remaining/-Reset.
+// matched by name, split over several lines, units by qu) and the older
+// drafts' RateLimit-Limit/-Remaining/-Reset and "RateLimit: limit=100,
+// remaining=50, reset=30". IETF policies in units steady does not pace
+// (content-bytes, concurrent-requests) are left out.
 //
 // A bare number in a reset header reads as epoch milliseconds from 1e12,
 // epoch seconds from 1e9, and delta seconds below. Relative resets are
@@ -653,25 +655,48 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 			}
 		}
 	}
+	// find returns the policy named name, adding it when there is room.
+	find := func(name string) *ietfPolicy {
+		for j := 0; j < n; j++ {
+			if pol[j].name == name {
+				return &pol[j]
+			}
+		}
+		if n == maxIETF {
+			return nil
+		}
+		pol[n] = ietfPolicy{name: name, unit: UnitRequests, limit: -1, remaining: -1}
+		n++
+		return &pol[n-1]
+	}
 	for i := 0; i < s.nrl; i++ {
 		for _, line := range s.ratelimit[i] {
 			l := sfList{s: line}
 			for l.next(&it) {
+				if it.member {
+					known := equalFold(it.name, "limit") || equalFold(it.name, "remaining") || equalFold(it.name, "reset")
+					var p *ietfPolicy
+					if known && it.value >= 0 {
+						p = find("")
+					}
+					switch {
+					case p == nil:
+					case equalFold(it.name, "limit") && p.limit < 0:
+						p.limit = clampCount(it.value)
+					case equalFold(it.name, "remaining") && p.remaining < 0:
+						p.remaining = clampCount(it.value)
+					case equalFold(it.name, "reset") && !p.hasReset:
+						p.reset, p.hasReset = secondsDuration(it.value), true
+					}
+					continue
+				}
 				if !it.named || (it.r < 0 && it.t < 0) {
 					continue
 				}
-				j := 0
-				for j < n && pol[j].name != it.name {
-					j++
+				p := find(it.name)
+				if p == nil {
+					continue
 				}
-				if j == n {
-					if n == maxIETF {
-						continue
-					}
-					pol[n] = ietfPolicy{name: it.name, unit: UnitRequests, limit: -1, remaining: -1}
-					n++
-				}
-				p := &pol[j]
 				if it.r >= 0 && p.remaining < 0 {
 					p.remaining = clampCount(it.r)
 				}
@@ -715,6 +740,10 @@ type sfItem struct {
 	named      bool
 	q, w, r, t float64
 	qu         string
+	// member and value: a dictionary member name=value; value is -1
+	// when not a non-negative number.
+	member bool
+	value  float64
 }
 
 // sfList walks a structured-field list (RFC 9651) leniently: a parse error
@@ -740,7 +769,7 @@ func (l *sfList) next(it *sfItem) bool {
 	if l.pos >= len(l.s) {
 		return false
 	}
-	*it = sfItem{q: -1, w: -1, r: -1, t: -1}
+	*it = sfItem{q: -1, w: -1, r: -1, t: -1, value: -1}
 	// The item: a string or a token names a policy; other bare items
 	// (numbers of older drafts) are read and left unnamed.
 	switch c := l.s[l.pos]; {
@@ -753,6 +782,20 @@ func (l *sfList) next(it *sfItem) bool {
 		it.name, it.named = name, true
 	case isAlpha(c) || c == '*':
 		it.name, it.named = l.token(), true
+		if l.pos < len(l.s) && l.s[l.pos] == '=' {
+			// A dictionary member, as in an earlier draft's
+			// "RateLimit: limit=100, remaining=50, reset=30".
+			l.pos++
+			v, ok := l.bareItem()
+			if !ok {
+				l.bad = true
+				return false
+			}
+			it.named, it.member = false, true
+			if f, ok := parseDecimal(v); ok {
+				it.value = f
+			}
+		}
 	default:
 		if _, ok := l.bareItem(); !ok {
 			l.bad = true

@@ -51,6 +51,7 @@ var headerSeeds = []string{
 	"RateLimit-Policy: \"burst\";q=100;w=60, \"daily\";q=1000;w=86400\nRateLimit: \"burst\";r=50;t=30\nRateLimit: \"daily\";r=900;t=3600",
 	"~ratelimit-policy: \"tpm\";q=90000;w=60;qu=\"tokens\";pk=:cHJvamVjdDEyMw==:\nRateLimit: tpm;r=0;t=12, \"a\\\"b\";r=1",
 	"RateLimit-Limit: 100, 100;w=60\nRateLimit-Remaining: 42\nRateLimit-Reset: 17",
+	"RateLimit: limit=100, remaining=50, reset=30\nRateLimit-Policy: 100;w=60",
 	"Retry-After: Sunday, 06-Nov-94 08:49:37 GMT\nDate: Sun Nov  6 08:49:37 1994",
 	"X-Ratelimit-Reset-Requests: NaN\nX-Ratelimit-Limit-Requests: 1e400\nRetry-After: -5\nretry-after-ms: Inf",
 }
