@@ -117,7 +117,8 @@ func ParseRateLimits(h http.Header, now time.Time) RateLimits {
 }
 
 // appendRateLimits is ParseRateLimits appending the windows to dst, so that
-// a caller that keeps a buffer parses without allocating.
+// a caller that keeps a buffer parses without allocating. It appends at
+// most maxSlots+maxIETF (20) windows.
 func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
 	var s headerScan
 	s.scan(h)
