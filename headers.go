@@ -223,6 +223,27 @@ func (s *headerScan) scan(h http.Header) {
 		if len(k) < 8 {
 			continue
 		}
+		// Fast path: OpenAI's names, as net/http or HTTP/2 spell them.
+		switch k {
+		case "X-Ratelimit-Limit-Requests", "x-ratelimit-limit-requests":
+			s.set(famXRL, UnitRequests, "", 0, fLimit, vv[0])
+			continue
+		case "X-Ratelimit-Remaining-Requests", "x-ratelimit-remaining-requests":
+			s.set(famXRL, UnitRequests, "", 0, fRemaining, vv[0])
+			continue
+		case "X-Ratelimit-Reset-Requests", "x-ratelimit-reset-requests":
+			s.set(famXRL, UnitRequests, "", 0, fReset, vv[0])
+			continue
+		case "X-Ratelimit-Limit-Tokens", "x-ratelimit-limit-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fLimit, vv[0])
+			continue
+		case "X-Ratelimit-Remaining-Tokens", "x-ratelimit-remaining-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fRemaining, vv[0])
+			continue
+		case "X-Ratelimit-Reset-Tokens", "x-ratelimit-reset-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fReset, vv[0])
+			continue
+		}
 		switch lower8(load64(k, 0)) {
 		case wXRatelimit, wAnthropic, wXTokenlimit, wRatelimit, wRetryAfter, wXMsRetry:
 		default:
