@@ -99,8 +99,8 @@ func (f Failure) String() string {
 
 // ClassifyResponse describes resp. For a status of 400 or more it reads at
 // most the first 64 KiB of the body and puts back a body that yields the
-// original bytes in full (what was read, then the rest) and closes the
-// original body. The body of a success is never read, so streams stay
+// original bytes in full (what was read, then the rest) and whose Close
+// closes the original body. The body of a success is never read, so streams stay
 // untouched. A nil resp gives a Failure with Reason "no response".
 func ClassifyResponse(resp *http.Response) Failure {
 	if resp == nil {
