@@ -62,7 +62,7 @@ func writeSVG(w io.Writer, c chart) error {
 	bw := bufio.NewWriter(w)
 	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
 	p(`<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" viewBox="0 0 %g %g" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
-	p(`<rect width="100%%" height="100%%" fill="white"/>` + "\n")
+	p(`<rect width="%g" height="%g" fill="white"/>`+"\n", width, height)
 	p(`<text x="%g" y="22" font-size="15" font-weight="bold">%s</text>`+"\n", left, html.EscapeString(c.Title))
 
 	// Shaded periods: the outage, then each client's open breaker.
