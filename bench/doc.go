@@ -1,0 +1,2 @@
+// Package bench measures steady against the libraries users pick instead.
+package bench
