@@ -127,11 +127,8 @@ func TestReport(t *testing.T) {
 		}
 	})
 	r.Wall = time.Since(wallStart)
-	for _, p := range r.Peers {
-		res := testing.Benchmark(func(b *testing.B) { benchmarkOverhead(b, p) })
-		r.Overhead = append(r.Overhead, Overhead{Peer: p.Name, NsPerOp: float64(res.NsPerOp()), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp()})
-		t.Logf("%s: %s %s", p.Name, res, res.MemString())
-	}
+	r.Overhead = measureOverhead(t, r.Peers, 3)
+	r.Took = time.Since(wallStart)
 	var b bytes.Buffer
 	if err := r.Write(&b); err != nil {
 		t.Fatal(err)
@@ -140,6 +137,24 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote ../BENCHMARKS.md:\n%s", b.String())
+}
+
+// measureOverhead runs the overhead benchmark of every peer rounds times,
+// interleaved so that a slow stretch of a shared machine hits every peer,
+// and keeps each peer's fastest round.
+func measureOverhead(t *testing.T, peers []Peer, rounds int) []Overhead {
+	out := make([]Overhead, len(peers))
+	for round := range rounds {
+		for i, p := range peers {
+			res := testing.Benchmark(func(b *testing.B) { benchmarkOverhead(b, p) })
+			t.Logf("round %d %s: %s %s", round+1, p.Name, res, res.MemString())
+			o := Overhead{Peer: p.Name, NsPerOp: float64(res.T.Nanoseconds()) / float64(res.N), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp()}
+			if round == 0 || o.NsPerOp < out[i].NsPerOp {
+				out[i] = o
+			}
+		}
+	}
+	return out
 }
 
 // BenchmarkOverhead measures one successful request with a 2 KB chat body

@@ -129,4 +129,3 @@ func (p *miniProvider) RoundTrip(req *http.Request) (*http.Response, error) {
 		Request:       req,
 	}, nil
 }
-

@@ -53,6 +53,7 @@ type Report struct {
 	Date     time.Time
 	Command  string
 	Wall     time.Duration // real time the workload took
+	Took     time.Duration // real time the whole report took
 }
 
 // Write writes r as Markdown.
@@ -68,7 +69,7 @@ func (r Report) Write(w io.Writer) error {
 	}
 
 	p("# Benchmarks: steady and the libraries users pick instead\n\n")
-	p("Reproduce (inside `bench/`, about a minute):\n\n")
+	p("Reproduce, inside `bench/` (it took %s here, benchmarks included):\n\n", r.Took.Round(time.Second))
 	p("```\n%s\n```\n\n", r.Command)
 	p("Measured %s on %s, %d cores, %s, %s.\n\n", r.Date.UTC().Format("2006-01-02"), r.Machine.CPU, r.Machine.Cores, r.Machine.Go, r.Machine.OS)
 
@@ -126,15 +127,15 @@ func (r Report) Write(w io.Writer) error {
 		base := r.Overhead[0]
 		row("success-path time per request (ns/op)", func(x Result) (float64, string) {
 			o := r.overhead(x.Peer)
-			return o.NsPerOp - base.NsPerOp, fmt.Sprintf("%.0f (+%.0f)", o.NsPerOp, o.NsPerOp-base.NsPerOp)
+			return o.NsPerOp - base.NsPerOp, fmt.Sprintf("%.0f (%+.0f)", o.NsPerOp, o.NsPerOp-base.NsPerOp)
 		})
 		row("success-path allocations (allocs/op)", func(x Result) (float64, string) {
 			o := r.overhead(x.Peer)
-			return float64(o.AllocsOp - base.AllocsOp), fmt.Sprintf("%d (+%d)", o.AllocsOp, o.AllocsOp-base.AllocsOp)
+			return float64(o.AllocsOp - base.AllocsOp), fmt.Sprintf("%d (%+d)", o.AllocsOp, o.AllocsOp-base.AllocsOp)
 		})
 		row("success-path memory (B/op)", func(x Result) (float64, string) {
 			o := r.overhead(x.Peer)
-			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (+%d)", o.BytesOp, o.BytesOp-base.BytesOp)
+			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (%+d)", o.BytesOp, o.BytesOp-base.BytesOp)
 		})
 	}
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
