@@ -6,11 +6,15 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 )
 
 // tinyArgs is a whole run in a few seconds of fake time.
@@ -301,4 +305,34 @@ func TestParseFlagsRejects(t *testing.T) {
 			t.Errorf("unexpected error %v", err)
 		}
 	}
+}
+
+// blockingTransport answers nothing until the request's context is done.
+type blockingTransport struct{}
+
+func (blockingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	<-req.Context().Done()
+	return nil, req.Context().Err()
+}
+
+func TestCallStoppedByInterruptIsNotCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := newRecorder("c", time.Now(), time.Second)
+		c := &client{name: "c", rec: rec, sdk: openai.NewClient(
+			option.WithBaseURL("http://x.invalid/v1/"), option.WithAPIKey("k"),
+			option.WithHTTPClient(&http.Client{Transport: blockingTransport{}}),
+		)}
+		// signal.NotifyContext cancels with a cause naming the signal.
+		ctx, cancel := context.WithCancelCause(t.Context())
+		time.AfterFunc(time.Second, func() { cancel(errors.New("interrupt signal received")) })
+		c.call(ctx, plan{CallTimeout: time.Minute, Model: "m"})
+		if p := rec.progress(time.Now()); p.Calls != 0 {
+			t.Errorf("a call stopped by an interrupt was counted: %+v", p)
+		}
+		// A call that runs past its own deadline is a failure.
+		c.call(t.Context(), plan{CallTimeout: time.Second, Model: "m"})
+		if p := rec.progress(time.Now()); p.Calls != 1 || p.Failed != 1 {
+			t.Errorf("a call past its deadline: %+v, want one failed call", p)
+		}
+	})
 }

@@ -43,8 +43,8 @@ type client struct {
 // call makes one chat completion and records it.
 func (c *client) call(ctx context.Context, p plan) {
 	start := time.Now()
-	ctx = withCall(ctx)
-	ctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeout(withCall(ctx), p.CallTimeout)
 	defer cancel()
 	params := openai.ChatCompletionNewParams{
 		Model: openai.ChatModel(p.Model),
@@ -56,16 +56,10 @@ func (c *client) call(ctx context.Context, p plan) {
 		params.MaxCompletionTokens = openai.Int(p.MaxTokens)
 	}
 	_, err := c.sdk.Chat.Completions.New(ctx, params)
-	if parentDone(ctx) {
-		return // stopped by the user: neither a success nor a failure
+	if parent.Err() != nil {
+		return // the run was stopped: neither a success nor a failure
 	}
 	c.rec.callDone(time.Since(start), err)
-}
-
-// parentDone reports whether the run itself was stopped, as opposed to a
-// call running past its own deadline.
-func parentDone(ctx context.Context) bool {
-	return context.Cause(ctx) == context.Canceled
 }
 
 // run drives the plan through every client at once and returns the
