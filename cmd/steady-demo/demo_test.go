@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
+	"github.com/steady-go/steady"
 )
 
 // tinyArgs is a whole run in a few seconds of fake time.
@@ -335,4 +337,36 @@ func TestCallStoppedByInterruptIsNotCounted(t *testing.T) {
 			t.Errorf("a call past its deadline: %+v, want one failed call", p)
 		}
 	})
+}
+
+func TestRecorderBreakerPeriodsAndBuckets(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	r := newRecorder("steady", start, time.Second)
+	r.breakerEvent(at(2000), steady.BreakerOpen)
+	r.breakerEvent(at(3000), steady.BreakerHalfOpen)
+	r.breakerEvent(at(3100), steady.BreakerOpen)
+	r.breakerEvent(at(4000), steady.BreakerHalfOpen)
+	r.breakerEvent(at(4200), steady.BreakerClosed)
+	r.breakerEvent(at(6000), steady.BreakerOpen) // still open at the end
+	r.attempt(at(100), true, 200)
+	r.attempt(at(900), true, 200)
+	r.attempt(at(1500), true, 429)
+	r.attempt(at(1600), false, 200)
+	r.attempt(at(2500), true, 500)
+	tl := timeline{Start: [numPhases]time.Duration{0, -1, -1}, End: 7 * time.Second}
+	s := r.summarize(tl, 10)
+	wantOpen := []period{{2 * time.Second, 3 * time.Second}, {3100 * time.Millisecond, 4 * time.Second}, {6 * time.Second, 7 * time.Second}}
+	if !slices.Equal(s.OpenPeriods, wantOpen) {
+		t.Errorf("open periods = %v, want %v", s.OpenPeriods, wantOpen)
+	}
+	if want := []int{2, 1, 0, 0, 0, 0, 0}; !slices.Equal(s.Accepted, want) {
+		t.Errorf("accepted per second = %v, want %v", s.Accepted, want)
+	}
+	if s.Attempts != 5 || s.RateLimited != 1 || s.ServerErrors != 1 || s.Retries != 1 {
+		t.Errorf("attempts %d, 429s %d, 5xx %d, retries %d; want 5, 1, 1, 1", s.Attempts, s.RateLimited, s.ServerErrors, s.Retries)
+	}
+	if p := r.progress(at(6500)); p.Breaker != "open" {
+		t.Errorf("breaker shown as %q, want open", p.Breaker)
+	}
 }
