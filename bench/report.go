@@ -75,8 +75,8 @@ func (r Report) Write(w io.Writer) error {
 
 	p("## The workload\n\n")
 	p("Every peer runs the same workload at the same time, each against its own simulated OpenAI-compatible provider ")
-	p("(`steadytest`, in memory) with the same limit: %d requests per %s (%s/s), answering in %s. ", sc.Requests, fmtDur(sc.Window), trim(sc.Limit()), fmtDur(sc.Latency))
-	p("%d callers per peer offer %s times the limit for %s, then the provider answers 500 to everything for %s, then recovers for %s. ",
+	p("(`steadytest`, in memory) with the same limit: %d requests per %s (%s/s, %s, %s dialect), answering in %s. ", sc.Requests, fmtDur(sc.Window), trim(sc.Limit()), sc.Algorithm, sc.Dialect, fmtDur(sc.Latency))
+	p("%d callers per peer offer %s times the limit for %s, then the provider answers 503 to everything for %s, then recovers for %s. ",
 		sc.Concurrency, trim(sc.Offered), fmtDur(sc.Overload), fmtDur(sc.Outage), fmtDur(sc.Recovery))
 	p("Each call is a chat completion with a %s deadline. ", fmtDur(sc.CallTimeout))
 	p("The run is in fake time (`testing/synctest`): %s of simulated traffic took %s of real time.\n\n",

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/steady-go/steady/steadytest"
 )
 
 // Scenario is the workload every peer runs: a stretch offered well above
@@ -17,10 +18,12 @@ type Scenario struct {
 	Tokens      int           // provider limit: tokens per window; 0 means none
 	Window      time.Duration // provider limit window
 	Latency     time.Duration // provider time to answer
+	Dialect     steadytest.Dialect
+	Algorithm   steadytest.Algorithm
 	Concurrency int           // callers per peer
 	Offered     float64       // offered load as a multiple of the requests limit
 	Overload    time.Duration // length of the overload stretch
-	Outage      time.Duration // length of the outage (every request answered 500)
+	Outage      time.Duration // length of the outage (every request answered 503)
 	Recovery    time.Duration // length of the stretch after the outage
 	CallTimeout time.Duration // deadline of one call
 	MaxTokens   int64         // max_completion_tokens of each call

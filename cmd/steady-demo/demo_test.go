@@ -68,7 +68,7 @@ func TestRunCountsEveryCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		clients, err := newClients(providerConfig{Requests: o.Requests, Window: o.Window, Dialect: o.Dialect, Latency: o.Latency}, o, start)
+		clients, err := newClients(providerConfig{Requests: o.Requests, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}, o, start)
 		if err != nil {
 			t.Fatal(err)
 		}

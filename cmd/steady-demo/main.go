@@ -6,7 +6,7 @@
 //	go run ./cmd/steady-demo -plot steady.svg
 //
 // The run offers well above the rate limit, then switches the providers to
-// an outage (every request fails with 500), then lets them recover. A live
+// an outage (every request fails with 503), then lets them recover. A live
 // line per client shows progress; the end prints a side-by-side table.
 // Ctrl-C stops early and prints the table so far.
 //
@@ -45,6 +45,7 @@ type options struct {
 	Latency     time.Duration
 	Timeout     time.Duration
 	Dialect     string
+	Algorithm   string
 	Plot        string
 	BaseURL     string
 	Model       string
@@ -65,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Latency, "latency", 50*time.Millisecond, "provider time to answer a request")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "deadline of one call, retries included")
 	fs.StringVar(&o.Dialect, "dialect", "openai", "rate-limit header dialect: "+strings.Join(dialectNames(), ", "))
+	fs.StringVar(&o.Algorithm, "algorithm", "sliding-window", "how the provider counts its limits: sliding-window or token-bucket")
 	fs.StringVar(&o.Plot, "plot", "", "write an SVG chart of accepted requests per second to this file")
 	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
 	fs.StringVar(&o.Model, "model", "gpt-4o-mini", "model named in each request")
@@ -88,6 +90,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if !validDialect(o.Dialect) {
 		return o, fmt.Errorf("-dialect %q: want one of %s", o.Dialect, strings.Join(dialectNames(), ", "))
+	}
+	if _, err := parseAlgorithm(o.Algorithm); err != nil {
+		return o, fmt.Errorf("-algorithm: %w", err)
 	}
 	return o, nil
 }
@@ -121,7 +126,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		p.OutageStart = o.Duration / 2
 		p.OutageEnd = p.OutageStart + o.Outage
 	}
-	pcfg := providerConfig{Requests: o.Requests, Tokens: o.Tokens, Window: o.Window, Dialect: o.Dialect, Latency: o.Latency}
+	pcfg := providerConfig{Requests: o.Requests, Tokens: o.Tokens, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}
 	start := time.Now()
 	clients, err := newClients(pcfg, o, start)
 	if err != nil {

@@ -2,12 +2,11 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/steady-go/steady/steadytest"
 )
 
 // upstream is what the demo needs from a simulated provider: answer
@@ -21,131 +20,66 @@ type upstream interface {
 
 // providerConfig sets up one simulated provider.
 type providerConfig struct {
-	Requests int           // requests admitted per window
-	Tokens   int           // tokens admitted per window; 0 means no tokens limit
-	Window   time.Duration // window length
-	Dialect  string        // rate-limit header dialect
-	Latency  time.Duration // time to answer an admitted request
+	Requests  int           // requests admitted per window
+	Tokens    int           // tokens admitted per window; 0 means no tokens limit
+	Window    time.Duration // window length
+	Dialect   string        // rate-limit header dialect, as steadytest.ParseDialect reads it
+	Algorithm string        // "sliding-window" or "token-bucket"
+	Latency   time.Duration // time to answer a request
 }
 
-// miniProvider is a small OpenAI-compatible chat completions endpoint with a
-// sliding-window requests limit, OpenAI-style rate-limit headers and a
-// switchable outage. Safe for concurrent use.
-type miniProvider struct {
-	cfg providerConfig
+// simulated is a steadytest.Provider seen as an upstream.
+type simulated struct{ *steadytest.Provider }
 
-	mu      sync.Mutex
-	admits  []time.Time // admission times inside the current window
-	outage  bool
-	maxSeen int64
+func (s simulated) setOutage(on bool) {
+	s.SetFaults(steadytest.Faults{Outage: on})
 }
 
+func (s simulated) maxInWindow() int64 { return s.Stats().MaxRequestsInWindow }
+
+// newProvider returns a simulated provider with cfg's limits.
 func newProvider(cfg providerConfig) (upstream, error) {
 	if cfg.Requests <= 0 || cfg.Window <= 0 {
-		return nil, fmt.Errorf("steady-demo: provider needs a positive limit and window")
+		return nil, fmt.Errorf("provider needs a positive limit and window")
 	}
-	return &miniProvider{cfg: cfg}, nil
+	d, err := steadytest.ParseDialect(cfg.Dialect)
+	if err != nil {
+		return nil, err
+	}
+	alg, err := parseAlgorithm(cfg.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	return simulated{steadytest.NewProvider(steadytest.ProviderConfig{
+		RequestsPerWindow: cfg.Requests,
+		TokensPerWindow:   cfg.Tokens,
+		Window:            cfg.Window,
+		Algorithm:         alg,
+		Dialect:           d,
+		Latency:           cfg.Latency,
+	})}, nil
 }
 
-func (p *miniProvider) setOutage(on bool) {
-	p.mu.Lock()
-	p.outage = on
-	p.mu.Unlock()
+// dialectNames lists the dialects a simulated provider can speak.
+func dialectNames() []string {
+	var names []string
+	for _, d := range steadytest.Dialects() {
+		names = append(names, d.String())
+	}
+	return names
 }
-
-func (p *miniProvider) maxInWindow() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.maxSeen
-}
-
-// RoundTrip answers req in memory.
-func (p *miniProvider) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		io.Copy(io.Discard, req.Body)
-		req.Body.Close()
-	}
-	now := time.Now()
-	p.mu.Lock()
-	cut := now.Add(-p.cfg.Window)
-	i := 0
-	for i < len(p.admits) && !p.admits[i].After(cut) {
-		i++
-	}
-	p.admits = p.admits[i:]
-	outage := p.outage
-	var status int
-	var reset time.Duration
-	switch {
-	case outage:
-		status = http.StatusInternalServerError
-	case len(p.admits) >= p.cfg.Requests:
-		status = http.StatusTooManyRequests
-		reset = p.admits[0].Add(p.cfg.Window).Sub(now)
-	default:
-		status = http.StatusOK
-		p.admits = append(p.admits, now)
-		if n := int64(len(p.admits)); n > p.maxSeen {
-			p.maxSeen = n
-		}
-		if len(p.admits) > 0 {
-			reset = p.admits[0].Add(p.cfg.Window).Sub(now)
-		}
-	}
-	remaining := p.cfg.Requests - len(p.admits)
-	p.mu.Unlock()
-
-	if status == http.StatusOK && p.cfg.Latency > 0 {
-		t := time.NewTimer(p.cfg.Latency)
-		select {
-		case <-req.Context().Done():
-			t.Stop()
-			return nil, req.Context().Err()
-		case <-t.C:
-		}
-	}
-
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set("X-Request-Id", "req_demo")
-	h.Set("X-Ratelimit-Limit-Requests", strconv.Itoa(p.cfg.Requests))
-	h.Set("X-Ratelimit-Remaining-Requests", strconv.Itoa(max(remaining, 0)))
-	h.Set("X-Ratelimit-Reset-Requests", reset.Round(time.Millisecond).String())
-	var body string
-	switch status {
-	case http.StatusOK:
-		body = `{"id":"chatcmpl-demo","object":"chat.completion","created":0,"model":"gpt-4o-mini",` +
-			`"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"ok"}}],` +
-			`"usage":{"prompt_tokens":10,"completion_tokens":1,"total_tokens":11}}`
-	case http.StatusTooManyRequests:
-		h.Set("Retry-After", strconv.Itoa(int((reset+time.Second-1)/time.Second)))
-		body = `{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}`
-	default:
-		body = `{"error":{"message":"The server had an error while processing your request.","type":"server_error"}}`
-	}
-	return &http.Response{
-		StatusCode:    status,
-		Status:        fmt.Sprintf("%d %s", status, http.StatusText(status)),
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        h,
-		Body:          io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)),
-		Request:       req,
-	}, nil
-}
-
-// dialects names the rate-limit dialects a simulated provider can speak.
-var dialects = []string{"openai", "heroku-seed", "heroku-docs", "anthropic", "ietf", "none"}
-
-func dialectNames() []string { return dialects }
 
 func validDialect(name string) bool {
-	for _, d := range dialects {
-		if d == name {
-			return true
+	_, err := steadytest.ParseDialect(name)
+	return err == nil
+}
+
+// parseAlgorithm reads "sliding-window" or "token-bucket".
+func parseAlgorithm(s string) (steadytest.Algorithm, error) {
+	for _, a := range []steadytest.Algorithm{steadytest.SlidingWindow, steadytest.TokenBucket} {
+		if strings.EqualFold(s, a.String()) {
+			return a, nil
 		}
 	}
-	return false
+	return 0, fmt.Errorf("unknown algorithm %q (want %s or %s)", s, steadytest.SlidingWindow, steadytest.TokenBucket)
 }
