@@ -50,6 +50,9 @@ func TestWorkload(t *testing.T) {
 			if r.OK+r.Failed != r.Calls {
 				t.Errorf("%s: ok %d + failed %d != calls %d", r.Peer, r.OK, r.Failed, r.Calls)
 			}
+			if r.FailedOverload+r.FailedOutage+r.FailedRecovery != r.Failed {
+				t.Errorf("%s: failed %d, %d and %d by phase, %d in all", r.Peer, r.FailedOverload, r.FailedOutage, r.FailedRecovery, r.Failed)
+			}
 			if r.OK == 0 || r.Attempts < r.OK {
 				t.Errorf("%s: %d calls ok from %d upstream attempts", r.Peer, r.OK, r.Attempts)
 			}
@@ -75,10 +78,10 @@ func TestReportWrite(t *testing.T) {
 		Scenario: shortScenario,
 		Peers:    Peers(),
 		Results: []Result{
-			{Peer: "bare SDK", Calls: 100, OK: 90, Failed: 10, Goodput: 0.9, Attempts: 200, RateLimited: 100, OutageAttempts: 60, P99: 9 * time.Second},
+			{Peer: "bare SDK", Calls: 100, OK: 90, Failed: 10, FailedOverload: 10, FailedOutage: 30, FailFast: 8 * time.Second, Recovery: 0.5, Goodput: 0.9, Attempts: 200, RateLimited: 100, OutageAttempts: 60, P99: 9 * time.Second},
 			{Peer: "go-retryablehttp", Calls: 100, OK: 100, Goodput: 0.95, Attempts: 150, RateLimited: 50, OutageAttempts: 80, P99: 20 * time.Second},
-			{Peer: "failsafe-go", Calls: 100, OK: 100, Goodput: 0.95, Attempts: 150, RateLimited: 50, OutageAttempts: 10, P99: 20 * time.Second},
-			{Peer: "steady", Calls: 100, OK: 100, Goodput: 0.99, Attempts: 101, RateLimited: 1, OutageAttempts: 3, P99: 2 * time.Second},
+			{Peer: "failsafe-go", Calls: 100, OK: 100, FailedOutage: 50, Goodput: 0.95, Attempts: 150, RateLimited: 50, OutageAttempts: 10, P99: 20 * time.Second},
+			{Peer: "steady", Calls: 100, OK: 100, FailedOutage: 40, FailFast: time.Millisecond, Recovery: 0.95, Goodput: 0.99, Attempts: 101, RateLimited: 1, OutageAttempts: 3, P99: 2 * time.Second},
 		},
 		Overhead: []Overhead{
 			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10},
@@ -97,7 +100,9 @@ func TestReportWrite(t *testing.T) {
 	for _, want := range []string{
 		"| goodput during overload, fraction of the limit | 0.900 (0.909×) | 0.950 (0.96×) | 0.950 (0.96×) | **0.990** |",
 		"| 429s, share of upstream attempts | 50.0% (100 of 200) (50.5×) |",
-		"| failed calls | 10 of 100 (steady: 0) | 0 of 100 (same) |",
+		"| failed calls during the overload | 10 (steady: 0) | 0 (same) |",
+		"| calls started during the outage: failed, median time to fail | 30, 8s (8e+03×) | 0 (0×) | 50, at once (0×) | **40, 1ms** |",
+		"| goodput after the outage, fraction of the limit | 0.500 (0.526×) |",
 		"| upstream attempts during the outage | 60 (20×) | 80 (26.7×) | 10 (3.33×) | **3** |",
 		"| p99 latency, successful calls | 9s (4.5×) |",
 		"| success-path time per request (ns/op) | 1000 (+0) (0×) | 3000 (+2000) (2×) | 5000 (+4000) (4×) | **2000 (+1000)** |",

@@ -112,11 +112,27 @@ func (r Report) Write(w io.Writer) error {
 	row("429s, share of upstream attempts", func(x Result) (float64, string) {
 		return x.RateLimitedShare(), fmt.Sprintf("%.1f%% (%d of %d)", 100*x.RateLimitedShare(), x.RateLimited, x.Attempts)
 	})
-	row("failed calls", func(x Result) (float64, string) {
-		return float64(x.Failed), fmt.Sprintf("%d of %d", x.Failed, x.Calls)
+	row("failed calls during the overload", func(x Result) (float64, string) {
+		return float64(x.FailedOverload), fmt.Sprint(x.FailedOverload)
 	})
 	row("upstream attempts during the outage", func(x Result) (float64, string) {
 		return float64(x.OutageAttempts), fmt.Sprint(x.OutageAttempts)
+	})
+	row("calls started during the outage: failed, median time to fail", func(x Result) (float64, string) {
+		if x.FailedOutage == 0 {
+			return 0, "0"
+		}
+		d := fmtDur(x.FailFast)
+		if x.FailFast == 0 {
+			d = "at once"
+		}
+		return x.FailFast.Seconds(), fmt.Sprintf("%d, %s", x.FailedOutage, d)
+	})
+	row("failed calls after the outage", func(x Result) (float64, string) {
+		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
+	})
+	row("goodput after the outage, fraction of the limit", func(x Result) (float64, string) {
+		return x.Recovery, fmt.Sprintf("%.3f", x.Recovery)
 	})
 	row("p50 latency, successful calls", func(x Result) (float64, string) { return x.P50.Seconds(), fmtDur(x.P50) })
 	row("p99 latency, successful calls", func(x Result) (float64, string) { return x.P99.Seconds(), fmtDur(x.P99) })

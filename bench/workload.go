@@ -38,7 +38,12 @@ type Result struct {
 	Calls          int           // calls finished
 	OK             int           // calls that succeeded
 	Failed         int           // calls that returned an error
+	FailedOverload int           // failed calls started during the overload
+	FailedOutage   int           // failed calls started during the outage
+	FailedRecovery int           // failed calls started after the outage
+	FailFast       time.Duration // median time to fail of calls started during the outage
 	Goodput        float64       // successful calls per second during the overload, as a fraction of the limit
+	Recovery       float64       // successful calls per second during the recovery, as a fraction of the limit
 	Attempts       int           // requests that reached the provider
 	RateLimited    int           // of those, answered 429
 	OutageAttempts int           // requests that reached the provider during the outage
@@ -61,8 +66,10 @@ type tally struct {
 	phase       int // 0 overload, 1 outage, 2 recovery
 	calls, ok   int
 	failed      int
-	okOverload  int
+	okIn        [3]int // successful calls, by the phase they ended in
+	failedIn    [3]int // failed calls, by the phase they started in
 	latencies   []time.Duration
+	failOutage  []time.Duration // time to fail of calls started during the outage
 	attempts    int
 	rateLimited int
 	outage      int
@@ -74,18 +81,26 @@ func (t *tally) setPhase(p int) {
 	t.mu.Unlock()
 }
 
-func (t *tally) call(latency time.Duration, err error) {
+func (t *tally) currentPhase() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.phase
+}
+
+func (t *tally) call(started int, latency time.Duration, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.calls++
 	if err != nil {
 		t.failed++
+		t.failedIn[started]++
+		if started == 1 {
+			t.failOutage = append(t.failOutage, latency)
+		}
 		return
 	}
 	t.ok++
-	if t.phase == 0 {
-		t.okOverload++
-	}
+	t.okIn[t.phase]++
 	t.latencies = append(t.latencies, latency)
 }
 
@@ -185,14 +200,21 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 		t.mu.Lock()
 		lat := slices.Clone(t.latencies)
 		slices.Sort(lat)
+		fails := slices.Clone(t.failOutage)
+		slices.Sort(fails)
 		out[i] = Result{
 			Peer: s.peer.Name, Calls: t.calls, OK: t.ok, Failed: t.failed,
+			FailedOverload: t.failedIn[0], FailedOutage: t.failedIn[1], FailedRecovery: t.failedIn[2],
+			FailFast: percentile(fails, 0.5),
 			Attempts: t.attempts, RateLimited: t.rateLimited, OutageAttempts: t.outage,
 			P50: percentile(lat, 0.50), P99: percentile(lat, 0.99),
 			MaxInWindow: s.up.MaxInWindow(),
 		}
 		if sc.Overload > 0 {
-			out[i].Goodput = float64(t.okOverload) / sc.Overload.Seconds() / sc.Limit()
+			out[i].Goodput = float64(t.okIn[0]) / sc.Overload.Seconds() / sc.Limit()
+		}
+		if sc.Recovery > 0 {
+			out[i].Recovery = float64(t.okIn[2]) / sc.Recovery.Seconds() / sc.Limit()
 		}
 		t.mu.Unlock()
 	}
@@ -203,6 +225,7 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 // while it was in flight.
 func call(ctx context.Context, sdk openai.Client, sc Scenario, t *tally) {
 	start := time.Now()
+	phase := t.currentPhase()
 	cctx, cancel := context.WithTimeout(ctx, sc.CallTimeout)
 	defer cancel()
 	params := openai.ChatCompletionNewParams{
@@ -216,7 +239,7 @@ func call(ctx context.Context, sdk openai.Client, sc Scenario, t *tally) {
 	if ctx.Err() != nil {
 		return
 	}
-	t.call(time.Since(start), err)
+	t.call(phase, time.Since(start), err)
 }
 
 // percentile returns the q-quantile of sorted (nearest rank), or 0 when
