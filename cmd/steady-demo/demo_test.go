@@ -79,12 +79,15 @@ func TestRunCountsEveryCall(t *testing.T) {
 			t.Fatalf("timeline = %+v, want phases at 0s, 2s, 3s ending at 4s", tl)
 		}
 		for _, c := range clients {
-			s := c.rec.summarize(tl, 20)
+			s := c.rec.summarize(tl, 20, time.Second)
 			if s.OK+s.Failed != s.Calls {
 				t.Errorf("%s: ok %d + failed %d != calls %d", s.Name, s.OK, s.Failed, s.Calls)
 			}
 			if s.OK == 0 {
 				t.Errorf("%s: no call succeeded", s.Name)
+			}
+			if s.Goodput <= 0 || s.Goodput > 20 {
+				t.Errorf("%s: goodput %.2f/s, want above 0 and at most the limit, 20/s", s.Name, s.Goodput)
 			}
 			if got := c.upstream.maxInWindow(); got > 20 {
 				t.Errorf("%s: provider admitted %d in one window, limit 20", s.Name, got)
@@ -233,12 +236,12 @@ func TestWriteSVG(t *testing.T) {
 		switch r.Class {
 		case "outage":
 			outage++
-			if want := 60 + 820*0.4; r.X < want-0.1 || r.X > want+0.1 {
+			if want := 60 + 760*0.4; r.X < want-0.1 || r.X > want+0.1 {
 				t.Errorf("outage starts at x=%g, want %g", r.X, want)
 			}
 		case "open":
 			open++
-			if want := 820 * 0.1; r.Width < want-0.1 || r.Width > want+0.1 {
+			if want := 760 * 0.1; r.Width < want-0.1 || r.Width > want+0.1 {
 				t.Errorf("open period width %g, want %g", r.Width, want)
 			}
 		}
@@ -355,7 +358,7 @@ func TestRecorderBreakerPeriodsAndBuckets(t *testing.T) {
 	r.attempt(at(1600), false, 200)
 	r.attempt(at(2500), true, 500)
 	tl := timeline{Start: [numPhases]time.Duration{0, -1, -1}, End: 7 * time.Second}
-	s := r.summarize(tl, 10)
+	s := r.summarize(tl, 10, time.Second)
 	wantOpen := []period{{2 * time.Second, 3 * time.Second}, {3100 * time.Millisecond, 4 * time.Second}, {6 * time.Second, 7 * time.Second}}
 	if !slices.Equal(s.OpenPeriods, wantOpen) {
 		t.Errorf("open periods = %v, want %v", s.OpenPeriods, wantOpen)
@@ -369,4 +372,37 @@ func TestRecorderBreakerPeriodsAndBuckets(t *testing.T) {
 	if p := r.progress(at(6500)); p.Breaker != "open" {
 		t.Errorf("breaker shown as %q, want open", p.Breaker)
 	}
+}
+
+func TestBreakerScaledToWindow(t *testing.T) {
+	b := breakerFor(10 * time.Second)
+	if b.OpenTimeout != 5*time.Second || b.Window != 10*time.Second {
+		t.Errorf("breaker for 10s windows = %+v, want open 5s over a 10s window", b)
+	}
+	if b := breakerFor(time.Minute); b != (steady.BreakerConfig{}) {
+		t.Errorf("breaker for one-minute windows = %+v, want the defaults", b)
+	}
+}
+
+func TestGoodputOverWholeWindows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		r := newRecorder("c", start, time.Second)
+		for _, at := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2200 * time.Millisecond, 2900 * time.Millisecond} {
+			time.Sleep(time.Until(start.Add(at)))
+			r.callDone(phaseOverload, time.Millisecond, nil)
+		}
+		r.setPhase(phaseOutage)
+		time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
+		r.callDone(phaseOutage, time.Millisecond, nil)
+		tl := timeline{Start: [numPhases]time.Duration{0, 2500 * time.Millisecond, -1}, End: 4 * time.Second}
+		// Two whole windows fit in the 2.5s overload: two calls in them.
+		if s := r.summarize(tl, 1, time.Second); s.Goodput != 1 {
+			t.Errorf("goodput over whole 1s windows = %v/s, want 1", s.Goodput)
+		}
+		// No whole 5s window fits: all of the overload counts.
+		if s := r.summarize(tl, 1, 5*time.Second); s.Goodput != 3/2.5 {
+			t.Errorf("goodput with a 5s window = %v/s, want %v", s.Goodput, 3/2.5)
+		}
+	})
 }

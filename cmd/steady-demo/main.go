@@ -149,7 +149,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	rows := make([]summary, len(clients))
 	for i, c := range clients {
-		rows[i] = c.rec.summarize(tl, limit)
+		rows[i] = c.rec.summarize(tl, limit, o.Window)
 		if c.upstream != nil {
 			rows[i].MaxInWindow = c.upstream.maxInWindow()
 		} else {
@@ -203,7 +203,7 @@ func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, err
 		st.upstream, next = up, up
 	}
 	base := &counting{next: next, rec: st.rec}
-	t := steady.New(steady.Config{Base: base, OnEvent: st.rec.event})
+	t := steady.New(steady.Config{Base: base, OnEvent: st.rec.event, Breaker: breakerFor(o.Window)})
 	st.sdk = openai.NewClient(
 		option.WithBaseURL(baseURL),
 		option.WithAPIKey(key),
@@ -211,6 +211,22 @@ func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, err
 		option.WithMiddleware(t.Middleware),
 	)
 	return []*client{bare, st}, nil
+}
+
+// breakerFor returns steady's breaker defaults, made as much shorter as a
+// window shorter than a minute compresses time: with 10-second windows,
+// the circuit stays open 5 seconds instead of 30.
+func breakerFor(window time.Duration) steady.BreakerConfig {
+	if window >= time.Minute {
+		return steady.BreakerConfig{}
+	}
+	scale := func(d time.Duration) time.Duration {
+		return max(time.Duration(float64(d)*window.Seconds()/60), time.Millisecond)
+	}
+	return steady.BreakerConfig{
+		Window:      scale(steady.DefaultBreakerWindow),
+		OpenTimeout: scale(steady.DefaultBreakerOpenTimeout),
+	}
 }
 
 // showProgress prints a live line per client every interval until done

@@ -50,7 +50,8 @@ type recorder struct {
 	calls        int
 	ok           int
 	failed       int
-	okIn         [numPhases]int
+	okAt         []time.Duration // when each successful call ended
+	failedIn     [numPhases]int // failed calls, by the phase they started in
 	latencies    []time.Duration // of successful calls
 	attempts     int
 	firstTries   int // calls that reached the upstream at least once
@@ -80,17 +81,25 @@ func (r *recorder) setPhase(p phase) {
 	r.mu.Unlock()
 }
 
-// callDone records one finished call.
-func (r *recorder) callDone(latency time.Duration, err error) {
+// currentPhase returns the phase the run is in.
+func (r *recorder) currentPhase() phase {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.phase
+}
+
+// callDone records one finished call, started in phase started.
+func (r *recorder) callDone(started phase, latency time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
 	if err != nil {
 		r.failed++
+		r.failedIn[started]++
 		return
 	}
 	r.ok++
-	r.okIn[r.phase]++
+	r.okAt = append(r.okAt, r.since(time.Now()))
 	r.latencies = append(r.latencies, latency)
 }
 
@@ -211,7 +220,8 @@ type summary struct {
 	Calls          int
 	OK             int
 	Failed         int
-	Goodput        float64 // successful calls per second during the overload phase
+	FailedIn       [numPhases]int // failed calls, by the phase they started in
+	Goodput        float64 // successful calls per second over the whole windows of the overload phase
 	Limit          float64 // the provider's requests limit, per second
 	Attempts       int
 	RateLimited    int
@@ -226,12 +236,17 @@ type summary struct {
 }
 
 // summarize returns r's row for a run that followed tl against a limit of
-// limit requests per second.
-func (r *recorder) summarize(tl timeline, limit float64) summary {
+// limit requests per second counted over windows of length window.
+//
+// Goodput is measured over the whole windows that fit in the overload
+// phase (or over all of it when not even one fits): a window-counted limit
+// admits its full quota in any window, so a stretch that ends inside a
+// window would credit part of a window's quota twice.
+func (r *recorder) summarize(tl timeline, limit float64, window time.Duration) summary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := summary{
-		Name: r.name, Calls: r.calls, OK: r.ok, Failed: r.failed, Limit: limit,
+		Name: r.name, Calls: r.calls, OK: r.ok, Failed: r.failed, FailedIn: r.failedIn, Limit: limit,
 		Attempts: r.attempts, RateLimited: r.rateLimited, ServerErrors: r.serverErrors,
 		Retries: r.attempts - r.firstTries, OutageAttempts: r.attemptsIn[phaseOutage],
 		OutageCalls: tl.span(phaseOutage) > 0,
@@ -245,7 +260,16 @@ func (r *recorder) summarize(tl timeline, limit float64) summary {
 		s.OpenPeriods = append(s.OpenPeriods, period{r.openSince, tl.End})
 	}
 	if d := tl.span(phaseOverload); d > 0 {
-		s.Goodput = float64(r.okIn[phaseOverload]) / d.Seconds()
+		if window > 0 && d >= window {
+			d = d / window * window
+		}
+		from, to, n := tl.Start[phaseOverload], tl.Start[phaseOverload]+d, 0
+		for _, at := range r.okAt {
+			if at >= from && at < to {
+				n++
+			}
+		}
+		s.Goodput = float64(n) / d.Seconds()
 	}
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)

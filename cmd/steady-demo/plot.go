@@ -33,7 +33,7 @@ var palette = []string{"#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"}
 func writeSVG(w io.Writer, c chart) error {
 	const (
 		width, height = 900.0, 420.0
-		left, right   = 60.0, 20.0
+		left, right   = 60.0, 80.0
 		top, bottom   = 40.0, 80.0
 	)
 	plotW, plotH := width-left-right, height-top-bottom
@@ -98,7 +98,7 @@ func writeSVG(w io.Writer, c chart) error {
 	// The limit.
 	if c.Limit > 0 {
 		p(`<line class="limit" x1="%g" x2="%g" y1="%.1f" y2="%.1f" stroke="#000" stroke-dasharray="6 4"/>`+"\n", left, left+plotW, y(c.Limit), y(c.Limit))
-		p(`<text x="%g" y="%.1f" text-anchor="end">limit %s/s</text>`+"\n", left+plotW-4, y(c.Limit)-5, trimFloat(c.Limit))
+		p(`<text x="%g" y="%.1f" dominant-baseline="middle">limit %s/s</text>`+"\n", left+plotW+6, y(c.Limit), trimFloat(c.Limit))
 	}
 
 	// One line per client, a point at the middle of each full bucket.
