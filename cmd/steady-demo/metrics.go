@@ -51,7 +51,7 @@ type recorder struct {
 	ok           int
 	failed       int
 	okAt         []time.Duration // when each successful call ended
-	failedIn     [numPhases]int // failed calls, by the phase they started in
+	failedIn     [numPhases]int  // failed calls, by the phase they started in
 	latencies    []time.Duration // of successful calls
 	attempts     int
 	firstTries   int // calls that reached the upstream at least once
@@ -221,8 +221,8 @@ type summary struct {
 	OK             int
 	Failed         int
 	FailedIn       [numPhases]int // failed calls, by the phase they started in
-	Goodput        float64 // successful calls per second over the whole windows of the overload phase
-	Limit          float64 // the provider's requests limit, per second
+	Goodput        float64        // successful calls per second over the whole windows of the overload phase
+	Limit          float64        // the provider's requests limit, per second
 	Attempts       int
 	RateLimited    int
 	ServerErrors   int
