@@ -1,0 +1,331 @@
+package steady
+
+import (
+	"bytes"
+	"net/http"
+)
+
+// TokenEstimate is how many tokens a request is expected to count against a
+// provider's token limits when it arrives: its prompt (Input) and the most
+// it may generate (Output).
+type TokenEstimate struct {
+	Input  int64 // prompt tokens
+	Output int64 // maximum completion tokens, times n
+}
+
+// Total returns Input + Output, what a combined tokens window counts.
+func (e TokenEstimate) Total() int64 { return e.Input + e.Output }
+
+// An Estimator returns the tokens req will count against its provider's
+// limits. body is req's JSON body, read through req.GetBody; it is valid
+// only during the call and must not be modified or retained. body is nil
+// when the request has none or it cannot be replayed.
+type Estimator func(req *http.Request, body []byte) TokenEstimate
+
+// charsPerToken is the default estimate's ratio: about four bytes of text
+// make one token for English text with the tokenizers of current models.
+const charsPerToken = 4
+
+// maxN caps the n parameter: no provider accepts more than 128 choices.
+const maxN = 128
+
+// maxTokensValue caps every number read from a body, so that no sum can
+// overflow.
+const maxTokensValue = 1 << 40
+
+// EstimateTokens is the default [Estimator]'s arithmetic on a JSON request
+// body: the text of chat messages (string or parts), responses input and
+// instructions, embeddings input (strings, or token arrays counted one token
+// per number), the prompt and tool definitions, at about four bytes a token,
+// make Input; max_completion_tokens, max_tokens or max_output_tokens, times
+// n, make Output. A body that is not a JSON object estimates to zero. It
+// reads body in one pass and does not allocate.
+func EstimateTokens(body []byte) TokenEstimate {
+	_, est := scanRequest(body)
+	return est
+}
+
+// scanRequest reads the model and the token estimate of a JSON request body
+// in one pass. model aliases body and holds the raw string bytes (escapes
+// are not decoded). A body that is not a JSON object gives nothing.
+func scanRequest(b []byte) (model []byte, est TokenEstimate) {
+	s := scanner{b: b}
+	s.ws()
+	if !s.eat('{') {
+		return nil, TokenEstimate{}
+	}
+	var chars, ints, maxOut int64
+	n := int64(1)
+	for {
+		s.ws()
+		if s.eat('}') || s.i >= len(s.b) {
+			break
+		}
+		if !s.eat('"') {
+			break
+		}
+		key, ok := s.str()
+		if !ok {
+			break
+		}
+		s.ws()
+		if !s.eat(':') {
+			break
+		}
+		s.ws()
+		switch string(key) {
+		case "model":
+			if s.eat('"') {
+				v, ok := s.str()
+				if !ok {
+					return model, finish(chars, ints, maxOut, n)
+				}
+				model = v
+			} else if !s.skip() {
+				return model, finish(chars, ints, maxOut, n)
+			}
+		case "messages", "input", "instructions", "prompt", "system", "tools", "functions":
+			c, k, ok := s.count()
+			chars += c
+			ints += k
+			if !ok {
+				return model, finish(chars, ints, maxOut, n)
+			}
+		case "max_completion_tokens", "max_tokens", "max_output_tokens":
+			if v, ok := s.int(); ok {
+				if v > maxOut {
+					maxOut = v
+				}
+			} else if !s.skip() {
+				return model, finish(chars, ints, maxOut, n)
+			}
+		case "n":
+			if v, ok := s.int(); ok {
+				n = max(1, min(v, maxN))
+			} else if !s.skip() {
+				return model, finish(chars, ints, maxOut, n)
+			}
+		default:
+			if !s.skip() {
+				return model, finish(chars, ints, maxOut, n)
+			}
+		}
+		s.ws()
+		if !s.eat(',') {
+			s.ws()
+			s.eat('}')
+			break
+		}
+	}
+	return model, finish(chars, ints, maxOut, n)
+}
+
+func finish(chars, ints, maxOut, n int64) TokenEstimate {
+	return TokenEstimate{
+		Input:  min((chars+charsPerToken-1)/charsPerToken+ints, maxTokensValue),
+		Output: min(maxOut*n, maxTokensValue),
+	}
+}
+
+// scanner is a forgiving single-pass reader of JSON bytes. It never
+// allocates and never panics: on bytes that are not JSON it stops.
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) eat(c byte) bool {
+	if s.i < len(s.b) && s.b[s.i] == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// str reads the rest of a string whose opening quote was consumed and
+// returns its raw bytes.
+func (s *scanner) str() ([]byte, bool) {
+	start := s.i
+	for {
+		j := bytes.IndexByte(s.b[s.i:], '"')
+		if j < 0 {
+			s.i = len(s.b)
+			return nil, false
+		}
+		end := s.i + j
+		s.i = end + 1
+		// The quote is escaped when an odd number of backslashes precede it.
+		bs := 0
+		for k := end - 1; k >= start && s.b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			return s.b[start:end], true
+		}
+	}
+}
+
+// int reads a non-negative integer, ignoring a fraction or exponent
+// (which it skips); a negative number reads as 0.
+func (s *scanner) int() (int64, bool) {
+	neg := s.eat('-')
+	if s.i >= len(s.b) || s.b[s.i] < '0' || s.b[s.i] > '9' {
+		return 0, false
+	}
+	var v int64
+	for s.i < len(s.b) && s.b[s.i] >= '0' && s.b[s.i] <= '9' {
+		if v < maxTokensValue {
+			v = v*10 + int64(s.b[s.i]-'0')
+		}
+		s.i++
+	}
+	s.skipNumberTail()
+	if neg {
+		return 0, true
+	}
+	return min(v, maxTokensValue), true
+}
+
+func (s *scanner) skipNumberTail() {
+	for s.i < len(s.b) {
+		switch c := s.b[s.i]; {
+		case c >= '0' && c <= '9', c == '.', c == 'e', c == 'E', c == '+', c == '-':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// skip passes over one value of any kind.
+func (s *scanner) skip() bool {
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		s.i++
+		_, ok := s.str()
+		return ok
+	case '{', '[':
+		depth := 0
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case '"':
+				s.i++
+				if _, ok := s.str(); !ok {
+					return false
+				}
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					s.i++
+					return true
+				}
+			}
+			s.i++
+		}
+		return false
+	default:
+		start := s.i
+		for s.i < len(s.b) {
+			switch s.b[s.i] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return s.i > start
+			}
+			s.i++
+		}
+		return s.i > start
+	}
+}
+
+// count passes over one value and returns the bytes of text in its string
+// values (not keys, nor the values of keys that carry no text, such as
+// "role" or "url") and how many numbers it holds (token arrays).
+func (s *scanner) count() (chars, nums int64, ok bool) {
+	if s.i >= len(s.b) {
+		return 0, 0, false
+	}
+	depth := 0
+	skipNext := false
+	for s.i < len(s.b) {
+		c := s.b[s.i]
+		switch {
+		case c == '"':
+			s.i++
+			v, ok := s.str()
+			if !ok {
+				return chars, nums, false
+			}
+			// A string followed by ':' is a key.
+			j := s.i
+			for j < len(s.b) && (s.b[j] == ' ' || s.b[j] == '\n' || s.b[j] == '\t' || s.b[j] == '\r') {
+				j++
+			}
+			if j < len(s.b) && s.b[j] == ':' {
+				skipNext = textless(v)
+				s.i = j + 1
+				continue
+			}
+			if !skipNext {
+				chars += int64(len(v))
+			}
+			skipNext = false
+			if depth == 0 {
+				return chars, nums, true
+			}
+			continue
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+			skipNext = false
+			if depth <= 0 {
+				s.i++
+				return chars, nums, depth == 0
+			}
+		case c == '-' || (c >= '0' && c <= '9'):
+			nums++
+			s.i++
+			s.skipNumberTail()
+			skipNext = false
+			if depth == 0 {
+				return chars, nums, true
+			}
+			continue
+		case c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == ':':
+		default:
+			// true, false, null
+			skipNext = false
+			if depth == 0 {
+				return chars, nums, s.skip()
+			}
+		}
+		s.i++
+	}
+	return chars, nums, false
+}
+
+// textless reports whether the value of key carries no prompt text.
+func textless(key []byte) bool {
+	switch string(key) {
+	case "role", "type", "id", "call_id", "url", "image_url", "detail",
+		"file_data", "file_id", "status", "format":
+		return true
+	}
+	return false
+}
