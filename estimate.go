@@ -2,6 +2,8 @@ package steady
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"net/http"
 )
 
@@ -154,26 +156,51 @@ func (s *scanner) eat(c byte) bool {
 }
 
 // str reads the rest of a string whose opening quote was consumed and
-// returns its raw bytes.
+// returns its raw bytes. The first eight bytes are searched at once for a
+// quote or a backslash (keys and short values end there); longer strings
+// are searched with bytes.IndexByte.
 func (s *scanner) str() ([]byte, bool) {
-	start := s.i
-	for {
-		j := bytes.IndexByte(s.b[s.i:], '"')
-		if j < 0 {
-			s.i = len(s.b)
-			return nil, false
+	v, i, ok := scanString(s.b, s.i)
+	s.i = i
+	return v, ok
+}
+
+// scanString reads the string starting at b[start], just after its
+// opening quote, and returns its raw bytes and the index after its closing
+// quote.
+func scanString(b []byte, start int) (v []byte, next int, ok bool) {
+	i := start
+	if i+8 <= len(b) {
+		x := binary.LittleEndian.Uint64(b[i:])
+		q := x ^ (0x0101010101010101 * '"')
+		e := x ^ (0x0101010101010101 * '\\')
+		m := (((q - 0x0101010101010101) &^ q) | ((e - 0x0101010101010101) &^ e)) & 0x8080808080808080
+		if m == 0 {
+			i += 8
+		} else if k := i + bits.TrailingZeros64(m)/8; b[k] == '"' {
+			return b[start:k], k + 1, true
+		} else {
+			i = k + 2 // skip the backslash and the byte it escapes
 		}
-		end := s.i + j
-		s.i = end + 1
-		// The quote is escaped when an odd number of backslashes precede it.
+	}
+	for i < len(b) {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			break
+		}
+		end := i + j
+		// The quote is escaped when an odd number of backslashes precede
+		// it. Bytes before i are whole characters already.
 		bs := 0
-		for k := end - 1; k >= start && s.b[k] == '\\'; k-- {
+		for k := end - 1; k >= i && b[k] == '\\'; k-- {
 			bs++
 		}
 		if bs%2 == 0 {
-			return s.b[start:end], true
+			return b[start:end], end + 1, true
 		}
+		i = end + 1
 	}
+	return nil, len(b), false
 }
 
 // int reads a non-negative integer, ignoring a fraction or exponent
@@ -253,32 +280,63 @@ func (s *scanner) skip() bool {
 	}
 }
 
+// Byte classes for count.
+const (
+	clOther = iota // letters of true, false, null; anything unexpected
+	clSpace        // whitespace, ',' and ':'
+	clQuote
+	clOpen
+	clClose
+	clNumber
+)
+
+var class = func() (t [256]uint8) {
+	for _, c := range " \t\r\n,:" {
+		t[c] = clSpace
+	}
+	t['"'] = clQuote
+	t['{'], t['['] = clOpen, clOpen
+	t['}'], t[']'] = clClose, clClose
+	for _, c := range "-0123456789" {
+		t[c] = clNumber
+	}
+	return t
+}()
+
 // count passes over one value and returns the bytes of text in its string
 // values (not keys, nor the values of keys that carry no text, such as
 // "role" or "url") and how many numbers it holds (token arrays).
 func (s *scanner) count() (chars, nums int64, ok bool) {
-	if s.i >= len(s.b) {
-		return 0, 0, false
-	}
+	b := s.b
+	i := s.i
+	chars, nums, i, ok = countValue(b, i)
+	s.i = i
+	return chars, nums, ok
+}
+
+// countValue is count on b from i; it returns the index after the value.
+func countValue(b []byte, i int) (chars, nums int64, next int, ok bool) {
 	depth := 0
 	skipNext := false
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		switch {
-		case c == '"':
-			s.i++
-			v, ok := s.str()
+	for i < len(b) {
+		switch class[b[i]] {
+		case clSpace:
+			i++
+		case clQuote:
+			var v []byte
+			var ok bool
+			v, i, ok = scanString(b, i+1)
 			if !ok {
-				return chars, nums, false
+				return chars, nums, i, false
 			}
 			// A string followed by ':' is a key.
-			j := s.i
-			for j < len(s.b) && (s.b[j] == ' ' || s.b[j] == '\n' || s.b[j] == '\t' || s.b[j] == '\r') {
+			j := i
+			for j < len(b) && class[b[j]] == clSpace && b[j] != ',' && b[j] != ':' {
 				j++
 			}
-			if j < len(s.b) && s.b[j] == ':' {
+			if j < len(b) && b[j] == ':' {
 				skipNext = textless(v)
-				s.i = j + 1
+				i = j + 1
 				continue
 			}
 			if !skipNext {
@@ -286,38 +344,40 @@ func (s *scanner) count() (chars, nums int64, ok bool) {
 			}
 			skipNext = false
 			if depth == 0 {
-				return chars, nums, true
+				return chars, nums, i, true
 			}
-			continue
-		case c == '{' || c == '[':
+		case clOpen:
 			depth++
-		case c == '}' || c == ']':
+			i++
+		case clClose:
 			depth--
 			skipNext = false
+			i++
 			if depth <= 0 {
-				s.i++
-				return chars, nums, depth == 0
+				return chars, nums, i, depth == 0
 			}
-		case c == '-' || (c >= '0' && c <= '9'):
+		case clNumber:
 			nums++
-			s.i++
-			s.skipNumberTail()
+			i++
+			for i < len(b) && (class[b[i]] == clNumber || b[i] == '.' || b[i] == 'e' || b[i] == 'E' || b[i] == '+') {
+				i++
+			}
 			skipNext = false
 			if depth == 0 {
-				return chars, nums, true
+				return chars, nums, i, true
 			}
-			continue
-		case c == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r' || c == ':':
 		default:
 			// true, false, null
 			skipNext = false
 			if depth == 0 {
-				return chars, nums, s.skip()
+				sc := scanner{b: b, i: i}
+				ok := sc.skip()
+				return chars, nums, sc.i, ok
 			}
+			i++
 		}
-		s.i++
 	}
-	return chars, nums, false
+	return chars, nums, i, false
 }
 
 // textless reports whether the value of key carries no prompt text.
