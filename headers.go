@@ -1,7 +1,9 @@
 package steady
 
 import (
+	"math"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -19,12 +21,28 @@ const (
 	UnitOutputTokens
 )
 
+// String returns "requests", "tokens", "input-tokens" or "output-tokens".
+func (u Unit) String() string {
+	switch u {
+	case UnitRequests:
+		return "requests"
+	case UnitTokens:
+		return "tokens"
+	case UnitInputTokens:
+		return "input-tokens"
+	case UnitOutputTokens:
+		return "output-tokens"
+	}
+	return "unknown"
+}
+
 // Window is one rate-limit window announced by a response: what it counts,
 // its limit, what remains, and when it resets.
 type Window struct {
 	Unit Unit
 	// Name tells windows of one unit apart: "minute", "day", or an IETF
-	// policy name. Empty when the dialect names none.
+	// policy name. Empty when the dialect names none. OpenAI's
+	// x-ratelimit-*-tokens_usage_based window is named "usage_based".
 	Name string
 	// Limit is the window's quota; -1 when not announced.
 	Limit int64
@@ -40,6 +58,11 @@ type Window struct {
 // RateLimits is the normalized reading of a response's rate-limit headers,
 // whatever dialect the provider speaks.
 type RateLimits struct {
+	// Windows lists every window the headers announce, in a stable order:
+	// x-ratelimit-* windows, then anthropic-ratelimit-*, the unsuffixed
+	// x-ratelimit-limit/-remaining/-reset window, x-tokenlimit-*, the
+	// older IETF RateLimit-Limit/-Remaining/-Reset, and last the IETF
+	// RateLimit-Policy / RateLimit policies in header order.
 	Windows []Window
 	// RetryAfter is the server's retry hint (retry-after-ms,
 	// x-ms-retry-after-ms or Retry-After), valid when HasRetryAfter.
@@ -47,16 +70,1038 @@ type RateLimits struct {
 	HasRetryAfter bool
 }
 
-// ParseRateLimits reads every rate-limit dialect in h. Relative times are
-// made absolute against the response's Date header when present, else
-// against now. Values it cannot read are ignored.
+// MaxHint bounds every wait and reset read from a server. A longer
+// Retry-After, or a reset further ahead, is clamped to MaxHint: it still
+// reads as very long (so that a caller comparing it with its own cap gives
+// up), but no arithmetic on it can overflow.
+const MaxHint = 365 * 24 * time.Hour
+
+// ParseRateLimits reads every rate-limit dialect in h: OpenAI and Groq
+// (x-ratelimit-{limit,remaining,reset}-{requests,tokens}, Go-style duration
+// resets, the -tokens_usage_based variant), Heroku (the same names, reset as
+// a duration or a Unix timestamp), Azure (-1 limits and 0 resets read as
+// unknown), Anthropic (anthropic-ratelimit-*, RFC 3339 resets), Cerebras
+// (-requests-day, -tokens-minute suffixes, float-second resets), Together
+// (x-ratelimit-* and x-tokenlimit-*, per second), OpenRouter and GitHub
+// (x-ratelimit-reset as epoch milliseconds or seconds), the IETF
+// RateLimit-Policy and RateLimit structured fields (several policies,
+// matched by name, split over several lines) and the older
+// RateLimit-Limit/-Remaining/-Reset.
+//
+// A bare number in a reset header reads as epoch milliseconds from 1e12,
+// epoch seconds from 1e9, and delta seconds below. Relative resets are
+// counted from now. Absolute resets are read against the server's clock:
+// when the response has a readable Date header, a reset is now plus its
+// distance from Date, so a skewed client clock does not shift it. A reset
+// in the past reads as now; one beyond [MaxHint] is clamped.
+//
+// Header names are matched case-insensitively. A value that cannot be read
+// (garbage, negative, NaN) is ignored; a window with no readable value is
+// left out. ParseRateLimits never panics.
 func ParseRateLimits(h http.Header, now time.Time) RateLimits {
-	return RateLimits{}
+	var s headerScan
+	s.scan(h)
+	var rl RateLimits
+	if n := s.maxWindows(); n > 0 {
+		rl.Windows = make([]Window, 0, n)
+	}
+	rl.Windows = s.appendWindows(rl.Windows, now)
+	rl.RetryAfter, rl.HasRetryAfter = s.retryAfterHint(now)
+	if len(rl.Windows) == 0 {
+		rl.Windows = nil
+	}
+	return rl
 }
 
-// ParseRetryAfter reads the server's retry hint from h: retry-after-ms,
-// x-ms-retry-after-ms, then Retry-After as seconds, a float, or an
-// HTTP-date. ok is false when there is no readable hint.
+// appendRateLimits is ParseRateLimits appending the windows to dst, so that
+// a caller that keeps a buffer parses without allocating.
+func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
+	var s headerScan
+	s.scan(h)
+	rl := RateLimits{Windows: s.appendWindows(dst, now)}
+	rl.RetryAfter, rl.HasRetryAfter = s.retryAfterHint(now)
+	return rl
+}
+
+// ParseRetryAfter reads the server's retry hint from h: retry-after-ms
+// (float milliseconds), x-ms-retry-after-ms, then Retry-After as integer
+// seconds, float seconds, or an HTTP-date in any of the three formats of
+// RFC 9110. An HTTP-date is read against the response's Date header when it
+// has one (else against now); a date in the past gives 0. A hint beyond
+// [MaxHint] is clamped to it. A source that cannot be read is skipped; ok is
+// false when no source is readable.
 func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	var s headerScan
+	s.scanRetry(h)
+	return s.retryAfterHint(now)
+}
+
+// Window families, in output order.
+const (
+	famXRL        uint8 = iota // x-ratelimit-<field>-<unit>[-<name>]
+	famAnthropic               // anthropic-ratelimit-<unit>-<field>
+	famBare                    // x-ratelimit-<field>
+	famTokenLimit              // x-tokenlimit-<field>
+	famIETFOld                 // RateLimit-Limit, -Remaining, -Reset
+)
+
+// Fields of a slot.
+const (
+	fLimit = iota
+	fRemaining
+	fReset
+)
+
+const (
+	maxSlots  = 12 // windows read from per-window header names
+	maxIETF   = 8  // IETF policies kept
+	maxSFLine = 4  // header keys read for one IETF field (spellings)
+)
+
+// slot gathers the raw values of one window found by header name.
+type slot struct {
+	family uint8
+	unit   Unit
+	has    uint8 // bit i set when vals[i] is
+	name   string
+	period time.Duration
+	vals   [3]string
+}
+
+// headerScan holds what one pass over a header map found. It is built on
+// the stack; nothing in it is copied out of h.
+type headerScan struct {
+	slots     [maxSlots]slot
+	n         int
+	together  bool // x-tokenlimit-* seen: the bare window is per second
+	date      string
+	dateDone  bool
+	dateOK    bool
+	dateTime  time.Time
+	raMs      string // retry-after-ms
+	msRaMs    string // x-ms-retry-after-ms
+	ra        string // retry-after
+	policy    [maxSFLine][]string
+	npolicy   int
+	ratelimit [maxSFLine][]string
+	nrl       int
+}
+
+// scan records every header of h that scan knows, in one pass.
+func (s *headerScan) scan(h http.Header) {
+	for k, vv := range h {
+		if len(vv) == 0 || len(k) < 4 {
+			continue
+		}
+		switch k[0] | 0x20 {
+		case 'x':
+			switch {
+			case hasPrefixFold(k, "x-ratelimit-"):
+				s.xratelimit(k[len("x-ratelimit-"):], vv[0])
+			case hasPrefixFold(k, "x-tokenlimit-"):
+				if f := fieldOf(k[len("x-tokenlimit-"):]); f >= 0 {
+					s.together = true
+					s.set(famTokenLimit, UnitTokens, "", time.Second, f, vv[0])
+				}
+			case equalFold(k, "x-ms-retry-after-ms"):
+				s.msRaMs = vv[0]
+			}
+		case 'a':
+			if hasPrefixFold(k, "anthropic-ratelimit-") {
+				s.anthropic(k[len("anthropic-ratelimit-"):], vv[0])
+			}
+		case 'r':
+			if hasPrefixFold(k, "ratelimit") {
+				s.ietf(k[len("ratelimit"):], vv)
+			} else if hasPrefixFold(k, "retry-after") {
+				s.retryAfterKey(k[len("retry-after"):], vv[0])
+			}
+		case 'd':
+			if equalFold(k, "date") {
+				s.date = vv[0]
+			}
+		}
+	}
+}
+
+// scanRetry is scan restricted to the retry hints and Date.
+func (s *headerScan) scanRetry(h http.Header) {
+	for k, vv := range h {
+		if len(vv) == 0 || len(k) < 4 {
+			continue
+		}
+		switch k[0] | 0x20 {
+		case 'x':
+			if equalFold(k, "x-ms-retry-after-ms") {
+				s.msRaMs = vv[0]
+			}
+		case 'r':
+			if hasPrefixFold(k, "retry-after") {
+				s.retryAfterKey(k[len("retry-after"):], vv[0])
+			}
+		case 'd':
+			if equalFold(k, "date") {
+				s.date = vv[0]
+			}
+		}
+	}
+}
+
+func (s *headerScan) retryAfterKey(rest, v string) {
+	switch {
+	case rest == "":
+		s.ra = v
+	case equalFold(rest, "-ms"):
+		s.raMs = v
+	}
+}
+
+// xratelimit reads the part of an x-ratelimit-* name after the prefix.
+func (s *headerScan) xratelimit(rest, v string) {
+	var f int
+	switch {
+	case hasPrefixFold(rest, "limit"):
+		f, rest = fLimit, rest[len("limit"):]
+	case hasPrefixFold(rest, "remaining"):
+		f, rest = fRemaining, rest[len("remaining"):]
+	case hasPrefixFold(rest, "reset"):
+		f, rest = fReset, rest[len("reset"):]
+	default:
+		return
+	}
+	if rest == "" {
+		s.set(famBare, UnitRequests, "", 0, f, v)
+		return
+	}
+	if rest[0] != '-' {
+		return
+	}
+	rest = rest[1:]
+	var u Unit
+	name := ""
+	switch {
+	case hasPrefixFold(rest, "tokens_usage_based"):
+		u, name, rest = UnitTokens, "usage_based", rest[len("tokens_usage_based"):]
+		if rest != "" {
+			return
+		}
+	case hasPrefixFold(rest, "requests"):
+		u, rest = UnitRequests, rest[len("requests"):]
+	case hasPrefixFold(rest, "tokens"):
+		u, rest = UnitTokens, rest[len("tokens"):]
+	case hasPrefixFold(rest, "input-tokens"):
+		u, rest = UnitInputTokens, rest[len("input-tokens"):]
+	case hasPrefixFold(rest, "output-tokens"):
+		u, rest = UnitOutputTokens, rest[len("output-tokens"):]
+	default:
+		return
+	}
+	var period time.Duration
+	if rest != "" {
+		if rest[0] != '-' {
+			return
+		}
+		var ok bool
+		if name, period, ok = windowName(rest[1:]); !ok {
+			return
+		}
+	}
+	s.set(famXRL, u, name, period, f, v)
+}
+
+// anthropic reads the part of an anthropic-ratelimit-* name after the
+// prefix: <unit>-<field>.
+func (s *headerScan) anthropic(rest, v string) {
+	var u Unit
+	switch {
+	case hasPrefixFold(rest, "requests-"):
+		u, rest = UnitRequests, rest[len("requests-"):]
+	case hasPrefixFold(rest, "tokens-"):
+		u, rest = UnitTokens, rest[len("tokens-"):]
+	case hasPrefixFold(rest, "input-tokens-"):
+		u, rest = UnitInputTokens, rest[len("input-tokens-"):]
+	case hasPrefixFold(rest, "output-tokens-"):
+		u, rest = UnitOutputTokens, rest[len("output-tokens-"):]
+	default:
+		return
+	}
+	if f := fieldOf(rest); f >= 0 {
+		s.set(famAnthropic, u, "", 0, f, v)
+	}
+}
+
+// ietf reads RateLimit, RateLimit-Policy and the older draft's
+// RateLimit-Limit, -Remaining and -Reset; rest follows "ratelimit".
+func (s *headerScan) ietf(rest string, vv []string) {
+	switch {
+	case rest == "":
+		if s.nrl < maxSFLine {
+			s.ratelimit[s.nrl] = vv
+			s.nrl++
+		}
+	case equalFold(rest, "-policy"):
+		if s.npolicy < maxSFLine {
+			s.policy[s.npolicy] = vv
+			s.npolicy++
+		}
+	case len(rest) > 1 && rest[0] == '-':
+		if f := fieldOf(rest[1:]); f >= 0 {
+			v := vv[0]
+			var period time.Duration
+			if f == fLimit {
+				// The older draft allows "100, 100;w=60": the window's
+				// length is the w parameter.
+				if i := strings.Index(v, "w="); i >= 0 {
+					if w, ok := parseCount(leadingNumber(v[i+2:])); ok {
+						period = secondsDuration(float64(w))
+					}
+				}
+				v = leadingNumber(v)
+			}
+			s.set(famIETFOld, UnitRequests, "", period, f, v)
+		}
+	}
+}
+
+// fieldOf maps "limit", "remaining" and "reset" to their field; -1 else.
+func fieldOf(s string) int {
+	switch {
+	case equalFold(s, "limit"):
+		return fLimit
+	case equalFold(s, "remaining"):
+		return fRemaining
+	case equalFold(s, "reset"):
+		return fReset
+	}
+	return -1
+}
+
+// windowName normalizes a window-name suffix such as Cerebras's "day" and
+// gives its period when known.
+func windowName(s string) (string, time.Duration, bool) {
+	switch {
+	case equalFold(s, "second"):
+		return "second", time.Second, true
+	case equalFold(s, "minute"):
+		return "minute", time.Minute, true
+	case equalFold(s, "hour"):
+		return "hour", time.Hour, true
+	case equalFold(s, "day"):
+		return "day", 24 * time.Hour, true
+	case equalFold(s, "week"):
+		return "week", 7 * 24 * time.Hour, true
+	case equalFold(s, "month"):
+		return "month", 0, true
+	}
+	if s == "" || len(s) > 32 {
+		return "", 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i] | 0x20
+		if !(c >= 'a' && c <= 'z' || s[i] >= '0' && s[i] <= '9' || s[i] == '-' || s[i] == '_') {
+			return "", 0, false
+		}
+	}
+	return strings.ToLower(s), 0, true
+}
+
+// set records value v of field f of the window (fam, u, name). The first
+// value seen wins; windows beyond maxSlots are dropped.
+func (s *headerScan) set(fam uint8, u Unit, name string, period time.Duration, f int, v string) {
+	for i := 0; i < s.n; i++ {
+		sl := &s.slots[i]
+		if sl.family == fam && sl.unit == u && sl.name == name {
+			if sl.has&(1<<f) == 0 {
+				sl.vals[f] = v
+				sl.has |= 1 << f
+			}
+			if period > 0 {
+				sl.period = period
+			}
+			return
+		}
+	}
+	if s.n == maxSlots {
+		return
+	}
+	s.slots[s.n] = slot{family: fam, unit: u, name: name, period: period, has: 1 << f}
+	s.slots[s.n].vals[f] = v
+	s.n++
+}
+
+// maxWindows bounds how many windows appendWindows can produce.
+func (s *headerScan) maxWindows() int {
+	n := s.n
+	if s.npolicy+s.nrl > 0 {
+		n += maxIETF
+	}
+	return n
+}
+
+// slotLess orders slots by family, unit and name.
+func slotLess(a, b *slot) bool {
+	if a.family != b.family {
+		return a.family < b.family
+	}
+	if a.unit != b.unit {
+		return a.unit < b.unit
+	}
+	return a.name < b.name
+}
+
+// appendWindows turns what scan found into windows appended to dst.
+func (s *headerScan) appendWindows(dst []Window, now time.Time) []Window {
+	// Insertion sort: map order is random, the output must not be.
+	for i := 1; i < s.n; i++ {
+		for j := i; j > 0 && slotLess(&s.slots[j], &s.slots[j-1]); j-- {
+			s.slots[j], s.slots[j-1] = s.slots[j-1], s.slots[j]
+		}
+	}
+	for i := 0; i < s.n; i++ {
+		sl := &s.slots[i]
+		w := Window{Unit: sl.unit, Name: sl.name, Limit: -1, Remaining: -1, Period: sl.period}
+		if sl.family == famBare && s.together {
+			w.Period = time.Second
+		}
+		ok := false
+		if sl.has&(1<<fLimit) != 0 {
+			if v, good := parseCount(sl.vals[fLimit]); good {
+				w.Limit, ok = v, true
+			}
+		}
+		if sl.has&(1<<fRemaining) != 0 {
+			if v, good := parseCount(sl.vals[fRemaining]); good {
+				w.Remaining, ok = v, true
+			}
+		}
+		if sl.has&(1<<fReset) != 0 {
+			if t, good := s.resetAt(sl.vals[fReset], now); good {
+				w.Reset, ok = t, true
+			}
+		}
+		if ok {
+			dst = append(dst, w)
+		}
+	}
+	if s.npolicy+s.nrl > 0 {
+		dst = s.appendIETF(dst, now)
+	}
+	return dst
+}
+
+// serverNow is the server's clock at the response: its Date header when
+// readable, else now.
+func (s *headerScan) serverNow(now time.Time) time.Time {
+	if !s.dateDone {
+		s.dateDone = true
+		if s.date != "" {
+			if t, err := http.ParseTime(trimOWS(s.date)); err == nil {
+				s.dateTime, s.dateOK = t, true
+			}
+		}
+	}
+	if s.dateOK {
+		return s.dateTime
+	}
+	return now
+}
+
+// untilAbs gives how long from the server's now the absolute time t is,
+// clamped to [0, MaxHint].
+func (s *headerScan) untilAbs(t time.Time, now time.Time) time.Duration {
+	return clampHint(t.Sub(s.serverNow(now)))
+}
+
+// untilEpoch is untilAbs for sec seconds since the Unix epoch.
+func (s *headerScan) untilEpoch(sec float64, now time.Time) time.Duration {
+	ref := s.serverNow(now)
+	refSec := float64(ref.Unix()) + float64(ref.Nanosecond())/1e9
+	return secondsDuration(sec - refSec)
+}
+
+// resetAt reads a reset value: a bare number (epoch ms, epoch s or delta
+// seconds, by size), a Go-style duration, an RFC 3339 time or an HTTP-date.
+// A bare 0 is Azure's "unknown".
+func (s *headerScan) resetAt(v string, now time.Time) (time.Time, bool) {
+	v = trimOWS(v)
+	if v == "" {
+		return time.Time{}, false
+	}
+	if f, ok := parseDecimal(v); ok {
+		switch {
+		case f == 0:
+			return time.Time{}, false
+		case f >= 1e12:
+			return now.Add(s.untilEpoch(f/1000, now)), true
+		case f >= 1e9:
+			return now.Add(s.untilEpoch(f, now)), true
+		}
+		return now.Add(secondsDuration(f)), true
+	}
+	if d, ok := parseGoDuration(v); ok {
+		return now.Add(d), true
+	}
+	if t, ok := parseAbsTime(v); ok {
+		return now.Add(s.untilAbs(t, now)), true
+	}
+	return time.Time{}, false
+}
+
+// retryAfterHint reads the retry hints scan found, in order of preference.
+func (s *headerScan) retryAfterHint(now time.Time) (time.Duration, bool) {
+	for _, v := range [2]string{s.raMs, s.msRaMs} {
+		if v == "" {
+			continue
+		}
+		if f, ok := parseDecimal(trimOWS(v)); ok {
+			return secondsDuration(f / 1000), true
+		}
+	}
+	v := trimOWS(s.ra)
+	if v == "" {
+		return 0, false
+	}
+	if f, ok := parseDecimal(v); ok {
+		return secondsDuration(f), true
+	}
+	if len(v) >= 20 && v[0] > '9' { // an HTTP-date starts with a day name
+		if t, err := http.ParseTime(v); err == nil {
+			return s.untilAbs(t, now), true
+		}
+	}
 	return 0, false
+}
+
+// ietfPolicy is one window of the IETF structured fields.
+type ietfPolicy struct {
+	name      string
+	unit      Unit
+	limit     int64
+	remaining int64
+	reset     time.Duration
+	hasReset  bool
+	period    time.Duration
+}
+
+// appendIETF reads RateLimit-Policy, then matches RateLimit items to the
+// policies by name.
+func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
+	var pol [maxIETF]ietfPolicy
+	n := 0
+	var it sfItem
+	for i := 0; i < s.npolicy; i++ {
+		for _, line := range s.policy[i] {
+			l := sfList{s: line}
+			for n < maxIETF && l.next(&it) {
+				if !it.named {
+					continue
+				}
+				u := unitOfIETF(it.qu)
+				if u == 0 || (it.q < 0 && it.w < 0) {
+					continue
+				}
+				p := ietfPolicy{name: it.name, unit: u, limit: clampCount(it.q), remaining: -1}
+				if it.w >= 0 {
+					p.period = secondsDuration(it.w)
+				}
+				pol[n] = p
+				n++
+			}
+		}
+	}
+	for i := 0; i < s.nrl; i++ {
+		for _, line := range s.ratelimit[i] {
+			l := sfList{s: line}
+			for l.next(&it) {
+				if !it.named || (it.r < 0 && it.t < 0) {
+					continue
+				}
+				j := 0
+				for j < n && pol[j].name != it.name {
+					j++
+				}
+				if j == n {
+					if n == maxIETF {
+						continue
+					}
+					pol[n] = ietfPolicy{name: it.name, unit: UnitRequests, limit: -1, remaining: -1}
+					n++
+				}
+				p := &pol[j]
+				if it.r >= 0 && p.remaining < 0 {
+					p.remaining = clampCount(it.r)
+				}
+				if it.t >= 0 && !p.hasReset {
+					p.reset, p.hasReset = secondsDuration(it.t), true
+				}
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		p := &pol[i]
+		w := Window{Unit: p.unit, Name: p.name, Limit: p.limit, Remaining: p.remaining, Period: p.period}
+		if p.hasReset {
+			w.Reset = now.Add(p.reset)
+		}
+		dst = append(dst, w)
+	}
+	return dst
+}
+
+// unitOfIETF maps a policy's qu parameter to a Unit; 0 for units steady
+// does not pace (content-bytes, concurrent-requests).
+func unitOfIETF(qu string) Unit {
+	switch {
+	case qu == "" || equalFold(qu, "requests"):
+		return UnitRequests
+	case equalFold(qu, "tokens"):
+		return UnitTokens
+	case equalFold(qu, "input-tokens"):
+		return UnitInputTokens
+	case equalFold(qu, "output-tokens"):
+		return UnitOutputTokens
+	}
+	return 0
+}
+
+// sfItem is one item of an IETF structured-field list with the parameters
+// steady reads; a parameter absent or unreadable is -1.
+type sfItem struct {
+	name       string
+	named      bool
+	q, w, r, t float64
+	qu         string
+}
+
+// sfList walks a structured-field list (RFC 9651) leniently: a parse error
+// ends the line, keeping the items read before it.
+type sfList struct {
+	s   string
+	pos int
+	bad bool
+}
+
+func (l *sfList) ows() {
+	for l.pos < len(l.s) && (l.s[l.pos] == ' ' || l.s[l.pos] == '\t') {
+		l.pos++
+	}
+}
+
+// next reads the next item into it.
+func (l *sfList) next(it *sfItem) bool {
+	if l.bad {
+		return false
+	}
+	l.ows()
+	if l.pos >= len(l.s) {
+		return false
+	}
+	*it = sfItem{q: -1, w: -1, r: -1, t: -1}
+	// The item: a string or a token names a policy; other bare items
+	// (numbers of older drafts) are read and left unnamed.
+	switch c := l.s[l.pos]; {
+	case c == '"':
+		name, ok := l.str()
+		if !ok {
+			l.bad = true
+			return false
+		}
+		it.name, it.named = name, true
+	case isAlpha(c) || c == '*':
+		it.name, it.named = l.token(), true
+	default:
+		if _, ok := l.bareItem(); !ok {
+			l.bad = true
+			return false
+		}
+	}
+	for l.pos < len(l.s) && l.s[l.pos] == ';' {
+		l.pos++
+		for l.pos < len(l.s) && l.s[l.pos] == ' ' {
+			l.pos++
+		}
+		start := l.pos
+		for l.pos < len(l.s) && isKeyChar(l.s[l.pos]) {
+			l.pos++
+		}
+		key := l.s[start:l.pos]
+		if key == "" {
+			l.bad = true
+			return false
+		}
+		if l.pos >= len(l.s) || l.s[l.pos] != '=' {
+			continue // boolean true parameter
+		}
+		l.pos++
+		val, ok := l.bareItem()
+		if !ok {
+			l.bad = true
+			return false
+		}
+		var dst *float64
+		switch {
+		case equalFold(key, "q"):
+			dst = &it.q
+		case equalFold(key, "w"):
+			dst = &it.w
+		case equalFold(key, "r"):
+			dst = &it.r
+		case equalFold(key, "t"):
+			dst = &it.t
+		case equalFold(key, "qu"):
+			it.qu = val
+		}
+		if dst != nil {
+			if f, ok := parseDecimal(val); ok {
+				*dst = f
+			}
+		}
+	}
+	l.ows()
+	if l.pos < len(l.s) {
+		if l.s[l.pos] != ',' {
+			l.bad = true
+		}
+		l.pos++
+	}
+	return true
+}
+
+// bareItem reads a string, token, number, boolean or byte sequence and
+// returns its text (a string's content, unescaped).
+func (l *sfList) bareItem() (string, bool) {
+	if l.pos >= len(l.s) {
+		return "", false
+	}
+	switch c := l.s[l.pos]; {
+	case c == '"':
+		return l.str()
+	case isAlpha(c) || c == '*':
+		return l.token(), true
+	case c == '-' || c >= '0' && c <= '9':
+		start := l.pos
+		l.pos++
+		for l.pos < len(l.s) && (l.s[l.pos] >= '0' && l.s[l.pos] <= '9' || l.s[l.pos] == '.') {
+			l.pos++
+		}
+		return l.s[start:l.pos], true
+	case c == '?':
+		if l.pos+1 < len(l.s) && (l.s[l.pos+1] == '0' || l.s[l.pos+1] == '1') {
+			l.pos += 2
+			return l.s[l.pos-1 : l.pos], true
+		}
+	case c == ':':
+		end := strings.IndexByte(l.s[l.pos+1:], ':')
+		if end >= 0 {
+			start := l.pos + 1
+			l.pos = start + end + 1
+			return l.s[start : start+end], true
+		}
+	}
+	return "", false
+}
+
+// str reads a quoted string at l.pos.
+func (l *sfList) str() (string, bool) {
+	l.pos++ // opening quote
+	start := l.pos
+	escaped := false
+	for l.pos < len(l.s) {
+		switch c := l.s[l.pos]; c {
+		case '"':
+			v := l.s[start:l.pos]
+			l.pos++
+			if escaped {
+				v = unescapeSF(v)
+			}
+			return v, true
+		case '\\':
+			if l.pos+1 >= len(l.s) || (l.s[l.pos+1] != '"' && l.s[l.pos+1] != '\\') {
+				return "", false
+			}
+			escaped = true
+			l.pos += 2
+		default:
+			if c < 0x20 || c >= 0x7f {
+				return "", false
+			}
+			l.pos++
+		}
+	}
+	return "", false
+}
+
+func unescapeSF(v string) string {
+	var b strings.Builder
+	b.Grow(len(v))
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			i++
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// token reads a structured-field token at l.pos.
+func (l *sfList) token() string {
+	start := l.pos
+	l.pos++
+	for l.pos < len(l.s) && isTokenChar(l.s[l.pos]) {
+		l.pos++
+	}
+	return l.s[start:l.pos]
+}
+
+func isAlpha(c byte) bool { c |= 0x20; return c >= 'a' && c <= 'z' }
+
+func isKeyChar(c byte) bool {
+	return isAlpha(c) || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '*'
+}
+
+func isTokenChar(c byte) bool {
+	if isAlpha(c) || c >= '0' && c <= '9' {
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~:/", c) >= 0
+}
+
+// hasPrefixFold reports whether s begins with prefix, ignoring ASCII case;
+// prefix is lower case. It compares eight bytes at a time.
+func hasPrefixFold(s, prefix string) bool {
+	if len(s) < len(prefix) {
+		return false
+	}
+	i := 0
+	for ; i+8 <= len(prefix); i += 8 {
+		if lower8(load64(s, i)) != load64(prefix, i) {
+			return false
+		}
+	}
+	for ; i < len(prefix); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// load64 reads s[i:i+8] as a little-endian word.
+func load64(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// lower8 lower-cases the ASCII capital letters among the eight bytes of x.
+func lower8(x uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	h := x &^ highs
+	ge := h + (0x80-'A')*ones // high bit set where the byte is >= 'A'
+	gt := h + (0x80-'Z'-1)*ones
+	upper := ge &^ gt &^ x & highs
+	return x | upper>>2
+}
+
+// equalFold reports whether s equals lower, ignoring ASCII case; lower is
+// lower case.
+func equalFold(s, lower string) bool {
+	return len(s) == len(lower) && hasPrefixFold(s, lower)
+}
+
+// trimOWS removes the spaces and tabs around v.
+func trimOWS(v string) string {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// leadingNumber returns the digits and dots that v begins with, after
+// spaces.
+func leadingNumber(v string) string {
+	v = trimOWS(v)
+	i := 0
+	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	return v[:i]
+}
+
+// parseDecimal reads a non-negative decimal number: digits, optionally a
+// dot and more digits. No sign, exponent, NaN or Inf; at most 32 bytes.
+func parseDecimal(s string) (float64, bool) {
+	if s == "" || len(s) > 32 {
+		return 0, false
+	}
+	var mant uint64
+	exp := 0
+	i := 0
+	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
+		if mant < 1e18 {
+			mant = mant*10 + uint64(s[i]-'0')
+		} else {
+			exp++
+		}
+	}
+	if i == 0 {
+		return 0, false
+	}
+	if i < len(s) {
+		if s[i] != '.' {
+			return 0, false
+		}
+		for i++; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return 0, false
+			}
+			if mant < 1e18 {
+				mant = mant*10 + uint64(s[i]-'0')
+				exp--
+			}
+		}
+	}
+	v := float64(mant)
+	if exp < 0 {
+		return v / math.Pow10(-exp), true
+	}
+	return v * math.Pow10(exp), true
+}
+
+// maxCount bounds a limit or remaining count.
+const maxCount = 1 << 53
+
+// parseCount reads a limit or remaining count: a non-negative integer,
+// optionally with a fraction that is dropped. Negative values (Azure's -1)
+// and values beyond 2^53 read as unknown.
+func parseCount(s string) (int64, bool) {
+	s = trimOWS(s)
+	if s == "" {
+		return 0, false
+	}
+	var v int64
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		v = v*10 + int64(s[i]-'0')
+		if v > maxCount {
+			return 0, false
+		}
+		i++
+	}
+	if i == 0 {
+		return 0, false
+	}
+	if i < len(s) {
+		if s[i] != '.' {
+			return 0, false
+		}
+		for i++; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return 0, false
+			}
+		}
+	}
+	return v, true
+}
+
+// clampCount turns a float count from a structured field into an int64.
+func clampCount(f float64) int64 {
+	if !(f >= 0) {
+		return -1
+	}
+	if f > maxCount {
+		return -1
+	}
+	return int64(f)
+}
+
+// secondsDuration converts seconds to a Duration clamped to [0, MaxHint];
+// NaN reads as 0.
+func secondsDuration(sec float64) time.Duration {
+	if !(sec > 0) {
+		return 0
+	}
+	if sec >= MaxHint.Seconds() {
+		return MaxHint
+	}
+	return time.Duration(sec*1e9 + 0.5)
+}
+
+// clampHint clamps d to [0, MaxHint].
+func clampHint(d time.Duration) time.Duration {
+	if d < 0 {
+		return 0
+	}
+	if d > MaxHint {
+		return MaxHint
+	}
+	return d
+}
+
+// parseGoDuration reads a duration the way Go prints them ("1s", "6m0s",
+// "20ms", "2m59.56s", "1h2m3.5s"), without a sign. It is clamped to
+// MaxHint.
+func parseGoDuration(s string) (time.Duration, bool) {
+	if s == "" || len(s) > 64 {
+		return 0, false
+	}
+	var total float64 // seconds
+	for s != "" {
+		i := 0
+		for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
+			i++
+		}
+		n, ok := parseDecimal(s[:i])
+		if !ok {
+			return 0, false
+		}
+		s = s[i:]
+		j := 0
+		for j < len(s) && !(s[j] >= '0' && s[j] <= '9' || s[j] == '.') {
+			j++
+		}
+		var unit float64
+		switch s[:j] {
+		case "ns":
+			unit = 1e-9
+		case "us", "µs", "μs":
+			unit = 1e-6
+		case "ms":
+			unit = 1e-3
+		case "s":
+			unit = 1
+		case "m":
+			unit = 60
+		case "h":
+			unit = 3600
+		default:
+			return 0, false
+		}
+		s = s[j:]
+		total += n * unit
+	}
+	return secondsDuration(total), true
+}
+
+// parseAbsTime reads an RFC 3339 time or an HTTP-date.
+func parseAbsTime(v string) (time.Time, bool) {
+	if len(v) >= 20 && v[4] == '-' {
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t, true
+		}
+		return time.Time{}, false
+	}
+	if len(v) >= 20 && v[0] > '9' {
+		if t, err := http.ParseTime(v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }

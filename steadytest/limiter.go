@@ -1,0 +1,223 @@
+package steadytest
+
+import (
+	"math"
+	"time"
+)
+
+// admitted is one request admitted by the provider.
+type admitted struct {
+	t      time.Time
+	tokens int64
+}
+
+// window holds the requests admitted in the last window-long span, oldest
+// first. It backs the sliding-window algorithm and the in-window maxima of
+// Stats, whatever the algorithm.
+type window struct {
+	ev         []admitted // ev[head:] are in the window
+	head       int
+	tokens     int64     // sum of ev[head:].tokens
+	lastTokens time.Time // newest admission with tokens > 0
+}
+
+// prune drops admissions at or before now-length: a window is the
+// half-open span (now-length, now].
+func (w *window) prune(now time.Time, length time.Duration) {
+	cut := now.Add(-length)
+	for w.head < len(w.ev) && !w.ev[w.head].t.After(cut) {
+		w.tokens -= w.ev[w.head].tokens
+		w.ev[w.head] = admitted{}
+		w.head++
+	}
+	if w.head == len(w.ev) {
+		w.ev, w.head = w.ev[:0], 0
+	} else if w.head > 64 && w.head > len(w.ev)/2 {
+		n := copy(w.ev, w.ev[w.head:])
+		w.ev, w.head = w.ev[:n], 0
+	}
+}
+
+func (w *window) requests() int64 { return int64(len(w.ev) - w.head) }
+
+func (w *window) add(now time.Time, tokens int64) {
+	w.ev = append(w.ev, admitted{t: now, tokens: tokens})
+	w.tokens += tokens
+	if tokens > 0 {
+		w.lastTokens = now
+	}
+}
+
+// waitRequests is how long until one more request fits under limit.
+func (w *window) waitRequests(now time.Time, length time.Duration, limit int64) time.Duration {
+	n := w.requests()
+	if n < limit {
+		return 0
+	}
+	// The (n-limit+1) oldest must leave the window.
+	return w.ev[w.head+int(n-limit)].t.Add(length).Sub(now)
+}
+
+// waitTokens is how long until cost more tokens fit under limit.
+func (w *window) waitTokens(now time.Time, length time.Duration, limit, cost int64) time.Duration {
+	excess := w.tokens + cost - limit
+	if excess <= 0 {
+		return 0
+	}
+	for _, e := range w.ev[w.head:] {
+		excess -= e.tokens
+		if excess <= 0 {
+			return e.t.Add(length).Sub(now)
+		}
+	}
+	return length // unreachable while cost <= limit
+}
+
+// resetRequests is when the window is free of requests again.
+func (w *window) resetRequests(now time.Time, length time.Duration) time.Duration {
+	if w.requests() == 0 {
+		return 0
+	}
+	return w.ev[len(w.ev)-1].t.Add(length).Sub(now)
+}
+
+// resetTokens is when the window is free of tokens again.
+func (w *window) resetTokens(now time.Time, length time.Duration) time.Duration {
+	if w.tokens <= 0 {
+		return 0
+	}
+	return max(w.lastTokens.Add(length).Sub(now), 0)
+}
+
+// bucket is a token bucket holding up to capacity units, refilled
+// continuously at capacity per length.
+type bucket struct {
+	level float64
+	last  time.Time
+	init  bool
+}
+
+func (b *bucket) refill(now time.Time, capacity int64, length time.Duration) {
+	if !b.init {
+		b.level, b.last, b.init = float64(capacity), now, true
+		return
+	}
+	if el := now.Sub(b.last); el > 0 {
+		b.level = math.Min(float64(capacity), b.level+float64(capacity)*el.Seconds()/length.Seconds())
+		b.last = now
+	}
+}
+
+// wait is how long until n units are in the bucket.
+func (b *bucket) wait(n, capacity int64, length time.Duration) time.Duration {
+	short := float64(n) - b.level
+	if short <= 0 {
+		return 0
+	}
+	return time.Duration(math.Ceil(short / float64(capacity) * float64(length)))
+}
+
+// full is how long until the bucket is full again.
+func (b *bucket) full(capacity int64, length time.Duration) time.Duration {
+	return time.Duration(math.Ceil((float64(capacity) - b.level) / float64(capacity) * float64(length)))
+}
+
+func (b *bucket) remaining() int64 { return int64(math.Floor(b.level + 1e-9)) }
+
+// quota is one limit's state as the headers announce it.
+type quota struct {
+	limit     int64 // 0: unlimited, no headers
+	remaining int64
+	reset     time.Duration // until fully replenished
+}
+
+// decision is the limiter's answer for one request.
+type decision struct {
+	admit    bool
+	tooLarge bool          // the request can never fit
+	wait     time.Duration // until it would fit, when not admitted
+	which    string        // "requests" or "tokens": the binding limit when not admitted
+	req, tok quota
+	length   time.Duration // the window's length
+}
+
+// limits enforces a ProviderConfig's requests and tokens limits.
+type limits struct {
+	win            window
+	reqB, tokB     bucket
+	maxReq, maxTok int64
+}
+
+// decide admits a request costing cost tokens, or says how long until it
+// would fit. With try false it only reports the quotas (for responses that
+// are not served). It is called with the provider's lock held.
+func (l *limits) decide(now time.Time, cfg *ProviderConfig, cost int64, try bool) decision {
+	length := cfg.window()
+	rl, tl := int64(cfg.RequestsPerWindow), int64(cfg.TokensPerWindow)
+	l.win.prune(now, length)
+	d := decision{length: length}
+	d.req.limit, d.tok.limit = max(rl, 0), max(tl, 0)
+
+	if !try {
+		// Only report.
+	} else if tl > 0 && cost > tl {
+		d.tooLarge, d.which = true, "tokens"
+	} else if cfg.Algorithm == TokenBucket {
+		if rl > 0 {
+			l.reqB.refill(now, rl, length)
+			if w := l.reqB.wait(1, rl, length); w > d.wait {
+				d.wait, d.which = w, "requests"
+			}
+		}
+		if tl > 0 {
+			l.tokB.refill(now, tl, length)
+			if w := l.tokB.wait(cost, tl, length); w > d.wait {
+				d.wait, d.which = w, "tokens"
+			}
+		}
+		d.admit = d.wait <= 0
+		if d.admit {
+			if rl > 0 {
+				l.reqB.level--
+			}
+			if tl > 0 {
+				l.tokB.level -= float64(cost)
+			}
+		}
+	} else {
+		if rl > 0 {
+			if w := l.win.waitRequests(now, length, rl); w > d.wait {
+				d.wait, d.which = w, "requests"
+			}
+		}
+		if tl > 0 {
+			if w := l.win.waitTokens(now, length, tl, cost); w > d.wait {
+				d.wait, d.which = w, "tokens"
+			}
+		}
+		d.admit = d.wait <= 0
+	}
+
+	if d.admit {
+		l.win.add(now, cost)
+		l.maxReq = max(l.maxReq, l.win.requests())
+		l.maxTok = max(l.maxTok, l.win.tokens)
+	}
+
+	if cfg.Algorithm == TokenBucket {
+		if rl > 0 {
+			l.reqB.refill(now, rl, length)
+			d.req.remaining, d.req.reset = l.reqB.remaining(), l.reqB.full(rl, length)
+		}
+		if tl > 0 {
+			l.tokB.refill(now, tl, length)
+			d.tok.remaining, d.tok.reset = max(l.tokB.remaining(), 0), l.tokB.full(tl, length)
+		}
+	} else {
+		d.req.remaining = max(rl-l.win.requests(), 0)
+		d.req.reset = l.win.resetRequests(now, length)
+		d.tok.remaining = max(tl-l.win.tokens, 0)
+		d.tok.reset = l.win.resetTokens(now, length)
+	}
+	return d
+}
