@@ -9,7 +9,7 @@ import (
 
 // TokenEstimate is how many tokens a request is expected to count against a
 // provider's token limits when it arrives: its prompt (Input) and the most
-// it may generate (Output).
+// it may generate (Output), each times the number of choices asked for.
 type TokenEstimate struct {
 	Input  int64 // prompt tokens
 	Output int64 // maximum completion tokens, times n
@@ -39,8 +39,9 @@ const maxTokensValue = 1 << 40
 // body: the text of chat messages (string or parts), responses input and
 // instructions, embeddings input (strings, or token arrays counted one token
 // per number), the prompt and tool definitions, at about four bytes a token,
-// make Input; max_completion_tokens, max_tokens or max_output_tokens, times
-// n, make Output. A body that is not a JSON object estimates to zero. It
+// make the prompt; Input is the prompt and Output is max_completion_tokens,
+// max_tokens or max_output_tokens, both times n, as providers count a
+// request when it arrives. A body that is not a JSON object estimates to zero. It
 // reads body in one pass and does not allocate.
 func EstimateTokens(body []byte) TokenEstimate {
 	_, est := scanRequest(body)
@@ -123,10 +124,8 @@ func scanRequest(b []byte) (model []byte, est TokenEstimate) {
 }
 
 func finish(chars, ints, maxOut, n int64) TokenEstimate {
-	return TokenEstimate{
-		Input:  min((chars+charsPerToken-1)/charsPerToken+ints, maxTokensValue),
-		Output: min(maxOut*n, maxTokensValue),
-	}
+	prompt := min((chars+charsPerToken-1)/charsPerToken+ints, maxTokensValue)
+	return TokenEstimate{Input: min(prompt*n, maxTokensValue), Output: min(maxOut*n, maxTokensValue)}
 }
 
 // scanner is a forgiving single-pass reader of JSON bytes. It never

@@ -18,7 +18,7 @@ func TestEstimateTokens(t *testing.T) {
 	}{
 		{"chat string", `{"model":"gpt-4o","messages":[{"role":"user","content":"abcdefgh"}]}`, "gpt-4o", TokenEstimate{2, 0}},
 		{"chat parts", `{"messages":[{"role":"user","content":[{"type":"text","text":"abcdefghijkl"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"model":"m"}`, "m", TokenEstimate{3, 0}},
-		{"chat max completion times n", `{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":"efgh"}],"max_completion_tokens":100,"n":3}`, "m", TokenEstimate{2, 300}},
+		{"chat max completion times n", `{"model":"m","messages":[{"role":"system","content":"abcd"},{"role":"user","content":"efgh"}],"max_completion_tokens":100,"n":3}`, "m", TokenEstimate{6, 300}},
 		{"chat max_tokens", `{"model":"m","max_tokens":50,"messages":[]}`, "m", TokenEstimate{0, 50}},
 		{"responses", `{"model":"o3","instructions":"abcdabcd","input":"abcd","max_output_tokens":10}`, "o3", TokenEstimate{3, 10}},
 		{"responses items", `{"model":"o3","input":[{"role":"user","content":[{"type":"input_text","text":"abcdabcd"}]}]}`, "o3", TokenEstimate{2, 0}},

@@ -63,8 +63,9 @@ type PacingConfig struct {
 	IdleTimeout time.Duration
 
 	// ColdStart is how many requests of a partition may be in flight
-	// before its first response tells its limits; the rest wait. Zero
-	// means 4; a negative value means no bound.
+	// before its first response tells its limits, and after a 429 until
+	// a request succeeds again; the rest wait. Zero means 4; a negative
+	// value means no bound.
 	ColdStart int
 
 	// MaxWait caps any single pacing wait or cooldown. A request whose
@@ -274,7 +275,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		if pm != nil {
 			break // reserved and past any cooldown
 		}
-		if !pt.known && !coldDone && p.coldStart > 0 && pt.inflight+pt.reserved >= p.coldStart {
+		if (!pt.known || pt.probing) && !coldDone && p.coldStart > 0 && pt.inflight+pt.reserved >= p.coldStart {
 			if pt.wake == nil {
 				pt.wake = make(chan struct{})
 			}
@@ -409,10 +410,11 @@ func (pm *permit) settle(resp *http.Response, err error) {
 	}
 	now := time.Now()
 	var rl RateLimits
+	var buf [maxWindows + 2]Window
 	status := 0
 	if resp != nil {
 		status = resp.StatusCode
-		rl = ParseRateLimits(resp.Header, now)
+		rl = appendRateLimits(buf[:0], resp.Header, now)
 	}
 	if ev, ok := pm.observe(resp != nil, status, rl, now); ok {
 		pm.p.emit(ev)
@@ -439,7 +441,13 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	}
 	var ev Event
 	emit := false
+	if responded && status != http.StatusTooManyRequests && pm.seq > pt.probeSeq {
+		pt.probing = false
+	}
 	if status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter) {
+		// Until a request succeeds again, only a few go out at once:
+		// when the cooldown ends, the waiters do not all rush in.
+		pt.probing, pt.probeSeq = true, pt.seq
 		var until time.Time
 		if rl.HasRetryAfter {
 			until = now.Add(min(max(rl.RetryAfter, 0), p.maxWait))

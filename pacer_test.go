@@ -5,12 +5,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady/steadytest"
 )
 
 // chatRequest returns a replayable chat completion request like the SDK's.
@@ -223,3 +229,187 @@ func TestPacerSimulatedLoad(t *testing.T) {
 
 var _ = errors.Is
 var _ = strings.Contains
+
+// loadCase is a load target: a provider, its limits, and the workload.
+type loadCase struct {
+	name      string
+	provider  steadytest.ProviderConfig
+	pacing    PacingConfig
+	maxTokens int64 // max_completion_tokens of every request; 0 for none
+	windows   int
+}
+
+// loadResult is what a load run measured.
+type loadResult struct {
+	calls, failed      int64
+	stats              steadytest.Stats // at the end of the run
+	acceptedInRun      int64            // requests accepted within the run's windows
+	tokensInRun        int64
+	goodput, tokenGood float64 // accepted within the run over the limits
+	rejectedShare      float64 // 429s over upstream attempts
+}
+
+// runLoad offers three times the binding limit from 32 goroutines for
+// tc.windows windows through the real SDK client, with mw (the pacing
+// under test) as its only middleware, and measures the provider.
+func runLoad(t *testing.T, tc loadCase, mw option.Middleware) loadResult {
+	t.Helper()
+	prov := steadytest.NewProvider(tc.provider)
+	client := openai.NewClient(
+		option.WithMiddleware(mw),
+		option.WithHTTPClient(&http.Client{Transport: prov}),
+		option.WithBaseURL("https://llm.example.test/v1/"),
+		option.WithAPIKey("sk-load"),
+	)
+	window := tc.provider.Window
+	if window <= 0 {
+		window = time.Minute
+	}
+	run := time.Duration(tc.windows) * window
+	// Requests per window the limits allow; offered at three times that.
+	perWindow := float64(tc.provider.RequestsPerWindow)
+	if tc.provider.TokensPerWindow > 0 && tc.maxTokens > 0 {
+		perWindow = min(perWindow, float64(tc.provider.TokensPerWindow)/float64(tc.maxTokens+2))
+	}
+	const workers = 32
+	interval := time.Duration(float64(window) * workers / (3 * perWindow))
+	start := time.Now()
+	end := start.Add(run)
+
+	var res loadResult
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			next := start.Add(time.Duration(w) * interval / workers)
+			for {
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
+				if !time.Now().Before(end) {
+					return
+				}
+				next = next.Add(interval)
+				params := openai.ChatCompletionNewParams{
+					Model:    "gpt-4o-mini",
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+				}
+				if tc.maxTokens > 0 {
+					params.MaxCompletionTokens = openai.Int(tc.maxTokens)
+				}
+				_, err := client.Chat.Completions.New(context.Background(), params)
+				mu.Lock()
+				res.calls++
+				if err != nil {
+					res.failed++
+					if res.failed <= 3 {
+						t.Errorf("call failed: %v", err)
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(run)
+	atEnd := prov.Stats()
+	wg.Wait()
+	res.stats = prov.Stats()
+	res.acceptedInRun = atEnd.Accepted
+	res.tokensInRun = atEnd.TokensAccepted
+	if l := tc.provider.RequestsPerWindow; l > 0 {
+		res.goodput = float64(res.acceptedInRun) / float64(int64(l)*int64(tc.windows))
+	}
+	if l := tc.provider.TokensPerWindow; l > 0 {
+		res.tokenGood = float64(res.tokensInRun) / float64(int64(l)*int64(tc.windows))
+	}
+	if res.stats.Requests > 0 {
+		res.rejectedShare = float64(res.stats.RateLimited) / float64(res.stats.Requests)
+	}
+	t.Logf("%s: calls %d failed %d; upstream %d accepted %d (in run %d, goodput %.1f%%, tokens %.1f%%) 429 %d (%.2f%%); max in window: %d requests, %d tokens; peak concurrency %d",
+		tc.name, res.calls, res.failed, res.stats.Requests, res.stats.Accepted, res.acceptedInRun, 100*res.goodput, 100*res.tokenGood,
+		res.stats.RateLimited, 100*res.rejectedShare, res.stats.MaxRequestsInWindow, res.stats.MaxTokensInWindow, res.stats.PeakConcurrency)
+	return res
+}
+
+// pacedMiddleware paces with p alone and retries 429s after the shared
+// cooldown: the pacer's part of the transport, for tests of the pacer
+// through the real SDK.
+func pacedMiddleware(p *pacer) option.Middleware {
+	return func(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		for attempt := 1; ; attempt++ {
+			pm, err := p.acquire(req.Context(), req)
+			if err != nil {
+				return nil, err
+			}
+			r := req.Clone(req.Context())
+			if req.GetBody != nil {
+				r.Body, _ = req.GetBody()
+			}
+			resp, err := next(r)
+			pm.settle(resp, err)
+			if err != nil || resp.StatusCode != http.StatusTooManyRequests || attempt == 6 {
+				return resp, err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+}
+
+func loadCases() []loadCase {
+	var cs []loadCase
+	for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectHerokuDocs, steadytest.DialectAnthropic, steadytest.DialectIETF} {
+		for _, a := range []steadytest.Algorithm{steadytest.SlidingWindow, steadytest.TokenBucket} {
+			cs = append(cs, loadCase{
+				name:     fmt.Sprintf("requests/%s/%s", d, a),
+				provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: d, Algorithm: a, Latency: 150 * time.Millisecond},
+				windows:  6,
+			})
+			if d == steadytest.DialectIETF {
+				// The simulated provider's IETF policies carry no qu
+				// parameter, so its tokens policy reads as requests.
+				continue
+			}
+			cs = append(cs, loadCase{
+				name:      fmt.Sprintf("tokens/%s/%s", d, a),
+				provider:  steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 40000, Dialect: d, Algorithm: a, Latency: 150 * time.Millisecond},
+				maxTokens: 500,
+				windows:   6,
+			})
+		}
+	}
+	cs = append(cs, loadCase{
+		name:     "requests/none+config",
+		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: 150 * time.Millisecond},
+		pacing:   PacingConfig{RequestsPerMinute: 120},
+		windows:  6,
+	}, loadCase{
+		name:      "tokens/none+config",
+		provider:  steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 40000, Dialect: steadytest.DialectNone, Latency: 150 * time.Millisecond},
+		pacing:    PacingConfig{TokensPerMinute: 40000},
+		maxTokens: 500,
+		windows:   6,
+	})
+	return cs
+}
+
+func TestPacerLoadThroughSDK(t *testing.T) {
+	for _, tc := range loadCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPacer(tc.pacing, nil, nil)
+				res := runLoad(t, tc, pacedMiddleware(p))
+				good := res.goodput
+				if tc.maxTokens > 0 {
+					good = res.tokenGood
+				}
+				if good < 0.97 {
+					t.Errorf("goodput %.1f%% of the limit, want >= 97%%", 100*good)
+				}
+				if res.rejectedShare > 0.01 {
+					t.Errorf("429s are %.2f%% of upstream attempts, want <= 1%%", 100*res.rejectedShare)
+				}
+			})
+		})
+	}
+}

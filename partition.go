@@ -65,6 +65,8 @@ type partition struct {
 	windows  [maxWindows]window
 	nwin     int
 	known    bool      // limits are configured, announced, or will not be
+	probing  bool      // after a 429: few in flight until a success
+	probeSeq uint64    // permits up to this one were issued before the 429
 	cooldown time.Time // no request is sent before this time
 	inflight int       // sent and not yet settled
 	reserved int       // holding a reservation, waiting for its time
@@ -389,8 +391,12 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		period = namedPeriod(a.Name)
 	}
 	if period <= 0 {
+		// A reset well beyond the period believed so far shows a longer
+		// window (per hour, per day); resets are rounded to the second,
+		// so a little beyond is not. A reset more than a day away is not
+		// believed: it is more likely misread than a longer window.
 		period = max(w.period, time.Minute)
-		if untilReset > period {
+		if untilReset > period+period/4 && untilReset <= 24*time.Hour {
 			period = roundPeriod(untilReset)
 		}
 	}
