@@ -416,7 +416,14 @@ func (pm *permit) settle(resp *http.Response, err error) {
 		status = resp.StatusCode
 		rl = appendRateLimits(buf[:0], resp.Header, now)
 	}
-	if ev, ok := pm.observe(resp != nil, status, rl, now); ok {
+	pm.finish(resp != nil, status, rl, now)
+}
+
+// finish is settle after the headers are read: status is the response's
+// (0 without one, when responded is false) and rl what its headers
+// announced.
+func (pm *permit) finish(responded bool, status int, rl RateLimits, now time.Time) {
+	if ev, ok := pm.observe(responded, status, rl, now); ok {
 		pm.p.emit(ev)
 	}
 	pm.pt.release()
