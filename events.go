@@ -1,6 +1,10 @@
 package steady
 
-import "time"
+import (
+	"context"
+	"log/slog"
+	"time"
+)
 
 // EventKind says what an [Event] reports.
 type EventKind uint8
@@ -87,4 +91,81 @@ type Event struct {
 	From, To  BreakerState
 	Reason    string
 	Err       error
+}
+
+// emit delivers ev to OnEvent and Logger. It must never be called with a
+// lock held.
+func (t *Transport) emit(ev Event) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if t.cfg.OnEvent != nil {
+		t.cfg.OnEvent(ev)
+	}
+	if t.cfg.Logger != nil {
+		logEvent(t.cfg.Logger, ev)
+	}
+}
+
+// logEvent writes ev to l. Only the fields of Event are logged: never a
+// header other than the request id, never a credential.
+func logEvent(l *slog.Logger, ev Event) {
+	level := slog.LevelInfo
+	switch ev.Kind {
+	case EventPace, EventCooldown:
+		level = slog.LevelDebug
+	case EventBreakerState, EventRejected:
+		level = slog.LevelWarn
+	case EventGiveUp:
+		// A failure handed back after retries is worth a warning; a
+		// first answer that is not worth retrying (a 400, a 401) is the
+		// caller's to report.
+		if ev.Attempt > 1 {
+			level = slog.LevelWarn
+		}
+	}
+	ctx := context.Background()
+	if !l.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 12)
+	add := func(a slog.Attr) { attrs = append(attrs, a) }
+	if ev.Upstream != "" {
+		add(slog.String("upstream", ev.Upstream))
+	}
+	if ev.Partition != "" {
+		add(slog.String("partition", ev.Partition))
+	}
+	if ev.Method != "" {
+		add(slog.String("method", ev.Method))
+	}
+	if ev.Path != "" {
+		add(slog.String("path", ev.Path))
+	}
+	if ev.RequestID != "" {
+		add(slog.String("request_id", ev.RequestID))
+	}
+	if ev.Status != 0 {
+		add(slog.Int("status", ev.Status))
+	}
+	if ev.Attempt != 0 {
+		add(slog.Int("attempt", ev.Attempt))
+	}
+	if ev.Wait != 0 {
+		add(slog.Duration("wait", ev.Wait))
+	}
+	if !ev.Until.IsZero() {
+		add(slog.Time("until", ev.Until))
+	}
+	if ev.Kind == EventBreakerState {
+		add(slog.String("from", ev.From.String()))
+		add(slog.String("to", ev.To.String()))
+	}
+	if ev.Reason != "" {
+		add(slog.String("reason", ev.Reason))
+	}
+	if ev.Err != nil {
+		add(slog.String("error", ev.Err.Error()))
+	}
+	l.LogAttrs(ctx, level, "steady: "+ev.Kind.String(), attrs...)
 }

@@ -204,7 +204,7 @@ func (s *headerScan) scan(h http.Header) {
 					s.set(famTokenLimit, UnitTokens, "", time.Second, f, vv[0])
 				}
 			case equalFold(k, "x-ms-retry-after-ms"):
-				s.msRaMs = vv[0]
+				keep(&s.msRaMs, vv[0])
 			}
 		case 'a':
 			if hasPrefixFold(k, "anthropic-ratelimit-") {
@@ -218,7 +218,7 @@ func (s *headerScan) scan(h http.Header) {
 			}
 		case 'd':
 			if equalFold(k, "date") {
-				s.date = vv[0]
+				keep(&s.date, vv[0])
 			}
 		}
 	}
@@ -233,7 +233,7 @@ func (s *headerScan) scanRetry(h http.Header) {
 		switch k[0] | 0x20 {
 		case 'x':
 			if equalFold(k, "x-ms-retry-after-ms") {
-				s.msRaMs = vv[0]
+				keep(&s.msRaMs, vv[0])
 			}
 		case 'r':
 			if hasPrefixFold(k, "retry-after") {
@@ -241,7 +241,7 @@ func (s *headerScan) scanRetry(h http.Header) {
 			}
 		case 'd':
 			if equalFold(k, "date") {
-				s.date = vv[0]
+				keep(&s.date, vv[0])
 			}
 		}
 	}
@@ -250,9 +250,9 @@ func (s *headerScan) scanRetry(h http.Header) {
 func (s *headerScan) retryAfterKey(rest, v string) {
 	switch {
 	case rest == "":
-		s.ra = v
+		keep(&s.ra, v)
 	case equalFold(rest, "-ms"):
-		s.raMs = v
+		keep(&s.raMs, v)
 	}
 }
 
@@ -336,13 +336,11 @@ func (s *headerScan) ietf(rest string, vv []string) {
 	switch {
 	case rest == "":
 		if s.nrl < maxSFLine {
-			s.ratelimit[s.nrl] = vv
-			s.nrl++
+			s.nrl = insertLines(&s.ratelimit, s.nrl, vv)
 		}
 	case equalFold(rest, "-policy"):
 		if s.npolicy < maxSFLine {
-			s.policy[s.npolicy] = vv
-			s.npolicy++
+			s.npolicy = insertLines(&s.policy, s.npolicy, vv)
 		}
 	case len(rest) > 1 && rest[0] == '-':
 		if f := fieldOf(rest[1:]); f >= 0 {
@@ -405,8 +403,34 @@ func windowName(s string) (string, time.Duration, bool) {
 	return strings.ToLower(s), 0, true
 }
 
-// set records value v of field f of the window (fam, u, name). The first
-// value seen wins; windows beyond maxSlots are dropped.
+// keep stores v in *dst unless *dst holds a value already that sorts
+// first. A header map built by hand may hold one name under several
+// spellings; whichever order the map yields them in, the same value wins.
+func keep(dst *string, v string) {
+	if v == "" {
+		return
+	}
+	if *dst == "" || v < *dst {
+		*dst = v
+	}
+}
+
+// insertLines adds the lines of one spelling of an IETF field to lines,
+// ordered by their first line so that map order does not matter; it
+// returns the new count.
+func insertLines(lines *[maxSFLine][]string, n int, vv []string) int {
+	i := n
+	for i > 0 && vv[0] < lines[i-1][0] {
+		lines[i] = lines[i-1]
+		i--
+	}
+	lines[i] = vv
+	return n + 1
+}
+
+// set records value v of field f of the window (fam, u, name). When one
+// name comes in several spellings, keep decides; windows beyond maxSlots
+// are dropped (which ones then depends on map order).
 func (s *headerScan) set(fam uint8, u Unit, name string, period time.Duration, f int, v string) {
 	for i := 0; i < s.n; i++ {
 		sl := &s.slots[i]
@@ -414,6 +438,8 @@ func (s *headerScan) set(fam uint8, u Unit, name string, period time.Duration, f
 			if sl.has&(1<<f) == 0 {
 				sl.vals[f] = v
 				sl.has |= 1 << f
+			} else {
+				keep(&sl.vals[f], v)
 			}
 			if period > 0 {
 				sl.period = period

@@ -1,4 +1,152 @@
 package steady
 
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"time"
+)
+
+// Default retry settings, used where a [RetryConfig] field is zero.
+const (
+	// DefaultMaxRetries is RetryConfig.MaxRetries when zero.
+	DefaultMaxRetries = 4
+	// DefaultBaseDelay is RetryConfig.BaseDelay when zero.
+	DefaultBaseDelay = 500 * time.Millisecond
+	// DefaultMaxDelay is RetryConfig.MaxDelay when zero.
+	DefaultMaxDelay = 30 * time.Second
+	// DefaultMaxRetryAfter is RetryConfig.MaxRetryAfter when zero, the
+	// OpenAI SDK's own cap.
+	DefaultMaxRetryAfter = 2 * time.Minute
+)
+
+// Jitter chooses how a computed backoff is randomized.
+type Jitter uint8
+
+const (
+	// JitterFull waits a uniformly random time between zero and
+	// min(MaxDelay, BaseDelay * 2^(retry-1)). It is the default.
+	JitterFull Jitter = iota
+	// JitterDecorrelated waits a uniformly random time between BaseDelay
+	// and three times the previous wait, capped at MaxDelay.
+	JitterDecorrelated
+)
+
+// String returns "full" or "decorrelated".
+func (j Jitter) String() string {
+	switch j {
+	case JitterFull:
+		return "full"
+	case JitterDecorrelated:
+		return "decorrelated"
+	}
+	return "unknown"
+}
+
 // RetryConfig says what is retried and how long steady waits between tries.
-type RetryConfig struct{}
+// Which failures are worth retrying is decided by [ClassifyResponse] and
+// [ClassifyError]; RetryConfig says how often and how patiently.
+type RetryConfig struct {
+	// MaxRetries is how many times a request is retried after its first
+	// attempt. Zero means 4 (five attempts in all); negative means never.
+	MaxRetries int
+
+	// BaseDelay is the first backoff step. Zero means 500ms.
+	BaseDelay time.Duration
+
+	// MaxDelay caps a computed backoff. Zero means 30s. A server's retry
+	// hint is not capped by MaxDelay but by MaxRetryAfter.
+	MaxDelay time.Duration
+
+	// Jitter randomizes computed backoffs. The zero value is JitterFull.
+	Jitter Jitter
+
+	// MaxRetryAfter is the longest server retry hint (Retry-After,
+	// retry-after-ms, x-ms-retry-after-ms) steady waits for. A longer hint
+	// means: do not retry, hand the response back. Zero means 2 minutes;
+	// negative means no cap.
+	MaxRetryAfter time.Duration
+
+	// Budget bounds retries across the whole Transport, so that an outage
+	// does not multiply the load on a struggling upstream.
+	Budget BudgetConfig
+}
+
+// retryPolicy is a RetryConfig with its defaults resolved.
+type retryPolicy struct {
+	maxRetries    int
+	base, max     time.Duration
+	jitter        Jitter
+	maxRetryAfter time.Duration // <= 0: no cap
+}
+
+func newRetryPolicy(c RetryConfig) retryPolicy {
+	p := retryPolicy{
+		maxRetries:    c.MaxRetries,
+		base:          c.BaseDelay,
+		max:           c.MaxDelay,
+		jitter:        c.Jitter,
+		maxRetryAfter: c.MaxRetryAfter,
+	}
+	switch {
+	case p.maxRetries == 0:
+		p.maxRetries = DefaultMaxRetries
+	case p.maxRetries < 0:
+		p.maxRetries = 0
+	}
+	if p.base <= 0 {
+		p.base = DefaultBaseDelay
+	}
+	if p.max <= 0 {
+		p.max = DefaultMaxDelay
+	}
+	if p.max < p.base {
+		p.max = p.base
+	}
+	if p.maxRetryAfter == 0 {
+		p.maxRetryAfter = DefaultMaxRetryAfter
+	}
+	return p
+}
+
+// backoff returns the wait before retry n (1 for the first retry); prev is
+// the previous wait, used by decorrelated jitter.
+func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
+	if p.jitter == JitterDecorrelated {
+		if prev < p.base {
+			prev = p.base
+		}
+		hi := p.max
+		if prev <= math.MaxInt64/3 && 3*prev < hi {
+			hi = 3 * prev
+		}
+		return p.base + time.Duration(rand.Int64N(int64(hi-p.base)+1))
+	}
+	ceil := p.max
+	if shift := n - 1; shift < 62 && p.base <= p.max>>shift {
+		ceil = p.base << shift
+	}
+	if ceil == math.MaxInt64 {
+		return time.Duration(rand.Int64N(math.MaxInt64))
+	}
+	return time.Duration(rand.Int64N(int64(ceil) + 1))
+}
+
+// retryWait waits d, or until ctx is done, whichever comes first. It uses a
+// timer and select so that a fake clock (testing/synctest) drives it.
+func retryWait(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d <= 0 {
+		return nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-tm.C:
+		return nil
+	}
+}

@@ -1,7 +1,6 @@
 package steadytest
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -138,13 +137,8 @@ func parseRequest(ep endpoint, body []byte) (apiRequest, error) {
 		Dimensions          *int    `json:"dimensions"`
 		EncodingFormat      string  `json:"encoding_format"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	if err := dec.Decode(&in); err != nil {
+	if err := json.Unmarshal(body, &in); err != nil {
 		return r, badRequest("the body is not valid JSON: %v", err)
-	}
-	if dec.More() {
-		return r, badRequest("the body holds more than one JSON value")
 	}
 	if in.Model == "" {
 		return r, badRequest("you must provide a model parameter")
@@ -228,7 +222,7 @@ func embeddingInput(v any) (inputs int, tokens int64, err error) {
 		if len(v) == 0 {
 			break
 		}
-		if _, ok := v[0].(json.Number); ok {
+		if _, ok := v[0].(float64); ok {
 			return 1, int64(len(v)), nil
 		}
 		for _, e := range v {

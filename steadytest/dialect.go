@@ -33,7 +33,7 @@ const (
 	// 529 for overload.
 	DialectAnthropic
 	// DialectIETF sends the IETF draft's structured fields:
-	// RateLimit-Policy: "requests";q=60;w=60, "tokens";q=...;w=60 and
+	// RateLimit-Policy: "requests";q=60;w=60, "tokens";q=...;w=60;qu="tokens" and
 	// RateLimit: "requests";r=59;t=60, "tokens";r=...;t=..., with OpenAI
 	// error bodies.
 	DialectIETF
@@ -204,7 +204,11 @@ func (d Dialect) setHeaders(h http.Header, now time.Time, dec *decision) {
 		var policy, state []string
 		w := ceilSeconds(dec.length)
 		for _, q := range qs {
-			policy = append(policy, fmt.Sprintf("%q;q=%d;w=%d", q.name, q.limit, w))
+			item := fmt.Sprintf("%q;q=%d;w=%d", q.name, q.limit, w)
+			if q.name == "tokens" {
+				item += `;qu="tokens"` // the draft's default unit is requests
+			}
+			policy = append(policy, item)
 			state = append(state, fmt.Sprintf("%q;r=%d;t=%d", q.name, q.remaining, ceilSeconds(q.reset)))
 		}
 		h.Set("RateLimit-Policy", strings.Join(policy, ", "))
@@ -244,7 +248,7 @@ var hostileHeaderNames = []string{
 	"anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset",
 	"anthropic-ratelimit-tokens-limit", "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset",
 	"RateLimit", "RateLimit-Policy", "Retry-After", "Retry-After-Ms", "X-Ms-Retry-After-Ms",
-	"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+	"x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "Date",
 }
 
 // setHostile replaces every rate-limit header with a malformed, huge,

@@ -2,8 +2,10 @@ package steadytest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -63,4 +65,57 @@ func ExampleFake_On() {
 	// /v1/embeddings 200
 	// /v1/chat/completions 503
 	// steadytest: no scripted response for POST /v1/chat/completions (request 3)
+}
+
+// A provider allowing 60 requests a minute, called 70 times in a row
+// through the SDK: 60 are served, 10 refused with a 429 that says how long
+// to wait.
+func ExampleProvider() {
+	p := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60})
+	client := openai.NewClient(
+		option.WithHTTPClient(&http.Client{Transport: p}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("test"),
+		option.WithMaxRetries(0),
+	)
+	var last *openai.Error
+	for range 70 {
+		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+			Model:    openai.ChatModelGPT4oMini,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+		})
+		var apiErr *openai.Error
+		if errors.As(err, &apiErr) {
+			last = apiErr
+		}
+	}
+	s := p.Stats()
+	fmt.Println("accepted:", s.Accepted, "rate limited:", s.RateLimited)
+	fmt.Println("most in any minute:", s.MaxRequestsInWindow)
+	fmt.Println(last.StatusCode, last.Code, "retry after", last.Response.Header.Get("Retry-After"), "s")
+	// Output:
+	// accepted: 60 rate limited: 10
+	// most in any minute: 60
+	// 429 rate_limit_exceeded retry after 60 s
+}
+
+// A provider behind a real HTTP server, speaking Heroku's headers.
+func ExampleProvider_ServeHTTP() {
+	p := steadytest.NewProvider(steadytest.ProviderConfig{
+		RequestsPerWindow: 150,
+		TokensPerWindow:   800000,
+		Dialect:           steadytest.DialectHerokuDocs,
+	})
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/v1/models")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, resp.Header.Get("X-RateLimit-Remaining-Requests"), resp.Header.Get("X-RateLimit-Remaining-Tokens"))
+	// Output:
+	// 200 149 800000
 }

@@ -133,8 +133,8 @@ func MatchAll(ms ...Matcher) Matcher {
 // records every request it sees. It never touches the network, so it runs
 // inside testing/synctest bubbles.
 //
-// Requests are answered first by the matchers registered with [Fake.On], in
-// the order they were registered, then by the sequence given to [NewFake]
+// Requests are answered first by the matchers registered with [Fake.On] and
+// [Fake.OnFunc], in the order they were registered, then by the sequence given to [NewFake]
 // and [Fake.Add], in order. When nothing is left, RoundTrip returns an error
 // wrapping [ErrNoResponse] and, if T is set, reports it with T.Errorf.
 //
@@ -162,7 +162,8 @@ type Fake struct {
 
 type matched struct {
 	m  Matcher
-	rs []Response
+	rs []Response              // guarded by Fake.mu
+	fn func(*Request) Response // answers every match when set
 }
 
 var _ http.RoundTripper = (*Fake)(nil)
@@ -191,10 +192,22 @@ func (f *Fake) Add(responses ...Response) {
 
 // On answers the requests that m matches with responses, in order, before
 // the sequence. Once they are used up, such requests fall through to later
-// matchers and then to the sequence.
+// matchers and then to the sequence. A nil m matches every request.
 func (f *Fake) On(m Matcher, responses ...Response) {
 	f.mu.Lock()
-	f.matchers = append(f.matchers, &matched{m: m, rs: append([]Response(nil), responses...)})
+	// A new slice, so that next can range over a snapshot without the lock.
+	f.matchers = append(f.matchers[:len(f.matchers):len(f.matchers)],
+		&matched{m: m, rs: append([]Response(nil), responses...)})
+	f.mu.Unlock()
+}
+
+// OnFunc answers every request that m matches with fn's response, before
+// the sequence and the matchers registered after it. It never runs out. A
+// nil m matches every request. fn may be called from several goroutines at
+// once.
+func (f *Fake) OnFunc(m Matcher, fn func(*Request) Response) {
+	f.mu.Lock()
+	f.matchers = append(f.matchers[:len(f.matchers):len(f.matchers)], &matched{m: m, fn: fn})
 	f.mu.Unlock()
 }
 
@@ -202,7 +215,11 @@ func (f *Fake) On(m Matcher, responses ...Response) {
 func (f *Fake) Requests() []*Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]*Request(nil), f.reqs...)
+	reqs := f.reqs
+	if k := f.KeepRequests; k > 0 && len(reqs) > k {
+		reqs = reqs[len(reqs)-k:]
+	}
+	return append([]*Request(nil), reqs...)
 }
 
 // Calls returns how many requests the Fake has seen.
@@ -234,7 +251,9 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("steadytest: reading request body: %w", err)
 		}
-		body = b
+		if len(b) > 0 {
+			body = b
+		}
 	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
@@ -268,27 +287,43 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 	return respond(req, resp, nil)
 }
 
-// next records rec and picks its response.
+// next records rec and picks its response. Matchers and answer functions
+// run without the lock held, so they may call the Fake's methods.
 func (f *Fake) next(rec *Request) (Response, bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.calls++
 	rec.N = f.calls
 	f.reqs = append(f.reqs, rec)
-	if k := f.KeepRequests; k > 0 && len(f.reqs) > k {
-		// Copy down rather than reslice so old requests can be collected.
+	if k := f.KeepRequests; k > 0 && len(f.reqs) >= 2*k {
+		// Copy down rather than reslice so old requests can be collected;
+		// only every k requests, so recording stays O(1) amortized.
 		n := copy(f.reqs, f.reqs[len(f.reqs)-k:])
 		clear(f.reqs[n:])
 		f.reqs = f.reqs[:n]
 	}
-	for _, m := range f.matchers {
-		if len(m.rs) > 0 && m.m(rec) {
+	matchers := f.matchers
+	f.mu.Unlock()
+
+	for _, m := range matchers {
+		if m.m != nil && !m.m(rec) {
+			continue
+		}
+		if m.fn != nil {
+			return m.fn(rec), true
+		}
+		f.mu.Lock()
+		if len(m.rs) > 0 {
 			r := m.rs[0]
 			m.rs[0] = Response{}
 			m.rs = m.rs[1:]
+			f.mu.Unlock()
 			return r, true
 		}
+		f.mu.Unlock()
 	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if len(f.seq) > 0 {
 		r := f.seq[0]
 		f.seq[0] = Response{}

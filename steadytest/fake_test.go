@@ -8,12 +8,16 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/steady-go/steady/steadytest"
 )
@@ -537,4 +541,67 @@ func TestResponseHelpers(t *testing.T) {
 		}
 	}()
 	steadytest.Response{}.WithHeader("only-a-key")
+}
+
+func TestFakeOnFunc(t *testing.T) {
+	f := steadytest.NewFake(steadytest.JSON(200, `"seq"`))
+	// A matcher may call the Fake's methods: matchers run without its lock.
+	f.On(func(r *steadytest.Request) bool { return f.Calls() == 2 }, steadytest.JSON(200, `"second"`))
+	f.OnFunc(steadytest.MatchPath("/echo"), func(r *steadytest.Request) steadytest.Response {
+		return steadytest.JSON(200, string(r.Body))
+	})
+	f.On(nil, steadytest.JSON(200, `"any"`))
+
+	var got []string
+	for _, c := range []struct{ path, body string }{
+		{"/x", "1"}, {"/echo", "2"}, {"/echo", "3"}, {"/x", "4"}, {"/x", "5"},
+	} {
+		resp, err := post(t, f, context.Background(), c.path, c.body)
+		if err != nil {
+			got = append(got, "error")
+			continue
+		}
+		got = append(got, readAll(t, resp))
+	}
+	// 1: nil matcher; 2: the Calls()==2 matcher beats OnFunc; 3: echo;
+	// 4: the sequence; 5: nothing left.
+	want := []string{`"any"`, `"second"`, `3`, `"seq"`, `error`}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+func TestFakeStreamThroughSDK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := steadytest.NewFakeT(t, steadytest.ChatCompletionStream("Hel", "lo").ChunkEvery(50*time.Millisecond))
+		c := openai.NewClient(option.WithHTTPClient(&http.Client{Transport: f}), option.WithBaseURL(base),
+			option.WithAPIKey("test"), option.WithMaxRetries(0))
+		start := time.Now()
+		s := c.Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+			Model: "m", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+		})
+		var got []string
+		for s.Next() {
+			ch := s.Current()
+			got = append(got, fmt.Sprintf("%q@%v", ch.Choices[0].Delta.Content, time.Since(start)))
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		want := []string{`""@50ms`, `"Hel"@100ms`, `"lo"@150ms`, `""@200ms`}
+		if !slices.Equal(got, want) {
+			t.Errorf("chunks %v, want %v", got, want)
+		}
+		var body struct {
+			Model  string `json:"model"`
+			Stream bool   `json:"stream"`
+		}
+		if err := f.Requests()[0].Decode(&body); err != nil || body.Model != "m" || !body.Stream {
+			t.Errorf("decoded %+v, %v", body, err)
+		}
+		if err := (&steadytest.Request{Body: []byte("{")}).Decode(&body); err == nil || !strings.HasPrefix(err.Error(), "steadytest: ") {
+			t.Errorf("decoding a bad body: %v", err)
+		}
+	})
 }

@@ -7,7 +7,7 @@ import (
 
 // admitted is one request admitted by the provider.
 type admitted struct {
-	t      time.Time
+	t      int64 // Unix nanoseconds: half the size of a time.Time
 	tokens int64
 }
 
@@ -17,15 +17,15 @@ type admitted struct {
 type window struct {
 	ev         []admitted // ev[head:] are in the window
 	head       int
-	tokens     int64     // sum of ev[head:].tokens
-	lastTokens time.Time // newest admission with tokens > 0
+	tokens     int64 // sum of ev[head:].tokens
+	lastTokens int64 // newest admission with tokens > 0, Unix nanoseconds
 }
 
 // prune drops admissions at or before now-length: a window is the
 // half-open span (now-length, now].
 func (w *window) prune(now time.Time, length time.Duration) {
-	cut := now.Add(-length)
-	for w.head < len(w.ev) && !w.ev[w.head].t.After(cut) {
+	cut := now.Add(-length).UnixNano()
+	for w.head < len(w.ev) && w.ev[w.head].t <= cut {
 		w.tokens -= w.ev[w.head].tokens
 		w.ev[w.head] = admitted{}
 		w.head++
@@ -41,10 +41,10 @@ func (w *window) prune(now time.Time, length time.Duration) {
 func (w *window) requests() int64 { return int64(len(w.ev) - w.head) }
 
 func (w *window) add(now time.Time, tokens int64) {
-	w.ev = append(w.ev, admitted{t: now, tokens: tokens})
+	w.ev = append(w.ev, admitted{t: now.UnixNano(), tokens: tokens})
 	w.tokens += tokens
 	if tokens > 0 {
-		w.lastTokens = now
+		w.lastTokens = now.UnixNano()
 	}
 }
 
@@ -55,7 +55,7 @@ func (w *window) waitRequests(now time.Time, length time.Duration, limit int64) 
 		return 0
 	}
 	// The (n-limit+1) oldest must leave the window.
-	return w.ev[w.head+int(n-limit)].t.Add(length).Sub(now)
+	return until(w.ev[w.head+int(n-limit)].t, length, now)
 }
 
 // waitTokens is how long until cost more tokens fit under limit.
@@ -67,7 +67,7 @@ func (w *window) waitTokens(now time.Time, length time.Duration, limit, cost int
 	for _, e := range w.ev[w.head:] {
 		excess -= e.tokens
 		if excess <= 0 {
-			return e.t.Add(length).Sub(now)
+			return until(e.t, length, now)
 		}
 	}
 	return length // unreachable while cost <= limit
@@ -78,7 +78,7 @@ func (w *window) resetRequests(now time.Time, length time.Duration) time.Duratio
 	if w.requests() == 0 {
 		return 0
 	}
-	return w.ev[len(w.ev)-1].t.Add(length).Sub(now)
+	return until(w.ev[len(w.ev)-1].t, length, now)
 }
 
 // resetTokens is when the window is free of tokens again.
@@ -86,7 +86,12 @@ func (w *window) resetTokens(now time.Time, length time.Duration) time.Duration 
 	if w.tokens <= 0 {
 		return 0
 	}
-	return max(w.lastTokens.Add(length).Sub(now), 0)
+	return max(until(w.lastTokens, length, now), 0)
+}
+
+// until is how long from now until length after the Unix-nanosecond time t.
+func until(t int64, length time.Duration, now time.Time) time.Duration {
+	return time.Duration(t + int64(length) - now.UnixNano())
 }
 
 // bucket is a token bucket holding up to capacity units, refilled
@@ -114,12 +119,12 @@ func (b *bucket) wait(n, capacity int64, length time.Duration) time.Duration {
 	if short <= 0 {
 		return 0
 	}
-	return time.Duration(math.Ceil(short / float64(capacity) * float64(length)))
+	return time.Duration(math.Ceil(short * float64(length) / float64(capacity)))
 }
 
 // full is how long until the bucket is full again.
 func (b *bucket) full(capacity int64, length time.Duration) time.Duration {
-	return time.Duration(math.Ceil((float64(capacity) - b.level) / float64(capacity) * float64(length)))
+	return time.Duration(math.Ceil((float64(capacity) - b.level) * float64(length) / float64(capacity)))
 }
 
 func (b *bucket) remaining() int64 { return int64(math.Floor(b.level + 1e-9)) }

@@ -39,6 +39,17 @@ func (a Algorithm) String() string {
 	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
 }
 
+// ParseAlgorithm returns the algorithm named s (see [Algorithm.String]),
+// compared without regard to case.
+func ParseAlgorithm(s string) (Algorithm, error) {
+	for _, a := range []Algorithm{SlidingWindow, TokenBucket} {
+		if strings.EqualFold(s, a.String()) {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("steadytest: unknown algorithm %q (want sliding-window or token-bucket)", s)
+}
+
 // ProviderConfig configures a [Provider]. The zero value is an unlimited
 // provider speaking [DialectOpenAI].
 type ProviderConfig struct {
@@ -67,6 +78,23 @@ type ProviderConfig struct {
 	// Faults are the failures injected. Change them while running with
 	// SetFaults.
 	Faults Faults
+	// OnServe, if set, is called for every request answered (not for one
+	// whose context ended first), from the goroutine serving it and with no
+	// lock held: a hook for charts and logs.
+	OnServe func(Served)
+}
+
+// Served describes one request a [Provider] answered.
+type Served struct {
+	// Time is when the provider decided the answer.
+	Time time.Time
+	// Path is the request's URL path.
+	Path string
+	// Status is the response's status; 0 for a connection reset.
+	Status int
+	// Tokens is what an admitted request counted against the tokens
+	// limit; 0 when it was not admitted.
+	Tokens int64
 }
 
 func (c *ProviderConfig) window() time.Duration {
@@ -76,9 +104,10 @@ func (c *ProviderConfig) window() time.Duration {
 	return c.Window
 }
 
-// Faults are the failures a [Provider] injects. They are checked in the
-// order of the fields below, before the limits: a request failed by a fault
-// does not count against them. The zero value injects none.
+// Faults are the failures a [Provider] injects. They are checked before the
+// limits, in this order: ResetRatio, Outage, InsufficientQuota, ErrorRatio,
+// OverloadRatio; a request failed by a fault does not count against the
+// limits. The zero value injects none.
 type Faults struct {
 	// ErrorRatio is the fraction of requests answered with ErrorStatus
 	// instead of being served.
@@ -120,7 +149,8 @@ type Stats struct {
 	Accepted int64
 	// RateLimited is the requests refused with 429 by the limits.
 	RateLimited int64
-	// ServerErrors is the injected 5xx responses, 529 included.
+	// ServerErrors is the responses failed by Faults.Outage, ErrorRatio
+	// and OverloadRatio (5xx and 529).
 	ServerErrors int64
 	// Resets is the connections reset.
 	Resets int64
@@ -260,6 +290,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	f := &cfg.Faults
 	var (
 		status  int
+		tokens  int64 // admitted
 		fail    failure
 		msg     string
 		dec     decision
@@ -270,6 +301,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	case draw(f.ResetRatio):
 		p.stats.Resets++
 		p.mu.Unlock()
+		if cfg.OnServe != nil {
+			cfg.OnServe(Served{Time: now, Path: path})
+		}
 		return &reply{reset: true}, nil
 	case f.Outage:
 		status, fail, msg = f.errorStatus(), failServer, "The service is unavailable (simulated outage)."
@@ -303,6 +337,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		case dec.admit:
 			p.stats.Accepted++
 			p.stats.TokensAccepted += cost
+			status, tokens = http.StatusOK, cost
 		case dec.tooLarge:
 			p.stats.RateLimited++
 			status, fail = http.StatusTooManyRequests, failTooLarge
@@ -323,6 +358,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		}
 	}
 	p.mu.Unlock()
+	if cfg.OnServe != nil {
+		cfg.OnServe(Served{Time: now, Path: path, Status: status, Tokens: tokens})
+	}
 
 	h := http.Header{}
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
@@ -435,6 +473,9 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.leave()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 32<<20))
 	if err != nil {
+		p.mu.Lock()
+		p.stats.ClientErrors++
+		p.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		w.Write(cfg.Dialect.errorBody(http.StatusBadRequest, failBadRequest, "reading the body: "+err.Error(), ""))

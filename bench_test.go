@@ -1,0 +1,114 @@
+package steady_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/steady-go/steady"
+)
+
+// fixedOK answers every request with the same small 200, reading and
+// closing the request body as a real transport does.
+type fixedOK struct{ header http.Header }
+
+const okBody = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}`
+
+func (f fixedOK) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	return &http.Response{
+		StatusCode:    200,
+		Header:        f.header,
+		Body:          io.NopCloser(strings.NewReader(okBody)),
+		ContentLength: int64(len(okBody)),
+		Request:       req,
+	}, nil
+}
+
+// benchChatRequest returns a chat-completions request with a 2 KB JSON body.
+func benchChatRequest(b *testing.B) *http.Request {
+	content := strings.Repeat("lorem ipsum ", 160)
+	body := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + content + `"}],"max_completion_tokens":256}`)
+	req, err := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer sk-bench")
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+func runBench(b *testing.B, rt http.RoundTripper) {
+	req := benchChatRequest(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req.Body, _ = req.GetBody()
+		resp, err := rt.RoundTrip(req)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatal(resp, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+func newBase() fixedOK {
+	return fixedOK{header: http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req_1"}}}
+}
+
+// BenchmarkBare is the base transport alone.
+func BenchmarkBare(b *testing.B) { runBench(b, newBase()) }
+
+// BenchmarkTransport is the success path through steady over the same base.
+func BenchmarkTransport(b *testing.B) { runBench(b, steady.New(steady.Config{Base: newBase()})) }
+
+// BenchmarkMiddleware is the success path through steady's middleware form.
+func BenchmarkMiddleware(b *testing.B) {
+	base := newBase()
+	st := steady.New(steady.Config{})
+	next := base.RoundTrip
+	req := benchChatRequest(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req.Body, _ = req.GetBody()
+		resp, err := st.Middleware(req, next)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatal(resp, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkCircuitOpen is a request refused by an open circuit.
+func BenchmarkCircuitOpen(b *testing.B) {
+	fail := failingRT{}
+	st := steady.New(steady.Config{Base: fail, Retry: steady.RetryConfig{MaxRetries: -1}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 1}})
+	req := benchChatRequest(b)
+	req.Body, _ = req.GetBody()
+	if resp, _ := st.RoundTrip(req); resp != nil {
+		resp.Body.Close()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req.Body, _ = req.GetBody()
+		if _, err := st.RoundTrip(req); err == nil {
+			b.Fatal("circuit not open")
+		}
+	}
+}
+
+type failingRT struct{}
+
+func (failingRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}

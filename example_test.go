@@ -1,0 +1,145 @@
+package steady_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// The examples talk to an in-memory fake provider; in a program, leave
+// Config.Base nil (or the SDK's HTTP client alone) to reach the real API.
+
+func ExampleNew() {
+	// A zero Config gives production defaults: 4 retries with jittered
+	// backoff, server retry hints up to 2 minutes, a retry budget, and a
+	// circuit breaker per upstream.
+	t := steady.New(steady.Config{})
+	client := openai.NewClient(option.WithMiddleware(t.Middleware))
+	_ = client
+	// Output:
+}
+
+func ExampleTransport_Middleware() {
+	fake := steadytest.NewFake(
+		steadytest.RateLimited(0), // a 429 asking to retry at once
+		steadytest.ChatCompletion("Hello!"),
+	)
+	t := steady.New(steady.Config{})
+	client := openai.NewClient(
+		option.WithMiddleware(t.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: fake}), // omit in a program
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(resp.Choices[0].Message.Content)
+	fmt.Println(fake.Calls(), "attempts")
+	// Output:
+	// Hello!
+	// 2 attempts
+}
+
+func ExampleTransport_RoundTrip() {
+	fake := steadytest.NewFake(
+		steadytest.ServerError(503).WithHeader("Retry-After-Ms", "0"),
+		steadytest.ChatCompletion("Hello!"),
+	)
+	t := steady.New(steady.Config{Base: fake}) // Base nil in a program
+	client := openai.NewClient(
+		option.WithHTTPClient(&http.Client{Transport: t}),
+		// steady retries; the SDK would retry transport errors again.
+		option.WithMaxRetries(0),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(resp.Choices[0].Message.Content)
+	// Output:
+	// Hello!
+}
+
+func ExampleConfig_onEvent() {
+	fake := steadytest.NewFake(
+		steadytest.RateLimited(0).WithHeader("X-Request-Id", "req_123"),
+		steadytest.InsufficientQuota().WithHeader("X-Request-Id", "req_456"),
+	)
+	t := steady.New(steady.Config{
+		OnEvent: func(ev steady.Event) {
+			switch ev.Kind {
+			case steady.EventRetry, steady.EventGiveUp:
+				fmt.Printf("%s: status %d, request %s, attempt %d, wait %v\n", ev.Kind, ev.Status, ev.RequestID, ev.Attempt, ev.Wait)
+			case steady.EventBreakerState:
+				fmt.Printf("breaker %s: %s -> %s\n", ev.Upstream, ev.From, ev.To)
+			}
+		},
+	})
+	client := openai.NewClient(
+		option.WithMiddleware(t.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: fake}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT4oMini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	})
+	var apiErr *openai.Error
+	if errors.As(err, &apiErr) {
+		fmt.Println(apiErr.StatusCode, apiErr.Code)
+	}
+	// Output:
+	// retry: status 429, request req_123, attempt 1, wait 0s
+	// give-up: status 429, request req_456, attempt 2, wait 0s
+	// 429 insufficient_quota
+}
+
+func ExampleErrCircuitOpen() {
+	fail := steadytest.ServerError(503)
+	fake := &steadytest.Fake{Fallback: &fail}
+	t := steady.New(steady.Config{
+		Retry:   steady.RetryConfig{MaxRetries: -1},
+		Breaker: steady.BreakerConfig{ConsecutiveFailures: 2, OpenTimeout: time.Minute},
+	})
+	client := openai.NewClient(
+		option.WithMiddleware(t.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: fake}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	for range 4 {
+		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+			Model:    openai.ChatModelGPT4oMini,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+		})
+		fmt.Println(errors.Is(err, steady.ErrCircuitOpen), fake.Calls())
+	}
+	fmt.Println(t.BreakerState("https://api.example.test"))
+	// Output:
+	// false 1
+	// false 2
+	// true 2
+	// true 2
+	// open
+}
