@@ -52,10 +52,13 @@ type PacingConfig struct {
 	Estimator Estimator
 
 	// MaxPartitions bounds how many partitions are kept. When it is
-	// reached, idle partitions (nothing in flight or waiting) are dropped,
-	// least recently used first; partitions in use are never dropped, so
-	// the count can exceed the bound by the number of partitions busy at
-	// once. Zero means 1024.
+	// reached, partitions idle for IdleTimeout are dropped, and if none
+	// is, the least recently used one with nothing in flight or waiting;
+	// partitions in use are never dropped, so the count can exceed the
+	// bound by the number of partitions busy at once. Idle partitions are
+	// also swept every 256 new partitions. There are no background
+	// goroutines: all of this happens when a partition is made. Zero
+	// means 1024.
 	MaxPartitions int
 
 	// IdleTimeout is how long a partition stays unused before it may be
@@ -126,8 +129,9 @@ type pacer struct {
 	seed         maphash.Seed
 	bufs         sync.Pool // *[]byte
 
-	mu    sync.RWMutex
-	parts map[uint64]*partition // guarded by mu
+	mu      sync.RWMutex
+	parts   map[uint64]*partition // guarded by mu
+	inserts int                   // partitions made; guarded by mu
 }
 
 // newPacer returns a pacer. emit delivers events (never call it under a

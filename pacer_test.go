@@ -223,9 +223,6 @@ func TestPacerSimulatedLoad(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
-var _ = strings.Contains
-
 const smallChat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_completion_tokens":100}`
 
 // settleOK settles pm as a 200 with the given windows.

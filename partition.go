@@ -145,7 +145,8 @@ func (p *pacer) partitionFor(req *http.Request, model []byte, now time.Time) *pa
 	if old := p.parts[key]; old != nil {
 		pt = old // another goroutine made it first
 	} else {
-		if len(p.parts) >= p.maxParts {
+		p.inserts++
+		if len(p.parts) >= p.maxParts || p.inserts%sweepEvery == 0 {
 			p.evictLocked(now)
 		}
 		p.parts[key] = pt
@@ -193,6 +194,10 @@ func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time
 	r, b := p.pace(float64(perMinute), time.Minute)
 	w.lim = rate.NewLimiter(r, b)
 }
+
+// sweepEvery is how many new partitions are made between two sweeps of
+// the idle ones when the map is not full.
+const sweepEvery = 256
 
 // evictLocked drops idle partitions: every one unused for IdleTimeout, and
 // if the map is still full, the least recently used one. Partitions with
@@ -413,9 +418,11 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// Spread what remains over the time to the reset when that is faster
 	// than the window's steady rate (a fixed window with quota left).
 	after := pt.issuedSince(pm, a.Unit)
+	// The time is taken as at least a second, so that a reset a few
+	// milliseconds away does not let everything go at once.
 	if fresh && a.Remaining >= 0 && untilReset > 0 {
 		spare := float64(a.Remaining-after) - p.headroom*float64(limit)
-		if spread := rate.Limit(spare / untilReset.Seconds()); spread > r {
+		if spread := rate.Limit(spare / max(untilReset.Seconds(), 1)); spread > r {
 			r = spread
 		}
 	}

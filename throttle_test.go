@@ -214,3 +214,57 @@ func TestThrottleDisabled(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkPacing measures what pacing adds to the success path far from
+// the limits: the transport with pacing on, against the same transport
+// with pacing off, over a base answering a 2 KB chat request with OpenAI
+// rate-limit headers showing plenty left.
+func BenchmarkPacing(b *testing.B) {
+	base := fixedOK{header: http.Header{
+		"Content-Type":                   {"application/json"},
+		"X-Request-Id":                   {"req_1"},
+		"X-Ratelimit-Limit-Requests":     {"1000000"},
+		"X-Ratelimit-Remaining-Requests": {"999999"},
+		"X-Ratelimit-Reset-Requests":     {"6ms"},
+		"X-Ratelimit-Limit-Tokens":       {"100000000"},
+		"X-Ratelimit-Remaining-Tokens":   {"99999000"},
+		"X-Ratelimit-Reset-Tokens":       {"1ms"},
+	}}
+	b.Run("off", func(b *testing.B) {
+		runBench(b, steady.New(steady.Config{Base: base, Pacing: steady.PacingConfig{Disabled: true}}))
+	})
+	b.Run("on", func(b *testing.B) {
+		runBench(b, steady.New(steady.Config{Base: base}))
+	})
+}
+
+// A partition's limits, as the transport has learned them from the
+// provider's headers: here, a simulated provider allowing 60 requests a
+// minute that speaks OpenAI's dialect.
+func ExampleTransport_Snapshot() {
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60})
+	tr := steady.New(steady.Config{})
+	client := openai.NewClient(
+		option.WithMiddleware(tr.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: prov}),
+		option.WithBaseURL("https://llm.example.test/v1/"),
+		option.WithAPIKey("sk-example"),
+	)
+	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, p := range tr.Snapshot() {
+		fmt.Println("model:", p.Model, "in flight:", p.InFlight, "breaker:", p.Breaker)
+		for _, w := range p.Windows {
+			fmt.Printf("%v: %d of %d left, per %v\n", w.Unit, w.Remaining, w.Limit, w.Period)
+		}
+	}
+	// Output:
+	// model: gpt-4o-mini in flight: 0 breaker: closed
+	// requests: 59 of 60 left, per 1m0s
+}
