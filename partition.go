@@ -426,7 +426,8 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 			r = spread
 		}
 	}
-	if w.lim == nil {
+	created := w.lim == nil
+	if created {
 		w.lim = rate.NewLimiter(r, b)
 	} else {
 		if w.lim.Limit() != r {
@@ -442,6 +443,11 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// What the server says remains, less what it has not seen yet, caps
 	// the limiter's tokens; a debt is repaid before the reset at most.
 	target := float64(a.Remaining - after)
+	if created {
+		// What was sent before the window was known (the cold start)
+		// still counts in it: start the limiter in debt by that much.
+		target = min(target, float64(b)-float64(max(limit-a.Remaining, 0)+after))
+	}
 	floor := -float64(b)
 	if untilReset >= 0 {
 		floor = -float64(r) * untilReset.Seconds()
