@@ -514,7 +514,8 @@ type WindowSnapshot struct {
 	Reset  time.Time
 	Period time.Duration
 	// Rate is the pace in units per second, and Tokens what the limiter
-	// holds now (negative while requests wait for their reservations).
+	// holds now (negative while requests wait for their reservations);
+	// both are zero while the window's quota is unknown.
 	Rate   float64
 	Tokens float64
 }

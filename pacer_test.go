@@ -661,3 +661,38 @@ func BenchmarkPacer(b *testing.B) {
 		})
 	}
 }
+
+// FuzzObserve feeds arbitrary announced windows and statuses to a
+// partition and checks that nothing panics and that no wait is longer than
+// MaxWait.
+func FuzzObserve(f *testing.F) {
+	f.Add(uint8(1), int64(60), int64(0), int64(30e9), int64(0), 429, int64(5e9), true)
+	f.Add(uint8(2), int64(-1), int64(1<<62), int64(-5), int64(1), 200, int64(0), false)
+	f.Add(uint8(9), int64(1), int64(1), int64(1<<62), int64(1<<62), 503, int64(-1), true)
+	f.Fuzz(func(t *testing.T, unit uint8, limit, remaining, resetIn, period int64, status int, retry int64, hasRetry bool) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(PacingConfig{MaxWait: time.Minute, RequestsPerMinute: 100}, nil, nil)
+			ctx := context.Background()
+			for i := range 3 {
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				if err != nil {
+					var we *WaitError
+					if !errors.As(err, &we) || we.Wait <= time.Minute {
+						t.Fatalf("acquire %d: %v", i, err)
+					}
+					return
+				}
+				now := time.Now()
+				w := Window{Unit: Unit(unit), Limit: limit, Remaining: remaining, Period: time.Duration(period)}
+				if resetIn != 0 {
+					w.Reset = now.Add(time.Duration(resetIn))
+				}
+				pm.done.Store(true)
+				pm.finish(true, status, RateLimits{Windows: []Window{w, w}, RetryAfter: time.Duration(retry), HasRetryAfter: hasRetry}, now)
+				if s := p.snapshot(now); len(s) != 1 || s[0].CooldownUntil.After(now.Add(time.Minute)) {
+					t.Fatalf("snapshot %+v", s)
+				}
+			}
+		})
+	})
+}

@@ -33,7 +33,7 @@ const (
 // window is one rate-limit window of a partition and the limiter that
 // paces it. All fields are guarded by the partition's mu.
 type window struct {
-	lim    *rate.Limiter
+	lim    *rate.Limiter // nil until the window's quota is known
 	unit   Unit
 	config bool   // stated by PacingConfig rather than announced
 	name   string // announced window name, if any
@@ -248,7 +248,7 @@ func (pt *partition) delayLocked(now time.Time, est TokenEstimate) time.Duration
 	for i := range pt.nwin {
 		w := &pt.windows[i]
 		n := min(cost(w.unit, est), maxBurst)
-		if n <= 0 {
+		if n <= 0 || w.lim == nil {
 			continue
 		}
 		tok := w.lim.TokensAt(now)
@@ -276,7 +276,7 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 	for i := range pt.nwin {
 		w := &pt.windows[i]
 		n := int(min(cost(w.unit, est), maxBurst))
-		if n <= 0 || w.lim.AllowN(now, n) {
+		if n <= 0 || w.lim == nil || w.lim.AllowN(now, n) {
 			continue
 		}
 		debit(w.lim, now, n)

@@ -268,3 +268,71 @@ func ExampleTransport_Snapshot() {
 	// model: gpt-4o-mini in flight: 0 breaker: closed
 	// requests: 59 of 60 left, per 1m0s
 }
+
+// TestThrottleConfigAlongsideHeaders states a tier limit stricter than the
+// provider announces: the stricter one binds.
+func TestThrottleConfigAlongsideHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tc := loadCase{
+			name:     "config-binds",
+			provider: steadytest.ProviderConfig{RequestsPerWindow: 600, Latency: 100 * time.Millisecond},
+			pacing:   steady.PacingConfig{RequestsPerMinute: 60},
+			windows:  3,
+		}
+		res := runLoad(t, tc)
+		if res.stats.MaxRequestsInWindow > 60 {
+			t.Errorf("%d requests in one minute, want at most the configured 60", res.stats.MaxRequestsInWindow)
+		}
+		if accepted := res.goodput * 600 * 3; accepted < 0.97*60*3 {
+			t.Errorf("%.0f requests accepted in 3 minutes, want about 176", accepted)
+		}
+		if res.failed > 0 || res.stats.RateLimited > 0 {
+			t.Errorf("%d calls failed, %d 429s", res.failed, res.stats.RateLimited)
+		}
+	})
+}
+
+// TestThrottleHostileHeaders sends malformed, huge, negative and NaN
+// rate-limit headers on every response: nothing panics, no wait grows
+// without bound, every call ends.
+func TestThrottleHostileHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{
+			RequestsPerWindow: 120,
+			Latency:           50 * time.Millisecond,
+			Faults:            steadytest.Faults{HostileHeaders: true, Seed: 1},
+		})
+		tr := steady.New(steady.Config{})
+		client := openai.NewClient(
+			option.WithMiddleware(tr.Middleware),
+			option.WithHTTPClient(&http.Client{Transport: prov}),
+			option.WithBaseURL("https://llm.example.test/v1/"),
+			option.WithAPIKey("sk-hostile"),
+		)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 20 {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+					client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+						Model:    "gpt-4o-mini",
+						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+					})
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
+		if el := time.Since(start); el > 30*time.Minute {
+			t.Errorf("160 calls took %v", el)
+		}
+		for _, p := range tr.Snapshot() {
+			for _, w := range p.Windows {
+				if w.Period <= 0 || w.Period > 31*24*time.Hour || w.Rate < 0 || (w.Rate == 0 && (w.Limit > 0 || w.Remaining > 0)) {
+					t.Errorf("window from hostile headers: %+v", w)
+				}
+			}
+		}
+	})
+}
