@@ -481,8 +481,16 @@ func TestSyncLowersToRemaining(t *testing.T) {
 			t.Fatal(err)
 		}
 		now := time.Now()
-		// 6000 tokens a minute, 100 a second; the server says 50 remain:
-		// a request of 100+2 tokens waits about half a second.
+		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 5000, Reset: now.Add(10 * time.Second)})
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Second) // the limiter refills to its burst
+		now = time.Now()
+		// 6000 tokens a minute, 98 a second with headroom; the server
+		// says 50 remain: a request of 100+2 tokens waits about half a
+		// second.
 		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 50, Reset: now.Add(59 * time.Second)})
 		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
 		if err != nil {

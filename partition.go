@@ -300,6 +300,21 @@ func debit(lim *rate.Limiter, now time.Time, n int) {
 	lim.ReserveN(now, n)
 }
 
+// issued returns what every permit issued so far cost in unit u.
+func (pt *partition) issued(u Unit) int64 {
+	switch u {
+	case UnitRequests:
+		return pt.issuedReq
+	case UnitTokens:
+		return pt.issuedIn + pt.issuedOut
+	case UnitInputTokens:
+		return pt.issuedIn
+	case UnitOutputTokens:
+		return pt.issuedOut
+	}
+	return 0
+}
+
 // issuedSince returns what permits issued after pm cost in unit u.
 func (pt *partition) issuedSince(pm *permit, u Unit) int64 {
 	req := pt.issuedReq - pm.issuedReq
@@ -444,9 +459,11 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// the limiter's tokens; a debt is repaid before the reset at most.
 	target := float64(a.Remaining - after)
 	if created {
-		// What was sent before the window was known (the cold start)
-		// still counts in it: start the limiter in debt by that much.
-		target = min(target, float64(b)-float64(max(limit-a.Remaining, 0)+after))
+		// What this partition sent before the window was known (the cold
+		// start) still counts in it: start the limiter in debt by that
+		// much, as far as the server's count confirms it.
+		used := min(pt.issued(a.Unit), max(limit-a.Remaining, 0)+after)
+		target = min(target, float64(int64(b)-used))
 	}
 	floor := -float64(b)
 	if untilReset >= 0 {
