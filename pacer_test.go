@@ -1,0 +1,706 @@
+package steady
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// chatRequest returns a replayable chat completion request like the SDK's.
+func chatRequest(t testing.TB, ctx context.Context, host, key, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+host+"/v1/chat/completions", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
+// simServer is a rate-limited server model for the pacer alone: it admits
+// or rejects each request at the moment it arrives and answers with the
+// limits it would announce, already parsed. Latency is half before the
+// server sees a request and half after.
+type simServer struct {
+	mu        sync.Mutex
+	algo      string // "sliding", "fixed", "bucket"
+	limit     int64  // quota per window, in units of cost
+	window    time.Duration
+	latency   time.Duration
+	announce  bool // whether responses carry limits
+	log       []simEntry
+	tokens    float64 // bucket
+	last      time.Time
+	fixedEnd  time.Time
+	fixedUsed int64
+	// counters
+	end                time.Time // requests at or after end are not counted
+	accepted, rejected int
+	acceptedCost       int64
+	maxInWindow        int64
+}
+
+type simEntry struct {
+	at   time.Time
+	cost int64
+}
+
+func (s *simServer) admit(now time.Time, cost int64) (int, RateLimits) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var remaining int64
+	var reset time.Time
+	ok := false
+	switch s.algo {
+	case "sliding":
+		cut := now.Add(-s.window)
+		i := 0
+		for i < len(s.log) && !s.log[i].at.After(cut) {
+			i++
+		}
+		s.log = s.log[i:]
+		var used int64
+		for _, e := range s.log {
+			used += e.cost
+		}
+		if used+cost <= s.limit {
+			ok = true
+			used += cost
+			s.log = append(s.log, simEntry{now, cost})
+		}
+		s.maxInWindow = max(s.maxInWindow, used)
+		remaining = s.limit - used
+		if len(s.log) > 0 {
+			reset = s.log[len(s.log)-1].at.Add(s.window)
+		} else {
+			reset = now
+		}
+	case "fixed":
+		if !now.Before(s.fixedEnd) {
+			s.fixedEnd = now.Truncate(s.window).Add(s.window)
+			s.fixedUsed = 0
+		}
+		if s.fixedUsed+cost <= s.limit {
+			ok = true
+			s.fixedUsed += cost
+		}
+		s.maxInWindow = max(s.maxInWindow, s.fixedUsed)
+		remaining = s.limit - s.fixedUsed
+		reset = s.fixedEnd
+	case "bucket":
+		if s.last.IsZero() {
+			s.tokens = float64(s.limit)
+		} else {
+			s.tokens = min(float64(s.limit), s.tokens+now.Sub(s.last).Seconds()*float64(s.limit)/s.window.Seconds())
+		}
+		s.last = now
+		if s.tokens >= float64(cost) {
+			ok = true
+			s.tokens -= float64(cost)
+		}
+		remaining = int64(s.tokens)
+		reset = now.Add(time.Duration((float64(s.limit) - s.tokens) / float64(s.limit) * float64(s.window)))
+	}
+	counted := s.end.IsZero() || now.Before(s.end)
+	var rl RateLimits
+	if s.announce {
+		rl.Windows = []Window{{Unit: UnitRequests, Limit: s.limit, Remaining: remaining, Reset: reset}}
+	}
+	if !ok {
+		if counted {
+			s.rejected++
+		}
+		if s.announce {
+			rl.RetryAfter = max(reset.Sub(now), 0)
+			if s.algo == "sliding" && len(s.log) > 0 {
+				rl.RetryAfter = s.log[0].at.Add(s.window).Sub(now)
+			}
+			rl.HasRetryAfter = true
+		}
+		return http.StatusTooManyRequests, rl
+	}
+	if counted {
+		s.accepted++
+		s.acceptedCost += cost
+	}
+	return http.StatusOK, rl
+}
+
+// runSim offers load from workers goroutines for d through p against s
+// and returns how many calls failed.
+func runSim(t *testing.T, p *pacer, s *simServer, workers int, d time.Duration) (failed int) {
+	t.Helper()
+	var mu sync.Mutex
+	s.end = time.Now().Add(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req := chatRequest(t, context.Background(), "api.example.com", "sk-test", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
+				for attempt := 0; ; attempt++ {
+					pm, err := p.acquire(context.Background(), req)
+					if err != nil {
+						mu.Lock()
+						failed++
+						mu.Unlock()
+						t.Errorf("acquire: %v", err)
+						return
+					}
+					time.Sleep(s.latency / 2)
+					status, rl := s.admit(time.Now(), 1)
+					time.Sleep(s.latency / 2)
+					pm.done.Store(true)
+					pm.finish(true, status, rl, time.Now())
+					if status == http.StatusOK {
+						break
+					}
+					if attempt == 5 {
+						mu.Lock()
+						failed++
+						mu.Unlock()
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return failed
+}
+
+func TestPacerSimulatedLoad(t *testing.T) {
+	for _, tc := range []struct {
+		algo     string
+		announce bool
+		config   bool
+		latency  time.Duration
+	}{
+		{"sliding", true, false, 50 * time.Millisecond},
+		{"fixed", true, false, 50 * time.Millisecond},
+		{"bucket", true, false, 50 * time.Millisecond},
+		{"sliding", true, false, 0},
+		{"sliding", false, true, 20 * time.Millisecond},
+		{"sliding", true, true, 200 * time.Millisecond},
+	} {
+		name := fmt.Sprintf("%s/headers=%v/config=%v/latency=%v", tc.algo, tc.announce, tc.config, tc.latency)
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const limit, window, windows = 120, time.Minute, 6
+				s := &simServer{algo: tc.algo, limit: limit, window: window, latency: tc.latency, announce: tc.announce}
+				cfg := PacingConfig{}
+				if tc.config {
+					cfg.RequestsPerMinute = limit
+				}
+				p := newPacer(cfg, nil, nil)
+				failed := runSim(t, p, s, 32, windows*window)
+				attempts := s.accepted + s.rejected
+				goodput := float64(s.accepted) / float64(limit*windows)
+				t.Logf("accepted %d rejected %d (%.2f%%) goodput %.1f%% max in window %d failed %d",
+					s.accepted, s.rejected, 100*float64(s.rejected)/float64(attempts), 100*goodput, s.maxInWindow, failed)
+				if goodput < 0.97 {
+					t.Errorf("goodput %.1f%% of the limit, want >= 97%%", 100*goodput)
+				}
+				if float64(s.rejected) > 0.01*float64(attempts) {
+					t.Errorf("%d of %d attempts rejected, want <= 1%%", s.rejected, attempts)
+				}
+				if failed > 0 {
+					t.Errorf("%d calls failed", failed)
+				}
+			})
+		})
+	}
+}
+
+const smallChat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_completion_tokens":100}`
+
+// settleOK settles pm as a 200 with the given windows.
+func settleOK(pm *permit, windows ...Window) {
+	pm.done.Store(true)
+	pm.finish(true, http.StatusOK, RateLimits{Windows: windows}, time.Now())
+}
+
+func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var events []Event
+		var mu sync.Mutex
+		p := newPacer(PacingConfig{RequestsPerMinute: 60}, func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+
+		// 60 a minute less 2% headroom: the next slot is 1/0.98 s away.
+		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err = p.acquire(dctx, chatRequest(t, dctx, "api.example.com", "k", smallChat))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+		}
+		var we *WaitError
+		if !errors.As(err, &we) {
+			t.Fatalf("err = %T, want *WaitError", err)
+		}
+		if we.Wait < 900*time.Millisecond || we.Wait > 1100*time.Millisecond {
+			t.Errorf("Wait = %v, want about 1.02s", we.Wait)
+		}
+		if !strings.Contains(err.Error(), "steady: ") || !strings.Contains(err.Error(), "1.0") {
+			t.Errorf("error %q does not say how long", err)
+		}
+		if el := time.Since(start); el != 0 {
+			t.Errorf("refusal took %v, want at once", el)
+		}
+		mu.Lock()
+		if len(events) != 1 || events[0].Kind != EventRejected {
+			t.Errorf("events = %+v, want one rejection", events)
+		}
+		mu.Unlock()
+
+		// The refused request reserved nothing: a request without a
+		// deadline gets the next slot.
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el < time.Second || el > 1100*time.Millisecond {
+			t.Errorf("next request waited %v, want about 1.02s", el)
+		}
+		pm.settle(nil, nil)
+	})
+}
+
+func TestAcquireMaxWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{RequestsPerMinute: 1, MaxWait: 10 * time.Second}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		var we *WaitError
+		if !errors.Is(err, ErrWaitTooLong) || !errors.As(err, &we) || we.Wait < time.Minute {
+			t.Fatalf("err = %v, want ErrWaitTooLong with a wait over a minute", err)
+		}
+	})
+}
+
+func TestAcquireCancelStopsWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{RequestsPerMinute: 6}, nil, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+		start := time.Now()
+		time.AfterFunc(time.Second, cancel)
+		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+		if el := time.Since(start); el != time.Second {
+			t.Errorf("cancelled wait returned after %v, want 1s", el)
+		}
+		if s := p.snapshot(time.Now()); len(s) != 1 || s[0].Waiting != 0 || s[0].InFlight != 0 {
+			t.Errorf("snapshot after cancel = %+v", s)
+		}
+	})
+}
+
+func TestCooldownOneWaitForAll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var cooldowns []Event
+		var p *pacer
+		p = newPacer(PacingConfig{ColdStart: 2}, func(ev Event) {
+			// Events come without a lock held: reading a snapshot here
+			// must not deadlock.
+			_ = p.snapshot(time.Now())
+			if ev.Kind == EventCooldown {
+				mu.Lock()
+				cooldowns = append(cooldowns, ev)
+				mu.Unlock()
+			}
+		}, nil)
+		ctx := context.Background()
+		start := time.Now()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.done.Store(true)
+		pm.finish(true, http.StatusTooManyRequests, RateLimits{RetryAfter: 10 * time.Second, HasRetryAfter: true}, time.Now())
+		s := p.snapshot(time.Now())
+		if len(s) != 1 || !s[0].CooldownUntil.Equal(start.Add(10*time.Second)) {
+			t.Fatalf("snapshot = %+v, want a cooldown until +10s", s)
+		}
+		mu.Lock()
+		if len(cooldowns) != 1 || !cooldowns[0].Until.Equal(start.Add(10*time.Second)) || cooldowns[0].Partition == "" {
+			t.Errorf("cooldown events = %+v", cooldowns)
+		}
+		mu.Unlock()
+
+		// Every request waits for the one cooldown; then only ColdStart
+		// go out until one succeeds.
+		var sent sync.WaitGroup
+		var smu sync.Mutex
+		var times []time.Duration
+		var permits []*permit
+		for range 6 {
+			sent.Go(func() {
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				smu.Lock()
+				times = append(times, time.Since(start))
+				permits = append(permits, pm)
+				smu.Unlock()
+			})
+		}
+		time.Sleep(11 * time.Second)
+		synctest.Wait()
+		smu.Lock()
+		if len(times) != 2 {
+			t.Fatalf("%d requests went out after the cooldown, want 2 (ColdStart) until one succeeds", len(times))
+		}
+		for _, d := range times {
+			if d != 10*time.Second {
+				t.Errorf("request sent at +%v, want +10s", d)
+			}
+		}
+		first := permits[0]
+		smu.Unlock()
+		settleOK(first)
+		sent.Wait()
+		if len(times) != 6 {
+			t.Errorf("%d requests sent after a success, want 6", len(times))
+		}
+		for _, pm := range permits[1:] {
+			pm.settle(nil, nil)
+		}
+	})
+}
+
+func TestColdStartBoundsInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{}, nil, nil)
+		ctx := context.Background()
+		var mu sync.Mutex
+		var permits []*permit
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				permits = append(permits, pm)
+				mu.Unlock()
+			})
+		}
+		synctest.Wait()
+		mu.Lock()
+		n := len(permits)
+		first := permits[0]
+		mu.Unlock()
+		if n != DefaultColdStart {
+			t.Fatalf("%d requests out before any response, want %d", n, DefaultColdStart)
+		}
+		s := p.snapshot(time.Now())
+		if len(s) != 1 || s[0].Known || s[0].InFlight != 4 || s[0].Waiting != 6 {
+			t.Errorf("snapshot = %+v", s)
+		}
+		// The first response tells plenty remains: the rest go.
+		settleOK(first, Window{Unit: UnitRequests, Limit: 1000, Remaining: 990, Reset: time.Now().Add(time.Second)})
+		wg.Wait()
+		if len(permits) != 10 {
+			t.Errorf("%d requests out after the first response, want 10", len(permits))
+		}
+		if s := p.snapshot(time.Now()); !s[0].Known || len(s[0].Windows) != 1 || s[0].Windows[0].Remaining != 990 {
+			t.Errorf("snapshot = %+v", s)
+		}
+	})
+}
+
+func TestBindingWindowWins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		// Plenty per minute; per day, one request every 30 s and none
+		// left now.
+		settleOK(pm,
+			Window{Unit: UnitRequests, Name: "minute", Limit: 600, Remaining: 590, Reset: now.Add(time.Second)},
+			Window{Unit: UnitRequests, Name: "day", Limit: 2880, Remaining: 0, Reset: now.Add(time.Hour)},
+		)
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err = p.acquire(dctx, chatRequest(t, dctx, "h", "k", smallChat))
+		var we *WaitError
+		if !errors.As(err, &we) || we.Wait < 25*time.Second {
+			t.Fatalf("err = %v, want a wait of about 30s set by the day window", err)
+		}
+		s := p.snapshot(now)[0]
+		if len(s.Windows) != 2 || s.Windows[1].Period != 24*time.Hour || s.Windows[0].Period != time.Minute {
+			t.Errorf("windows = %+v", s.Windows)
+		}
+	})
+}
+
+func TestSyncLowersToRemaining(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 5000, Reset: now.Add(10 * time.Second)})
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Second) // the limiter refills to its burst
+		now = time.Now()
+		// 6000 tokens a minute, 98 a second with headroom; the server
+		// says 50 remain: a request of 100+2 tokens waits about half a
+		// second.
+		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 50, Reset: now.Add(59 * time.Second)})
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(now); el < 450*time.Millisecond || el > 600*time.Millisecond {
+			t.Errorf("waited %v, want about 0.53s", el)
+		}
+		pm.settle(nil, nil)
+	})
+}
+
+func TestPartitionKeys(t *testing.T) {
+	p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+	ctx := context.Background()
+	get := func(host, key, body string) *partition {
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, host, key, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+		return pm.pt
+	}
+	a := get("api.openai.com", "sk-secret-one", `{"model":"a"}`)
+	if get("api.openai.com", "sk-secret-one", `{"messages":[],"model":"a"}`) != a {
+		t.Error("same host, key and model: different partitions")
+	}
+	for _, other := range []*partition{
+		get("api.openai.com", "sk-secret-one", `{"model":"b"}`),
+		get("api.openai.com", "sk-secret-two", `{"model":"a"}`),
+		get("api.groq.com", "sk-secret-one", `{"model":"a"}`),
+	} {
+		if other == a {
+			t.Errorf("partition %q shared with %q", other.label, a.label)
+		}
+	}
+	for _, s := range p.snapshot(time.Now()) {
+		if strings.Contains(s.Key, "secret") {
+			t.Errorf("label %q holds the credential", s.Key)
+		}
+	}
+	if a.label != "api.openai.com/a#"+fingerprint("Bearer sk-secret-one") || a.upstream != "https://api.openai.com" {
+		t.Errorf("label %q upstream %q", a.label, a.upstream)
+	}
+
+	p = newPacer(PacingConfig{ColdStart: -1, Key: func(req *http.Request, model string) string { return "tenant-" + model }}, nil, nil)
+	if get("x", "k1", `{"model":"m"}`) != get("y", "k2", `{"model":"m"}`) {
+		t.Error("custom key: same key, different partitions")
+	}
+	if s := p.snapshot(time.Now()); len(s) != 1 || s[0].Key != "tenant-m" {
+		t.Errorf("snapshot = %+v", s)
+	}
+}
+
+func TestAcquireLeavesBodyIntact(t *testing.T) {
+	p := newPacer(PacingConfig{}, nil, nil)
+	ctx := context.Background()
+	req := chatRequest(t, ctx, "h", "k", smallChat)
+	pm, err := p.acquire(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm.settle(nil, nil)
+	b, _ := io.ReadAll(req.Body)
+	if string(b) != smallChat {
+		t.Errorf("body after acquire = %q", b)
+	}
+	// A body that cannot be replayed is not read: one request, no tokens.
+	req, _ = http.NewRequest(http.MethodPost, "https://h/v1/x", io.NopCloser(strings.NewReader(smallChat)))
+	pm2, err := p.acquire(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pm2.settle(nil, nil)
+	if b, _ := io.ReadAll(req.Body); string(b) != smallChat {
+		t.Errorf("unreplayable body after acquire = %q", b)
+	}
+	var nilPermit *permit
+	nilPermit.settle(nil, nil) // nil-safe
+	pm.settle(nil, nil)        // twice: no effect
+}
+
+func TestMaxPartitions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{MaxPartitions: 8, ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		busy, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"busy"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			time.Sleep(time.Second)
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", fmt.Sprintf(`{"model":"m%d"}`, i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pm.settle(nil, nil)
+		}
+		p.mu.RLock()
+		n := len(p.parts)
+		_, kept := p.parts[busy.pt.key]
+		p.mu.RUnlock()
+		if n > 8 {
+			t.Errorf("%d partitions kept, want at most 8", n)
+		}
+		if !kept {
+			t.Error("the partition with a request in flight was dropped")
+		}
+		busy.settle(nil, nil)
+	})
+}
+
+// TestPartitionSize measures the memory one partition takes, with its two
+// configured windows and two announced ones.
+func TestPartitionSize(t *testing.T) {
+	p := newPacer(PacingConfig{RequestsPerMinute: 500, TokensPerMinute: 100000, MaxPartitions: 1 << 20}, nil, nil)
+	ctx := context.Background()
+	const n = 2000
+	reqs := make([]*http.Request, n)
+	for i := range reqs {
+		reqs[i] = chatRequest(t, ctx, "api.openai.com", "sk-k", fmt.Sprintf(`{"model":"model-%d"}`, i))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, req := range reqs {
+		pm, err := p.acquire(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		settleOK(pm,
+			Window{Unit: UnitRequests, Limit: 500, Remaining: 499, Reset: now.Add(time.Second)},
+			Window{Unit: UnitTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("%d bytes per partition (4 windows)", per)
+	if per >= 2048 {
+		t.Errorf("%d bytes per partition, want < 2048", per)
+	}
+	runtime.KeepAlive(reqs)
+	runtime.KeepAlive(p)
+}
+
+// BenchmarkPacer measures acquire and settle on the success path far from
+// the limits, with a 2 KB chat body and OpenAI rate-limit headers on the
+// response.
+func BenchmarkPacer(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		body []byte
+	}{{"2KB-long", longChatBody(1900)}, {"2KB-short-messages", chatBody(2048)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			p := newPacer(PacingConfig{}, nil, nil)
+			req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(bc.body))
+			req.Header.Set("Authorization", "Bearer sk-bench")
+			resp := &http.Response{StatusCode: 200, Header: http.Header{
+				"X-Ratelimit-Limit-Requests":     {"1000000"},
+				"X-Ratelimit-Remaining-Requests": {"999999"},
+				"X-Ratelimit-Reset-Requests":     {"6ms"},
+				"X-Ratelimit-Limit-Tokens":       {"100000000"},
+				"X-Ratelimit-Remaining-Tokens":   {"99999000"},
+				"X-Ratelimit-Reset-Tokens":       {"1ms"},
+			}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				pm, err := p.acquire(ctx, req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				pm.settle(resp, nil)
+			}
+		})
+	}
+}
+
+// FuzzObserve feeds arbitrary announced windows and statuses to a
+// partition and checks that nothing panics and that no wait is longer than
+// MaxWait.
+func FuzzObserve(f *testing.F) {
+	f.Add(uint8(1), int64(60), int64(0), int64(30e9), int64(0), 429, int64(5e9), true)
+	f.Add(uint8(2), int64(-1), int64(1<<62), int64(-5), int64(1), 200, int64(0), false)
+	f.Add(uint8(9), int64(1), int64(1), int64(1<<62), int64(1<<62), 503, int64(-1), true)
+	f.Fuzz(func(t *testing.T, unit uint8, limit, remaining, resetIn, period int64, status int, retry int64, hasRetry bool) {
+		synctest.Test(t, func(t *testing.T) {
+			p := newPacer(PacingConfig{MaxWait: time.Minute, RequestsPerMinute: 100}, nil, nil)
+			ctx := context.Background()
+			for i := range 3 {
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				if err != nil {
+					var we *WaitError
+					if !errors.As(err, &we) || we.Wait <= time.Minute {
+						t.Fatalf("acquire %d: %v", i, err)
+					}
+					return
+				}
+				now := time.Now()
+				w := Window{Unit: Unit(unit), Limit: limit, Remaining: remaining, Period: time.Duration(period)}
+				if resetIn != 0 {
+					w.Reset = now.Add(time.Duration(resetIn))
+				}
+				pm.done.Store(true)
+				pm.finish(true, status, RateLimits{Windows: []Window{w, w}, RetryAfter: time.Duration(retry), HasRetryAfter: hasRetry}, now)
+				if s := p.snapshot(now); len(s) != 1 || s[0].CooldownUntil.After(now.Add(time.Minute)) {
+					t.Fatalf("snapshot %+v", s)
+				}
+			}
+		})
+	})
+}

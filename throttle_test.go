@@ -1,0 +1,338 @@
+package steady_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// loadCase is a load target: a simulated provider, its limits, the pacing
+// configuration and the workload.
+type loadCase struct {
+	name      string
+	provider  steadytest.ProviderConfig
+	pacing    steady.PacingConfig
+	maxTokens int64 // max_completion_tokens of every request; 0 for none
+	windows   int   // how many windows the load lasts
+}
+
+// loadResult is what a load run measured.
+type loadResult struct {
+	calls, failed int64
+	stats         steadytest.Stats // at the end of the run
+	// goodput is the requests (or, when maxTokens is set, the tokens)
+	// accepted while the load lasted, over what the limit allows in that
+	// time.
+	goodput float64
+	// rejected is the 429s over the upstream attempts.
+	rejected                   float64
+	paceEvents, cooldownEvents int64
+}
+
+// runLoad offers three times what the limits allow, from 32 goroutines,
+// for tc.windows windows, through the real SDK client with steady as its
+// middleware, against a simulated provider. It runs inside a synctest
+// bubble, so the minutes pass in fake time.
+func runLoad(t *testing.T, tc loadCase) loadResult {
+	t.Helper()
+	var res loadResult
+	var mu sync.Mutex
+	prov := steadytest.NewProvider(tc.provider)
+	tr := steady.New(steady.Config{
+		Pacing: tc.pacing,
+		OnEvent: func(ev steady.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch ev.Kind {
+			case steady.EventPace:
+				res.paceEvents++
+			case steady.EventCooldown:
+				res.cooldownEvents++
+			}
+		},
+	})
+	client := openai.NewClient(
+		option.WithMiddleware(tr.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: prov}),
+		option.WithBaseURL("https://llm.example.test/v1/"),
+		option.WithAPIKey("sk-load"),
+	)
+	window := tc.provider.Window
+	if window <= 0 {
+		window = time.Minute
+	}
+	run := time.Duration(tc.windows) * window
+	// Requests per window the limits allow (a request counts its
+	// completion budget and a couple of prompt tokens).
+	perWindow := float64(tc.provider.RequestsPerWindow)
+	if tc.provider.TokensPerWindow > 0 && tc.maxTokens > 0 {
+		perWindow = min(perWindow, float64(tc.provider.TokensPerWindow)/float64(tc.maxTokens+2))
+	}
+	const workers = 32
+	interval := time.Duration(float64(window) * workers / (3 * perWindow))
+	start := time.Now()
+	end := start.Add(run)
+
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			next := start.Add(time.Duration(w) * interval / workers)
+			for {
+				if d := time.Until(next); d > 0 {
+					time.Sleep(d)
+				}
+				if !time.Now().Before(end) {
+					return
+				}
+				next = next.Add(interval)
+				params := openai.ChatCompletionNewParams{
+					Model:    "gpt-4o-mini",
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+				}
+				if tc.maxTokens > 0 {
+					params.MaxCompletionTokens = openai.Int(tc.maxTokens)
+				}
+				_, err := client.Chat.Completions.New(context.Background(), params)
+				mu.Lock()
+				res.calls++
+				if err != nil {
+					res.failed++
+					if res.failed <= 3 {
+						t.Logf("call failed: %v", err)
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(run)
+	atEnd := prov.Stats()
+	wg.Wait()
+	res.stats = prov.Stats()
+	if tc.maxTokens > 0 {
+		res.goodput = float64(atEnd.TokensAccepted) / float64(int64(tc.provider.TokensPerWindow)*int64(tc.windows))
+	} else {
+		res.goodput = float64(atEnd.Accepted) / float64(int64(tc.provider.RequestsPerWindow)*int64(tc.windows))
+	}
+	if res.stats.Requests > 0 {
+		res.rejected = float64(res.stats.RateLimited) / float64(res.stats.Requests)
+	}
+	t.Logf("%s: goodput %.1f%% of the limit; 429s %d of %d attempts (%.2f%%); calls %d, failed %d; most in a window: %d requests, %d tokens; pace events %d, cooldowns %d",
+		tc.name, 100*res.goodput, res.stats.RateLimited, res.stats.Requests, 100*res.rejected,
+		res.calls, res.failed, res.stats.MaxRequestsInWindow, res.stats.MaxTokensInWindow, res.paceEvents, res.cooldownEvents)
+	return res
+}
+
+// loadCases are the load targets: every dialect that announces its
+// limits, by requests and by tokens, under both algorithms; and a provider
+// that announces nothing, with its limits stated in the configuration.
+func loadCases() []loadCase {
+	const latency = 150 * time.Millisecond
+	var cs []loadCase
+	for _, d := range []steadytest.Dialect{
+		steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectHerokuDocs,
+		steadytest.DialectAnthropic, steadytest.DialectIETF,
+	} {
+		for _, a := range []steadytest.Algorithm{steadytest.SlidingWindow, steadytest.TokenBucket} {
+			cs = append(cs, loadCase{
+				name:     fmt.Sprintf("requests/%s/%s", d, a),
+				provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: d, Algorithm: a, Latency: latency},
+				windows:  6,
+			})
+			if d == steadytest.DialectIETF {
+				// The simulated provider's IETF tokens policy has no qu
+				// parameter, so it reads as a requests policy.
+				continue
+			}
+			cs = append(cs, loadCase{
+				name:      fmt.Sprintf("tokens/%s/%s", d, a),
+				provider:  steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 40000, Dialect: d, Algorithm: a, Latency: latency},
+				maxTokens: 500,
+				windows:   6,
+			})
+		}
+	}
+	return append(cs, loadCase{
+		name:     "requests/none+config",
+		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: latency},
+		pacing:   steady.PacingConfig{RequestsPerMinute: 120},
+		windows:  6,
+	}, loadCase{
+		name:      "tokens/none+config",
+		provider:  steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 40000, Dialect: steadytest.DialectNone, Latency: latency},
+		pacing:    steady.PacingConfig{TokensPerMinute: 40000},
+		maxTokens: 500,
+		windows:   6,
+	})
+}
+
+// TestThrottleTargets offers three times the limit for six windows and
+// holds steady to its targets: goodput at least 97% of the limit, 429s at
+// most 1% of upstream attempts, no call failing.
+func TestThrottleTargets(t *testing.T) {
+	for _, tc := range loadCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				res := runLoad(t, tc)
+				if res.goodput < 0.97 {
+					t.Errorf("goodput %.1f%% of the limit, want >= 97%%", 100*res.goodput)
+				}
+				if res.rejected > 0.01 {
+					t.Errorf("429s are %.2f%% of upstream attempts, want <= 1%%", 100*res.rejected)
+				}
+				if res.failed > 0 {
+					t.Errorf("%d of %d calls failed", res.failed, res.calls)
+				}
+				if res.paceEvents == 0 {
+					t.Error("no pacing event reported")
+				}
+			})
+		})
+	}
+}
+
+// TestThrottleDisabled shows what pacing prevents: the same load without
+// it meets many 429s.
+func TestThrottleDisabled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tc := loadCases()[0]
+		tc.name += "/disabled"
+		tc.pacing.Disabled = true
+		res := runLoad(t, tc)
+		if res.rejected < 0.10 {
+			t.Errorf("without pacing, 429s are only %.2f%% of attempts; the load is too light to test pacing", 100*res.rejected)
+		}
+	})
+}
+
+// BenchmarkPacing measures what pacing adds to the success path far from
+// the limits: the transport with pacing on, against the same transport
+// with pacing off, over a base answering a 2 KB chat request with OpenAI
+// rate-limit headers showing plenty left.
+func BenchmarkPacing(b *testing.B) {
+	base := fixedOK{header: http.Header{
+		"Content-Type":                   {"application/json"},
+		"X-Request-Id":                   {"req_1"},
+		"X-Ratelimit-Limit-Requests":     {"1000000"},
+		"X-Ratelimit-Remaining-Requests": {"999999"},
+		"X-Ratelimit-Reset-Requests":     {"6ms"},
+		"X-Ratelimit-Limit-Tokens":       {"100000000"},
+		"X-Ratelimit-Remaining-Tokens":   {"99999000"},
+		"X-Ratelimit-Reset-Tokens":       {"1ms"},
+	}}
+	b.Run("off", func(b *testing.B) {
+		runBench(b, steady.New(steady.Config{Base: base, Pacing: steady.PacingConfig{Disabled: true}}))
+	})
+	b.Run("on", func(b *testing.B) {
+		runBench(b, steady.New(steady.Config{Base: base}))
+	})
+}
+
+// A partition's limits, as the transport has learned them from the
+// provider's headers: here, a simulated provider allowing 60 requests a
+// minute that speaks OpenAI's dialect.
+func ExampleTransport_Snapshot() {
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60})
+	tr := steady.New(steady.Config{})
+	client := openai.NewClient(
+		option.WithMiddleware(tr.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: prov}),
+		option.WithBaseURL("https://llm.example.test/v1/"),
+		option.WithAPIKey("sk-example"),
+	)
+	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, p := range tr.Snapshot() {
+		fmt.Println("model:", p.Model, "in flight:", p.InFlight, "breaker:", p.Breaker)
+		for _, w := range p.Windows {
+			fmt.Printf("%v: %d of %d left, per %v\n", w.Unit, w.Remaining, w.Limit, w.Period)
+		}
+	}
+	// Output:
+	// model: gpt-4o-mini in flight: 0 breaker: closed
+	// requests: 59 of 60 left, per 1m0s
+}
+
+// TestThrottleConfigAlongsideHeaders states a tier limit stricter than the
+// provider announces: the stricter one binds.
+func TestThrottleConfigAlongsideHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tc := loadCase{
+			name:     "config-binds",
+			provider: steadytest.ProviderConfig{RequestsPerWindow: 600, Latency: 100 * time.Millisecond},
+			pacing:   steady.PacingConfig{RequestsPerMinute: 60},
+			windows:  3,
+		}
+		res := runLoad(t, tc)
+		if res.stats.MaxRequestsInWindow > 60 {
+			t.Errorf("%d requests in one minute, want at most the configured 60", res.stats.MaxRequestsInWindow)
+		}
+		if accepted := res.goodput * 600 * 3; accepted < 0.97*60*3 {
+			t.Errorf("%.0f requests accepted in 3 minutes, want about 176", accepted)
+		}
+		if res.failed > 0 || res.stats.RateLimited > 0 {
+			t.Errorf("%d calls failed, %d 429s", res.failed, res.stats.RateLimited)
+		}
+	})
+}
+
+// TestThrottleHostileHeaders sends malformed, huge, negative and NaN
+// rate-limit headers on every response: nothing panics, no wait grows
+// without bound, every call ends.
+func TestThrottleHostileHeaders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{
+			RequestsPerWindow: 120,
+			Latency:           50 * time.Millisecond,
+			Faults:            steadytest.Faults{HostileHeaders: true, Seed: 1},
+		})
+		tr := steady.New(steady.Config{})
+		client := openai.NewClient(
+			option.WithMiddleware(tr.Middleware),
+			option.WithHTTPClient(&http.Client{Transport: prov}),
+			option.WithBaseURL("https://llm.example.test/v1/"),
+			option.WithAPIKey("sk-hostile"),
+		)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 20 {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+					client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+						Model:    "gpt-4o-mini",
+						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+					})
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
+		if el := time.Since(start); el > 30*time.Minute {
+			t.Errorf("160 calls took %v", el)
+		}
+		for _, p := range tr.Snapshot() {
+			for _, w := range p.Windows {
+				if w.Period <= 0 || w.Period > 31*24*time.Hour || w.Rate < 0 || (w.Rate == 0 && (w.Limit > 0 || w.Remaining > 0)) {
+					t.Errorf("window from hostile headers: %+v", w)
+				}
+			}
+		}
+	})
+}
