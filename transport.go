@@ -21,7 +21,11 @@ var ErrCircuitOpen = errors.New("steady: circuit open")
 // an error.
 var errNoResponse = errors.New("steady: transport returned no response and no error")
 
-var errNilURL = errors.New("steady: request has no URL")
+var (
+	errNilRequest = errors.New("steady: nil request")
+	errNilURL     = errors.New("steady: request has no URL")
+	errNotNew     = errors.New("steady: Transport not made by New")
+)
 
 // Config configures a [Transport]. The zero value gives production
 // defaults.
@@ -62,6 +66,10 @@ type Config struct {
 // transport failure) also stops the SDK's retry loop at once. Through the
 // RoundTripper form, an error cannot carry that header: give the SDK
 // option.WithMaxRetries(0), or transport failures are retried by both.
+//
+// Make a Transport with [New]. A Transport that New did not make (a zero
+// value, or a nil pointer) sends nothing: every request fails with an
+// error that says so.
 type Transport struct {
 	cfg      Config
 	base     http.RoundTripper
@@ -111,6 +119,9 @@ func defaultBase() http.RoundTripper {
 // "scheme://host" as in [Event.Upstream]. An upstream steady has not seen
 // is closed.
 func (t *Transport) BreakerState(upstream string) BreakerState {
+	if t == nil {
+		return BreakerClosed
+	}
 	return t.breakers.state(upstream)
 }
 
@@ -137,7 +148,13 @@ const maxDrain = 64 << 10
 // do runs the attempts of one request. next is the rest of the SDK's
 // middleware chain, or nil to send through t.base.
 func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
-	if req.URL == nil {
+	switch {
+	case req == nil:
+		return t.fail(req, next, errNilRequest)
+	case t == nil || t.base == nil:
+		closeBody(req)
+		return t.fail(req, next, errNotNew)
+	case req.URL == nil:
 		closeBody(req)
 		return t.fail(req, next, errNilURL)
 	}
@@ -197,6 +214,11 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		}
 		if resp == nil && err == nil {
 			err = errNoResponse
+		}
+		if resp != nil && resp.Body == nil {
+			// net/http does the same for a RoundTripper that returns no
+			// body; every later step may then close it.
+			resp.Body = http.NoBody
 		}
 		pm.settle(resp, err)
 
