@@ -36,6 +36,11 @@ func bareResponse(status int) func(*http.Request) *http.Response {
 	return func(*http.Request) *http.Response { return &http.Response{StatusCode: status} }
 }
 
+// failingBody yields prefix, then fails with err.
+func failingBody(prefix string, err error) io.ReadCloser {
+	return io.NopCloser(io.MultiReader(strings.NewReader(prefix), errReader{err}))
+}
+
 func TestTransportNotMadeByNew(t *testing.T) {
 	var zero Transport
 	var nilT *Transport
@@ -99,6 +104,42 @@ func TestBaseResponseWithoutHeaderOrBody(t *testing.T) {
 			t.Fatalf("body %q, %v", b, err)
 		}
 		resp.Body.Close()
+	})
+}
+
+// TestBodyErrorMidReadKept: an error body that fails while being read is
+// handed back with the bytes before the failure and the failure itself,
+// both when it is the final answer and when it was kept across a retry.
+func TestBodyErrorMidReadKept(t *testing.T) {
+	errCut := errors.New("connection cut")
+	const prefix = `{"error":{"message":"overloaded","type":"server_error"`
+	cut := func(*http.Request) *http.Response {
+		return &http.Response{StatusCode: 503, Header: http.Header{}, Body: failingBody(prefix, errCut), ContentLength: -1}
+	}
+	check := func(t *testing.T, resp *http.Response, err error) {
+		t.Helper()
+		if err != nil || resp.StatusCode != 503 {
+			t.Fatalf("got %v, %v; want the 503", resp, err)
+		}
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != prefix || !errors.Is(rerr, errCut) {
+			t.Fatalf("body %q, %v; want %q then the cut", b, rerr, prefix)
+		}
+	}
+	t.Run("final", func(t *testing.T) {
+		st := New(Config{Base: &rawRT{resps: []func(*http.Request) *http.Response{cut}}, Retry: RetryConfig{MaxRetries: -1}})
+		resp, err := st.RoundTrip(newRTRequest(t, strings.NewReader(rtBody)))
+		check(t, resp, err)
+	})
+	t.Run("kept across a retry", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			st := New(Config{Base: &rawRT{resps: []func(*http.Request) *http.Response{cut}}})
+			req := newRTRequest(t, strings.NewReader(rtBody))
+			req.GetBody = func() (io.ReadCloser, error) { return nil, errors.New("gone") }
+			resp, err := st.RoundTrip(req)
+			check(t, resp, err)
+		})
 	})
 }
 

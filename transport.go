@@ -404,13 +404,25 @@ func discard(resp *http.Response) {
 
 // bufferBody replaces resp's body with an in-memory copy of at most
 // maxDrain bytes and releases the connection, so that resp can still be
-// handed back after a later attempt fails before being sent.
+// handed back after a later attempt fails before being sent. A read error
+// is kept: the copy returns it after the bytes read before it.
 func bufferBody(resp *http.Response) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
 	discard(resp)
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
+	var r io.Reader = bytes.NewReader(b)
+	if err != nil {
+		r = io.MultiReader(r, errReader{err})
+		resp.ContentLength = -1
+	} else {
+		resp.ContentLength = int64(len(b))
+	}
+	resp.Body = io.NopCloser(r)
 }
+
+// errReader is a reader that fails with its error.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
