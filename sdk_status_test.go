@@ -1,0 +1,174 @@
+package steady_test
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// TestStatusTableThroughSDK walks the status rules end to end, through
+// both ways of plugging steady into the SDK with the SDK's retries on: a
+// retryable first answer is followed by one more attempt and the call
+// succeeds; any other first answer is the call's error after one attempt.
+func TestStatusTableThroughSDK(t *testing.T) {
+	anthropicErr := func(status int, typ, code string) steadytest.Response {
+		body := fmt.Sprintf(`{"type":"error","error":{"type":%q,"message":"no","details":{"error_code":%q}},"request_id":"req_a"}`, typ, code)
+		return steadytest.JSON(status, body)
+	}
+	oaErr := func(status int) steadytest.Response {
+		return steadytest.OpenAIError(status, "server_error", "", http.StatusText(status))
+	}
+	cases := []struct {
+		name  string
+		first steadytest.Response
+		retry bool
+	}{
+		{"408", oaErr(408), true},
+		{"409", oaErr(409), true},
+		{"429", steadytest.RateLimited(0), true},
+		{"500", oaErr(500), true},
+		{"502", oaErr(502), true},
+		{"503", oaErr(503), true},
+		{"504", oaErr(504), true},
+		{"529", anthropicErr(529, "overloaded_error", ""), true},
+		{"400", oaErr(400), false},
+		{"401", oaErr(401), false},
+		{"402", oaErr(402), false},
+		{"403", oaErr(403), false},
+		{"404", oaErr(404), false},
+		{"422", oaErr(422), false},
+		{"429 insufficient_quota", steadytest.InsufficientQuota(), false},
+		{"429 spend limit", anthropicErr(429, "rate_limit_error", "enforced_spend_limit_reached"), false},
+		{"400 billing", anthropicErr(400, "billing_error", ""), false},
+		{"x-should-retry true on a 400", oaErr(400).WithHeader("X-Should-Retry", "true"), true},
+		{"x-should-retry false on a 503", oaErr(503).WithHeader("X-Should-Retry", "false"), false},
+		{"x-should-retry true on insufficient_quota", steadytest.InsufficientQuota().WithHeader("X-Should-Retry", "true"), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
+				synctest.Test(t, func(t *testing.T) {
+					status := tc.first.Status
+					fake := steadytest.NewFake(tc.first, steadytest.ChatCompletion("ok"))
+					c := client(steady.Config{}, fake)
+					_, err := c.Chat.Completions.New(t.Context(), chatParams())
+					if tc.retry {
+						if err != nil || fake.Calls() != 2 {
+							t.Fatalf("err %v after %d attempts; want success after 2", err, fake.Calls())
+						}
+						return
+					}
+					if aerr := apiError(t, err); aerr.StatusCode != status {
+						t.Fatalf("status %d, want %d", aerr.StatusCode, status)
+					}
+					if fake.Calls() != 1 {
+						t.Fatalf("%d attempts, want 1", fake.Calls())
+					}
+				})
+			})
+		})
+	}
+}
+
+// TestTransportFailuresThroughSDK: connection failures before a response
+// are retried, a certificate error is not, through the middleware and
+// through the RoundTripper form set up as documented (the SDK's retries
+// off).
+func TestTransportFailuresThroughSDK(t *testing.T) {
+	cases := []struct {
+		name  string
+		err   error
+		retry bool
+	}{
+		{"refused", &netError{syscall.ECONNREFUSED}, true},
+		{"reset", steadytest.ConnResetError(), true},
+		{"EOF", io.EOF, true},
+		{"unexpected EOF", io.ErrUnexpectedEOF, true},
+		{"certificate", x509.UnknownAuthorityError{}, false},
+	}
+	for _, tc := range cases {
+		for _, form := range []string{"middleware", "roundtripper+WithMaxRetries(0)"} {
+			t.Run(tc.name+"/"+form, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					fake := steadytest.NewFake(steadytest.Response{Err: tc.err}, steadytest.ChatCompletion("ok"))
+					var c openai.Client
+					if form == "middleware" {
+						c = viaMiddleware(steady.New(steady.Config{}), fake)
+					} else {
+						c = viaRoundTripper(steady.New(steady.Config{Base: fake}), option.WithMaxRetries(0))
+					}
+					_, err := c.Chat.Completions.New(t.Context(), chatParams())
+					if tc.retry {
+						if err != nil || fake.Calls() != 2 {
+							t.Fatalf("err %v after %d attempts; want success after 2", err, fake.Calls())
+						}
+						return
+					}
+					if !errors.Is(err, tc.err) && !errors.As(err, new(x509.UnknownAuthorityError)) {
+						t.Fatalf("err = %v, want the %s error", err, tc.name)
+					}
+					if fake.Calls() != 1 {
+						t.Fatalf("%d attempts, want 1", fake.Calls())
+					}
+				})
+			})
+		}
+	}
+}
+
+// netError is a dial failure as net reports it.
+type netError struct{ errno syscall.Errno }
+
+func (e *netError) Error() string { return "dial tcp: " + e.errno.Error() }
+func (e *netError) Unwrap() error { return e.errno }
+
+// TestRetryHintFormsThroughSDK: the hint forms TestRetryAfterHonoured does
+// not cover, end to end.
+func TestRetryHintFormsThroughSDK(t *testing.T) {
+	cases := []struct {
+		name string
+		hdr  func(now time.Time) []string
+		want time.Duration
+	}{
+		{"x-ms-retry-after-ms", func(time.Time) []string { return []string{"X-Ms-Retry-After-Ms", "1250"} }, 1250 * time.Millisecond},
+		{"http-date RFC 850", func(now time.Time) []string {
+			return []string{"Retry-After", now.Add(4 * time.Second).UTC().Format("Monday, 02-Jan-06 15:04:05 GMT")}
+		}, 4 * time.Second},
+		{"http-date ANSI C", func(now time.Time) []string {
+			return []string{"Retry-After", now.Add(6 * time.Second).UTC().Format(time.ANSIC)}
+		}, 6 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
+				synctest.Test(t, func(t *testing.T) {
+					// A whole second, so that an HTTP-date is exact.
+					time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+					fake := steadytest.NewFake(
+						steadytest.OpenAIError(503, "server_error", "", "busy").WithHeader(tc.hdr(time.Now())...),
+						steadytest.ChatCompletion("ok"))
+					c := client(steady.Config{}, fake)
+					start := time.Now()
+					if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
+						t.Fatal(err)
+					}
+					if el := time.Since(start); el != tc.want || fake.Calls() != 2 {
+						t.Fatalf("took %v with %d attempts, want %v with 2", el, fake.Calls(), tc.want)
+					}
+				})
+			})
+		})
+	}
+}
