@@ -1,6 +1,7 @@
 package steady_test
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -171,4 +172,38 @@ func TestRetryHintFormsThroughSDK(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestHostileHeadersThroughSDK: a provider sending NaN, negative, huge and
+// overlong rate-limit and retry headers neither panics steady nor makes a
+// call wait without bound: every call ends with the provider's answer.
+func TestHostileHeadersThroughSDK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := steadytest.NewProvider(steadytest.ProviderConfig{
+			RequestsPerWindow: 2,
+			Window:            10 * time.Second,
+			Faults:            steadytest.Faults{HostileHeaders: true},
+		})
+		c := viaMiddleware(steady.New(steady.Config{}), p)
+		ok := 0
+		for i := range 12 {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+			start := time.Now()
+			_, err := c.Chat.Completions.New(ctx, chatParams())
+			cancel()
+			if el := time.Since(start); el > 3*time.Minute {
+				t.Fatalf("call %d took %v", i, el)
+			}
+			if err == nil {
+				ok++
+				continue
+			}
+			if aerr := apiError(t, err); aerr.StatusCode != 429 {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		if ok == 0 || p.Stats().Accepted != int64(ok) {
+			t.Fatalf("%d calls succeeded, provider accepted %d", ok, p.Stats().Accepted)
+		}
+	})
 }
