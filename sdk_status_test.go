@@ -207,3 +207,55 @@ func TestHostileHeadersThroughSDK(t *testing.T) {
 		}
 	})
 }
+
+// TestSDKStopsOnShouldRetryFalseWithError pins, without steady, the SDK
+// behaviour that Transport.Middleware relies on: a middleware returning an
+// error together with a response carrying "X-Should-Retry: false" ends the
+// SDK's retry loop at once, and the caller gets that error unchanged. If a
+// new SDK version breaks this, steady's middleware form multiplies
+// attempts and sleeps on an open circuit.
+func TestSDKStopsOnShouldRetryFalseWithError(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sentinel := errors.New("final")
+		calls := 0
+		mw := func(req *http.Request, _ option.MiddlewareNext) (*http.Response, error) {
+			calls++
+			return &http.Response{
+				StatusCode: 503,
+				Header:     http.Header{"X-Should-Retry": {"false"}},
+				Body:       http.NoBody,
+				Request:    req,
+			}, sentinel
+		}
+		fake := steadytest.NewFake() // never reached
+		c := openai.NewClient(
+			option.WithMiddleware(mw),
+			option.WithHTTPClient(&http.Client{Transport: fake}),
+			option.WithBaseURL(testBaseURL),
+			option.WithAPIKey(testAPIKey),
+		)
+		start := time.Now()
+		_, err := c.Chat.Completions.New(t.Context(), chatParams())
+		if !errors.Is(err, sentinel) {
+			t.Fatalf("err = %v, want the middleware's error", err)
+		}
+		if calls != 1 || time.Since(start) != 0 || fake.Calls() != 0 {
+			t.Fatalf("middleware called %d times over %v, %d upstream attempts; want 1, at once, 0", calls, time.Since(start), fake.Calls())
+		}
+
+		// The contrast: an error alone is retried by the SDK.
+		calls = 0
+		bare := openai.NewClient(
+			option.WithMiddleware(func(*http.Request, option.MiddlewareNext) (*http.Response, error) {
+				calls++
+				return nil, sentinel
+			}),
+			option.WithHTTPClient(&http.Client{Transport: fake}),
+			option.WithBaseURL(testBaseURL),
+			option.WithAPIKey(testAPIKey),
+		)
+		if _, err := bare.Chat.Completions.New(t.Context(), chatParams()); !errors.Is(err, sentinel) || calls != 3 {
+			t.Fatalf("an error alone: %v after %d calls, want it after the SDK's 3", err, calls)
+		}
+	})
+}
