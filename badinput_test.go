@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -180,4 +181,50 @@ func TestHostileRetryHints(t *testing.T) {
 			})
 		}
 	}
+}
+
+// ctxRT fails as net/http does when the request's context has ended.
+type ctxRT struct{ calls int }
+
+func (r *ctxRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.calls++
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	if err := req.Context().Err(); err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+func TestCancelledBeforeSending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := &ctxRT{}
+		st := New(Config{Base: base, Breaker: BreakerConfig{ConsecutiveFailures: 1}})
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		for _, mw := range []bool{false, true} {
+			body := &bodyProbe{ReadCloser: io.NopCloser(strings.NewReader(rtBody))}
+			req := newRTRequest(t, body).WithContext(ctx)
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(rtBody)), nil }
+			var err error
+			if mw {
+				_, err = st.Middleware(req, base.RoundTrip)
+			} else {
+				_, err = st.RoundTrip(req)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("middleware %v: err = %v, want context.Canceled", mw, err)
+			}
+			if !body.closed {
+				t.Fatalf("middleware %v: the request body was not closed", mw)
+			}
+		}
+		if base.calls > 2 {
+			t.Fatalf("%d attempts for 2 cancelled calls, want at most one each", base.calls)
+		}
+		if s := st.BreakerState("https://api.example.test"); s != BreakerClosed {
+			t.Fatalf("the caller's cancellation counted against the upstream: breaker %v", s)
+		}
+	})
 }
