@@ -740,19 +740,7 @@ func jsonFirst(b []byte) (first []byte, ok bool) {
 // keyIs reports whether a member name equals name (lower case), ignoring
 // ASCII case.
 func keyIs(key []byte, name string) bool {
-	if len(key) != len(name) {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != name[i] {
-			return false
-		}
-	}
-	return true
+	return len(key) == len(name) && equalFold(string(key), name)
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6
