@@ -259,3 +259,32 @@ func TestSDKStopsOnShouldRetryFalseWithError(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamCutNotRetried: a stream that breaks after its 2xx headers is
+// the caller's to handle: its chunks so far arrive, then the error, and
+// nothing is sent again.
+func TestStreamCutNotRetried(t *testing.T) {
+	forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
+		synctest.Test(t, func(t *testing.T) {
+			stream := steadytest.ChatCompletionStream("Hello", " there").ChunkEvery(time.Second)
+			stream.Chunks = stream.Chunks[:2] // role and "Hello"
+			stream.Chunks[1].Err = steadytest.ConnResetError()
+			fake := steadytest.NewFake(stream, steadytest.ChatCompletionStream("again"))
+			c := client(steady.Config{}, fake)
+			s := c.Chat.Completions.NewStreaming(t.Context(), chatParams())
+			defer s.Close()
+			var text string
+			for s.Next() {
+				if ch := s.Current(); len(ch.Choices) > 0 {
+					text += ch.Choices[0].Delta.Content
+				}
+			}
+			if s.Err() == nil || text != "Hello" {
+				t.Fatalf("text %q, err %v; want %q then an error", text, s.Err(), "Hello")
+			}
+			if fake.Calls() != 1 {
+				t.Fatalf("%d attempts, want 1", fake.Calls())
+			}
+		})
+	})
+}
