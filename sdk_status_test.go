@@ -288,3 +288,49 @@ func TestStreamCutNotRetried(t *testing.T) {
 		})
 	})
 }
+
+// TestProviderDialectsThroughSDK: whatever dialect the simulated provider
+// speaks, steady reads its error bodies the same way end to end: a quota
+// failure is tried once, an outage 1+MaxRetries times, and a 429 with its
+// Retry-After is waited out.
+func TestProviderDialectsThroughSDK(t *testing.T) {
+	dialects := []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectHerokuDocs,
+		steadytest.DialectAnthropic, steadytest.DialectIETF, steadytest.DialectNone}
+	for _, d := range dialects {
+		t.Run(d.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 1, Window: 10 * time.Second, Dialect: d})
+				st := steady.New(steady.Config{
+					Retry:   steady.RetryConfig{MaxRetries: 2},
+					Breaker: steady.BreakerConfig{Disabled: true},
+					Pacing:  steady.PacingConfig{Disabled: true},
+				})
+				c := viaMiddleware(st, p)
+
+				p.SetFaults(steadytest.Faults{InsufficientQuota: true})
+				_, err := c.Chat.Completions.New(t.Context(), chatParams())
+				if aerr := apiError(t, err); aerr.StatusCode != 429 || p.Stats().Requests != 1 {
+					t.Fatalf("quota: status %d after %d attempts, want 429 after 1", aerr.StatusCode, p.Stats().Requests)
+				}
+
+				p.SetFaults(steadytest.Faults{Outage: true})
+				_, err = c.Chat.Completions.New(t.Context(), chatParams())
+				if aerr := apiError(t, err); aerr.StatusCode < 500 || p.Stats().Requests != 1+3 {
+					t.Fatalf("outage: status %d after %d attempts, want a 5xx after 3 more", aerr.StatusCode, p.Stats().Requests-1)
+				}
+
+				p.SetFaults(steadytest.Faults{})
+				if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
+					t.Fatalf("first call in the window: %v", err)
+				}
+				start := time.Now()
+				if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
+					t.Fatalf("second call: %v", err)
+				}
+				if el := time.Since(start); el <= 0 || el > 10*time.Second {
+					t.Fatalf("second call took %v, want a wait for the window of 10s", el)
+				}
+			})
+		})
+	}
+}
