@@ -59,7 +59,7 @@ type Config struct {
 // requests to LLM APIs. It is safe for concurrent use and starts no
 // goroutines.
 //
-// Every final response it hands back that is not a 2xx carries
+// Every error response (status 400 or above) it hands back carries
 // "X-Should-Retry: false", so that a client's own retry loop (the OpenAI
 // SDK's, for one) does not retry it again. Through [Transport.Middleware],
 // a final error (circuit open, pacing deadline, retries exhausted on a
