@@ -33,7 +33,9 @@ type Config struct {
 	// Base sends each attempt. Nil means a tuned clone of
 	// http.DefaultTransport: a 10-minute response-header timeout (as the
 	// OpenAI SDK's own client has) and up to 64 idle connections per host
-	// (instead of 2, which throttles concurrent calls).
+	// (instead of 2, which throttles concurrent calls). Through
+	// [Transport.Middleware], Base is not used: the rest of the SDK's
+	// middleware chain and its HTTP client send each attempt.
 	Base http.RoundTripper
 
 	// Retry says what is retried and how long steady waits between tries.
