@@ -228,3 +228,29 @@ func TestCancelledBeforeSending(t *testing.T) {
 		}
 	})
 }
+
+// nothingRT returns neither a response nor an error, as a broken base may.
+type nothingRT struct{ calls int }
+
+func (r *nothingRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.calls++
+	if req.Body != nil {
+		req.Body.Close()
+	}
+	return nil, nil
+}
+
+func TestBaseReturnsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		base := &nothingRT{}
+		st := New(Config{Base: base, Retry: RetryConfig{MaxRetries: 1}})
+		resp, err := st.RoundTrip(newRTRequest(t, strings.NewReader(rtBody)))
+		if resp != nil || !errors.Is(err, errNoResponse) || !strings.HasPrefix(err.Error(), "steady: ") {
+			t.Fatalf("RoundTrip = %v, %v; want errNoResponse", resp, err)
+		}
+		// A broken base is a bug to report, not a failure to retry.
+		if base.calls != 1 {
+			t.Fatalf("%d attempts, want 1", base.calls)
+		}
+	})
+}
