@@ -16,10 +16,16 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// PacingConfig configures proactive throttling: every request reserves one
-// request and its estimated tokens in its partition's windows before it is
-// sent, and waits for its turn when the limits announced by the provider's
-// headers, or stated here, require it. The zero value paces by the headers
+// PacingConfig configures proactive throttling. Limits are kept per
+// partition (by default: upstream host, credential fingerprint and model).
+// Before each attempt a request reserves one request and its estimated
+// tokens in every window of its partition, and waits for its turn when
+// the limits announced by the provider's headers, or stated here, require
+// it. Each window is paced at its quota less headroom, spread evenly over
+// its period (or faster, when what remains can be spread over the time to
+// its reset), with a burst no larger than the headroom; every response's
+// headers correct what is left. A 429 or Retry-After pauses the whole
+// partition until the hinted time. The zero value paces by the headers
 // alone, with the defaults documented on each field.
 type PacingConfig struct {
 	// Disabled turns pacing off: requests are sent at once and headers
@@ -46,9 +52,10 @@ type PacingConfig struct {
 	Key func(req *http.Request, model string) string
 
 	// Estimator returns the tokens a request counts against token limits.
-	// Nil means an estimate from the JSON body at about four bytes of
-	// text a token, plus the maximum output tokens times n; see
-	// [EstimateTokens].
+	// Nil means an estimate from the JSON body: its text at about four
+	// bytes a token plus its maximum output tokens, times n; see
+	// [EstimateTokens]. A request without a replayable JSON body counts
+	// one request and no tokens.
 	Estimator Estimator
 
 	// MaxPartitions bounds how many partitions are kept. When it is
@@ -79,11 +86,11 @@ type PacingConfig struct {
 
 // Defaults for [PacingConfig] fields left zero.
 const (
-	DefaultHeadroom      = 0.02
-	DefaultMaxPartitions = 1024
-	DefaultIdleTimeout   = 10 * time.Minute
-	DefaultColdStart     = 4
-	DefaultMaxWait       = 2 * time.Minute
+	DefaultHeadroom      = 0.02             // PacingConfig.Headroom
+	DefaultMaxPartitions = 1024             // PacingConfig.MaxPartitions
+	DefaultIdleTimeout   = 10 * time.Minute // PacingConfig.IdleTimeout
+	DefaultColdStart     = 4                // PacingConfig.ColdStart
+	DefaultMaxWait       = 2 * time.Minute  // PacingConfig.MaxWait
 )
 
 // defaultCooldown is how long a partition pauses after a 429 that carries
@@ -103,7 +110,7 @@ var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
 type WaitError struct {
 	Wait      time.Duration // how long the request would have had to wait
 	Partition string        // the partition's label
-	Err       error
+	Err       error         // context.DeadlineExceeded or ErrWaitTooLong
 }
 
 // Error describes the refused wait.
