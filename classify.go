@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -122,10 +123,11 @@ func ClassifyResponse(resp *http.Response) Failure {
 // array of errors, OpenRouter's error.metadata, and HTML or empty bodies.
 //
 // Statuses 408, 409, 429, 500, 502, 503, 504, 529 and other 5xx but 501,
-// 505 and 511 are retryable; 4xx others are not, nor is any 402, billing
-// error, insufficient_quota or Anthropic spend limit, whatever its status.
-// An x-should-retry header of "true" or "false" overrides these rules. A
-// status below 400 gives Retryable false and Reason "ok".
+// 505 and 511 are retryable; other 4xx are not. An x-should-retry header of
+// "true" or "false" overrides these status rules. Whatever the status and
+// the header, a 402, a billing error, insufficient_quota (as type or code)
+// or Anthropic's enforced_spend_limit_reached is never retryable. A status
+// below 400 gives Retryable false and Reason "ok"; its body is not read.
 func ClassifyBody(status int, h http.Header, body []byte) Failure {
 	return classify(status, h, body, time.Now(), nil)
 }
@@ -261,21 +263,32 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Code = printable(ef.code, maxRequestID)
 	f.Message = printable(ef.message, maxMessage)
 
+	// Request ids in order of preference; the body's comes last.
 	var shouldRetry string
+	var ids [5]string
 	for k, vv := range h {
 		if len(vv) == 0 {
 			continue
 		}
 		switch {
 		case equalFold(k, "x-should-retry"):
-			shouldRetry = vv[0]
-		case f.RequestID == "" && (equalFold(k, "x-request-id") || equalFold(k, "request-id") ||
-			equalFold(k, "apim-request-id") || equalFold(k, "x-ms-client-request-id")):
-			f.RequestID = printable(vv[0], maxRequestID)
+			keep(&shouldRetry, vv[0])
+		case equalFold(k, "x-request-id"):
+			keep(&ids[0], vv[0])
+		case equalFold(k, "request-id"):
+			keep(&ids[1], vv[0])
+		case equalFold(k, "apim-request-id"):
+			keep(&ids[2], vv[0])
+		case equalFold(k, "x-ms-client-request-id"):
+			keep(&ids[3], vv[0])
 		}
 	}
-	if f.RequestID == "" {
-		f.RequestID = printable(ef.requestID, maxRequestID)
+	ids[4] = ef.requestID
+	for _, id := range ids {
+		if id = printable(id, maxRequestID); id != "" {
+			f.RequestID = id
+			break
+		}
 	}
 
 	f.RetryAfter, f.HasRetryAfter = ParseRetryAfter(h, now)
@@ -287,21 +300,24 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		}
 	}
 
+	// The status rule, which x-should-retry overrides both ways; then what
+	// no header overrides: an account out of credit stays out of credit.
 	f.Retryable, f.Reason = statusRule(status)
+	switch strings.ToLower(trimOWS(shouldRetry)) {
+	case "true":
+		f.Retryable, f.Reason = true, "x-should-retry: true"
+	case "false":
+		f.Retryable, f.Reason = false, "x-should-retry: false"
+	}
 	switch {
 	case status == http.StatusPaymentRequired:
+		f.Retryable, f.Reason = false, "402 payment required"
 	case isKind(ef.typ, "billing_error") || isKind(ef.code, "billing_error"):
 		f.Retryable, f.Reason = false, "billing error"
 	case isKind(ef.typ, "insufficient_quota") || isKind(ef.code, "insufficient_quota"):
 		f.Retryable, f.Reason = false, "insufficient quota"
 	case isKind(ef.detailCode, "enforced_spend_limit_reached") || isKind(ef.code, "enforced_spend_limit_reached"):
 		f.Retryable, f.Reason = false, "spend limit reached"
-	}
-	switch strings.ToLower(trimOWS(shouldRetry)) {
-	case "true":
-		f.Retryable, f.Reason = true, "x-should-retry: true"
-	case "false":
-		f.Retryable, f.Reason = false, "x-should-retry: false"
 	}
 	return f
 }
@@ -358,17 +374,39 @@ func statusRule(status int) (bool, string) {
 	return false, strconv.Itoa(status) + " unexpected status"
 }
 
-// jsonError holds the members of an error object steady reads; each is
-// kept raw so that a member of an unexpected type spoils nothing else.
+// jsonError holds the members of an error object steady reads, as raw
+// JSON values, so that a member of an unexpected type spoils nothing else.
 type jsonError struct {
-	Type      json.RawMessage `json:"type"`
-	Code      json.RawMessage `json:"code"`
-	Message   json.RawMessage `json:"message"`
-	Status    json.RawMessage `json:"status"`
-	Details   json.RawMessage `json:"details"`
-	Metadata  json.RawMessage `json:"metadata"`
-	Error     json.RawMessage `json:"error"`
-	RequestID json.RawMessage `json:"request_id"`
+	Type, Code, Message, Status, Details, Metadata, Error, RequestID []byte
+}
+
+// readError fills e from the JSON object b; false when b is not one.
+// Member names match case-insensitively and the last of duplicates wins,
+// as with encoding/json.
+func readError(b []byte, e *jsonError) bool {
+	return jsonObject(b, e.member)
+}
+
+// member records one member of an error object.
+func (e *jsonError) member(key, val []byte) {
+	switch {
+	case keyIs(key, "type"):
+		e.Type = val
+	case keyIs(key, "code"):
+		e.Code = val
+	case keyIs(key, "message"):
+		e.Message = val
+	case keyIs(key, "status"):
+		e.Status = val
+	case keyIs(key, "details"):
+		e.Details = val
+	case keyIs(key, "metadata"):
+		e.Metadata = val
+	case keyIs(key, "error"):
+		e.Error = val
+	case keyIs(key, "request_id"):
+		e.RequestID = val
+	}
 }
 
 // parseErrorBody reads what an error body says, whatever its shape.
@@ -380,24 +418,23 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 	}
 	if b[0] == '[' {
 		// Gemini's OpenAI-compatible endpoint: an array of error objects.
-		var arr []json.RawMessage
-		if json.Unmarshal(b, &arr) == nil && len(arr) > 0 {
-			b = trimSpaceBytes(arr[0])
+		if first, ok := jsonFirst(b); ok {
+			b = first
 		}
 	}
 	var top jsonError
-	if len(b) == 0 || b[0] != '{' || json.Unmarshal(b, &top) != nil {
+	if !readError(b, &top) {
 		ef.message = excerpt(body)
 		return ef
 	}
 	obj := &top
 	var inner jsonError
-	if e := trimSpaceBytes(top.Error); len(e) > 0 {
+	if e := top.Error; len(e) > 0 {
 		switch e[0] {
 		case '{':
-			if json.Unmarshal(e, &inner) == nil {
-				obj = &inner
-			}
+			// A member of an object readError checked: valid already.
+			jsonMembers(e, inner.member)
+			obj = &inner
 		case '"':
 			ef.message = jsonText(e)
 		}
@@ -425,38 +462,28 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 }
 
 // readDetails reads Anthropic's details.error_code and Gemini's RetryInfo
-// retryDelay.
-func readDetails(raw json.RawMessage) (code string, hint time.Duration, ok bool) {
-	raw = trimSpaceBytes(raw)
+// retryDelay, from an object or an array of objects.
+func readDetails(raw []byte) (code string, hint time.Duration, ok bool) {
+	one := func(obj []byte) {
+		jsonObject(obj, func(key, val []byte) {
+			switch {
+			case code == "" && keyIs(key, "error_code"):
+				code = jsonText(val)
+			case !ok && keyIs(key, "retrydelay"):
+				if v := jsonText(val); v != "" {
+					hint, ok = parseGoDuration(v)
+				}
+			}
+		})
+	}
 	if len(raw) == 0 {
 		return "", 0, false
 	}
-	type detail struct {
-		ErrorCode  json.RawMessage `json:"error_code"`
-		RetryDelay json.RawMessage `json:"retryDelay"`
-	}
-	var list []detail
 	switch raw[0] {
 	case '{':
-		var d detail
-		if json.Unmarshal(raw, &d) != nil {
-			return "", 0, false
-		}
-		list = []detail{d}
+		one(raw)
 	case '[':
-		if json.Unmarshal(raw, &list) != nil {
-			return "", 0, false
-		}
-	}
-	for _, d := range list {
-		if code == "" {
-			code = jsonText(d.ErrorCode)
-		}
-		if !ok {
-			if v := jsonText(d.RetryDelay); v != "" {
-				hint, ok = parseGoDuration(v)
-			}
-		}
+		jsonArray(raw, one)
 	}
 	return code, hint, ok
 }
@@ -464,22 +491,23 @@ func readDetails(raw json.RawMessage) (code string, hint time.Duration, ok bool)
 // metadataHint reads the rate-limit headers OpenRouter copies into
 // error.metadata.headers: a retry hint, else the time until an exhausted
 // window resets.
-func metadataHint(raw json.RawMessage, now time.Time) (time.Duration, bool) {
-	var md struct {
-		Headers map[string]json.RawMessage `json:"headers"`
-	}
-	if len(trimSpaceBytes(raw)) == 0 || json.Unmarshal(raw, &md) != nil || len(md.Headers) == 0 {
+func metadataHint(raw []byte, now time.Time) (time.Duration, bool) {
+	var h http.Header
+	jsonObject(raw, func(key, val []byte) {
+		if !keyIs(key, "headers") {
+			return
+		}
+		jsonObject(val, func(k, v []byte) {
+			if h == nil {
+				h = make(http.Header)
+			}
+			if s := jsonText(v); s != "" && len(h) < 32 {
+				h[string(k)] = []string{s}
+			}
+		})
+	})
+	if len(h) == 0 {
 		return 0, false
-	}
-	h := make(http.Header, len(md.Headers))
-	n := 0
-	for k, v := range md.Headers {
-		if n++; n > 32 {
-			break
-		}
-		if s := jsonText(v); s != "" {
-			h[k] = []string{s}
-		}
 	}
 	rl := ParseRateLimits(h, now)
 	if rl.HasRetryAfter {
@@ -495,6 +523,233 @@ func metadataHint(raw json.RawMessage, now time.Time) (time.Duration, bool) {
 		}
 	}
 	return wait, found
+}
+
+// maxJSONDepth bounds the nesting jsonSkip follows.
+const maxJSONDepth = 64
+
+// jsonWS skips JSON white space from b[i].
+func jsonWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonSkip returns the index just past the JSON value that starts at b[i]
+// (after white space), or -1 when there is none. It checks the structure
+// (brackets, strings, separators), not every detail of number syntax.
+func jsonSkip(b []byte, i, depth int) int {
+	i = jsonWS(b, i)
+	if i >= len(b) {
+		return -1
+	}
+	switch c := b[i]; {
+	case c == '{' || c == '[':
+		if depth >= maxJSONDepth {
+			return -1
+		}
+		end := byte('}')
+		if c == '[' {
+			end = ']'
+		}
+		i = jsonWS(b, i+1)
+		if i < len(b) && b[i] == end {
+			return i + 1
+		}
+		for {
+			if c == '{' {
+				if i >= len(b) || b[i] != '"' {
+					return -1
+				}
+				if i = jsonSkip(b, i, depth+1); i < 0 {
+					return -1
+				}
+				if i = jsonWS(b, i); i >= len(b) || b[i] != ':' {
+					return -1
+				}
+				i++
+			}
+			if i = jsonSkip(b, i, depth+1); i < 0 {
+				return -1
+			}
+			if i = jsonWS(b, i); i >= len(b) {
+				return -1
+			}
+			if b[i] == end {
+				return i + 1
+			}
+			if b[i] != ',' {
+				return -1
+			}
+			i = jsonWS(b, i+1)
+		}
+	case c == '"':
+		for i++; i < len(b); i++ {
+			if plainInString[b[i]] {
+				continue
+			}
+			switch b[i] {
+			case '"':
+				return i + 1
+			case '\\':
+				if i++; i >= len(b) {
+					return -1
+				}
+				switch b[i] {
+				case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				case 'u':
+					if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
+						return -1
+					}
+					i += 4
+				default:
+					return -1
+				}
+			default:
+				if b[i] < 0x20 {
+					return -1
+				}
+			}
+		}
+		return -1
+	case c == '-' || c >= '0' && c <= '9':
+		return jsonNumber(b, i)
+	}
+	for _, lit := range [3]string{"true", "false", "null"} {
+		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+			return i + len(lit)
+		}
+	}
+	return -1
+}
+
+// plainInString marks the bytes a JSON string holds as they are: all but
+// control characters, the quote and the backslash.
+var plainInString = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
+}
+
+// jsonNumber returns the index past the number at b[i]:
+// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; -1 when there is none.
+func jsonNumber(b []byte, i int) int {
+	digits := func(i int) int {
+		j := i
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == i {
+			return -1
+		}
+		return j
+	}
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	default:
+		if i = digits(i); i < 0 {
+			return -1
+		}
+	}
+	if i < len(b) && b[i] == '.' {
+		if i = digits(i + 1); i < 0 {
+			return -1
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i = digits(i); i < 0 {
+			return -1
+		}
+	}
+	return i
+}
+
+// jsonObject calls fn with the name (raw, unquoted) and value of every
+// member of b, when b (around white space) is one valid JSON object; it
+// reports whether it was.
+func jsonObject(b []byte, fn func(key, val []byte)) bool {
+	b = trimSpaceBytes(b)
+	if len(b) == 0 || b[0] != '{' || jsonSkip(b, 0, 0) != len(b) {
+		return false
+	}
+	jsonMembers(b, fn)
+	return true
+}
+
+// jsonMembers is jsonObject for b known to be one valid object (a value
+// of an object jsonObject checked).
+func jsonMembers(b []byte, fn func(key, val []byte)) {
+	i := jsonWS(b, 1)
+	for b[i] != '}' {
+		kEnd := jsonSkip(b, i, 1)
+		key := b[i+1 : kEnd-1]
+		i = jsonWS(b, jsonWS(b, kEnd)+1) // past ':'
+		vEnd := jsonSkip(b, i, 1)
+		fn(key, b[i:vEnd])
+		if i = jsonWS(b, vEnd); b[i] == ',' {
+			i = jsonWS(b, i+1)
+		}
+	}
+}
+
+// jsonArray calls fn with every element of b, when b is one valid JSON
+// array; it reports whether it was.
+func jsonArray(b []byte, fn func(val []byte)) bool {
+	b = trimSpaceBytes(b)
+	if len(b) == 0 || b[0] != '[' || jsonSkip(b, 0, 0) != len(b) {
+		return false
+	}
+	i := jsonWS(b, 1)
+	for b[i] != ']' {
+		end := jsonSkip(b, i, 1)
+		fn(b[i:end])
+		if i = jsonWS(b, end); b[i] == ',' {
+			i = jsonWS(b, i+1)
+		}
+	}
+	return true
+}
+
+// jsonFirst returns the first element of the JSON array b.
+func jsonFirst(b []byte) (first []byte, ok bool) {
+	jsonArray(b, func(v []byte) {
+		if !ok {
+			first, ok = v, true
+		}
+	})
+	return first, ok
+}
+
+// keyIs reports whether a member name equals name (lower case), ignoring
+// ASCII case.
+func keyIs(key []byte, name string) bool {
+	if len(key) != len(name) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6
@@ -551,13 +806,16 @@ func indexFold(s, sub string) int {
 }
 
 // jsonText reads a JSON string or number as text; other values read as "".
-func jsonText(raw json.RawMessage) string {
+func jsonText(raw []byte) string {
 	raw = trimSpaceBytes(raw)
 	if len(raw) == 0 {
 		return ""
 	}
 	switch c := raw[0]; {
 	case c == '"':
+		if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+			return string(raw[1 : len(raw)-1])
+		}
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
 			return s

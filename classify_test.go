@@ -173,7 +173,9 @@ func TestClassifyShouldRetryOverride(t *testing.T) {
 	}{
 		{400, hdr("x-should-retry: true"), nil, true},
 		{401, hdr("X-Should-Retry: true"), nil, true},
-		{429, hdr("x-should-retry: true"), quota, true},
+		{429, hdr("x-should-retry: true"), quota, false},
+		{402, hdr("x-should-retry: true"), nil, false},
+		{429, hdr("x-should-retry: false"), nil, false},
 		{503, hdr("x-should-retry: false"), nil, false},
 		{429, hdr("X-SHOULD-RETRY: FALSE"), nil, false},
 		{500, hdr("x-should-retry:  false "), nil, false},

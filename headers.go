@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"encoding/binary"
 	"math"
 	"net/http"
 	"strings"
@@ -85,8 +86,10 @@ const MaxHint = 365 * 24 * time.Hour
 // (x-ratelimit-* and x-tokenlimit-*, per second), OpenRouter and GitHub
 // (x-ratelimit-reset as epoch milliseconds or seconds), the IETF
 // RateLimit-Policy and RateLimit structured fields (several policies,
-// matched by name, split over several lines) and the older
-// RateLimit-Limit/-Remaining/-Reset.
+// matched by name, split over several lines, units by qu) and the older
+// drafts' RateLimit-Limit/-Remaining/-Reset and "RateLimit: limit=100,
+// remaining=50, reset=30". IETF policies in units steady does not pace
+// (content-bytes, concurrent-requests) are left out.
 //
 // A bare number in a reset header reads as epoch milliseconds from 1e12,
 // epoch seconds from 1e9, and delta seconds below. Relative resets are
@@ -132,7 +135,7 @@ func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
 // false when no source is readable.
 func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	var s headerScan
-	s.scanRetry(h)
+	s.scan(h)
 	return s.retryAfterHint(now)
 }
 
@@ -187,89 +190,108 @@ type headerScan struct {
 	nrl       int
 }
 
-// scan records every header of h that scan knows, in one pass.
+// maxKey bounds the header names scan reads; no name it knows is longer.
+const maxKey = 80
+
+// The first eight bytes of the header names scan reads, lower case, as
+// little-endian words (see load64).
+const (
+	wXRatelimit  = 0x696c657461722d78 // "x-rateli"
+	wXTokenlimit = 0x6c6e656b6f742d78 // "x-tokenl"
+	wAnthropic   = 0x69706f7268746e61 // "anthropi"
+	wRatelimit   = 0x696d696c65746172 // "ratelimi"
+	wRetryAfter  = 0x66612d7972746572 // "retry-af"
+	wXMsRetry    = 0x7465722d736d2d78 // "x-ms-ret"
+)
+
+// scan records every header of h that scan knows, in one pass. A name whose
+// first eight bytes may start one scan knows is lower-cased into a buffer
+// on the stack, eight bytes at a time, and then compared byte for byte.
 func (s *headerScan) scan(h http.Header) {
+	var buf [maxKey]byte
 	for k, vv := range h {
-		if len(vv) == 0 || len(k) < 4 {
+		if len(vv) == 0 || len(k) < 4 || len(k) > maxKey {
 			continue
 		}
-		switch k[0] | 0x20 {
-		case 'x':
-			switch {
-			case hasPrefixFold(k, "x-ratelimit-"):
-				s.xratelimit(k[len("x-ratelimit-"):], vv[0])
-			case hasPrefixFold(k, "x-tokenlimit-"):
-				if f := fieldOf(k[len("x-tokenlimit-"):]); f >= 0 {
-					s.together = true
-					s.set(famTokenLimit, UnitTokens, "", time.Second, f, vv[0])
-				}
-			case equalFold(k, "x-ms-retry-after-ms"):
-				keep(&s.msRaMs, vv[0])
-			}
-		case 'a':
-			if hasPrefixFold(k, "anthropic-ratelimit-") {
-				s.anthropic(k[len("anthropic-ratelimit-"):], vv[0])
-			}
-		case 'r':
-			if hasPrefixFold(k, "ratelimit") {
-				s.ietf(k[len("ratelimit"):], vv)
-			} else if hasPrefixFold(k, "retry-after") {
-				s.retryAfterKey(k[len("retry-after"):], vv[0])
-			}
-		case 'd':
+		if len(k) == 4 {
 			if equalFold(k, "date") {
 				keep(&s.date, vv[0])
 			}
-		}
-	}
-}
-
-// scanRetry is scan restricted to the retry hints and Date.
-func (s *headerScan) scanRetry(h http.Header) {
-	for k, vv := range h {
-		if len(vv) == 0 || len(k) < 4 {
 			continue
 		}
-		switch k[0] | 0x20 {
-		case 'x':
-			if equalFold(k, "x-ms-retry-after-ms") {
-				keep(&s.msRaMs, vv[0])
+		if len(k) < 8 {
+			continue
+		}
+		switch lower8(load64(k, 0)) {
+		case wXRatelimit, wAnthropic, wXTokenlimit, wRatelimit, wRetryAfter, wXMsRetry:
+		default:
+			continue // most headers stop here
+		}
+		lk := lowerInto(&buf, k)
+		switch {
+		case hasPrefixB(lk, "x-ratelimit-"):
+			s.xratelimit(lk[len("x-ratelimit-"):], vv[0])
+		case hasPrefixB(lk, "anthropic-ratelimit-"):
+			s.anthropic(lk[len("anthropic-ratelimit-"):], vv[0])
+		case hasPrefixB(lk, "x-tokenlimit-"):
+			if f := fieldOf(lk[len("x-tokenlimit-"):]); f >= 0 {
+				s.together = true
+				s.set(famTokenLimit, UnitTokens, "", time.Second, f, vv[0])
 			}
-		case 'r':
-			if hasPrefixFold(k, "retry-after") {
-				s.retryAfterKey(k[len("retry-after"):], vv[0])
-			}
-		case 'd':
-			if equalFold(k, "date") {
-				keep(&s.date, vv[0])
-			}
+		case hasPrefixB(lk, "ratelimit"):
+			s.ietf(lk[len("ratelimit"):], vv)
+		case string(lk) == "retry-after":
+			keep(&s.ra, vv[0])
+		case string(lk) == "retry-after-ms":
+			keep(&s.raMs, vv[0])
+		case string(lk) == "x-ms-retry-after-ms":
+			keep(&s.msRaMs, vv[0])
 		}
 	}
 }
 
-func (s *headerScan) retryAfterKey(rest, v string) {
-	switch {
-	case rest == "":
-		keep(&s.ra, v)
-	case equalFold(rest, "-ms"):
-		keep(&s.raMs, v)
+// lowerInto writes k lower-cased (ASCII) into buf and returns that part of
+// it; len(k) <= maxKey.
+func lowerInto(buf *[maxKey]byte, k string) []byte {
+	b := buf[:len(k)]
+	if len(k) < 8 {
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b[i] = c
+		}
+		return b
 	}
+	for i := 0; i+8 <= len(k); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], lower8(load64(k, i)))
+	}
+	// The last word overlaps the one before it: no byte-wise tail.
+	binary.LittleEndian.PutUint64(b[len(k)-8:], lower8(load64(k, len(k)-8)))
+	return b
 }
 
-// xratelimit reads the part of an x-ratelimit-* name after the prefix.
-func (s *headerScan) xratelimit(rest, v string) {
+// hasPrefixB reports whether b begins with p.
+func hasPrefixB(b []byte, p string) bool {
+	return len(b) >= len(p) && string(b[:len(p)]) == p
+}
+
+// xratelimit reads the lower-cased part of an x-ratelimit-* name after the
+// prefix: <field>[-<unit>[-<name>]].
+func (s *headerScan) xratelimit(rest []byte, v string) {
 	var f int
 	switch {
-	case hasPrefixFold(rest, "limit"):
+	case hasPrefixB(rest, "limit"):
 		f, rest = fLimit, rest[len("limit"):]
-	case hasPrefixFold(rest, "remaining"):
+	case hasPrefixB(rest, "remaining"):
 		f, rest = fRemaining, rest[len("remaining"):]
-	case hasPrefixFold(rest, "reset"):
+	case hasPrefixB(rest, "reset"):
 		f, rest = fReset, rest[len("reset"):]
 	default:
 		return
 	}
-	if rest == "" {
+	if len(rest) == 0 {
 		s.set(famBare, UnitRequests, "", 0, f, v)
 		return
 	}
@@ -280,24 +302,21 @@ func (s *headerScan) xratelimit(rest, v string) {
 	var u Unit
 	name := ""
 	switch {
-	case hasPrefixFold(rest, "tokens_usage_based"):
-		u, name, rest = UnitTokens, "usage_based", rest[len("tokens_usage_based"):]
-		if rest != "" {
-			return
-		}
-	case hasPrefixFold(rest, "requests"):
+	case hasPrefixB(rest, "requests"):
 		u, rest = UnitRequests, rest[len("requests"):]
-	case hasPrefixFold(rest, "tokens"):
+	case string(rest) == "tokens_usage_based":
+		u, name, rest = UnitTokens, "usage_based", nil
+	case hasPrefixB(rest, "tokens"):
 		u, rest = UnitTokens, rest[len("tokens"):]
-	case hasPrefixFold(rest, "input-tokens"):
+	case hasPrefixB(rest, "input-tokens"):
 		u, rest = UnitInputTokens, rest[len("input-tokens"):]
-	case hasPrefixFold(rest, "output-tokens"):
+	case hasPrefixB(rest, "output-tokens"):
 		u, rest = UnitOutputTokens, rest[len("output-tokens"):]
 	default:
 		return
 	}
 	var period time.Duration
-	if rest != "" {
+	if len(rest) > 0 {
 		if rest[0] != '-' {
 			return
 		}
@@ -309,18 +328,18 @@ func (s *headerScan) xratelimit(rest, v string) {
 	s.set(famXRL, u, name, period, f, v)
 }
 
-// anthropic reads the part of an anthropic-ratelimit-* name after the
-// prefix: <unit>-<field>.
-func (s *headerScan) anthropic(rest, v string) {
+// anthropic reads the lower-cased part of an anthropic-ratelimit-* name
+// after the prefix: <unit>-<field>.
+func (s *headerScan) anthropic(rest []byte, v string) {
 	var u Unit
 	switch {
-	case hasPrefixFold(rest, "requests-"):
+	case hasPrefixB(rest, "requests-"):
 		u, rest = UnitRequests, rest[len("requests-"):]
-	case hasPrefixFold(rest, "tokens-"):
+	case hasPrefixB(rest, "tokens-"):
 		u, rest = UnitTokens, rest[len("tokens-"):]
-	case hasPrefixFold(rest, "input-tokens-"):
+	case hasPrefixB(rest, "input-tokens-"):
 		u, rest = UnitInputTokens, rest[len("input-tokens-"):]
-	case hasPrefixFold(rest, "output-tokens-"):
+	case hasPrefixB(rest, "output-tokens-"):
 		u, rest = UnitOutputTokens, rest[len("output-tokens-"):]
 	default:
 		return
@@ -331,14 +350,15 @@ func (s *headerScan) anthropic(rest, v string) {
 }
 
 // ietf reads RateLimit, RateLimit-Policy and the older draft's
-// RateLimit-Limit, -Remaining and -Reset; rest follows "ratelimit".
-func (s *headerScan) ietf(rest string, vv []string) {
+// RateLimit-Limit, -Remaining and -Reset; rest is the lower-cased part of
+// the name after "ratelimit".
+func (s *headerScan) ietf(rest []byte, vv []string) {
 	switch {
-	case rest == "":
+	case len(rest) == 0:
 		if s.nrl < maxSFLine {
 			s.nrl = insertLines(&s.ratelimit, s.nrl, vv)
 		}
-	case equalFold(rest, "-policy"):
+	case string(rest) == "-policy":
 		if s.npolicy < maxSFLine {
 			s.npolicy = insertLines(&s.policy, s.npolicy, vv)
 		}
@@ -362,45 +382,45 @@ func (s *headerScan) ietf(rest string, vv []string) {
 }
 
 // fieldOf maps "limit", "remaining" and "reset" to their field; -1 else.
-func fieldOf(s string) int {
-	switch {
-	case equalFold(s, "limit"):
+func fieldOf(b []byte) int {
+	switch string(b) {
+	case "limit":
 		return fLimit
-	case equalFold(s, "remaining"):
+	case "remaining":
 		return fRemaining
-	case equalFold(s, "reset"):
+	case "reset":
 		return fReset
 	}
 	return -1
 }
 
-// windowName normalizes a window-name suffix such as Cerebras's "day" and
-// gives its period when known.
-func windowName(s string) (string, time.Duration, bool) {
-	switch {
-	case equalFold(s, "second"):
+// windowName names a lower-cased window suffix such as Cerebras's "day"
+// and gives its period when known. Other names of letters, digits, '-' and
+// '_' (at most 32 bytes) are kept as they are, with no period.
+func windowName(b []byte) (string, time.Duration, bool) {
+	switch string(b) {
+	case "second":
 		return "second", time.Second, true
-	case equalFold(s, "minute"):
+	case "minute":
 		return "minute", time.Minute, true
-	case equalFold(s, "hour"):
+	case "hour":
 		return "hour", time.Hour, true
-	case equalFold(s, "day"):
+	case "day":
 		return "day", 24 * time.Hour, true
-	case equalFold(s, "week"):
+	case "week":
 		return "week", 7 * 24 * time.Hour, true
-	case equalFold(s, "month"):
+	case "month":
 		return "month", 0, true
 	}
-	if s == "" || len(s) > 32 {
+	if len(b) == 0 || len(b) > 32 {
 		return "", 0, false
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i] | 0x20
-		if !(c >= 'a' && c <= 'z' || s[i] >= '0' && s[i] <= '9' || s[i] == '-' || s[i] == '_') {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
 			return "", 0, false
 		}
 	}
-	return strings.ToLower(s), 0, true
+	return string(b), 0, true
 }
 
 // keep stores v in *dst unless *dst holds a value already that sorts
@@ -635,25 +655,48 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 			}
 		}
 	}
+	// find returns the policy named name, adding it when there is room.
+	find := func(name string) *ietfPolicy {
+		for j := 0; j < n; j++ {
+			if pol[j].name == name {
+				return &pol[j]
+			}
+		}
+		if n == maxIETF {
+			return nil
+		}
+		pol[n] = ietfPolicy{name: name, unit: UnitRequests, limit: -1, remaining: -1}
+		n++
+		return &pol[n-1]
+	}
 	for i := 0; i < s.nrl; i++ {
 		for _, line := range s.ratelimit[i] {
 			l := sfList{s: line}
 			for l.next(&it) {
+				if it.member {
+					known := equalFold(it.name, "limit") || equalFold(it.name, "remaining") || equalFold(it.name, "reset")
+					var p *ietfPolicy
+					if known && it.value >= 0 {
+						p = find("")
+					}
+					switch {
+					case p == nil:
+					case equalFold(it.name, "limit") && p.limit < 0:
+						p.limit = clampCount(it.value)
+					case equalFold(it.name, "remaining") && p.remaining < 0:
+						p.remaining = clampCount(it.value)
+					case equalFold(it.name, "reset") && !p.hasReset:
+						p.reset, p.hasReset = secondsDuration(it.value), true
+					}
+					continue
+				}
 				if !it.named || (it.r < 0 && it.t < 0) {
 					continue
 				}
-				j := 0
-				for j < n && pol[j].name != it.name {
-					j++
+				p := find(it.name)
+				if p == nil {
+					continue
 				}
-				if j == n {
-					if n == maxIETF {
-						continue
-					}
-					pol[n] = ietfPolicy{name: it.name, unit: UnitRequests, limit: -1, remaining: -1}
-					n++
-				}
-				p := &pol[j]
 				if it.r >= 0 && p.remaining < 0 {
 					p.remaining = clampCount(it.r)
 				}
@@ -697,6 +740,10 @@ type sfItem struct {
 	named      bool
 	q, w, r, t float64
 	qu         string
+	// member and value: a dictionary member name=value; value is -1
+	// when not a non-negative number.
+	member bool
+	value  float64
 }
 
 // sfList walks a structured-field list (RFC 9651) leniently: a parse error
@@ -722,7 +769,7 @@ func (l *sfList) next(it *sfItem) bool {
 	if l.pos >= len(l.s) {
 		return false
 	}
-	*it = sfItem{q: -1, w: -1, r: -1, t: -1}
+	*it = sfItem{q: -1, w: -1, r: -1, t: -1, value: -1}
 	// The item: a string or a token names a policy; other bare items
 	// (numbers of older drafts) are read and left unnamed.
 	switch c := l.s[l.pos]; {
@@ -735,6 +782,20 @@ func (l *sfList) next(it *sfItem) bool {
 		it.name, it.named = name, true
 	case isAlpha(c) || c == '*':
 		it.name, it.named = l.token(), true
+		if l.pos < len(l.s) && l.s[l.pos] == '=' {
+			// A dictionary member, as in an earlier draft's
+			// "RateLimit: limit=100, remaining=50, reset=30".
+			l.pos++
+			v, ok := l.bareItem()
+			if !ok {
+				l.bad = true
+				return false
+			}
+			it.named, it.member = false, true
+			if f, ok := parseDecimal(v); ok {
+				it.value = f
+			}
+		}
 	default:
 		if _, ok := l.bareItem(); !ok {
 			l.bad = true

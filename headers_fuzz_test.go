@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"strings"
@@ -50,6 +51,7 @@ var headerSeeds = []string{
 	"RateLimit-Policy: \"burst\";q=100;w=60, \"daily\";q=1000;w=86400\nRateLimit: \"burst\";r=50;t=30\nRateLimit: \"daily\";r=900;t=3600",
 	"~ratelimit-policy: \"tpm\";q=90000;w=60;qu=\"tokens\";pk=:cHJvamVjdDEyMw==:\nRateLimit: tpm;r=0;t=12, \"a\\\"b\";r=1",
 	"RateLimit-Limit: 100, 100;w=60\nRateLimit-Remaining: 42\nRateLimit-Reset: 17",
+	"RateLimit: limit=100, remaining=50, reset=30\nRateLimit-Policy: 100;w=60",
 	"Retry-After: Sunday, 06-Nov-94 08:49:37 GMT\nDate: Sun Nov  6 08:49:37 1994",
 	"X-Ratelimit-Reset-Requests: NaN\nX-Ratelimit-Limit-Requests: 1e400\nRetry-After: -5\nretry-after-ms: Inf",
 }
@@ -197,4 +199,162 @@ func TestAppendRateLimitsNoAlloc(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations", allocs)
 	}
+}
+
+func TestHeaderWords(t *testing.T) {
+	for want, name := range map[uint64]string{
+		wXRatelimit: "x-ratelimit-", wXTokenlimit: "x-tokenlimit-", wAnthropic: "anthropic-ratelimit-",
+		wRatelimit: "ratelimit", wRetryAfter: "retry-after", wXMsRetry: "x-ms-retry-after-ms",
+	} {
+		if got := load64(name, 0); got != want {
+			t.Errorf("%s: %#x, want %#x", name, got, want)
+		}
+	}
+}
+
+// BenchmarkAppendRateLimits is the pacer's form: windows appended into a
+// buffer it keeps.
+func BenchmarkAppendRateLimits(b *testing.B) {
+	h := http.Header{}
+	for _, kv := range [][2]string{
+		{"Date", "Thu, 21 Aug 2025 12:40:00 GMT"}, {"Content-Type", "application/json"},
+		{"Transfer-Encoding", "chunked"}, {"Connection", "keep-alive"},
+		{"Openai-Organization", "user-abc"}, {"Openai-Processing-Ms", "312"},
+		{"Openai-Version", "2020-10-01"}, {"X-Request-Id", "req_0123456789abcdef"},
+		{"Strict-Transport-Security", "max-age=31536000"}, {"Cf-Ray", "8b1d2e3f4a5b6c7d-AMS"},
+		{"X-Ratelimit-Limit-Requests", "5000"}, {"X-Ratelimit-Limit-Tokens", "800000"},
+		{"X-Ratelimit-Remaining-Requests", "4999"}, {"X-Ratelimit-Remaining-Tokens", "799985"},
+		{"X-Ratelimit-Reset-Requests", "12ms"}, {"X-Ratelimit-Reset-Tokens", "1ms"},
+	} {
+		h.Set(kv[0], kv[1])
+	}
+	buf := make([]Window, 0, 8)
+	b.ReportAllocs()
+	for b.Loop() {
+		if rl := appendRateLimits(buf[:0], h, fuzzNow); len(rl.Windows) != 2 {
+			b.Fatal(rl)
+		}
+	}
+}
+
+func FuzzLower8(f *testing.F) {
+	f.Add("X-RateLi")
+	f.Add("@[`{\xc1\xdaAZ")
+	f.Fuzz(func(t *testing.T, s string) {
+		if len(s) < 8 {
+			return
+		}
+		want := []byte(s[:8])
+		for i, c := range want {
+			if 'A' <= c && c <= 'Z' {
+				want[i] = c + 'a' - 'A'
+			}
+		}
+		if got := lower8(load64(s, 0)); got != load64(string(want), 0) {
+			t.Fatalf("%q: %#x, want %q", s, got, want)
+		}
+	})
+}
+
+func FuzzLowerInto(f *testing.F) {
+	f.Add("X-Ratelimit-Remaining-Tokens")
+	f.Add("Date")
+	f.Fuzz(func(t *testing.T, k string) {
+		if len(k) > maxKey {
+			return
+		}
+		var buf [maxKey]byte
+		want := make([]byte, len(k))
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			want[i] = c
+		}
+		if got := lowerInto(&buf, k); string(got) != string(want) {
+			t.Fatalf("%q: %q, want %q", k, got, want)
+		}
+	})
+}
+
+// refErrorFields reads type, code and message the way encoding/json does,
+// for comparison with parseErrorBody's own JSON reader.
+func refErrorFields(body []byte) (typ, code, msg string, ok bool) {
+	type obj struct {
+		Type, Code, Message, Status, Error json.RawMessage
+	}
+	text := func(raw json.RawMessage) string {
+		raw = trimSpaceBytes(raw)
+		if len(raw) == 0 {
+			return ""
+		}
+		if raw[0] == '"' {
+			var s string
+			json.Unmarshal(raw, &s)
+			return s
+		}
+		if raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9' {
+			return string(raw)
+		}
+		return ""
+	}
+	var top obj
+	if json.Unmarshal(body, &top) != nil {
+		return "", "", "", false
+	}
+	o := &top
+	var inner obj
+	if e := trimSpaceBytes(top.Error); len(e) > 0 && e[0] == '{' && json.Unmarshal(e, &inner) == nil {
+		o = &inner
+	} else if len(e) > 0 && e[0] == '"' {
+		msg = text(e)
+	}
+	typ, code = text(o.Type), text(o.Code)
+	if m := text(o.Message); m != "" {
+		msg = m
+	}
+	if typ == "" {
+		typ = text(o.Status)
+	}
+	return typ, code, msg, true
+}
+
+func FuzzErrorBodyJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"error": {"message": "m", "type": "t", "param": null, "code": "c"}}`,
+		`{"code": 429, "message": "x", "type": "rate_limit_error"}`,
+		`{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}, "request_id": "r"}`,
+		`{"error": "plain", "code": 1.5e3}`,
+		`{"ERROR": {"Message": "a\"b\u00e9", "type": [1, {"x": []}], "code": -0}}`,
+		`{"error": {"message": "a", "message": "b"}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, c := range body {
+			if c >= 0x80 {
+				return // encoding/json folds some non-ASCII names; compare ASCII only
+			}
+		}
+		b := trimSpaceBytes(body)
+		if len(b) == 0 || b[0] != '{' {
+			return
+		}
+		typ, code, msg, ok := refErrorFields(b)
+		var e jsonError
+		if got := readError(b, &e); got != ok {
+			t.Fatalf("valid: got %v, encoding/json %v", got, ok)
+		}
+		if !ok {
+			return
+		}
+		ef := parseErrorBody(body, fuzzNow)
+		if msg == "" && typ == "" && code == "" {
+			return // an unknown shape: the message is an excerpt
+		}
+		if ef.typ != typ || ef.code != code || ef.message != msg {
+			t.Fatalf("got %q %q %q, encoding/json %q %q %q", ef.typ, ef.code, ef.message, typ, code, msg)
+		}
+	})
 }

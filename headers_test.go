@@ -194,6 +194,9 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"RateLimit-Remaining: 42",
 			"RateLimit-Reset: 17",
 		), []steady.Window{win(req, "", 100, 42, 17*time.Second, time.Minute)}},
+		{"ietf dictionary draft", hdr(
+			"RateLimit: limit=100, remaining=50, reset=30",
+		), []steady.Window{win(req, "", 100, 50, 30*time.Second, 0)}},
 		{"nothing", hdr("Content-Type: application/json", "X-Request-Id: abc"), nil},
 	}
 	for _, tt := range tests {

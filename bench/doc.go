@@ -1,0 +1,13 @@
+// Package bench measures steady against the libraries users pick instead:
+// the bare OpenAI Go SDK, hashicorp/go-retryablehttp and failsafe-go's
+// failsafehttp. It is its own module, so that steady's module gains no
+// dependency from it.
+//
+// Every peer runs the same workload at the same time against its own
+// simulated provider (steadytest), in fake time (testing/synctest):
+//
+//	go test -count=1 -run 'TestReport$' -report .
+//
+// writes ../BENCHMARKS.md with the results, the success-path overhead of
+// each peer (BenchmarkOverhead) and the machine it ran on.
+package bench

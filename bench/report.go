@@ -1,0 +1,205 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Overhead is one peer's success-path cost from BenchmarkOverhead.
+type Overhead struct {
+	Peer     string
+	NsPerOp  float64
+	AllocsOp int64
+	BytesOp  int64
+}
+
+// Machine describes where a report was measured.
+type Machine struct {
+	CPU   string
+	Cores int
+	Go    string
+	OS    string
+}
+
+// ThisMachine returns the CPU model, core count and Go version here.
+func ThisMachine() Machine {
+	m := Machine{CPU: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, ok := strings.Cut(sc.Text(), ":")
+			if ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// Report is everything BENCHMARKS.md shows.
+type Report struct {
+	Scenario Scenario
+	Peers    []Peer
+	Results  []Result   // in the order of Peers
+	Overhead []Overhead // in the order of Peers; Peers[0] is the baseline
+	Machine  Machine
+	Date     time.Time
+	Command  string
+	Wall     time.Duration // real time the workload took
+	Took     time.Duration // real time the whole report took
+}
+
+// Write writes r as Markdown.
+func (r Report) Write(w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
+	sc := r.Scenario
+	ref := len(r.Results) - 1 // steady is the last column
+	for i, res := range r.Results {
+		if res.Peer == "steady" {
+			ref = i
+		}
+	}
+
+	p("# Benchmarks: steady and the libraries users pick instead\n\n")
+	p("Reproduce, inside `bench/` (it took %s here, benchmarks included):\n\n", r.Took.Round(time.Second))
+	p("```\n%s\n```\n\n", r.Command)
+	p("Measured %s on %s, %d cores, %s, %s.\n\n", r.Date.UTC().Format("2006-01-02"), r.Machine.CPU, r.Machine.Cores, r.Machine.Go, r.Machine.OS)
+
+	p("## The workload\n\n")
+	p("Every peer runs the same workload at the same time, each against its own simulated OpenAI-compatible provider ")
+	p("(`steadytest`, in memory) with the same limit: %d requests per %s (%s/s, %s, %s dialect), answering in %s. ", sc.Requests, fmtDur(sc.Window), trim(sc.Limit()), sc.Algorithm, sc.Dialect, fmtDur(sc.Latency))
+	p("%d callers per peer offer %s times the limit for %s, then the provider answers 503 to everything for %s, then recovers for %s. ",
+		sc.Concurrency, trim(sc.Offered), fmtDur(sc.Overload), fmtDur(sc.Outage), fmtDur(sc.Recovery))
+	p("Each call is a chat completion with a %s deadline. ", fmtDur(sc.CallTimeout))
+	p("The run is in fake time (`testing/synctest`): %s of simulated traffic took %s of real time.\n\n",
+		fmtDur(sc.Overload+sc.Outage+sc.Recovery), r.Wall.Round(100*time.Millisecond))
+
+	p("## Results\n\n")
+	p("In brackets: the peer's figure divided by steady's, from the same run.\n\n")
+	p("|")
+	for _, res := range r.Results {
+		p(" | %s", res.Peer)
+	}
+	p(" |\n|---|")
+	for range r.Results {
+		p("---:|")
+	}
+	p("\n")
+	row := func(label string, cell func(Result) (float64, string)) {
+		p("| %s", label)
+		refV, _ := cell(r.Results[ref])
+		for i, res := range r.Results {
+			v, s := cell(res)
+			if i == ref {
+				p(" | **%s**", s)
+			} else {
+				p(" | %s (%s)", s, ratio(v, refV))
+			}
+		}
+		p(" |\n")
+	}
+	row("goodput during overload, fraction of the limit", func(x Result) (float64, string) {
+		return x.Goodput, fmt.Sprintf("%.3f", x.Goodput)
+	})
+	row("429s, share of upstream attempts", func(x Result) (float64, string) {
+		return x.RateLimitedShare(), fmt.Sprintf("%.1f%% (%d of %d)", 100*x.RateLimitedShare(), x.RateLimited, x.Attempts)
+	})
+	row("failed calls during the overload", func(x Result) (float64, string) {
+		return float64(x.FailedOverload), fmt.Sprint(x.FailedOverload)
+	})
+	row("upstream attempts during the outage", func(x Result) (float64, string) {
+		return float64(x.OutageAttempts), fmt.Sprint(x.OutageAttempts)
+	})
+	row("calls started during the outage: failed, median time to fail", func(x Result) (float64, string) {
+		if x.FailedOutage == 0 {
+			return 0, "0"
+		}
+		d := fmtDur(x.FailFast)
+		if x.FailFast == 0 {
+			d = "at once"
+		}
+		return x.FailFast.Seconds(), fmt.Sprintf("%d, %s", x.FailedOutage, d)
+	})
+	row("failed calls after the outage", func(x Result) (float64, string) {
+		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
+	})
+	row("goodput after the outage, fraction of the limit", func(x Result) (float64, string) {
+		return x.Recovery, fmt.Sprintf("%.3f", x.Recovery)
+	})
+	row("p50 latency, successful calls", func(x Result) (float64, string) { return x.P50.Seconds(), fmtDur(x.P50) })
+	row("p99 latency, successful calls", func(x Result) (float64, string) { return x.P99.Seconds(), fmtDur(x.P99) })
+	row("most requests admitted in one window", func(x Result) (float64, string) {
+		return float64(x.MaxInWindow), fmt.Sprintf("%d / %d", x.MaxInWindow, sc.Requests)
+	})
+	if len(r.Overhead) > 0 {
+		base := r.Overhead[0]
+		row("success-path time per request (ns/op)", func(x Result) (float64, string) {
+			o := r.overhead(x.Peer)
+			return o.NsPerOp - base.NsPerOp, fmt.Sprintf("%.0f (%+.0f)", o.NsPerOp, o.NsPerOp-base.NsPerOp)
+		})
+		row("success-path allocations (allocs/op)", func(x Result) (float64, string) {
+			o := r.overhead(x.Peer)
+			return float64(o.AllocsOp - base.AllocsOp), fmt.Sprintf("%d (%+d)", o.AllocsOp, o.AllocsOp-base.AllocsOp)
+		})
+		row("success-path memory (B/op)", func(x Result) (float64, string) {
+			o := r.overhead(x.Peer)
+			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (%+d)", o.BytesOp, o.BytesOp-base.BytesOp)
+		})
+	}
+	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
+	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions.\n\n")
+
+	p("## How each peer is set up\n\n")
+	for _, peer := range r.Peers {
+		p("- **%s**: %s.\n", peer.Name, peer.Setup)
+	}
+	p("\nThe peers that retry by themselves run with the SDK's retries off (`option.WithMaxRetries(0)`), as their users would set them; ")
+	p("left on, the SDK would retry each of their failures again. Calls still in flight when the run ends are not counted.\n")
+	return bw.Flush()
+}
+
+func (r Report) overhead(peer string) Overhead {
+	for _, o := range r.Overhead {
+		if o.Peer == peer {
+			return o
+		}
+	}
+	return Overhead{Peer: peer}
+}
+
+// ratio formats v/ref, or says why it has none.
+func ratio(v, ref float64) string {
+	switch {
+	case ref == 0 && v == 0:
+		return "same"
+	case ref == 0:
+		return "steady: 0"
+	}
+	return fmt.Sprintf("%s×", trim(v/ref))
+}
+
+// trim formats v with up to three significant digits.
+func trim(v float64) string {
+	return fmt.Sprintf("%.3g", v)
+}
+
+// fmtDur rounds d for a table.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "0"
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

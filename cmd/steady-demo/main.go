@@ -1,0 +1,310 @@
+// Command steady-demo runs the same chat workload through the bare OpenAI
+// Go SDK and through the SDK with steady, side by side, against simulated
+// rate-limited providers in the same process: no API key, no network.
+//
+//	go run ./cmd/steady-demo
+//	go run ./cmd/steady-demo -plot steady.svg
+//
+// The run offers well above the rate limit, then switches the providers to
+// an outage (every request fails with 503), then lets them recover. A live
+// line per client shows progress; the end prints a side-by-side table.
+// Ctrl-C stops early and prints the table so far.
+//
+// With -base-url and OPENAI_API_KEY, the steady side talks to a real
+// OpenAI-compatible endpoint instead of its simulated provider (no outage
+// is injected there).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/steady-go/steady"
+)
+
+// options are the command's flags.
+type options struct {
+	Duration    time.Duration
+	Concurrency int
+	Requests    int
+	Tokens      int
+	Window      time.Duration
+	Offered     float64
+	Outage      time.Duration
+	Latency     time.Duration
+	Timeout     time.Duration
+	Dialect     string
+	Algorithm   string
+	Plot        string
+	BaseURL     string
+	Model       string
+	Interval    time.Duration
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("steady-demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.DurationVar(&o.Duration, "duration", 45*time.Second, "length of the whole run")
+	fs.IntVar(&o.Concurrency, "concurrency", 32, "concurrent callers per client")
+	fs.IntVar(&o.Requests, "requests", 100, "provider limit: requests per window")
+	fs.IntVar(&o.Tokens, "tokens", 0, "provider limit: tokens per window (0: none)")
+	fs.DurationVar(&o.Window, "window", 10*time.Second, "provider limit window")
+	fs.Float64Var(&o.Offered, "offered", 3, "offered load, as a multiple of the requests limit")
+	fs.DurationVar(&o.Outage, "outage", 10*time.Second, "length of the outage, starting half way through (0: none)")
+	fs.DurationVar(&o.Latency, "latency", 50*time.Millisecond, "provider time to answer a request")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "deadline of one call, retries included")
+	fs.StringVar(&o.Dialect, "dialect", "openai", "rate-limit header dialect: "+strings.Join(dialectNames(), ", "))
+	fs.StringVar(&o.Algorithm, "algorithm", "sliding-window", "how the provider counts its limits: sliding-window or token-bucket")
+	fs.StringVar(&o.Plot, "plot", "", "write an SVG chart of accepted requests per second to this file")
+	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
+	fs.StringVar(&o.Model, "model", "gpt-4o-mini", "model named in each request")
+	fs.DurationVar(&o.Interval, "progress", 0, "progress interval (0: 250ms on a terminal, 5s otherwise)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case o.Duration <= 0:
+		return o, errors.New("-duration must be positive")
+	case o.Concurrency <= 0:
+		return o, errors.New("-concurrency must be positive")
+	case o.Requests <= 0 || o.Window <= 0:
+		return o, errors.New("-requests and -window must be positive")
+	case o.Offered <= 0:
+		return o, errors.New("-offered must be positive")
+	case o.Outage < 0 || o.Outage >= o.Duration/2:
+		return o, errors.New("-outage must be between 0 and half of -duration")
+	case o.Timeout <= 0:
+		return o, errors.New("-timeout must be positive")
+	}
+	if !validDialect(o.Dialect) {
+		return o, fmt.Errorf("-dialect %q: want one of %s", o.Dialect, strings.Join(dialectNames(), ", "))
+	}
+	if _, err := parseAlgorithm(o.Algorithm); err != nil {
+		return o, fmt.Errorf("-algorithm: %w", err)
+	}
+	return o, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := demo(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "steady-demo:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// demo runs the whole command: flags, workload, progress, table, plot.
+func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	p := plan{
+		Duration:    o.Duration,
+		Concurrency: o.Concurrency,
+		Offered:     o.Offered * float64(o.Requests) / o.Window.Seconds(),
+		CallTimeout: o.Timeout,
+		Model:       o.Model,
+		MaxTokens:   64,
+	}
+	if o.Outage > 0 {
+		p.OutageStart = o.Duration / 2
+		p.OutageEnd = p.OutageStart + o.Outage
+	}
+	pcfg := providerConfig{Requests: o.Requests, Tokens: o.Tokens, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}
+	start := time.Now()
+	clients, err := newClients(pcfg, o, start)
+	if err != nil {
+		return err
+	}
+	limit := float64(o.Requests) / o.Window.Seconds()
+	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, outage %s at %s; %s\n",
+		o.Requests, o.Window, limit, p.Offered, o.Concurrency, o.Outage, p.OutageStart, "Ctrl-C stops early")
+
+	// Progress, until the run ends.
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { showProgress(stdout, isTerminal(stdout), o.Interval, start, p, clients, done) })
+	tl := run(ctx, p, clients)
+	close(done)
+	wg.Wait()
+
+	if ctx.Err() != nil {
+		fmt.Fprintf(stdout, "\nstopped after %s; the table so far:\n", tl.End.Round(100*time.Millisecond))
+	}
+	rows := make([]summary, len(clients))
+	for i, c := range clients {
+		rows[i] = c.rec.summarize(tl, limit, o.Window)
+		if c.upstream != nil {
+			rows[i].MaxInWindow = c.upstream.maxInWindow()
+		} else {
+			rows[i].Limit = 0 // a real endpoint's limit is not known here
+		}
+	}
+	fmt.Fprintln(stdout)
+	if err := writeTable(stdout, rows); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nlimit: %d requests per %s, most admitted in one window above.\n", o.Requests, o.Window)
+	if o.Plot != "" {
+		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "chart written to %s\n", o.Plot)
+	}
+	return nil
+}
+
+// newClients builds the two sides: the bare SDK and the SDK with steady,
+// each with its own simulated provider and a counting transport between
+// them.
+func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, error) {
+	bareUp, err := newProvider(pcfg)
+	if err != nil {
+		return nil, err
+	}
+	bare := &client{name: "bare SDK", upstream: bareUp, rec: newRecorder("bare SDK", start, time.Second)}
+	bare.sdk = openai.NewClient(
+		option.WithBaseURL("http://bare.provider.invalid/v1/"),
+		option.WithAPIKey("sk-demo"),
+		option.WithHTTPClient(&http.Client{Transport: &counting{next: bareUp, rec: bare.rec}}),
+	)
+
+	st := &client{name: "steady", rec: newRecorder("steady", start, time.Second)}
+	st.rec.breaker = steady.BreakerClosed.String()
+	baseURL, key := "http://steady.provider.invalid/v1/", "sk-demo"
+	var next http.RoundTripper
+	if o.BaseURL != "" {
+		key = os.Getenv("OPENAI_API_KEY")
+		if key == "" {
+			return nil, errors.New("-base-url needs OPENAI_API_KEY")
+		}
+		baseURL, next = o.BaseURL, http.DefaultTransport
+	} else {
+		up, err := newProvider(pcfg)
+		if err != nil {
+			return nil, err
+		}
+		st.upstream, next = up, up
+	}
+	base := &counting{next: next, rec: st.rec}
+	t := steady.New(steady.Config{Base: base, OnEvent: st.rec.event, Breaker: breakerFor(o.Window)})
+	st.sdk = openai.NewClient(
+		option.WithBaseURL(baseURL),
+		option.WithAPIKey(key),
+		option.WithHTTPClient(&http.Client{Transport: base}),
+		option.WithMiddleware(t.Middleware),
+	)
+	return []*client{bare, st}, nil
+}
+
+// breakerFor returns steady's breaker defaults, made as much shorter as a
+// window shorter than a minute compresses time: with 10-second windows,
+// the circuit stays open 5 seconds instead of 30.
+func breakerFor(window time.Duration) steady.BreakerConfig {
+	if window >= time.Minute {
+		return steady.BreakerConfig{}
+	}
+	scale := func(d time.Duration) time.Duration {
+		return max(time.Duration(float64(d)*window.Seconds()/60), time.Millisecond)
+	}
+	return steady.BreakerConfig{
+		Window:      scale(steady.DefaultBreakerWindow),
+		OpenTimeout: scale(steady.DefaultBreakerOpenTimeout),
+	}
+}
+
+// showProgress prints a live line per client every interval until done
+// is closed: rewritten in place on a terminal, plain lines otherwise.
+func showProgress(w io.Writer, tty bool, every time.Duration, start time.Time, p plan, clients []*client, done <-chan struct{}) {
+	if every <= 0 {
+		every = 5 * time.Second
+		if tty {
+			every = 250 * time.Millisecond
+		}
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	printed := false
+	show := func() {
+		now := time.Now()
+		elapsed := min(now.Sub(start), p.Duration)
+		var b strings.Builder
+		if tty && printed {
+			fmt.Fprintf(&b, "\x1b[%dA", len(clients))
+		}
+		for _, c := range clients {
+			line := progressLine(c.rec.progress(now), elapsed, p.phaseAt(elapsed))
+			if tty {
+				b.WriteString("\r\x1b[2K")
+			}
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+		io.WriteString(w, b.String())
+		printed = true
+	}
+	for {
+		select {
+		case <-done:
+			show()
+			return
+		case <-tick.C:
+			show()
+		}
+	}
+}
+
+// isTerminal reports whether w is a character device.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// chartOf turns the summaries into a chart.
+func chartOf(rows []summary, tl timeline, p plan, limit float64) chart {
+	c := chart{
+		Title:  "Accepted requests per second against the limit",
+		Bucket: time.Second,
+		End:    tl.End,
+		Limit:  limit,
+	}
+	if d := tl.span(phaseOutage); d > 0 {
+		c.Outage = period{tl.Start[phaseOutage], tl.Start[phaseOutage] + d}
+	}
+	for _, r := range rows {
+		c.Series = append(c.Series, series{Name: r.Name, Accepted: r.Accepted, Open: r.OpenPeriods})
+	}
+	return c
+}
+
+func savePlot(path string, c chart) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := writeSVG(f, c); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
