@@ -2,6 +2,7 @@ package steady_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -333,6 +334,46 @@ func TestThrottleHostileHeaders(t *testing.T) {
 					t.Errorf("window from hostile headers: %+v", w)
 				}
 			}
+		}
+	})
+}
+
+// TestThrottleDeadlineThroughSDK: a call whose pacing wait would pass its
+// deadline fails at once, without being sent, with an error that matches
+// context.DeadlineExceeded and says how long it would have waited.
+func TestThrottleDeadlineThroughSDK(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60})
+		tr := steady.New(steady.Config{Pacing: steady.PacingConfig{RequestsPerMinute: 60}})
+		client := openai.NewClient(
+			option.WithMiddleware(tr.Middleware),
+			option.WithHTTPClient(&http.Client{Transport: prov}),
+			option.WithBaseURL("https://llm.example.test/v1/"),
+			option.WithAPIKey("sk-deadline"),
+		)
+		params := openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+		}
+		if _, err := client.Chat.Completions.New(context.Background(), params); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := client.Chat.Completions.New(ctx, params)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
+		}
+		var we *steady.WaitError
+		if !errors.As(err, &we) || we.Wait < 500*time.Millisecond {
+			t.Fatalf("err = %v, want a *steady.WaitError telling a wait of about 1s", err)
+		}
+		if el := time.Since(start); el != 0 {
+			t.Errorf("failed after %v, want at once", el)
+		}
+		if n := prov.Stats().Requests; n != 1 {
+			t.Errorf("%d requests reached the provider, want 1", n)
 		}
 	})
 }
