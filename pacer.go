@@ -308,7 +308,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			}
 		}
 		pt.takeLocked(now, est)
-		pm = &permit{pt: pt, p: p, seq: pt.seq, issuedReq: pt.issuedReq, issuedIn: pt.issuedIn, issuedOut: pt.issuedOut}
+		pm = &permit{pt: pt, p: p, seq: pt.seq, issued: pt.issued, est: est}
 		pt.reserved++
 		if d <= 0 {
 			break
@@ -323,6 +323,8 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	}
 	pt.reserved--
 	pt.inflight++
+	pt.sent.add(est)
+	pm.sent = pt.sent
 	pt.mu.Unlock()
 	if waited := now.Sub(start); waited > 0 {
 		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: waited}
@@ -407,9 +409,10 @@ type permit struct {
 	p    *pacer
 	done atomic.Bool
 	// The partition's sequence number and cumulative costs right after
-	// this permit was issued.
-	seq                            uint64
-	issuedReq, issuedIn, issuedOut int64
+	// this permit was issued, and right after it was sent.
+	seq          uint64
+	issued, sent costs
+	est          TokenEstimate
 }
 
 // settle reconciles the reservation with what the attempt's response (or

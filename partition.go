@@ -71,11 +71,12 @@ type partition struct {
 	inflight int       // sent and not yet settled
 	reserved int       // holding a reservation, waiting for its time
 	waiting  int       // goroutines waiting in acquire
-	// Cumulative costs of every permit issued, and the sequence number of
-	// the newest permit whose response updated the windows.
-	issuedReq, issuedIn, issuedOut int64
-	seq, observed                  uint64
-	wake                           chan struct{} // closed when a cold slot frees
+	// Cumulative costs of every permit issued (reserved) and sent, and
+	// the sequence number of the newest permit whose response updated the
+	// windows.
+	issued, sent  costs
+	seq, observed uint64
+	wake          chan struct{} // closed when a cold slot frees
 }
 
 // credential returns the request's credential header value: Authorization,
@@ -282,9 +283,31 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 		debit(w.lim, now, n)
 	}
 	pt.seq++
-	pt.issuedReq++
-	pt.issuedIn += est.Input
-	pt.issuedOut += est.Output
+	pt.issued.add(est)
+}
+
+// costs are cumulative costs in every unit.
+type costs struct{ req, in, out int64 }
+
+func (c *costs) add(est TokenEstimate) {
+	c.req++
+	c.in += est.Input
+	c.out += est.Output
+}
+
+// of returns the cost in unit u.
+func (c costs) of(u Unit) int64 {
+	switch u {
+	case UnitRequests:
+		return c.req
+	case UnitTokens:
+		return c.in + c.out
+	case UnitInputTokens:
+		return c.in
+	case UnitOutputTokens:
+		return c.out
+	}
+	return 0
 }
 
 // debit takes n from lim now, going into debt if needed, even when n is
@@ -298,39 +321,6 @@ func debit(lim *rate.Limiter, now time.Time, n int) {
 		return
 	}
 	lim.ReserveN(now, n)
-}
-
-// issued returns what every permit issued so far cost in unit u.
-func (pt *partition) issued(u Unit) int64 {
-	switch u {
-	case UnitRequests:
-		return pt.issuedReq
-	case UnitTokens:
-		return pt.issuedIn + pt.issuedOut
-	case UnitInputTokens:
-		return pt.issuedIn
-	case UnitOutputTokens:
-		return pt.issuedOut
-	}
-	return 0
-}
-
-// issuedSince returns what permits issued after pm cost in unit u.
-func (pt *partition) issuedSince(pm *permit, u Unit) int64 {
-	req := pt.issuedReq - pm.issuedReq
-	in := pt.issuedIn - pm.issuedIn
-	out := pt.issuedOut - pm.issuedOut
-	switch u {
-	case UnitRequests:
-		return req
-	case UnitTokens:
-		return in + out
-	case UnitInputTokens:
-		return in
-	case UnitOutputTokens:
-		return out
-	}
-	return 0
 }
 
 // windowFor returns the announced window of unit u and name, adding it if
@@ -431,12 +421,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	r, b := p.pace(float64(limit), w.period)
 	// Spread what remains over the time to the reset when that is faster
-	// than the window's steady rate (a fixed window with quota left).
-	after := pt.issuedSince(pm, a.Unit)
+	// than the window's steady rate (a fixed window with quota left). What
+	// was sent after this request may not be counted in what remains;
+	// what is still waiting for its turn will be paced at the new rate.
+	after := pt.issued.of(a.Unit) - pm.issued.of(a.Unit)
+	sentAfter := pt.sent.of(a.Unit) - pm.sent.of(a.Unit)
 	// The time is taken as at least a second, so that a reset a few
 	// milliseconds away does not let everything go at once.
 	if fresh && a.Remaining >= 0 && untilReset > 0 {
-		spare := float64(a.Remaining-after) - p.headroom*float64(limit)
+		spare := float64(a.Remaining-sentAfter) - p.headroom*float64(limit)
 		if spread := rate.Limit(spare / max(untilReset.Seconds(), 1)); spread > r {
 			r = spread
 		}
@@ -455,14 +448,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	if !fresh || a.Remaining < 0 {
 		return
 	}
-	// What the server says remains, less what it has not seen yet, caps
+	// What the server says remains, less what it has not seen yet (sent
+	// or still waiting: the limiter's tokens already count both), caps
 	// the limiter's tokens; a debt is repaid before the reset at most.
 	target := float64(a.Remaining - after)
 	if created {
 		// What this partition sent before the window was known (the cold
 		// start) still counts in it: start the limiter in debt by that
 		// much, as far as the server's count confirms it.
-		used := min(pt.issued(a.Unit), max(limit-a.Remaining, 0)+after)
+		used := min(pt.issued.of(a.Unit), max(limit-a.Remaining, 0)+after)
 		target = min(target, float64(int64(b)-used))
 	}
 	floor := -float64(b)
