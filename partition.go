@@ -465,8 +465,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	target = max(target, floor)
 	if cur := w.lim.TokensAt(now); cur > target {
-		n := math.Ceil(cur - target)
-		if n >= 1 && n <= maxBurst {
+		if n := min(math.Ceil(cur-target), maxBurst); n >= 1 {
 			debit(w.lim, now, int(n))
 		}
 	}
