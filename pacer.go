@@ -308,7 +308,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			}
 		}
 		pt.takeLocked(now, est)
-		pm = &permit{pt: pt, p: p, seq: pt.seq, issued: pt.issued, est: est}
+		pm = &permit{pt: pt, p: p, seq: pt.seq, issued: pt.issued}
 		pt.reserved++
 		if d <= 0 {
 			break
@@ -412,7 +412,6 @@ type permit struct {
 	// this permit was issued, and right after it was sent.
 	seq          uint64
 	issued, sent costs
-	est          TokenEstimate
 }
 
 // settle reconciles the reservation with what the attempt's response (or

@@ -650,11 +650,11 @@ func BenchmarkPacer(b *testing.B) {
 			req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(bc.body))
 			req.Header.Set("Authorization", "Bearer sk-bench")
 			resp := &http.Response{StatusCode: 200, Header: http.Header{
-				"X-Ratelimit-Limit-Requests":     {"1000000"},
-				"X-Ratelimit-Remaining-Requests": {"999999"},
+				"X-Ratelimit-Limit-Requests":     {"1000000000"},
+				"X-Ratelimit-Remaining-Requests": {"999999999"},
 				"X-Ratelimit-Reset-Requests":     {"6ms"},
-				"X-Ratelimit-Limit-Tokens":       {"100000000"},
-				"X-Ratelimit-Remaining-Tokens":   {"99999000"},
+				"X-Ratelimit-Limit-Tokens":       {"10000000000000"},
+				"X-Ratelimit-Remaining-Tokens":   {"9999999999000"},
 				"X-Ratelimit-Reset-Tokens":       {"1ms"},
 			}}
 			ctx := context.Background()
