@@ -704,3 +704,58 @@ func FuzzObserve(f *testing.F) {
 		})
 	})
 }
+
+func TestInputOutputWindows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		// Input tokens plenty; output tokens 6000 a minute (98 a second
+		// with headroom) and none left: a request asking for 100 output
+		// tokens waits about a second for them.
+		settleOK(pm,
+			Window{Unit: UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
+			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(10 * time.Second)},
+		)
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(now); el < 900*time.Millisecond || el > 1100*time.Millisecond {
+			t.Errorf("waited %v, want about 1s for the output tokens", el)
+		}
+		pm.settle(nil, nil)
+		// A request that asks for no output does not wait for them.
+		now = time.Now()
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"gpt-4o-mini","input":"hi"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(now); el != 0 {
+			t.Errorf("request without output waited %v", el)
+		}
+		pm.settle(nil, nil)
+	})
+}
+
+// TestRemainingOnly: a provider that announces only what remains (as
+// Azure does) is paced with the largest remaining seen as its quota.
+func TestRemainingOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		settleOK(pm, Window{Unit: UnitRequests, Limit: -1, Remaining: 120})
+		s := p.snapshot(time.Now())[0].Windows
+		if len(s) != 1 || s[0].Rate < 1.9 || s[0].Rate > 2 || s[0].Period != time.Minute {
+			t.Fatalf("windows = %+v, want about 2 a second", s)
+		}
+	})
+}
