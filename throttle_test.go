@@ -379,3 +379,46 @@ func TestThrottleDeadlineThroughSDK(t *testing.T) {
 		}
 	})
 }
+
+// Known tier limits, stated up front, pace from the first request and
+// alongside what the provider announces; a custom key puts every model of
+// a host in one partition.
+func ExamplePacingConfig() {
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 100000})
+	tr := steady.New(steady.Config{Pacing: steady.PacingConfig{
+		RequestsPerMinute: 500,
+		TokensPerMinute:   90000,
+		Key:               func(req *http.Request, model string) string { return req.URL.Host },
+	}})
+	client := openai.NewClient(
+		option.WithMiddleware(tr.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: prov}),
+		option.WithBaseURL("https://llm.example.test/v1/"),
+		option.WithAPIKey("sk-example"),
+	)
+	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:               "gpt-4o-mini",
+		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+		MaxCompletionTokens: openai.Int(100),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, p := range tr.Snapshot() {
+		fmt.Println("partition:", p.Key)
+		for _, w := range p.Windows {
+			source := "announced"
+			if w.Name == "config" {
+				source = "configured"
+			}
+			fmt.Printf("%s %v: %d per %v\n", source, w.Unit, w.Limit, w.Period)
+		}
+	}
+	// Output:
+	// partition: llm.example.test
+	// configured requests: 500 per 1m0s
+	// configured tokens: 90000 per 1m0s
+	// announced requests: 1000 per 1m0s
+	// announced tokens: 100000 per 1m0s
+}
