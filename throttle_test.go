@@ -116,8 +116,24 @@ func runLoad(t *testing.T, tc loadCase) loadResult {
 			}
 		})
 	}
+	// Snapshots are read while the load runs.
+	snapshots := make(chan int)
+	go func() {
+		n := 0
+		for time.Now().Before(end) {
+			for _, p := range tr.Snapshot() {
+				if p.InFlight < 0 || p.Waiting < 0 {
+					t.Errorf("snapshot: %+v", p)
+				}
+			}
+			n++
+			time.Sleep(time.Second)
+		}
+		snapshots <- n
+	}()
 	time.Sleep(run)
 	atEnd := prov.Stats()
+	<-snapshots
 	wg.Wait()
 	res.stats = prov.Stats()
 	if tc.maxTokens > 0 {
