@@ -25,8 +25,10 @@ import (
 // its period (or faster, when what remains can be spread over the time to
 // its reset), with a burst no larger than the headroom; every response's
 // headers correct what is left. A 429 or Retry-After pauses the whole
-// partition until the hinted time. The zero value paces by the headers
-// alone, with the defaults documented on each field.
+// partition until the hinted time. When a provider announces no limits and
+// none are configured, a requests quota is inferred from what it accepts
+// once it starts refusing. The zero value paces by the headers alone, with
+// the defaults documented on each field.
 type PacingConfig struct {
 	// Disabled turns pacing off: requests are sent at once and headers
 	// are not read. False (the zero value) paces.
@@ -458,6 +460,13 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		for _, w := range rl.Windows {
 			pt.observeLocked(p, pm, w, now, fresh)
 		}
+		if status < 400 {
+			pt.ok.add(now)
+			pt.okTotal++
+		}
+		if len(rl.Windows) == 0 {
+			pt.inferLocked(p, status, now)
+		}
 	}
 	var ev Event
 	emit := false
@@ -512,7 +521,9 @@ type PartitionSnapshot struct {
 // WindowSnapshot is one rate-limit window of a partition.
 type WindowSnapshot struct {
 	Unit Unit
-	Name string // announced window name; "config" for a configured limit
+	// Name is the announced window's name; "config" for a configured
+	// limit, "inferred" for a quota inferred from 429s.
+	Name string
 	// Limit is the quota per Period; -1 when not known.
 	Limit int64
 	// Remaining is what the latest response announced; -1 when unknown

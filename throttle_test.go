@@ -152,7 +152,8 @@ func runLoad(t *testing.T, tc loadCase) loadResult {
 
 // loadCases are the load targets: every dialect that announces its
 // limits, by requests and by tokens, under both algorithms; and a provider
-// that announces nothing, with its limits stated in the configuration.
+// that announces nothing, with its limits inferred or stated in the
+// configuration.
 func loadCases() []loadCase {
 	const latency = 150 * time.Millisecond
 	var cs []loadCase
@@ -180,6 +181,12 @@ func loadCases() []loadCase {
 		}
 	}
 	return append(cs, loadCase{
+		// Nothing announced, nothing configured: the quota is inferred
+		// from what the provider accepts once it starts refusing.
+		name:     "requests/none/inferred",
+		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: latency},
+		windows:  10,
+	}, loadCase{
 		name:     "requests/none+config",
 		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: latency},
 		pacing:   steady.PacingConfig{RequestsPerMinute: 120},
@@ -437,4 +444,20 @@ func ExamplePacingConfig() {
 	// configured tokens: 90000 per 1m0s
 	// announced requests: 1000 per 1m0s
 	// announced tokens: 100000 per 1m0s
+}
+
+// TestThrottleInferredTokenBucket: a token-bucket provider that announces
+// nothing lets a burst through before it refuses anything, so the quota
+// inferred from it overshoots at first: its bound on 429s is looser.
+func TestThrottleInferredTokenBucket(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		res := runLoad(t, loadCase{
+			name:     "requests/none/inferred/token-bucket",
+			provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Algorithm: steadytest.TokenBucket, Dialect: steadytest.DialectNone, Latency: 150 * time.Millisecond},
+			windows:  10,
+		})
+		if res.goodput < 0.97 || res.rejected > 0.02 || res.failed > 0 {
+			t.Errorf("goodput %.1f%%, 429s %.2f%%, %d failed; want >= 97%%, <= 2%%, none", 100*res.goodput, 100*res.rejected, res.failed)
+		}
+	})
 }
