@@ -759,3 +759,28 @@ func TestRemainingOnly(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkPacerParallel is BenchmarkPacer from every core at once, on one
+// partition: the cost of its lock under contention.
+func BenchmarkPacerParallel(b *testing.B) {
+	p := newPacer(PacingConfig{}, nil, nil)
+	body := longChatBody(1900)
+	resp := &http.Response{StatusCode: 200, Header: http.Header{
+		"X-Ratelimit-Limit-Requests":     {"1000000000"},
+		"X-Ratelimit-Remaining-Requests": {"999999999"},
+		"X-Ratelimit-Reset-Requests":     {"6ms"},
+	}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk-bench")
+		for pb.Next() {
+			pm, err := p.acquire(ctx, req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pm.settle(resp, nil)
+		}
+	})
+}
