@@ -167,11 +167,6 @@ func loadCases() []loadCase {
 				provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: d, Algorithm: a, Latency: latency},
 				windows:  6,
 			})
-			if d == steadytest.DialectIETF {
-				// The simulated provider's IETF tokens policy has no qu
-				// parameter, so it reads as a requests policy.
-				continue
-			}
 			cs = append(cs, loadCase{
 				name:      fmt.Sprintf("tokens/%s/%s", d, a),
 				provider:  steadytest.ProviderConfig{RequestsPerWindow: 1000, TokensPerWindow: 40000, Dialect: d, Algorithm: a, Latency: latency},
