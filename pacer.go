@@ -274,7 +274,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		// pt.mu is held here.
 		if now.Before(pt.cooldown) {
 			d := pt.cooldown.Sub(now)
-			if err := pt.refuseLocked(ctx, p, now, d, pm); err != nil {
+			if err := pt.refuseLocked(ctx, p, req, now, d, pm); err != nil {
 				return nil, err
 			}
 			if err := pt.waitLocked(func() error { return sleep(ctx, d) }); err != nil {
@@ -305,7 +305,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		d := pt.delayLocked(now, est)
 		if d > 0 {
-			if err := pt.refuseLocked(ctx, p, now, d, nil); err != nil {
+			if err := pt.refuseLocked(ctx, p, req, now, d, nil); err != nil {
 				return nil, err
 			}
 		}
@@ -351,7 +351,7 @@ func (pt *partition) waitLocked(wait func() error) error {
 
 // refuseLocked returns, with pt.mu released, the error for a wait of d
 // that would pass ctx's deadline or MaxWait; or nil with pt.mu still held.
-func (pt *partition) refuseLocked(ctx context.Context, p *pacer, now time.Time, d time.Duration, pm *permit) error {
+func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Request, now time.Time, d time.Duration, pm *permit) error {
 	var err error
 	if d > p.maxWait {
 		err = ErrWaitTooLong
@@ -364,7 +364,11 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, now time.Time, 
 	label, upstream := pt.label, pt.upstream
 	pt.mu.Unlock()
 	we := &WaitError{Wait: d, Partition: label, Err: err}
-	p.emit(Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait", Err: we})
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait", Err: we}
+	if req != nil && req.URL != nil {
+		ev.Method, ev.Path = req.Method, req.URL.Path
+	}
+	p.emit(ev)
 	return we
 }
 

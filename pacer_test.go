@@ -265,7 +265,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 			t.Errorf("refusal took %v, want at once", el)
 		}
 		mu.Lock()
-		if len(events) != 1 || events[0].Kind != EventRejected {
+		if len(events) != 1 || events[0].Kind != EventRejected || events[0].Path != "/v1/chat/completions" || events[0].Wait != we.Wait {
 			t.Errorf("events = %+v, want one rejection", events)
 		}
 		mu.Unlock()
