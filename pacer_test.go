@@ -784,3 +784,32 @@ func BenchmarkPacerParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestCustomEstimator(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var bodies []string
+		est := func(req *http.Request, body []byte) TokenEstimate {
+			bodies = append(bodies, string(body))
+			return TokenEstimate{Input: 500, Output: -7} // negative reads as 0
+		}
+		// 6000 tokens a minute: 120 of burst, then 98 a second.
+		p := newPacer(PacingConfig{TokensPerMinute: 6000, Estimator: est}, nil, nil)
+		ctx := context.Background()
+		start := time.Now()
+		for range 2 {
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pm.settle(nil, nil)
+		}
+		// The first takes 500 of 120 (a debt of 380), the second waits
+		// for the debt and its own 500: about 8.9 s.
+		if el := time.Since(start); el < 8*time.Second || el > 10*time.Second {
+			t.Errorf("two requests of 500 tokens took %v, want about 8.9s", el)
+		}
+		if len(bodies) != 2 || bodies[0] != smallChat {
+			t.Errorf("estimator saw %q", bodies)
+		}
+	})
+}
