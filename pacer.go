@@ -456,7 +456,12 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	pt.mu.Lock()
 	pt.inflight--
 	if responded {
-		pt.known = true
+		// Limits are known once announced, or once a success shows
+		// that none will be: an error without headers (a gateway's 502)
+		// tells nothing.
+		if len(rl.Windows) > 0 || status < 400 {
+			pt.known = true
+		}
 		fresh := pm.seq >= pt.observed
 		if fresh {
 			pt.observed = pm.seq
