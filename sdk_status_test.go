@@ -135,45 +135,6 @@ type netError struct{ errno syscall.Errno }
 func (e *netError) Error() string { return "dial tcp: " + e.errno.Error() }
 func (e *netError) Unwrap() error { return e.errno }
 
-// TestRetryHintFormsThroughSDK: the hint forms TestRetryAfterHonoured does
-// not cover, end to end.
-func TestRetryHintFormsThroughSDK(t *testing.T) {
-	cases := []struct {
-		name string
-		hdr  func(now time.Time) []string
-		want time.Duration
-	}{
-		{"x-ms-retry-after-ms", func(time.Time) []string { return []string{"X-Ms-Retry-After-Ms", "1250"} }, 1250 * time.Millisecond},
-		{"http-date RFC 850", func(now time.Time) []string {
-			return []string{"Retry-After", now.Add(4 * time.Second).UTC().Format("Monday, 02-Jan-06 15:04:05 GMT")}
-		}, 4 * time.Second},
-		{"http-date ANSI C", func(now time.Time) []string {
-			return []string{"Retry-After", now.Add(6 * time.Second).UTC().Format(time.ANSIC)}
-		}, 6 * time.Second},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
-				synctest.Test(t, func(t *testing.T) {
-					// A whole second, so that an HTTP-date is exact.
-					time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
-					fake := steadytest.NewFake(
-						steadytest.OpenAIError(503, "server_error", "", "busy").WithHeader(tc.hdr(time.Now())...),
-						steadytest.ChatCompletion("ok"))
-					c := client(steady.Config{}, fake)
-					start := time.Now()
-					if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
-						t.Fatal(err)
-					}
-					if el := time.Since(start); el != tc.want || fake.Calls() != 2 {
-						t.Fatalf("took %v with %d attempts, want %v with 2", el, fake.Calls(), tc.want)
-					}
-				})
-			})
-		})
-	}
-}
-
 // TestHostileHeadersThroughSDK: a provider sending NaN, negative, huge and
 // overlong rate-limit and retry headers neither panics steady nor makes a
 // call wait without bound: every call ends with the provider's answer.
