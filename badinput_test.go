@@ -80,6 +80,23 @@ func TestNilRequest(t *testing.T) {
 	}
 }
 
+func TestRequestWithoutHeader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, steadytest.ServerError(503), steadytest.ChatCompletion("ok"))
+		st := New(Config{Base: fake})
+		req := newRTRequest(t, strings.NewReader(rtBody))
+		req.Header = nil
+		resp, err := st.RoundTrip(req)
+		if err != nil || resp.StatusCode != 200 || fake.Calls() != 2 {
+			t.Fatalf("got %v, %v after %d attempts; want 200 after 2", resp, err, fake.Calls())
+		}
+		resp.Body.Close()
+		if req.Header != nil {
+			t.Fatal("the caller's request gained a Header")
+		}
+	})
+}
+
 func TestBaseResponseWithoutHeaderOrBody(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// Retried, then success.
