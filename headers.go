@@ -1105,33 +1105,11 @@ const maxCount = 1 << 53
 // optionally with a fraction that is dropped. Negative values (Azure's -1)
 // and values beyond 2^53 read as unknown.
 func parseCount(s string) (int64, bool) {
-	s = trimOWS(s)
-	if s == "" {
+	f, ok := parseDecimal(trimOWS(s))
+	if !ok || f > maxCount {
 		return 0, false
 	}
-	var v int64
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		v = v*10 + int64(s[i]-'0')
-		if v > maxCount {
-			return 0, false
-		}
-		i++
-	}
-	if i == 0 {
-		return 0, false
-	}
-	if i < len(s) {
-		if s[i] != '.' {
-			return 0, false
-		}
-		for i++; i < len(s); i++ {
-			if s[i] < '0' || s[i] > '9' {
-				return 0, false
-			}
-		}
-	}
-	return v, true
+	return int64(f), true
 }
 
 // clampCount turns a float count from a structured field into an int64.
