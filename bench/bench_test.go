@@ -204,7 +204,8 @@ func chatBody(n int) []byte {
 }
 
 // okBase answers every request 200 with a small chat completion, in
-// memory and at once.
+// memory and at once, announcing limits far above anything a benchmark
+// sends: the success path when far from the limit.
 type okBase struct{}
 
 const okBody = `{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":500,"completion_tokens":1,"total_tokens":501}}`
@@ -216,9 +217,12 @@ func (okBase) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Ratelimit-Limit-Requests", "10000")
-	h.Set("X-Ratelimit-Remaining-Requests", "9999")
-	h.Set("X-Ratelimit-Reset-Requests", "6ms")
+	h.Set("X-Ratelimit-Limit-Requests", "1000000000")
+	h.Set("X-Ratelimit-Remaining-Requests", "999999999")
+	h.Set("X-Ratelimit-Reset-Requests", "1ms")
+	h.Set("X-Ratelimit-Limit-Tokens", "100000000000")
+	h.Set("X-Ratelimit-Remaining-Tokens", "99999999000")
+	h.Set("X-Ratelimit-Reset-Tokens", "1ms")
 	return &http.Response{
 		StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: io.NopCloser(strings.NewReader(okBody)), ContentLength: int64(len(okBody)), Request: req,
