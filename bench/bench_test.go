@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/steady-go/steady/steadytest"
 )
 
 var report = flag.Bool("report", false, "run the full workload and the overhead benchmarks, and write ../BENCHMARKS.md")
@@ -89,6 +91,11 @@ func TestReportWrite(t *testing.T) {
 			{Peer: "failsafe-go", NsPerOp: 5000, AllocsOp: 50},
 			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15},
 		},
+		Sweep: shortScenario,
+		Dialects: []DialectRun{{Dialect: steadytest.DialectHerokuSeed, Results: []Result{
+			{Goodput: 1, Attempts: 200, RateLimited: 100}, {Goodput: 0.9, Attempts: 100, RateLimited: 10},
+			{Goodput: 0.8, Attempts: 100}, {Goodput: 0.99, Attempts: 300, RateLimited: 3},
+		}}},
 		Machine: Machine{CPU: "Test CPU", Cores: 2, Go: "go1.26", OS: "linux/amd64"},
 		Command: reportCommand,
 	}
@@ -108,6 +115,7 @@ func TestReportWrite(t *testing.T) {
 		"| success-path time per request (ns/op) | 1000 (+0) (0×) | 3000 (+2000) (2×) | 5000 (+4000) (4×) | **2000 (+1000)** |",
 		"| success-path allocations (allocs/op) | 10 (+0) (0×) | 30 (+20) (4×) | 50 (+40) (8×) | **15 (+5)** |",
 		"Test CPU, 2 cores, go1.26",
+		"| heroku-seed | 1.000, 50.0% | 0.900, 10.0% | 0.800, 0.0% | 0.990, 1.0% |",
 		reportCommand,
 	} {
 		if !strings.Contains(out, want) {
@@ -132,6 +140,19 @@ func TestReport(t *testing.T) {
 		}
 	})
 	r.Wall = time.Since(wallStart)
+	r.Sweep = fullScenario
+	r.Sweep.Outage, r.Sweep.Recovery = 0, 0
+	for _, d := range steadytest.Dialects() {
+		sc := r.Sweep
+		sc.Dialect = d
+		synctest.Test(t, func(t *testing.T) {
+			res, err := Run(t.Context(), sc, r.Peers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Dialects = append(r.Dialects, DialectRun{Dialect: d, Results: res})
+		})
+	}
 	r.Overhead = measureOverhead(t, r.Peers, 3)
 	r.Took = time.Since(wallStart)
 	var b bytes.Buffer

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/steady-go/steady/steadytest"
 )
 
 // Overhead is one peer's success-path cost from BenchmarkOverhead.
@@ -43,12 +45,20 @@ func ThisMachine() Machine {
 	return m
 }
 
+// DialectRun is the results of one dialect in the sweep.
+type DialectRun struct {
+	Dialect steadytest.Dialect
+	Results []Result // in the order of Report.Peers
+}
+
 // Report is everything BENCHMARKS.md shows.
 type Report struct {
 	Scenario Scenario
 	Peers    []Peer
-	Results  []Result   // in the order of Peers
-	Overhead []Overhead // in the order of Peers; Peers[0] is the baseline
+	Results  []Result     // in the order of Peers
+	Overhead []Overhead   // in the order of Peers; Peers[0] is the baseline
+	Sweep    Scenario     // the workload of the dialect sweep
+	Dialects []DialectRun // the sweep, one run per dialect
 	Machine  Machine
 	Date     time.Time
 	Command  string
@@ -156,6 +166,31 @@ func (r Report) Write(w io.Writer) error {
 	}
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
 	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions.\n\n")
+
+	if len(r.Dialects) > 0 {
+		w := r.Sweep
+		p("## Every dialect\n\n")
+		p("The overload alone (%s at %s times the limit of %d requests per %s, %s), once per rate-limit dialect the simulated provider speaks. ",
+			fmtDur(w.Overload), trim(w.Offered), w.Requests, fmtDur(w.Window), w.Algorithm)
+		p("Each cell: goodput as a fraction of the limit, then 429s as a share of upstream attempts.\n\n")
+		p("| dialect")
+		for _, peer := range r.Peers {
+			p(" | %s", peer.Name)
+		}
+		p(" |\n|---|")
+		for range r.Peers {
+			p("---:|")
+		}
+		p("\n")
+		for _, d := range r.Dialects {
+			p("| %s", d.Dialect)
+			for _, res := range d.Results {
+				p(" | %.3f, %.1f%%", res.Goodput, 100*res.RateLimitedShare())
+			}
+			p(" |\n")
+		}
+		p("\n")
+	}
 
 	p("## How each peer is set up\n\n")
 	for _, peer := range r.Peers {

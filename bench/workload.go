@@ -163,20 +163,22 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 	var wg sync.WaitGroup
 
 	wg.Go(func() {
-		phases := []time.Duration{sc.Overload, sc.Overload + sc.Outage, total}
-		for i, at := range phases {
+		defer cancel() // end of the run: calls in flight are abandoned
+		// Phase 1 is the outage, phase 2 the recovery; a zero-length
+		// outage goes straight to the recovery.
+		for phase, at := range []time.Duration{sc.Overload, sc.Overload + sc.Outage} {
+			if phase == 0 && sc.Outage <= 0 {
+				continue
+			}
 			if !sleepUntil(ctx, start.Add(at)) {
 				return
 			}
-			if i == len(phases)-1 {
-				cancel() // end of the run: calls in flight are abandoned
-				return
-			}
 			for _, s := range sides {
-				s.t.setPhase(i + 1)
-				s.up.SetOutage(i == 0)
+				s.t.setPhase(phase + 1)
+				s.up.SetOutage(phase == 0)
 			}
 		}
+		sleepUntil(ctx, start.Add(total))
 	})
 	for _, s := range sides {
 		for w := range workers {
