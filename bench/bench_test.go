@@ -108,7 +108,7 @@ func TestReportWrite(t *testing.T) {
 		"| goodput during overload, fraction of the limit | 0.900 (0.909×) | 0.950 (0.96×) | 0.950 (0.96×) | **0.990** |",
 		"| 429s, share of upstream attempts | 50.0% (100 of 200) (50.5×) |",
 		"| failed calls during the overload | 10 (steady: 0) | 0 (same) |",
-		"| calls started during the outage: failed, median time to fail | 30, 8s (8e+03×) | 0 (0×) | 50, at once (0×) | **40, 1ms** |",
+		"| failed calls during the outage, median time to fail | 30, 8s (8e+03×) | 0 (0×) | 50, at once (0×) | **40, 1ms** |",
 		"| goodput after the outage, fraction of the limit | 0.500 (0.526×) |",
 		"| upstream attempts during the outage | 60 (20×) | 80 (26.7×) | 10 (3.33×) | **3** |",
 		"| p99 latency, successful calls | 9s (4.5×) |",

@@ -38,9 +38,9 @@ type Result struct {
 	Calls          int           // calls finished
 	OK             int           // calls that succeeded
 	Failed         int           // calls that returned an error
-	FailedOverload int           // failed calls started during the overload
-	FailedOutage   int           // failed calls started during the outage
-	FailedRecovery int           // failed calls started after the outage
+	FailedOverload int           // failed calls that ended during the overload
+	FailedOutage   int           // failed calls that ended during the outage
+	FailedRecovery int           // failed calls that ended after the outage
 	FailFast       time.Duration // median time to fail of calls started during the outage
 	Goodput        float64       // successful calls per second during the overload, as a fraction of the limit
 	Recovery       float64       // successful calls per second during the recovery, as a fraction of the limit
@@ -67,7 +67,7 @@ type tally struct {
 	calls, ok   int
 	failed      int
 	okIn        [3]int // successful calls, by the phase they ended in
-	failedIn    [3]int // failed calls, by the phase they started in
+	failedIn    [3]int // failed calls, by the phase they ended in
 	latencies   []time.Duration
 	failOutage  []time.Duration // time to fail of calls started during the outage
 	attempts    int
@@ -93,7 +93,7 @@ func (t *tally) call(started int, latency time.Duration, err error) {
 	t.calls++
 	if err != nil {
 		t.failed++
-		t.failedIn[started]++
+		t.failedIn[t.phase]++
 		if started == 1 {
 			t.failOutage = append(t.failOutage, latency)
 		}

@@ -390,19 +390,24 @@ func TestGoodputOverWholeWindows(t *testing.T) {
 		r := newRecorder("c", start, time.Second)
 		for _, at := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2200 * time.Millisecond, 2900 * time.Millisecond} {
 			time.Sleep(time.Until(start.Add(at)))
-			r.callDone(phaseOverload, time.Millisecond, nil)
+			r.callDone(time.Millisecond, nil)
 		}
 		r.setPhase(phaseOutage)
 		time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
-		r.callDone(phaseOutage, time.Millisecond, nil)
+		r.callDone(time.Millisecond, nil)
+		r.callDone(3*time.Second, errors.New("began before the outage, ended in it"))
 		tl := timeline{Start: [numPhases]time.Duration{0, 2500 * time.Millisecond, -1}, End: 4 * time.Second}
 		// Two whole windows fit in the 2.5s overload: two calls in them.
 		if s := r.summarize(tl, 1, time.Second); s.Goodput != 1 {
 			t.Errorf("goodput over whole 1s windows = %v/s, want 1", s.Goodput)
 		}
 		// No whole 5s window fits: all of the overload counts.
-		if s := r.summarize(tl, 1, 5*time.Second); s.Goodput != 3/2.5 {
+		s := r.summarize(tl, 1, 5*time.Second)
+		if s.Goodput != 3/2.5 {
 			t.Errorf("goodput with a 5s window = %v/s, want %v", s.Goodput, 3/2.5)
+		}
+		if s.FailedIn != [numPhases]int{0, 1, 0} {
+			t.Errorf("failed calls by phase = %v, want the one failure in the outage", s.FailedIn)
 		}
 	})
 }
