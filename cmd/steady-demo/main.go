@@ -161,7 +161,10 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := writeTable(stdout, rows); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nlimit: %d requests per %s, most admitted in one window above.\n", o.Requests, o.Window)
+	fmt.Fprintf(stdout, "\nThe limit is %d requests per %s. Goodput counts successful calls over the whole windows of the overload.\n"+
+		"steady paces calls under the limit the provider announces, so they wait their turn instead of\n"+
+		"failing with 429s and retrying; during the outage its circuit breaker fails calls at once\n"+
+		"instead of sending them.\n", o.Requests, o.Window)
 	if o.Plot != "" {
 		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit)); err != nil {
 			return err
