@@ -99,8 +99,8 @@ func (f Failure) String() string {
 
 // ClassifyResponse describes resp. For a status of 400 or more it reads at
 // most the first 64 KiB of the body and puts back a body that yields the
-// original bytes in full (what was read, then the rest) and closes the
-// original body. The body of a success is never read, so streams stay
+// original bytes in full (what was read, then the rest) and whose Close
+// closes the original body. The body of a success is never read, so streams stay
 // untouched. A nil resp gives a Failure with Reason "no response".
 func ClassifyResponse(resp *http.Response) Failure {
 	if resp == nil {
@@ -237,6 +237,7 @@ type errFields struct {
 	typ, code, message, requestID, detailCode string
 	hint                                      time.Duration
 	hasHint                                   bool
+	excerpt                                   bool // message is an excerpt of the body, not the provider's message
 }
 
 // classify builds the Failure of a response. sdk, when set, fills what the
@@ -255,7 +256,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		if ef.code == "" {
 			ef.code = sdk.Code
 		}
-		if ef.message == "" {
+		if ef.message == "" || (ef.excerpt && sdk.Message != "") {
 			ef.message = sdk.Message
 		}
 	}
@@ -424,7 +425,7 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 	}
 	var top jsonError
 	if !readError(b, &top) {
-		ef.message = excerpt(body)
+		ef.message, ef.excerpt = excerpt(body), true
 		return ef
 	}
 	obj := &top
@@ -456,7 +457,7 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 		ef.hint, ef.hasHint = metadataHint(obj.Metadata, now)
 	}
 	if ef.typ == "" && ef.code == "" && ef.message == "" {
-		ef.message = excerpt(body) // JSON of a shape steady does not know
+		ef.message, ef.excerpt = excerpt(body), true // JSON of a shape steady does not know
 	}
 	return ef
 }

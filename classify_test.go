@@ -485,3 +485,39 @@ func BenchmarkClassifyResponse(b *testing.B) {
 		}
 	}
 }
+
+// TestClassifyResponseThenSDK classifies inside a transport, as steady
+// does, and checks that the SDK still reads the whole error body.
+func TestClassifyResponseThenSDK(t *testing.T) {
+	pad := strings.Repeat("p", 100<<10)
+	body := `{"pad": "` + pad + `", "error": {"message": "late message", "type": "server_error", "code": "overloaded"}}`
+	var seen steady.Failure
+	client := openai.NewClient(
+		option.WithAPIKey("sk-test"),
+		option.WithMaxRetries(0),
+		option.WithHTTPClient(&http.Client{Transport: roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp := &http.Response{StatusCode: 503, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: io.NopCloser(strings.NewReader(body)), ContentLength: -1, Request: req}
+			seen = steady.ClassifyResponse(resp)
+			return resp, nil
+		})}),
+	)
+	_, err := client.Models.Get(context.Background(), "gpt-4o")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("error %v", err)
+	}
+	// Past the 64 KiB prefix, the SDK still finds the error object.
+	if apiErr.Message != "late message" || apiErr.Code != "overloaded" {
+		t.Errorf("SDK read %q / %q", apiErr.Message, apiErr.Code)
+	}
+	// The prefix alone is not a whole JSON document: classification fell
+	// back to an excerpt, and the status rule still applies.
+	if !seen.Retryable || seen.Status != 503 || len(seen.Message) > 512 {
+		t.Errorf("classified %+v", seen)
+	}
+	// Classifying the SDK's error reads the whole body it kept.
+	if f := steady.ClassifyError(err); f.Message != "late message" || f.Code != "overloaded" || f.Type != "server_error" {
+		t.Errorf("ClassifyError %+v", f)
+	}
+}

@@ -117,7 +117,8 @@ func ParseRateLimits(h http.Header, now time.Time) RateLimits {
 }
 
 // appendRateLimits is ParseRateLimits appending the windows to dst, so that
-// a caller that keeps a buffer parses without allocating.
+// a caller that keeps a buffer parses without allocating. It appends at
+// most maxSlots+maxIETF (20) windows.
 func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
 	var s headerScan
 	s.scan(h)
@@ -220,6 +221,27 @@ func (s *headerScan) scan(h http.Header) {
 			continue
 		}
 		if len(k) < 8 {
+			continue
+		}
+		// Fast path: OpenAI's names, as net/http or HTTP/2 spell them.
+		switch k {
+		case "X-Ratelimit-Limit-Requests", "x-ratelimit-limit-requests":
+			s.set(famXRL, UnitRequests, "", 0, fLimit, vv[0])
+			continue
+		case "X-Ratelimit-Remaining-Requests", "x-ratelimit-remaining-requests":
+			s.set(famXRL, UnitRequests, "", 0, fRemaining, vv[0])
+			continue
+		case "X-Ratelimit-Reset-Requests", "x-ratelimit-reset-requests":
+			s.set(famXRL, UnitRequests, "", 0, fReset, vv[0])
+			continue
+		case "X-Ratelimit-Limit-Tokens", "x-ratelimit-limit-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fLimit, vv[0])
+			continue
+		case "X-Ratelimit-Remaining-Tokens", "x-ratelimit-remaining-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fRemaining, vv[0])
+			continue
+		case "X-Ratelimit-Reset-Tokens", "x-ratelimit-reset-tokens":
+			s.set(famXRL, UnitTokens, "", 0, fReset, vv[0])
 			continue
 		}
 		switch lower8(load64(k, 0)) {
