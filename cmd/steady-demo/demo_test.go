@@ -411,3 +411,39 @@ func TestGoodputOverWholeWindows(t *testing.T) {
 		}
 	})
 }
+
+// TestDemoShowsWhatItClaims runs the default workload in fake time and
+// checks the claims the demo's table makes about the two sides.
+func TestDemoShowsWhatItClaims(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o, err := parseFlags(nil, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		clients, err := newClients(providerConfig{Requests: o.Requests, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}, o, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := float64(o.Requests) / o.Window.Seconds()
+		p := plan{Duration: o.Duration, OutageStart: o.Duration / 2, OutageEnd: o.Duration/2 + o.Outage,
+			Concurrency: o.Concurrency, Offered: o.Offered * limit, CallTimeout: o.Timeout, Model: o.Model, MaxTokens: 64}
+		tl := run(t.Context(), p, clients)
+		bare, st := clients[0].rec.summarize(tl, limit, o.Window), clients[1].rec.summarize(tl, limit, o.Window)
+		t.Logf("bare: %+v", bare)
+		t.Logf("steady: %+v", st)
+		share := func(s summary) float64 { return float64(s.RateLimited) / float64(max(s.Attempts, 1)) }
+		if share(st) > 0.02 || share(st) >= share(bare) {
+			t.Errorf("429 share: steady %.3f, bare SDK %.3f; want steady at most 0.02 and below the bare SDK", share(st), share(bare))
+		}
+		if st.Goodput < 0.9*limit {
+			t.Errorf("steady goodput %.2f/s, want at least 90%% of the limit %.0f/s", st.Goodput, limit)
+		}
+		if st.OutageAttempts*5 > bare.OutageAttempts {
+			t.Errorf("attempts during the outage: steady %d, bare SDK %d; want steady under a fifth", st.OutageAttempts, bare.OutageAttempts)
+		}
+		if len(st.OpenPeriods) == 0 {
+			t.Error("steady's breaker never opened during the outage")
+		}
+	})
+}
