@@ -136,8 +136,15 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	limit := float64(o.Requests) / o.Window.Seconds()
-	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, outage %s at %s; %s\n",
-		o.Requests, o.Window, limit, p.Offered, o.Concurrency, o.Outage, p.OutageStart, "Ctrl-C stops early")
+	outage := "no outage"
+	if o.Outage > 0 {
+		outage = fmt.Sprintf("outage %s at %s", o.Outage, p.OutageStart)
+	}
+	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, %s; Ctrl-C stops early\n",
+		o.Requests, o.Window, limit, p.Offered, o.Concurrency, outage)
+	if o.BaseURL != "" {
+		fmt.Fprintf(stdout, "the steady side calls %s: its limits are that endpoint's, and no outage is injected there\n", o.BaseURL)
+	}
 
 	// Progress, until the run ends.
 	done := make(chan struct{})
