@@ -67,6 +67,12 @@ func BenchmarkBare(b *testing.B) { runBench(b, newBase()) }
 // BenchmarkTransport is the success path through steady over the same base.
 func BenchmarkTransport(b *testing.B) { runBench(b, steady.New(steady.Config{Base: newBase()})) }
 
+// BenchmarkTransportNoPacing is the success path with pacing turned off:
+// retries, budget and breaker only.
+func BenchmarkTransportNoPacing(b *testing.B) {
+	runBench(b, steady.New(steady.Config{Base: newBase(), Pacing: steady.PacingConfig{Disabled: true}}))
+}
+
 // BenchmarkMiddleware is the success path through steady's middleware form.
 func BenchmarkMiddleware(b *testing.B) {
 	base := newBase()

@@ -92,7 +92,9 @@ const MaxHint = 365 * 24 * time.Hour
 // (content-bytes, concurrent-requests) are left out.
 //
 // A bare number in a reset header reads as epoch milliseconds from 1e12,
-// epoch seconds from 1e9, and delta seconds below. Relative resets are
+// epoch seconds from 1e9, and delta seconds below; a number within about
+// four months of the server's clock (in seconds or milliseconds since the
+// epoch) reads as an epoch time whatever its size. Relative resets are
 // counted from now. Absolute resets are read against the server's clock:
 // when the response has a readable Date header, a reset is now plus its
 // distance from Date, so a skewed client clock does not shift it. A reset
@@ -587,6 +589,15 @@ func (s *headerScan) untilEpoch(sec float64, now time.Time) time.Duration {
 	return secondsDuration(sec - refSec)
 }
 
+// nearEpoch reports whether sec, read as seconds since the Unix epoch,
+// lies within about four months of the server's clock. It lets an epoch
+// reset be recognized when the clock itself is below the fixed thresholds,
+// as in a testing/synctest bubble, whose clock starts in the year 2000.
+func (s *headerScan) nearEpoch(sec float64, now time.Time) bool {
+	ref := float64(s.serverNow(now).Unix())
+	return sec > ref-1e7 && sec < ref+1e7
+}
+
 // resetAt reads a reset value: a bare number (epoch ms, epoch s or delta
 // seconds, by size), a Go-style duration, an RFC 3339 time or an HTTP-date.
 // A bare 0 is Azure's "unknown".
@@ -599,9 +610,9 @@ func (s *headerScan) resetAt(v string, now time.Time) (time.Time, bool) {
 		switch {
 		case f == 0:
 			return time.Time{}, false
-		case f >= 1e12:
+		case f >= 1e12 || s.nearEpoch(f/1000, now):
 			return now.Add(s.untilEpoch(f/1000, now)), true
-		case f >= 1e9:
+		case f >= 1e9 || s.nearEpoch(f, now):
 			return now.Add(s.untilEpoch(f, now)), true
 		}
 		return now.Add(secondsDuration(f)), true

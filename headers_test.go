@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/steady-go/steady"
@@ -433,4 +434,36 @@ func BenchmarkParseRateLimits(b *testing.B) {
 			b.Fatal(rl)
 		}
 	}
+}
+
+// TestParseRateLimitsEpochNearClock reads Unix-timestamp resets against a
+// clock below the fixed 1e9 threshold: a testing/synctest bubble starts in
+// the year 2000, where a Heroku reset such as 946684830 must still read as
+// thirty seconds ahead, not as thirty years.
+func TestParseRateLimitsEpochNearClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clock := time.Now()
+		if clock.Unix() >= 1e9 {
+			t.Skipf("bubble clock %v is past the threshold this test is about", clock)
+		}
+		secs := strconv.FormatInt(clock.Unix()+30, 10)
+		millis := strconv.FormatInt(clock.UnixMilli()+30_000, 10)
+		for _, tc := range []struct{ name, value string }{
+			{"epoch seconds", secs},
+			{"epoch milliseconds", millis},
+			{"delta seconds", "30"},
+		} {
+			rl := steady.ParseRateLimits(hdr(
+				"X-RateLimit-Limit-Requests: 60",
+				"X-RateLimit-Remaining-Requests: 10",
+				"X-RateLimit-Reset-Requests: "+tc.value,
+			), clock)
+			if len(rl.Windows) != 1 {
+				t.Fatalf("%s: got %d windows, want 1", tc.name, len(rl.Windows))
+			}
+			if got := rl.Windows[0].Reset.Sub(clock); got != 30*time.Second {
+				t.Errorf("%s %s: reset in %v, want 30s", tc.name, tc.value, got)
+			}
+		}
+	})
 }

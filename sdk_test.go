@@ -579,7 +579,7 @@ func TestEventsCarryRequestIDsNeverTheKey(t *testing.T) {
 			OnEvent: ev.add,
 			Logger:  slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})
-		c := viaMiddleware(st, fake, option.WithHeader("Api-Key", testAPIKey))
+		c := viaMiddleware(st, fake, option.WithHeader("Api-Key", testAPIKey), option.WithQuery("key", testAPIKey))
 		c.Chat.Completions.New(t.Context(), chatParams())
 
 		if r := ev.of(steady.EventRetry); len(r) != 2 || r[0].RequestID != "req_abc123" || r[0].Status != 502 || r[1].Err == nil {

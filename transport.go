@@ -123,7 +123,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // Middleware has the signature of option.Middleware:
 // openai.NewClient(option.WithMiddleware(t.Middleware)). A final error is
 // returned together with a response carrying "X-Should-Retry: false", which
-// makes the SDK return the error at once instead of retrying it.
+// makes the SDK return the error at once instead of retrying it. That
+// response is synthetic (status 503, empty body); only the error matters.
+// Among several middlewares, the first is outermost: give steady first
+// place and each of its retries goes through the others.
 func (t *Transport) Middleware(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
 	return t.do(req, next)
 }

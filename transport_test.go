@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"reflect"
 	"strings"
@@ -289,4 +290,85 @@ func TestGetBodyFailureHandsBackLastResponse(t *testing.T) {
 			t.Fatalf("status %d after %d attempts, want the 503 after 1", resp.StatusCode, fake.Calls())
 		}
 	})
+}
+
+// TestLoopInvariants runs random scripts of failures through the
+// RoundTripper form and checks what must hold whatever the upstream does.
+func TestLoopInvariants(t *testing.T) {
+	menu := []steadytest.Response{
+		steadytest.ChatCompletion("ok"),
+		steadytest.OpenAIError(400, "invalid_request_error", "", "bad"),
+		steadytest.OpenAIError(401, "invalid_request_error", "invalid_api_key", "no"),
+		steadytest.OpenAIError(404, "invalid_request_error", "model_not_found", "no"),
+		steadytest.OpenAIError(408, "timeout", "", "slow"),
+		steadytest.OpenAIError(409, "conflict", "", "busy"),
+		steadytest.RateLimited(0),
+		steadytest.RateLimited(1500 * time.Millisecond),
+		steadytest.RateLimited(10 * time.Minute),
+		steadytest.InsufficientQuota(),
+		steadytest.ServerError(500),
+		steadytest.ServerError(502).WithHeader("Retry-After", "2"),
+		steadytest.ServerError(503).WithHeader("X-Should-Retry", "false"),
+		steadytest.ServerError(529),
+		steadytest.OpenAIError(400, "invalid_request_error", "", "try again").WithHeader("X-Should-Retry", "true"),
+		steadytest.ConnReset(),
+		{Status: 502, Header: http.Header{"Content-Type": {"text/html"}}, Body: "<html>bad gateway</html>"},
+	}
+	for seed := range uint64(300) {
+		synctest.Test(t, func(t *testing.T) {
+			rnd := rand.New(rand.NewPCG(seed, 1))
+			var script []steadytest.Response
+			for range 1 + rnd.IntN(6) {
+				script = append(script, menu[rnd.IntN(len(menu))])
+			}
+			ok := steadytest.ChatCompletion("fallback")
+			fake := &steadytest.Fake{Fallback: &ok}
+			fake.Add(script...)
+			tr := &probingRT{next: fake}
+			maxRetries := rnd.IntN(5)
+			cfg := RetryConfig{MaxRetries: maxRetries}
+			if maxRetries == 0 {
+				cfg.MaxRetries = -1 // zero would mean the default
+			}
+			st := New(Config{Base: tr, Retry: cfg})
+			ctx := t.Context()
+			if rnd.IntN(3) == 0 {
+				c, cancel := context.WithTimeout(ctx, time.Duration(rnd.IntN(5000))*time.Millisecond)
+				defer cancel()
+				ctx = c
+			}
+			req := newRTRequest(t, strings.NewReader(rtBody)).WithContext(ctx)
+			resp, err := st.RoundTrip(req)
+
+			calls := fake.Calls()
+			if calls < 1 || calls > 1+maxRetries {
+				t.Fatalf("seed %d: %d attempts with MaxRetries %d", seed, calls, maxRetries)
+			}
+			if (resp == nil) == (err == nil) {
+				t.Fatalf("seed %d: RoundTrip = %v, %v", seed, resp, err)
+			}
+			tr.mu.Lock()
+			bodies := tr.bodies
+			tr.mu.Unlock()
+			if resp != nil {
+				if resp.StatusCode >= 300 && resp.Header.Get("X-Should-Retry") != "false" {
+					t.Fatalf("seed %d: final %d not marked", seed, resp.StatusCode)
+				}
+				if resp.StatusCode < 300 && resp.Header.Get("X-Should-Retry") != "" {
+					t.Fatalf("seed %d: a success was marked", seed)
+				}
+				resp.Body.Close()
+			}
+			for i, b := range bodies {
+				if !b.closed {
+					t.Fatalf("seed %d: response %d of %d left open", seed, i+1, len(bodies))
+				}
+			}
+			for _, r := range fake.Requests() {
+				if string(r.Body) != rtBody {
+					t.Fatalf("seed %d: attempt %d sent %q", seed, r.N, r.Body)
+				}
+			}
+		})
+	}
 }
