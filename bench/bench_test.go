@@ -75,6 +75,19 @@ func TestWorkload(t *testing.T) {
 	})
 }
 
+func TestRunRejectsBadScenario(t *testing.T) {
+	for _, sc := range []Scenario{
+		{Requests: 10, Window: time.Second, CallTimeout: time.Second},               // no offered load
+		{Requests: 0, Window: time.Second, Offered: 1, CallTimeout: time.Second},    // no limit
+		{Requests: 10, Window: time.Second, Offered: 1},                             // no call timeout
+		{Requests: 10, Window: time.Second, Offered: 1, CallTimeout: 1, Outage: -1}, // negative phase
+	} {
+		if _, err := Run(context.Background(), sc, Peers()); err == nil {
+			t.Errorf("Run(%+v) accepted", sc)
+		}
+	}
+}
+
 func TestReportWrite(t *testing.T) {
 	r := Report{
 		Scenario: shortScenario,

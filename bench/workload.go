@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -142,6 +143,9 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 		up   Upstream
 		sdk  openai.Client
 		t    *tally
+	}
+	if sc.Offered <= 0 || sc.Overload < 0 || sc.Outage < 0 || sc.Recovery < 0 || sc.CallTimeout <= 0 {
+		return nil, errors.New("bench: a scenario needs a positive offered load and call timeout, and no negative phase")
 	}
 	sides := make([]*side, len(peers))
 	for i, p := range peers {
