@@ -36,13 +36,14 @@ const maxN = 128
 const maxTokensValue = 1 << 40
 
 // EstimateTokens is the default [Estimator]'s arithmetic on a JSON request
-// body: the text of chat messages (string or parts), responses input and
-// instructions, embeddings input (strings, or token arrays counted one token
-// per number), the prompt and tool definitions, at about four bytes a token,
-// make the prompt; Input is the prompt and Output is max_completion_tokens,
-// max_tokens or max_output_tokens, both times n, as providers count a
-// request when it arrives. A body that is not a JSON object estimates to zero. It
-// reads body in one pass and does not allocate.
+// body. The text of chat messages (string or parts), responses input and
+// instructions, embeddings input (strings, or token arrays counted one
+// token per number), the prompt and tool definitions, at about four bytes a
+// token, make the prompt. Input is the prompt and Output is
+// max_completion_tokens, max_tokens or max_output_tokens, both times n, as
+// providers count a request when it arrives. A body that is not a JSON
+// object estimates to zero. EstimateTokens reads body in one pass and does
+// not allocate.
 func EstimateTokens(body []byte) TokenEstimate {
 	_, est := scanRequest(body)
 	return est

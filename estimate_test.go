@@ -169,3 +169,11 @@ func FuzzEstimate(f *testing.F) {
 		}
 	})
 }
+
+func ExampleEstimateTokens() {
+	body := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Write a haiku about rate limits."}],"max_completion_tokens":60,"n":2}`)
+	est := EstimateTokens(body)
+	fmt.Println("input:", est.Input, "output:", est.Output, "total:", est.Total())
+	// Output:
+	// input: 16 output: 120 total: 136
+}

@@ -16,11 +16,19 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// PacingConfig configures proactive throttling: every request reserves one
-// request and its estimated tokens in its partition's windows before it is
-// sent, and waits for its turn when the limits announced by the provider's
-// headers, or stated here, require it. The zero value paces by the headers
-// alone, with the defaults documented on each field.
+// PacingConfig configures proactive throttling. Limits are kept per
+// partition (by default: upstream host, credential fingerprint and model).
+// Before each attempt a request reserves one request and its estimated
+// tokens in every window of its partition, and waits for its turn when
+// the limits announced by the provider's headers, or stated here, require
+// it. Each window is paced at its quota less headroom, spread evenly over
+// its period (or faster, when what remains can be spread over the time to
+// its reset), with a burst no larger than the headroom; every response's
+// headers correct what is left. A 429 or Retry-After pauses the whole
+// partition until the hinted time. When a provider announces no limits and
+// none are configured, a requests quota is inferred from what it accepts
+// once it starts refusing. The zero value paces by the headers alone, with
+// the defaults documented on each field.
 type PacingConfig struct {
 	// Disabled turns pacing off: requests are sent at once and headers
 	// are not read. False (the zero value) paces.
@@ -46,9 +54,10 @@ type PacingConfig struct {
 	Key func(req *http.Request, model string) string
 
 	// Estimator returns the tokens a request counts against token limits.
-	// Nil means an estimate from the JSON body at about four bytes of
-	// text a token, plus the maximum output tokens times n; see
-	// [EstimateTokens].
+	// Nil means an estimate from the JSON body: its text at about four
+	// bytes a token plus its maximum output tokens, times n; see
+	// [EstimateTokens]. A request without a replayable JSON body counts
+	// one request and no tokens.
 	Estimator Estimator
 
 	// MaxPartitions bounds how many partitions are kept. When it is
@@ -79,11 +88,11 @@ type PacingConfig struct {
 
 // Defaults for [PacingConfig] fields left zero.
 const (
-	DefaultHeadroom      = 0.02
-	DefaultMaxPartitions = 1024
-	DefaultIdleTimeout   = 10 * time.Minute
-	DefaultColdStart     = 4
-	DefaultMaxWait       = 2 * time.Minute
+	DefaultHeadroom      = 0.02             // PacingConfig.Headroom
+	DefaultMaxPartitions = 1024             // PacingConfig.MaxPartitions
+	DefaultIdleTimeout   = 10 * time.Minute // PacingConfig.IdleTimeout
+	DefaultColdStart     = 4                // PacingConfig.ColdStart
+	DefaultMaxWait       = 2 * time.Minute  // PacingConfig.MaxWait
 )
 
 // defaultCooldown is how long a partition pauses after a 429 that carries
@@ -103,7 +112,7 @@ var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
 type WaitError struct {
 	Wait      time.Duration // how long the request would have had to wait
 	Partition string        // the partition's label
-	Err       error
+	Err       error         // context.DeadlineExceeded or ErrWaitTooLong
 }
 
 // Error describes the refused wait.
@@ -265,7 +274,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		// pt.mu is held here.
 		if now.Before(pt.cooldown) {
 			d := pt.cooldown.Sub(now)
-			if err := pt.refuseLocked(ctx, p, now, d, pm); err != nil {
+			if err := pt.refuseLocked(ctx, p, req, now, d, pm); err != nil {
 				return nil, err
 			}
 			if err := pt.waitLocked(func() error { return sleep(ctx, d) }); err != nil {
@@ -296,12 +305,12 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		d := pt.delayLocked(now, est)
 		if d > 0 {
-			if err := pt.refuseLocked(ctx, p, now, d, nil); err != nil {
+			if err := pt.refuseLocked(ctx, p, req, now, d, nil); err != nil {
 				return nil, err
 			}
 		}
 		pt.takeLocked(now, est)
-		pm = &permit{pt: pt, p: p, seq: pt.seq, issuedReq: pt.issuedReq, issuedIn: pt.issuedIn, issuedOut: pt.issuedOut}
+		pm = &permit{pt: pt, p: p, seq: pt.seq, issued: pt.issued}
 		pt.reserved++
 		if d <= 0 {
 			break
@@ -316,6 +325,8 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	}
 	pt.reserved--
 	pt.inflight++
+	pt.sent.add(est)
+	pm.sent = pt.sent
 	pt.mu.Unlock()
 	if waited := now.Sub(start); waited > 0 {
 		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: waited}
@@ -340,7 +351,7 @@ func (pt *partition) waitLocked(wait func() error) error {
 
 // refuseLocked returns, with pt.mu released, the error for a wait of d
 // that would pass ctx's deadline or MaxWait; or nil with pt.mu still held.
-func (pt *partition) refuseLocked(ctx context.Context, p *pacer, now time.Time, d time.Duration, pm *permit) error {
+func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Request, now time.Time, d time.Duration, pm *permit) error {
 	var err error
 	if d > p.maxWait {
 		err = ErrWaitTooLong
@@ -353,7 +364,11 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, now time.Time, 
 	label, upstream := pt.label, pt.upstream
 	pt.mu.Unlock()
 	we := &WaitError{Wait: d, Partition: label, Err: err}
-	p.emit(Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait", Err: we})
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait", Err: we}
+	if req != nil && req.URL != nil {
+		ev.Method, ev.Path = req.Method, req.URL.Path
+	}
+	p.emit(ev)
 	return we
 }
 
@@ -400,9 +415,9 @@ type permit struct {
 	p    *pacer
 	done atomic.Bool
 	// The partition's sequence number and cumulative costs right after
-	// this permit was issued.
-	seq                            uint64
-	issuedReq, issuedIn, issuedOut int64
+	// this permit was issued, and right after it was sent.
+	seq          uint64
+	issued, sent costs
 }
 
 // settle reconciles the reservation with what the attempt's response (or
@@ -441,13 +456,25 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	pt.mu.Lock()
 	pt.inflight--
 	if responded {
-		pt.known = true
+		// Limits are known once announced, or once a success shows
+		// that none will be: an error without headers (a gateway's 502)
+		// tells nothing.
+		if len(rl.Windows) > 0 || status < 400 {
+			pt.known = true
+		}
 		fresh := pm.seq >= pt.observed
 		if fresh {
 			pt.observed = pm.seq
 		}
 		for _, w := range rl.Windows {
 			pt.observeLocked(p, pm, w, now, fresh)
+		}
+		if status < 400 {
+			pt.ok.add(now)
+			pt.okTotal++
+		}
+		if len(rl.Windows) == 0 {
+			pt.inferLocked(p, status, now)
 		}
 	}
 	var ev Event
@@ -503,7 +530,9 @@ type PartitionSnapshot struct {
 // WindowSnapshot is one rate-limit window of a partition.
 type WindowSnapshot struct {
 	Unit Unit
-	Name string // announced window name; "config" for a configured limit
+	// Name is the announced window's name; "config" for a configured
+	// limit, "inferred" for a quota inferred from 429s.
+	Name string
 	// Limit is the quota per Period; -1 when not known.
 	Limit int64
 	// Remaining is what the latest response announced; -1 when unknown

@@ -265,7 +265,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 			t.Errorf("refusal took %v, want at once", el)
 		}
 		mu.Lock()
-		if len(events) != 1 || events[0].Kind != EventRejected {
+		if len(events) != 1 || events[0].Kind != EventRejected || events[0].Path != "/v1/chat/completions" || events[0].Wait != we.Wait {
 			t.Errorf("events = %+v, want one rejection", events)
 		}
 		mu.Unlock()
@@ -650,11 +650,11 @@ func BenchmarkPacer(b *testing.B) {
 			req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(bc.body))
 			req.Header.Set("Authorization", "Bearer sk-bench")
 			resp := &http.Response{StatusCode: 200, Header: http.Header{
-				"X-Ratelimit-Limit-Requests":     {"1000000"},
-				"X-Ratelimit-Remaining-Requests": {"999999"},
+				"X-Ratelimit-Limit-Requests":     {"1000000000"},
+				"X-Ratelimit-Remaining-Requests": {"999999999"},
 				"X-Ratelimit-Reset-Requests":     {"6ms"},
-				"X-Ratelimit-Limit-Tokens":       {"100000000"},
-				"X-Ratelimit-Remaining-Tokens":   {"99999000"},
+				"X-Ratelimit-Limit-Tokens":       {"10000000000000"},
+				"X-Ratelimit-Remaining-Tokens":   {"9999999999000"},
 				"X-Ratelimit-Reset-Tokens":       {"1ms"},
 			}}
 			ctx := context.Background()
@@ -702,5 +702,114 @@ func FuzzObserve(f *testing.F) {
 				}
 			}
 		})
+	})
+}
+
+func TestInputOutputWindows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		// Input tokens plenty; output tokens 6000 a minute (98 a second
+		// with headroom) and none left: a request asking for 100 output
+		// tokens waits about a second for them.
+		settleOK(pm,
+			Window{Unit: UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
+			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(10 * time.Second)},
+		)
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(now); el < 900*time.Millisecond || el > 1100*time.Millisecond {
+			t.Errorf("waited %v, want about 1s for the output tokens", el)
+		}
+		pm.settle(nil, nil)
+		// A request that asks for no output does not wait for them.
+		now = time.Now()
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"gpt-4o-mini","input":"hi"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(now); el != 0 {
+			t.Errorf("request without output waited %v", el)
+		}
+		pm.settle(nil, nil)
+	})
+}
+
+// TestRemainingOnly: a provider that announces only what remains (as
+// Azure does) is paced with the largest remaining seen as its quota.
+func TestRemainingOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		if err != nil {
+			t.Fatal(err)
+		}
+		settleOK(pm, Window{Unit: UnitRequests, Limit: -1, Remaining: 120})
+		s := p.snapshot(time.Now())[0].Windows
+		if len(s) != 1 || s[0].Rate < 1.9 || s[0].Rate > 2 || s[0].Period != time.Minute {
+			t.Fatalf("windows = %+v, want about 2 a second", s)
+		}
+	})
+}
+
+// BenchmarkPacerParallel is BenchmarkPacer from every core at once, on one
+// partition: the cost of its lock under contention.
+func BenchmarkPacerParallel(b *testing.B) {
+	p := newPacer(PacingConfig{}, nil, nil)
+	body := longChatBody(1900)
+	resp := &http.Response{StatusCode: 200, Header: http.Header{
+		"X-Ratelimit-Limit-Requests":     {"1000000000"},
+		"X-Ratelimit-Remaining-Requests": {"999999999"},
+		"X-Ratelimit-Reset-Requests":     {"6ms"},
+	}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk-bench")
+		for pb.Next() {
+			pm, err := p.acquire(ctx, req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pm.settle(resp, nil)
+		}
+	})
+}
+
+func TestCustomEstimator(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var bodies []string
+		est := func(req *http.Request, body []byte) TokenEstimate {
+			bodies = append(bodies, string(body))
+			return TokenEstimate{Input: 500, Output: -7} // negative reads as 0
+		}
+		// 6000 tokens a minute: 120 of burst, then 98 a second.
+		p := newPacer(PacingConfig{TokensPerMinute: 6000, Estimator: est}, nil, nil)
+		ctx := context.Background()
+		start := time.Now()
+		for range 2 {
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pm.settle(nil, nil)
+		}
+		// The first takes 500 of 120 (a debt of 380), the second waits
+		// for the debt and its own 500: about 8.9 s.
+		if el := time.Since(start); el < 8*time.Second || el > 10*time.Second {
+			t.Errorf("two requests of 500 tokens took %v, want about 8.9s", el)
+		}
+		if len(bodies) != 2 || bodies[0] != smallChat {
+			t.Errorf("estimator saw %q", bodies)
+		}
 	})
 }

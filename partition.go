@@ -71,11 +71,18 @@ type partition struct {
 	inflight int       // sent and not yet settled
 	reserved int       // holding a reservation, waiting for its time
 	waiting  int       // goroutines waiting in acquire
-	// Cumulative costs of every permit issued, and the sequence number of
-	// the newest permit whose response updated the windows.
-	issuedReq, issuedIn, issuedOut int64
-	seq, observed                  uint64
-	wake                           chan struct{} // closed when a cold slot frees
+	// Cumulative costs of every permit issued (reserved) and sent, and
+	// the sequence number of the newest permit whose response updated the
+	// windows.
+	issued, sent  costs
+	seq, observed uint64
+	wake          chan struct{} // closed when a cold slot frees
+	// For a provider that announces no limits: successes per minute, and
+	// when the inferred quota last met a 429 or was raised.
+	ok                   successes
+	okTotal, okAtLimited int64
+	last429, raised      time.Time
+	limitedSince         time.Time
 }
 
 // credential returns the request's credential header value: Authorization,
@@ -282,9 +289,31 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 		debit(w.lim, now, n)
 	}
 	pt.seq++
-	pt.issuedReq++
-	pt.issuedIn += est.Input
-	pt.issuedOut += est.Output
+	pt.issued.add(est)
+}
+
+// costs are cumulative costs in every unit.
+type costs struct{ req, in, out int64 }
+
+func (c *costs) add(est TokenEstimate) {
+	c.req++
+	c.in += est.Input
+	c.out += est.Output
+}
+
+// of returns the cost in unit u.
+func (c costs) of(u Unit) int64 {
+	switch u {
+	case UnitRequests:
+		return c.req
+	case UnitTokens:
+		return c.in + c.out
+	case UnitInputTokens:
+		return c.in
+	case UnitOutputTokens:
+		return c.out
+	}
+	return 0
 }
 
 // debit takes n from lim now, going into debt if needed, even when n is
@@ -298,39 +327,6 @@ func debit(lim *rate.Limiter, now time.Time, n int) {
 		return
 	}
 	lim.ReserveN(now, n)
-}
-
-// issued returns what every permit issued so far cost in unit u.
-func (pt *partition) issued(u Unit) int64 {
-	switch u {
-	case UnitRequests:
-		return pt.issuedReq
-	case UnitTokens:
-		return pt.issuedIn + pt.issuedOut
-	case UnitInputTokens:
-		return pt.issuedIn
-	case UnitOutputTokens:
-		return pt.issuedOut
-	}
-	return 0
-}
-
-// issuedSince returns what permits issued after pm cost in unit u.
-func (pt *partition) issuedSince(pm *permit, u Unit) int64 {
-	req := pt.issuedReq - pm.issuedReq
-	in := pt.issuedIn - pm.issuedIn
-	out := pt.issuedOut - pm.issuedOut
-	switch u {
-	case UnitRequests:
-		return req
-	case UnitTokens:
-		return in + out
-	case UnitInputTokens:
-		return in
-	case UnitOutputTokens:
-		return out
-	}
-	return 0
 }
 
 // windowFor returns the announced window of unit u and name, adding it if
@@ -431,12 +427,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	r, b := p.pace(float64(limit), w.period)
 	// Spread what remains over the time to the reset when that is faster
-	// than the window's steady rate (a fixed window with quota left).
-	after := pt.issuedSince(pm, a.Unit)
+	// than the window's steady rate (a fixed window with quota left). What
+	// was sent after this request may not be counted in what remains;
+	// what is still waiting for its turn will be paced at the new rate.
+	after := pt.issued.of(a.Unit) - pm.issued.of(a.Unit)
+	sentAfter := pt.sent.of(a.Unit) - pm.sent.of(a.Unit)
 	// The time is taken as at least a second, so that a reset a few
 	// milliseconds away does not let everything go at once.
 	if fresh && a.Remaining >= 0 && untilReset > 0 {
-		spare := float64(a.Remaining-after) - p.headroom*float64(limit)
+		spare := float64(a.Remaining-sentAfter) - p.headroom*float64(limit)
 		if spread := rate.Limit(spare / max(untilReset.Seconds(), 1)); spread > r {
 			r = spread
 		}
@@ -455,14 +454,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	if !fresh || a.Remaining < 0 {
 		return
 	}
-	// What the server says remains, less what it has not seen yet, caps
+	// What the server says remains, less what it has not seen yet (sent
+	// or still waiting: the limiter's tokens already count both), caps
 	// the limiter's tokens; a debt is repaid before the reset at most.
 	target := float64(a.Remaining - after)
 	if created {
 		// What this partition sent before the window was known (the cold
 		// start) still counts in it: start the limiter in debt by that
 		// much, as far as the server's count confirms it.
-		used := min(pt.issued(a.Unit), max(limit-a.Remaining, 0)+after)
+		used := min(pt.issued.of(a.Unit), max(limit-a.Remaining, 0)+after)
 		target = min(target, float64(int64(b)-used))
 	}
 	floor := -float64(b)
@@ -471,8 +471,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	target = max(target, floor)
 	if cur := w.lim.TokensAt(now); cur > target {
-		n := math.Ceil(cur - target)
-		if n >= 1 && n <= maxBurst {
+		if n := min(math.Ceil(cur-target), maxBurst); n >= 1 {
 			debit(w.lim, now, int(n))
 		}
 	}
@@ -497,4 +496,99 @@ func (pt *partition) wakeLocked() {
 		close(pt.wake)
 		pt.wake = nil
 	}
+}
+
+// inferredName names the requests window a partition infers from its own
+// successes when its provider announces no limits and none are configured.
+const inferredName = "inferred"
+
+// minInferred is the fewest successes in a minute a quota is inferred from.
+const minInferred = 10
+
+// successes counts a partition's successful responses per minute, in two
+// buckets, so that the count over the last minute can be estimated.
+type successes struct {
+	start     time.Time // start of the current bucket
+	cur, prev int64
+}
+
+func (s *successes) roll(now time.Time) {
+	if s.start.IsZero() {
+		s.start = now
+		return
+	}
+	if d := now.Sub(s.start); d >= time.Minute {
+		if d >= 2*time.Minute {
+			s.prev = 0
+		} else {
+			s.prev = s.cur
+		}
+		s.cur = 0
+		s.start = now
+	}
+}
+
+func (s *successes) add(now time.Time) {
+	s.roll(now)
+	s.cur++
+}
+
+// lastMinute estimates the successes of the last minute.
+func (s *successes) lastMinute(now time.Time) int64 {
+	s.roll(now)
+	f := 1 - float64(now.Sub(s.start))/float64(time.Minute)
+	return s.cur + int64(math.Round(f*float64(s.prev)))
+}
+
+// inferLocked adjusts the inferred requests window after a response, for a
+// partition whose provider announces no limits and that has none
+// configured. The first 429 sets the quota to what succeeded in the last
+// minute, if that is at least minInferred. Later 429s set it to the rate of successes since the 429s began:
+// while a provider refuses some requests, what it accepts is its limit. A
+// minute without 429 while requests wait for their turn raises the quota
+// by 2%, so that it is found again if it grows.
+func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
+	var w *window
+	for i := range pt.nwin {
+		if pt.windows[i].name != inferredName || pt.windows[i].config {
+			return // limits are configured or announced
+		}
+		w = &pt.windows[i]
+	}
+	switch {
+	case status == http.StatusTooManyRequests:
+		if now.Sub(pt.last429) >= time.Minute {
+			pt.limitedSince, pt.okAtLimited = now, pt.okTotal
+		}
+		pt.last429 = now
+		if w == nil {
+			n := pt.ok.lastMinute(now)
+			if n < minInferred {
+				return // too few successes to tell a quota
+			}
+			w = pt.windowFor(UnitRequests, inferredName)
+			*w = window{unit: UnitRequests, name: inferredName, limit: n, remaining: -1, period: time.Minute, maxSeen: -1}
+			r, b := p.pace(float64(n), time.Minute)
+			w.lim = rate.NewLimiter(r, b)
+			debit(w.lim, now, b) // the window is full now
+			return
+		}
+		d := now.Sub(pt.limitedSince)
+		if d < 10*time.Second {
+			return
+		}
+		perMinute := int64(float64(pt.okTotal-pt.okAtLimited) * float64(time.Minute) / float64(d))
+		if perMinute >= w.limit {
+			return
+		}
+		w.limit = max(perMinute, 1)
+	case status < 400 && w != nil && pt.waiting > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
+		pt.raised = now
+		w.limit += max(w.limit/50, 1)
+	default:
+		return
+	}
+	r, b := p.pace(float64(w.limit), time.Minute)
+	w.lim.SetLimitAt(now, r)
+	w.lim.SetBurstAt(now, b)
 }
