@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -99,10 +100,10 @@ func TestReportWrite(t *testing.T) {
 			{Peer: "steady", Calls: 100, OK: 100, FailedOutage: 40, FailFast: time.Millisecond, Recovery: 0.95, Goodput: 0.99, Attempts: 101, RateLimited: 1, OutageAttempts: 3, P99: 2 * time.Second},
 		},
 		Overhead: []Overhead{
-			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10},
+			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10, SDKNsPerOp: 50000, SDKAllocsOp: 170},
 			{Peer: "go-retryablehttp", NsPerOp: 3000, AllocsOp: 30},
 			{Peer: "failsafe-go", NsPerOp: 5000, AllocsOp: 50},
-			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15},
+			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15, SDKNsPerOp: 51000, SDKAllocsOp: 175},
 		},
 		Sweep: shortScenario,
 		Dialects: []DialectRun{{Dialect: steadytest.DialectHerokuSeed, Results: []Result{
@@ -128,6 +129,7 @@ func TestReportWrite(t *testing.T) {
 		"| success-path time per request (ns/op) | 1000 (+0) (0×) | 3000 (+2000) (2×) | 5000 (+4000) (4×) | **2000 (+1000)** |",
 		"| success-path allocations (allocs/op) | 10 (+0) (0×) | 30 (+20) (4×) | 50 (+40) (8×) | **15 (+5)** |",
 		"Test CPU, 2 cores, go1.26",
+		"| whole SDK call (ns/op, allocs/op) | 50000, 170 (0.98×) |",
 		"| heroku-seed | 1.000, 50.0% | 0.900, 10.0% | 0.800, 0.0% | 0.990, 1.0% |",
 		reportCommand,
 	} {
@@ -186,14 +188,30 @@ func measureOverhead(t *testing.T, peers []Peer, rounds int) []Overhead {
 	for round := range rounds {
 		for i, p := range peers {
 			res := testing.Benchmark(func(b *testing.B) { benchmarkOverhead(b, p) })
-			t.Logf("round %d %s: %s %s", round+1, p.Name, res, res.MemString())
-			o := Overhead{Peer: p.Name, NsPerOp: float64(res.T.Nanoseconds()) / float64(res.N), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp()}
-			if round == 0 || o.NsPerOp < out[i].NsPerOp {
+			sdk := testing.Benchmark(func(b *testing.B) { benchmarkSDKCall(b, p) })
+			t.Logf("round %d %s: %s %s; SDK call %s %s", round+1, p.Name, res, res.MemString(), sdk, sdk.MemString())
+			o := Overhead{Peer: p.Name, NsPerOp: nsPerOp(res), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(),
+				SDKNsPerOp: nsPerOp(sdk), SDKAllocsOp: sdk.AllocsPerOp()}
+			if round == 0 {
 				out[i] = o
+				continue
+			}
+			if o.NsPerOp < out[i].NsPerOp {
+				out[i].NsPerOp, out[i].AllocsOp, out[i].BytesOp = o.NsPerOp, o.AllocsOp, o.BytesOp
+			}
+			if o.SDKNsPerOp < out[i].SDKNsPerOp {
+				out[i].SDKNsPerOp, out[i].SDKAllocsOp = o.SDKNsPerOp, o.SDKAllocsOp
 			}
 		}
 	}
 	return out
+}
+
+func nsPerOp(r testing.BenchmarkResult) float64 {
+	if r.N == 0 {
+		return 0
+	}
+	return float64(r.T.Nanoseconds()) / float64(r.N)
 }
 
 // BenchmarkOverhead measures one successful request with a 2 KB chat body
@@ -226,6 +244,31 @@ func benchmarkOverhead(b *testing.B, p Peer) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// BenchmarkSDKCall measures one successful chat completion through the
+// SDK and each peer to an in-memory base, a prompt of about 2 KB: what a
+// peer adds, next to the cost of the SDK call itself.
+func BenchmarkSDKCall(b *testing.B) {
+	for _, p := range Peers() {
+		b.Run(strings.ReplaceAll(p.Name, " ", "-"), func(b *testing.B) { benchmarkSDKCall(b, p) })
+	}
+}
+
+func benchmarkSDKCall(b *testing.B, p Peer) {
+	client := NewClient(p, "http://provider.invalid/v1/", okBase{})
+	params := openai.ChatCompletionNewParams{
+		Model:               openai.ChatModelGPT4oMini,
+		MaxCompletionTokens: openai.Int(64),
+		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("lorem ipsum ", 170))},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Chat.Completions.New(ctx, params); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

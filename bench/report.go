@@ -13,12 +13,15 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// Overhead is one peer's success-path cost from BenchmarkOverhead.
+// Overhead is one peer's success-path cost: its layer alone
+// (BenchmarkOverhead) and a whole SDK call through it (BenchmarkSDKCall).
 type Overhead struct {
-	Peer     string
-	NsPerOp  float64
-	AllocsOp int64
-	BytesOp  int64
+	Peer        string
+	NsPerOp     float64
+	AllocsOp    int64
+	BytesOp     int64
+	SDKNsPerOp  float64
+	SDKAllocsOp int64
 }
 
 // Machine describes where a report was measured.
@@ -164,12 +167,19 @@ func (r Report) Write(w io.Writer) error {
 			o := r.overhead(x.Peer)
 			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (%+d)", o.BytesOp, o.BytesOp-base.BytesOp)
 		})
+		if base.SDKNsPerOp > 0 {
+			row("whole SDK call (ns/op, allocs/op)", func(x Result) (float64, string) {
+				o := r.overhead(x.Peer)
+				return o.SDKNsPerOp, fmt.Sprintf("%.0f, %d", o.SDKNsPerOp, o.SDKAllocsOp)
+			})
+		}
 	}
 	p("\nFailed calls are counted in the phase in which they ended; the time to fail is that of the calls that began during the outage. ")
 	p("Goodput counts successful calls; steady keeps %.0f%% of every limit unused by default (`PacingConfig.Headroom`). ", 100*steady.DefaultHeadroom)
 	p("With callers offering more than the limit, calls through steady wait their turn in its pacer instead of in retry loops after 429s, which shows in the latency rows.\n")
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
-	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions.\n\n")
+	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions. ")
+	p("The last row, from `BenchmarkSDKCall/<peer>`, is a whole chat completion through the SDK and the peer to the same base, for scale.\n\n")
 
 	if len(r.Dialects) > 0 {
 		w := r.Sweep
