@@ -199,31 +199,37 @@ func (bs *breakers) evictLocked() {
 	}
 }
 
-// state reports the breaker state of upstream, written "scheme://host" (a
-// bare host matches any scheme). An unknown upstream is closed.
+// state reports the breaker state of upstream, written "scheme://host". A
+// bare host matches any scheme: if several upstreams match, the most
+// severe state is reported (open, then half-open, then closed). An unknown
+// upstream is closed.
 func (bs *breakers) state(upstream string) BreakerState {
 	if bs == nil {
 		return BreakerClosed
 	}
-	var b *breaker
+	var one *breaker
+	var many []*breaker
 	bs.mu.RLock()
 	if scheme, host, ok := strings.Cut(upstream, "://"); ok {
-		b = bs.m[upstreamKey{strings.ToLower(scheme), host}]
+		one = bs.m[upstreamKey{strings.ToLower(scheme), host}]
 	} else {
 		for k, v := range bs.m {
 			if k.host == upstream {
-				b = v
-				break
+				many = append(many, v)
 			}
 		}
 	}
 	bs.mu.RUnlock()
-	if b == nil {
-		return BreakerClosed
+	if one != nil {
+		many = append(many, one)
 	}
-	s := b.cb.State() // may move open to half-open
-	b.flush()
-	return fromGobreaker(s)
+	s := BreakerClosed
+	for _, b := range many {
+		st := fromGobreaker(b.cb.State()) // may move open to half-open
+		b.flush()
+		s = max(s, st) // the constants rise with severity
+	}
+	return s
 }
 
 // breaker is one upstream's circuit breaker. gobreaker calls OnStateChange

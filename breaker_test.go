@@ -138,3 +138,20 @@ func TestBreakerEventsOutsideLock(t *testing.T) {
 		}
 	})
 }
+
+// TestBreakerBareHostMostSevere: a bare host matching several upstreams
+// reports the most severe state, whatever the map's order.
+func TestBreakerBareHostMostSevere(t *testing.T) {
+	plain, _ := url.Parse("http://api.example.test/v1/chat/completions")
+	for range 50 {
+		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
+		feedBreaker(bs.get(plain), "S")
+		feedBreaker(bs.get(breakerTestURL), "F")
+		if s := bs.state("api.example.test"); s != BreakerOpen {
+			t.Fatalf("bare host state %v, want open (https is open, http closed)", s)
+		}
+		if s := bs.state("http://api.example.test"); s != BreakerClosed {
+			t.Fatalf("http state %v, want closed", s)
+		}
+	}
+}

@@ -32,8 +32,8 @@ type Failure struct {
 	Type      string // provider's error type, e.g. "rate_limit_error"
 	Code      string // provider's error code, e.g. "insufficient_quota"
 	Message   string // provider's message or a printable excerpt of the body; at most 512 bytes
-	RequestID string
-	Retryable bool
+	RequestID string // the upstream's request id (x-request-id, request-id, ...); at most 128 bytes
+	Retryable bool   // whether another attempt is worth making
 	Reason    string // why it is or is not retryable, e.g. "429 rate limit"
 	// RetryAfter is the server's retry hint, valid when HasRetryAfter. It
 	// comes from the headers (retry-after-ms, x-ms-retry-after-ms,
@@ -41,7 +41,9 @@ type Failure struct {
 	// headers OpenRouter copies into error.metadata.headers, Gemini's
 	// RetryInfo retryDelay, or a message such as Azure's "Please retry
 	// after 6 seconds".
-	RetryAfter    time.Duration
+	RetryAfter time.Duration
+	// HasRetryAfter says whether the server gave a retry hint; a hint of
+	// zero means "retry at once".
 	HasRetryAfter bool
 }
 
@@ -738,19 +740,7 @@ func jsonFirst(b []byte) (first []byte, ok bool) {
 // keyIs reports whether a member name equals name (lower case), ignoring
 // ASCII case.
 func keyIs(key []byte, name string) bool {
-	if len(key) != len(name) {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != name[i] {
-			return false
-		}
-	}
-	return true
+	return len(key) == len(name) && equalFold(string(key), name)
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6

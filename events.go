@@ -77,20 +77,20 @@ func (s BreakerState) String() string {
 // change. It never holds credentials. Fields that do not apply to a kind
 // are zero.
 type Event struct {
-	Kind      EventKind
-	Time      time.Time
-	Upstream  string // scheme://host of the request
-	Partition string // pacing partition label; never contains a credential
-	Method    string
-	Path      string
-	RequestID string // the upstream's request id, when a response carried one
-	Status    int    // HTTP status of the response the event concerns, if any
-	Attempt   int    // 1 for the first attempt, 2 for the first retry, ...
-	Wait      time.Duration
-	Until     time.Time
-	From, To  BreakerState
-	Reason    string
-	Err       error
+	Kind      EventKind     // what happened
+	Time      time.Time     // when it happened
+	Upstream  string        // scheme://host of the request
+	Partition string        // pacing partition label; never contains a credential
+	Method    string        // the request's HTTP method
+	Path      string        // the request's URL path, without its query
+	RequestID string        // the upstream's request id, when a response carried one
+	Status    int           // HTTP status of the response the event concerns, if any
+	Attempt   int           // 1 for the first attempt, 2 for the first retry, ...
+	Wait      time.Duration // how long the request waits (retry, pace) or waited
+	Until     time.Time     // when a cooldown ends
+	From, To  BreakerState  // a breaker's old and new state
+	Reason    string        // why, in a few words, e.g. "429 rate limit"
+	Err       error         // the transport error concerned, if any; never holds the request URL
 }
 
 // emit delivers ev to OnEvent and Logger. It must never be called with a

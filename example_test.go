@@ -23,8 +23,13 @@ func ExampleNew() {
 	// circuit breaker per upstream.
 	t := steady.New(steady.Config{})
 	client := openai.NewClient(option.WithMiddleware(t.Middleware))
-	_ = client
+	_ = client // client.Chat.Completions.New(ctx, params) now goes through steady
+
+	// Nothing has been sent yet: every upstream's circuit is closed and
+	// no pacing partition exists.
+	fmt.Println(t.BreakerState("https://api.openai.com"), len(t.Snapshot()))
 	// Output:
+	// closed 0
 }
 
 func ExampleTransport_Middleware() {

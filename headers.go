@@ -40,6 +40,7 @@ func (u Unit) String() string {
 // Window is one rate-limit window announced by a response: what it counts,
 // its limit, what remains, and when it resets.
 type Window struct {
+	// Unit is what the window counts: requests or tokens.
 	Unit Unit
 	// Name tells windows of one unit apart: "minute", "day", or an IETF
 	// policy name. Empty when the dialect names none. OpenAI's
@@ -67,7 +68,9 @@ type RateLimits struct {
 	Windows []Window
 	// RetryAfter is the server's retry hint (retry-after-ms,
 	// x-ms-retry-after-ms or Retry-After), valid when HasRetryAfter.
-	RetryAfter    time.Duration
+	RetryAfter time.Duration
+	// HasRetryAfter says whether the headers gave a retry hint; a hint of
+	// zero means "retry at once".
 	HasRetryAfter bool
 }
 

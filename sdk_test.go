@@ -208,6 +208,13 @@ func TestRetryAfterHonoured(t *testing.T) {
 		{"http-date", func(now time.Time) []string {
 			return []string{"Retry-After", now.Add(9 * time.Second).UTC().Format(http.TimeFormat)}
 		}, 9 * time.Second},
+		{"http-date RFC 850", func(now time.Time) []string {
+			return []string{"Retry-After", now.Add(4 * time.Second).UTC().Format("Monday, 02-Jan-06 15:04:05 GMT")}
+		}, 4 * time.Second},
+		{"http-date ANSI C", func(now time.Time) []string {
+			return []string{"Retry-After", now.Add(6 * time.Second).UTC().Format(time.ANSIC)}
+		}, 6 * time.Second},
+		{"x-ms-retry-after-ms", func(time.Time) []string { return []string{"X-Ms-Retry-After-Ms", "1250"} }, 1250 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

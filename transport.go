@@ -21,7 +21,11 @@ var ErrCircuitOpen = errors.New("steady: circuit open")
 // an error.
 var errNoResponse = errors.New("steady: transport returned no response and no error")
 
-var errNilURL = errors.New("steady: request has no URL")
+var (
+	errNilRequest = errors.New("steady: nil request")
+	errNilURL     = errors.New("steady: request has no URL")
+	errNotNew     = errors.New("steady: Transport not made by New")
+)
 
 // Config configures a [Transport]. The zero value gives production
 // defaults.
@@ -29,7 +33,9 @@ type Config struct {
 	// Base sends each attempt. Nil means a tuned clone of
 	// http.DefaultTransport: a 10-minute response-header timeout (as the
 	// OpenAI SDK's own client has) and up to 64 idle connections per host
-	// (instead of 2, which throttles concurrent calls).
+	// (instead of 2, which throttles concurrent calls). Through
+	// [Transport.Middleware], Base is not used: the rest of the SDK's
+	// middleware chain and its HTTP client send each attempt.
 	Base http.RoundTripper
 
 	// Retry says what is retried and how long steady waits between tries.
@@ -55,13 +61,17 @@ type Config struct {
 // requests to LLM APIs. It is safe for concurrent use and starts no
 // goroutines.
 //
-// Every final response it hands back that is not a 2xx carries
+// Every error response (status 400 or above) it hands back carries
 // "X-Should-Retry: false", so that a client's own retry loop (the OpenAI
 // SDK's, for one) does not retry it again. Through [Transport.Middleware],
 // a final error (circuit open, pacing deadline, retries exhausted on a
 // transport failure) also stops the SDK's retry loop at once. Through the
 // RoundTripper form, an error cannot carry that header: give the SDK
 // option.WithMaxRetries(0), or transport failures are retried by both.
+//
+// Make a Transport with [New]. A Transport that New did not make (a zero
+// value, or a nil pointer) sends nothing: every request fails with an
+// error that says so.
 type Transport struct {
 	cfg      Config
 	base     http.RoundTripper
@@ -111,6 +121,9 @@ func defaultBase() http.RoundTripper {
 // "scheme://host" as in [Event.Upstream]. An upstream steady has not seen
 // is closed.
 func (t *Transport) BreakerState(upstream string) BreakerState {
+	if t == nil {
+		return BreakerClosed
+	}
 	return t.breakers.state(upstream)
 }
 
@@ -137,7 +150,13 @@ const maxDrain = 64 << 10
 // do runs the attempts of one request. next is the rest of the SDK's
 // middleware chain, or nil to send through t.base.
 func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
-	if req.URL == nil {
+	switch {
+	case req == nil:
+		return t.fail(req, next, errNilRequest)
+	case t == nil || t.base == nil:
+		closeBody(req)
+		return t.fail(req, next, errNotNew)
+	case req.URL == nil:
 		closeBody(req)
 		return t.fail(req, next, errNilURL)
 	}
@@ -197,6 +216,11 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		}
 		if resp == nil && err == nil {
 			err = errNoResponse
+		}
+		if resp != nil && resp.Body == nil {
+			// net/http does the same for a RoundTripper that returns no
+			// body; every later step may then close it.
+			resp.Body = http.NoBody
 		}
 		pm.settle(resp, err)
 
@@ -382,13 +406,25 @@ func discard(resp *http.Response) {
 
 // bufferBody replaces resp's body with an in-memory copy of at most
 // maxDrain bytes and releases the connection, so that resp can still be
-// handed back after a later attempt fails before being sent.
+// handed back after a later attempt fails before being sent. A read error
+// is kept: the copy returns it after the bytes read before it.
 func bufferBody(resp *http.Response) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
 	discard(resp)
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	resp.ContentLength = int64(len(b))
+	var r io.Reader = bytes.NewReader(b)
+	if err != nil {
+		r = io.MultiReader(r, errReader{err})
+		resp.ContentLength = -1
+	} else {
+		resp.ContentLength = int64(len(b))
+	}
+	resp.Body = io.NopCloser(r)
 }
+
+// errReader is a reader that fails with its error.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -244,16 +244,9 @@ func (f *Fake) Pending() int {
 // It reads and closes req's body. A request whose context has already ended
 // is neither recorded nor answered: RoundTrip returns the context's error.
 func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("steadytest: reading request body: %w", err)
-		}
-		if len(b) > 0 {
-			body = b
-		}
+	body, err := readRequestBody(req)
+	if err != nil {
+		return nil, err
 	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
@@ -334,6 +327,23 @@ func (f *Fake) next(rec *Request) (Response, bool) {
 		return *f.Fallback, true
 	}
 	return Response{}, false
+}
+
+// readRequestBody reads and closes req's body, as a real transport does.
+// An empty body reads as nil.
+func readRequestBody(req *http.Request) ([]byte, error) {
+	if req.Body == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("steadytest: reading request body: %w", err)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return b, nil
 }
 
 func cloneURL(u *url.URL) *url.URL {

@@ -398,7 +398,6 @@ func TestFakeStreamChunksArriveOverTime(t *testing.T) {
 func TestFakeStreamCloseStopsWriter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := steadytest.NewFake(steadytest.SSE("a", "b", "c").ChunkEvery(time.Hour))
-		before := runtime.NumGoroutine()
 		resp, err := post(t, f, context.Background(), "/chat/completions", "{}")
 		if err != nil {
 			t.Fatal(err)
@@ -412,12 +411,37 @@ func TestFakeStreamCloseStopsWriter(t *testing.T) {
 		if time.Since(start) != time.Hour {
 			t.Errorf("first chunk after %v", time.Since(start))
 		}
+		if n := streamWriters(); n != 1 {
+			t.Fatalf("%d stream writers while the stream is open, want 1", n)
+		}
 		resp.Body.Close()
 		synctest.Wait()
-		if after := runtime.NumGoroutine(); after != before {
-			t.Errorf("%d goroutines after Close, %d before the request: the writer still runs", after, before)
+		if n := streamWriters(); n != 0 {
+			t.Errorf("%d stream writers after Close: the writer still runs", n)
 		}
 	})
+}
+
+// streamWriters counts the goroutines that feed streamed bodies. Only
+// those are counted: runtime.NumGoroutine also sees goroutines of the test
+// runtime and of earlier tests, which come and go on their own schedule.
+func streamWriters() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "steadytest.stream.func") {
+			n++
+		}
+	}
+	return n
 }
 
 func TestFakeStreamEndsWithContext(t *testing.T) {

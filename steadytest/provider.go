@@ -424,14 +424,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 // chunk every ChunkDelay; closing the body or ending the request's context
 // stops it.
 func (p *Provider) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("steadytest: reading request body: %w", err)
-		}
-		body = b
+	body, err := readRequestBody(req)
+	if err != nil {
+		return nil, err
 	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {
