@@ -719,7 +719,7 @@ func TestInputOutputWindows(t *testing.T) {
 		// tokens waits about a second for them.
 		settleOK(pm,
 			Window{Unit: UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
-			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(10 * time.Second)},
+			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(time.Minute)},
 		)
 		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
 		if err != nil {
@@ -812,4 +812,27 @@ func TestCustomEstimator(t *testing.T) {
 			t.Errorf("estimator saw %q", bodies)
 		}
 	})
+}
+
+func TestInferSlidingWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		samples [][2]int64 // remaining, reset in seconds
+		want    time.Duration
+	}{
+		{"sliding", [][2]int64{{90, 10}, {70, 10}, {40, 10}}, 10200 * time.Millisecond},
+		{"bucket", [][2]int64{{90, 1}, {70, 3}, {40, 6}}, 0},
+		{"one sample", [][2]int64{{50, 10}}, 0},
+		{"same remaining", [][2]int64{{50, 10}, {48, 10}}, 0},
+		{"no reset", [][2]int64{{90, 0}, {50, 0}}, 0},
+		{"beyond any period", [][2]int64{{90, 1 << 40}, {50, 1 << 40}}, 0},
+	} {
+		var w window
+		for _, s := range tc.samples {
+			w.inferLocked(100, s[0], time.Duration(s[1])*time.Second)
+		}
+		if got := w.inferred(); got != tc.want {
+			t.Errorf("%s: inferred %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }

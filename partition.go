@@ -23,7 +23,10 @@ const maxWindows = 6
 // can make a wait unbounded.
 const (
 	minPeriod = time.Second
-	maxPeriod = 31 * 24 * time.Hour
+	// shortPeriod is the longest window length inferred from headers that
+	// is believed over the default of one minute.
+	shortPeriod = 45 * time.Second
+	maxPeriod   = 31 * 24 * time.Hour
 	// minRate is the slowest a window is ever paced: one unit a day.
 	minRate = rate.Limit(1.0 / (24 * 60 * 60))
 	// maxBurst keeps every burst and cost within an int on any platform.
@@ -43,6 +46,12 @@ type window struct {
 	reset     time.Time
 	period    time.Duration
 	maxSeen   int64 // largest remaining ever announced: a quota estimate
+	// What the headers imply of a window whose length they do not state
+	// (see inferLocked): the longest reset announced, the remaining count
+	// announced with it, and whether the resets show a sliding window.
+	maxReset time.Duration
+	remAtMax int64
+	sliding  bool
 }
 
 // partition holds the pacing state of one key: upstream host, credential
@@ -362,6 +371,43 @@ func namedPeriod(name string) time.Duration {
 	return 0
 }
 
+// inferLocked learns from one announced window whether it is a sliding
+// window and how long, when the headers do not say. A reset is the time
+// until the quota is fully back. In a sliding window that is the window's
+// length whatever is used, since the newest request leaves the window last:
+// two samples whose remaining counts differ by a tenth of the limit or more
+// and whose resets are within 5% of each other show one, and the longest
+// reset is its length. (In a token bucket the reset shrinks with what is
+// left; the spread of what remains over the reset paces it well enough.)
+func (w *window) inferLocked(limit, remaining int64, untilReset time.Duration) {
+	if limit <= 0 || remaining < 0 || untilReset <= 0 || untilReset > maxPeriod {
+		return
+	}
+	if w.maxReset > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 1) &&
+		untilReset >= w.maxReset-w.maxReset/20 && untilReset <= w.maxReset+w.maxReset/20 {
+		w.sliding = true
+	}
+	if untilReset > w.maxReset {
+		w.maxReset, w.remAtMax = untilReset, remaining
+	}
+}
+
+// inferred is the length of a window found to be sliding, 2% longer for
+// the time a response takes to arrive, or 0.
+func (w *window) inferred() time.Duration {
+	if w.sliding {
+		return max(w.maxReset+w.maxReset/50, minPeriod)
+	}
+	return 0
+}
+
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
 // roundPeriod rounds d up to a whole second, minute, hour or day.
 func roundPeriod(d time.Duration) time.Duration {
 	for _, p := range [...]time.Duration{time.Minute, time.Hour, 24 * time.Hour} {
@@ -411,7 +457,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		// window (per hour, per day); resets are rounded to the second,
 		// so a little beyond is not. A reset more than a day away is not
 		// believed: it is more likely misread than a longer window.
+		if fresh {
+			w.inferLocked(a.Limit, a.Remaining, untilReset)
+		}
 		period = max(w.period, time.Minute)
+		if d := w.inferred(); d > 0 && d < shortPeriod && w.period <= time.Minute {
+			// A window clearly shorter than a minute, such as ten
+			// seconds. Near a minute, the minute is believed.
+			period = d
+		}
 		if untilReset > period+period/4 && untilReset <= 24*time.Hour {
 			period = roundPeriod(untilReset)
 		}

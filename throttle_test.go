@@ -220,6 +220,35 @@ func TestThrottleTargets(t *testing.T) {
 	}
 }
 
+// TestThrottleShortWindow paces a provider whose window is ten seconds,
+// which its headers do not state: steady infers the length from the
+// announced limit, remaining count and reset, and after the first windows
+// uses nearly all of the quota without 429s.
+func TestThrottleShortWindow(t *testing.T) {
+	for _, a := range []steadytest.Algorithm{steadytest.SlidingWindow, steadytest.TokenBucket} {
+		t.Run(a.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				res := runLoad(t, loadCase{
+					name:     "requests/openai/10s/" + a.String(),
+					provider: steadytest.ProviderConfig{RequestsPerWindow: 100, Window: 10 * time.Second, Algorithm: a, Latency: 50 * time.Millisecond},
+					windows:  12,
+				})
+				// Assumed a minute long, the window would be paced at a
+				// sixth of its quota; the first windows ramp up.
+				if res.goodput < 0.90 {
+					t.Errorf("goodput %.1f%% of the limit, want >= 90%%", 100*res.goodput)
+				}
+				if res.rejected > 0.01 {
+					t.Errorf("429s are %.2f%% of upstream attempts, want <= 1%%", 100*res.rejected)
+				}
+				if res.failed > 0 {
+					t.Errorf("%d of %d calls failed", res.failed, res.calls)
+				}
+			})
+		})
+	}
+}
+
 // TestThrottleDisabled shows what pacing prevents: the same load without
 // it meets many 429s.
 func TestThrottleDisabled(t *testing.T) {
