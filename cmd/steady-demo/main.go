@@ -66,7 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Latency, "latency", 50*time.Millisecond, "provider time to answer a request")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "deadline of one call, retries included")
 	fs.StringVar(&o.Dialect, "dialect", "ietf", "rate-limit header dialect: "+strings.Join(dialectNames(), ", ")+
-		"; only ietf states the window's length, steady takes the others' windows for a minute: use -window 1m -duration 5m -outage 1m with them")
+		"; with none, steady learns the limit from the first 429 but not the window's length, which it takes for a minute: use -window 1m -duration 5m -outage 1m")
 	fs.StringVar(&o.Algorithm, "algorithm", "sliding-window", "how the provider counts its limits: sliding-window or token-bucket")
 	fs.StringVar(&o.Plot, "plot", "", "write an SVG chart of accepted requests per second to this file")
 	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
