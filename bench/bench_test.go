@@ -11,6 +11,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/steady-go/steady/steadytest"
 )
 
 var report = flag.Bool("report", false, "run the full workload and the overhead benchmarks, and write ../BENCHMARKS.md")
@@ -73,6 +76,19 @@ func TestWorkload(t *testing.T) {
 	})
 }
 
+func TestRunRejectsBadScenario(t *testing.T) {
+	for _, sc := range []Scenario{
+		{Requests: 10, Window: time.Second, CallTimeout: time.Second},               // no offered load
+		{Requests: 0, Window: time.Second, Offered: 1, CallTimeout: time.Second},    // no limit
+		{Requests: 10, Window: time.Second, Offered: 1},                             // no call timeout
+		{Requests: 10, Window: time.Second, Offered: 1, CallTimeout: 1, Outage: -1}, // negative phase
+	} {
+		if _, err := Run(context.Background(), sc, Peers()); err == nil {
+			t.Errorf("Run(%+v) accepted", sc)
+		}
+	}
+}
+
 func TestReportWrite(t *testing.T) {
 	r := Report{
 		Scenario: shortScenario,
@@ -84,11 +100,16 @@ func TestReportWrite(t *testing.T) {
 			{Peer: "steady", Calls: 100, OK: 100, FailedOutage: 40, FailFast: time.Millisecond, Recovery: 0.95, Goodput: 0.99, Attempts: 101, RateLimited: 1, OutageAttempts: 3, P99: 2 * time.Second},
 		},
 		Overhead: []Overhead{
-			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10},
+			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10, SDKNsPerOp: 50000, SDKAllocsOp: 170},
 			{Peer: "go-retryablehttp", NsPerOp: 3000, AllocsOp: 30},
 			{Peer: "failsafe-go", NsPerOp: 5000, AllocsOp: 50},
-			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15},
+			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15, SDKNsPerOp: 51000, SDKAllocsOp: 175},
 		},
+		Sweep: shortScenario,
+		Dialects: []DialectRun{{Dialect: steadytest.DialectHerokuSeed, Results: []Result{
+			{Goodput: 1, Attempts: 200, RateLimited: 100}, {Goodput: 0.9, Attempts: 100, RateLimited: 10},
+			{Goodput: 0.8, Attempts: 100}, {Goodput: 0.99, Attempts: 300, RateLimited: 3},
+		}}},
 		Machine: Machine{CPU: "Test CPU", Cores: 2, Go: "go1.26", OS: "linux/amd64"},
 		Command: reportCommand,
 	}
@@ -101,13 +122,15 @@ func TestReportWrite(t *testing.T) {
 		"| goodput during overload, fraction of the limit | 0.900 (0.909×) | 0.950 (0.96×) | 0.950 (0.96×) | **0.990** |",
 		"| 429s, share of upstream attempts | 50.0% (100 of 200) (50.5×) |",
 		"| failed calls during the overload | 10 (steady: 0) | 0 (same) |",
-		"| calls started during the outage: failed, median time to fail | 30, 8s (8e+03×) | 0 (0×) | 50, at once (0×) | **40, 1ms** |",
+		"| failed calls during the outage, median time to fail | 30, 8s (8e+03×) | 0 (0×) | 50, at once (0×) | **40, 1ms** |",
 		"| goodput after the outage, fraction of the limit | 0.500 (0.526×) |",
 		"| upstream attempts during the outage | 60 (20×) | 80 (26.7×) | 10 (3.33×) | **3** |",
 		"| p99 latency, successful calls | 9s (4.5×) |",
 		"| success-path time per request (ns/op) | 1000 (+0) (0×) | 3000 (+2000) (2×) | 5000 (+4000) (4×) | **2000 (+1000)** |",
 		"| success-path allocations (allocs/op) | 10 (+0) (0×) | 30 (+20) (4×) | 50 (+40) (8×) | **15 (+5)** |",
 		"Test CPU, 2 cores, go1.26",
+		"| whole SDK call (ns/op, allocs/op) | 50000, 170 (0.98×) |",
+		"| heroku-seed | 1.000, 50.0% | 0.900, 10.0% | 0.800, 0.0% | 0.990, 1.0% |",
 		reportCommand,
 	} {
 		if !strings.Contains(out, want) {
@@ -132,6 +155,19 @@ func TestReport(t *testing.T) {
 		}
 	})
 	r.Wall = time.Since(wallStart)
+	r.Sweep = fullScenario
+	r.Sweep.Outage, r.Sweep.Recovery = 0, 0
+	for _, d := range steadytest.Dialects() {
+		sc := r.Sweep
+		sc.Dialect = d
+		synctest.Test(t, func(t *testing.T) {
+			res, err := Run(t.Context(), sc, r.Peers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Dialects = append(r.Dialects, DialectRun{Dialect: d, Results: res})
+		})
+	}
 	r.Overhead = measureOverhead(t, r.Peers, 3)
 	r.Took = time.Since(wallStart)
 	var b bytes.Buffer
@@ -152,14 +188,30 @@ func measureOverhead(t *testing.T, peers []Peer, rounds int) []Overhead {
 	for round := range rounds {
 		for i, p := range peers {
 			res := testing.Benchmark(func(b *testing.B) { benchmarkOverhead(b, p) })
-			t.Logf("round %d %s: %s %s", round+1, p.Name, res, res.MemString())
-			o := Overhead{Peer: p.Name, NsPerOp: float64(res.T.Nanoseconds()) / float64(res.N), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp()}
-			if round == 0 || o.NsPerOp < out[i].NsPerOp {
+			sdk := testing.Benchmark(func(b *testing.B) { benchmarkSDKCall(b, p) })
+			t.Logf("round %d %s: %s %s; SDK call %s %s", round+1, p.Name, res, res.MemString(), sdk, sdk.MemString())
+			o := Overhead{Peer: p.Name, NsPerOp: nsPerOp(res), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(),
+				SDKNsPerOp: nsPerOp(sdk), SDKAllocsOp: sdk.AllocsPerOp()}
+			if round == 0 {
 				out[i] = o
+				continue
+			}
+			if o.NsPerOp < out[i].NsPerOp {
+				out[i].NsPerOp, out[i].AllocsOp, out[i].BytesOp = o.NsPerOp, o.AllocsOp, o.BytesOp
+			}
+			if o.SDKNsPerOp < out[i].SDKNsPerOp {
+				out[i].SDKNsPerOp, out[i].SDKAllocsOp = o.SDKNsPerOp, o.SDKAllocsOp
 			}
 		}
 	}
 	return out
+}
+
+func nsPerOp(r testing.BenchmarkResult) float64 {
+	if r.N == 0 {
+		return 0
+	}
+	return float64(r.T.Nanoseconds()) / float64(r.N)
 }
 
 // BenchmarkOverhead measures one successful request with a 2 KB chat body
@@ -195,6 +247,31 @@ func benchmarkOverhead(b *testing.B, p Peer) {
 	}
 }
 
+// BenchmarkSDKCall measures one successful chat completion through the
+// SDK and each peer to an in-memory base, a prompt of about 2 KB: what a
+// peer adds, next to the cost of the SDK call itself.
+func BenchmarkSDKCall(b *testing.B) {
+	for _, p := range Peers() {
+		b.Run(strings.ReplaceAll(p.Name, " ", "-"), func(b *testing.B) { benchmarkSDKCall(b, p) })
+	}
+}
+
+func benchmarkSDKCall(b *testing.B, p Peer) {
+	client := NewClient(p, "http://provider.invalid/v1/", okBase{})
+	params := openai.ChatCompletionNewParams{
+		Model:               openai.ChatModelGPT4oMini,
+		MaxCompletionTokens: openai.Int(64),
+		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("lorem ipsum ", 170))},
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Chat.Completions.New(ctx, params); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // chatBody returns a chat completion request body of about n bytes.
 func chatBody(n int) []byte {
 	const head = `{"model":"gpt-4o-mini","max_completion_tokens":64,"messages":[{"role":"user","content":"`
@@ -204,7 +281,8 @@ func chatBody(n int) []byte {
 }
 
 // okBase answers every request 200 with a small chat completion, in
-// memory and at once.
+// memory and at once, announcing limits far above anything a benchmark
+// sends: the success path when far from the limit.
 type okBase struct{}
 
 const okBody = `{"id":"chatcmpl-1","object":"chat.completion","created":0,"model":"gpt-4o-mini","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":500,"completion_tokens":1,"total_tokens":501}}`
@@ -216,9 +294,12 @@ func (okBase) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Ratelimit-Limit-Requests", "10000")
-	h.Set("X-Ratelimit-Remaining-Requests", "9999")
-	h.Set("X-Ratelimit-Reset-Requests", "6ms")
+	h.Set("X-Ratelimit-Limit-Requests", "1000000000")
+	h.Set("X-Ratelimit-Remaining-Requests", "999999999")
+	h.Set("X-Ratelimit-Reset-Requests", "1ms")
+	h.Set("X-Ratelimit-Limit-Tokens", "100000000000")
+	h.Set("X-Ratelimit-Remaining-Tokens", "99999999000")
+	h.Set("X-Ratelimit-Reset-Tokens", "1ms")
 	return &http.Response{
 		StatusCode: http.StatusOK, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: h, Body: io.NopCloser(strings.NewReader(okBody)), ContentLength: int64(len(okBody)), Request: req,

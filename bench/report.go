@@ -8,14 +8,20 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
 )
 
-// Overhead is one peer's success-path cost from BenchmarkOverhead.
+// Overhead is one peer's success-path cost: its layer alone
+// (BenchmarkOverhead) and a whole SDK call through it (BenchmarkSDKCall).
 type Overhead struct {
-	Peer     string
-	NsPerOp  float64
-	AllocsOp int64
-	BytesOp  int64
+	Peer        string
+	NsPerOp     float64
+	AllocsOp    int64
+	BytesOp     int64
+	SDKNsPerOp  float64
+	SDKAllocsOp int64
 }
 
 // Machine describes where a report was measured.
@@ -43,12 +49,20 @@ func ThisMachine() Machine {
 	return m
 }
 
+// DialectRun is the results of one dialect in the sweep.
+type DialectRun struct {
+	Dialect steadytest.Dialect
+	Results []Result // in the order of Report.Peers
+}
+
 // Report is everything BENCHMARKS.md shows.
 type Report struct {
 	Scenario Scenario
 	Peers    []Peer
-	Results  []Result   // in the order of Peers
-	Overhead []Overhead // in the order of Peers; Peers[0] is the baseline
+	Results  []Result     // in the order of Peers
+	Overhead []Overhead   // in the order of Peers; Peers[0] is the baseline
+	Sweep    Scenario     // the workload of the dialect sweep
+	Dialects []DialectRun // the sweep, one run per dialect
 	Machine  Machine
 	Date     time.Time
 	Command  string
@@ -118,7 +132,7 @@ func (r Report) Write(w io.Writer) error {
 	row("upstream attempts during the outage", func(x Result) (float64, string) {
 		return float64(x.OutageAttempts), fmt.Sprint(x.OutageAttempts)
 	})
-	row("calls started during the outage: failed, median time to fail", func(x Result) (float64, string) {
+	row("failed calls during the outage, median time to fail", func(x Result) (float64, string) {
 		if x.FailedOutage == 0 {
 			return 0, "0"
 		}
@@ -153,9 +167,44 @@ func (r Report) Write(w io.Writer) error {
 			o := r.overhead(x.Peer)
 			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (%+d)", o.BytesOp, o.BytesOp-base.BytesOp)
 		})
+		if base.SDKNsPerOp > 0 {
+			row("whole SDK call (ns/op, allocs/op)", func(x Result) (float64, string) {
+				o := r.overhead(x.Peer)
+				return o.SDKNsPerOp, fmt.Sprintf("%.0f, %d", o.SDKNsPerOp, o.SDKAllocsOp)
+			})
+		}
 	}
+	p("\nFailed calls are counted in the phase in which they ended; the time to fail is that of the calls that began during the outage. ")
+	p("Goodput counts successful calls; steady keeps %.0f%% of every limit unused by default (`PacingConfig.Headroom`). ", 100*steady.DefaultHeadroom)
+	p("With callers offering more than the limit, calls through steady wait their turn in its pacer instead of in retry loops after 429s, which shows in the latency rows.\n")
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
-	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions.\n\n")
+	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions. ")
+	p("The last row, from `BenchmarkSDKCall/<peer>`, is a whole chat completion through the SDK and the peer to the same base, for scale.\n\n")
+
+	if len(r.Dialects) > 0 {
+		w := r.Sweep
+		p("## Every dialect\n\n")
+		p("The overload alone (%s at %s times the limit of %d requests per %s, %s), once per rate-limit dialect the simulated provider speaks. ",
+			fmtDur(w.Overload), trim(w.Offered), w.Requests, fmtDur(w.Window), w.Algorithm)
+		p("Each cell: goodput as a fraction of the limit, then 429s as a share of upstream attempts.\n\n")
+		p("| dialect")
+		for _, peer := range r.Peers {
+			p(" | %s", peer.Name)
+		}
+		p(" |\n|---|")
+		for range r.Peers {
+			p("---:|")
+		}
+		p("\n")
+		for _, d := range r.Dialects {
+			p("| %s", d.Dialect)
+			for _, res := range d.Results {
+				p(" | %.3f, %.1f%%", res.Goodput, 100*res.RateLimitedShare())
+			}
+			p(" |\n")
+		}
+		p("\n")
+	}
 
 	p("## How each peer is set up\n\n")
 	for _, peer := range r.Peers {

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -38,9 +39,9 @@ type Result struct {
 	Calls          int           // calls finished
 	OK             int           // calls that succeeded
 	Failed         int           // calls that returned an error
-	FailedOverload int           // failed calls started during the overload
-	FailedOutage   int           // failed calls started during the outage
-	FailedRecovery int           // failed calls started after the outage
+	FailedOverload int           // failed calls that ended during the overload
+	FailedOutage   int           // failed calls that ended during the outage
+	FailedRecovery int           // failed calls that ended after the outage
 	FailFast       time.Duration // median time to fail of calls started during the outage
 	Goodput        float64       // successful calls per second during the overload, as a fraction of the limit
 	Recovery       float64       // successful calls per second during the recovery, as a fraction of the limit
@@ -67,7 +68,7 @@ type tally struct {
 	calls, ok   int
 	failed      int
 	okIn        [3]int // successful calls, by the phase they ended in
-	failedIn    [3]int // failed calls, by the phase they started in
+	failedIn    [3]int // failed calls, by the phase they ended in
 	latencies   []time.Duration
 	failOutage  []time.Duration // time to fail of calls started during the outage
 	attempts    int
@@ -93,7 +94,7 @@ func (t *tally) call(started int, latency time.Duration, err error) {
 	t.calls++
 	if err != nil {
 		t.failed++
-		t.failedIn[started]++
+		t.failedIn[t.phase]++
 		if started == 1 {
 			t.failOutage = append(t.failOutage, latency)
 		}
@@ -143,6 +144,9 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 		sdk  openai.Client
 		t    *tally
 	}
+	if sc.Offered <= 0 || sc.Overload < 0 || sc.Outage < 0 || sc.Recovery < 0 || sc.CallTimeout <= 0 {
+		return nil, errors.New("bench: a scenario needs a positive offered load and call timeout, and no negative phase")
+	}
 	sides := make([]*side, len(peers))
 	for i, p := range peers {
 		up, err := NewUpstream(sc)
@@ -163,20 +167,22 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 	var wg sync.WaitGroup
 
 	wg.Go(func() {
-		phases := []time.Duration{sc.Overload, sc.Overload + sc.Outage, total}
-		for i, at := range phases {
+		defer cancel() // end of the run: calls in flight are abandoned
+		// Phase 1 is the outage, phase 2 the recovery; a zero-length
+		// outage goes straight to the recovery.
+		for phase, at := range []time.Duration{sc.Overload, sc.Overload + sc.Outage} {
+			if phase == 0 && sc.Outage <= 0 {
+				continue
+			}
 			if !sleepUntil(ctx, start.Add(at)) {
 				return
 			}
-			if i == len(phases)-1 {
-				cancel() // end of the run: calls in flight are abandoned
-				return
-			}
 			for _, s := range sides {
-				s.t.setPhase(i + 1)
-				s.up.SetOutage(i == 0)
+				s.t.setPhase(phase + 1)
+				s.up.SetOutage(phase == 0)
 			}
 		}
+		sleepUntil(ctx, start.Add(total))
 	})
 	for _, s := range sides {
 		for w := range workers {

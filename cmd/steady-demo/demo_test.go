@@ -390,19 +390,60 @@ func TestGoodputOverWholeWindows(t *testing.T) {
 		r := newRecorder("c", start, time.Second)
 		for _, at := range []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 2200 * time.Millisecond, 2900 * time.Millisecond} {
 			time.Sleep(time.Until(start.Add(at)))
-			r.callDone(phaseOverload, time.Millisecond, nil)
+			r.callDone(time.Millisecond, nil)
 		}
 		r.setPhase(phaseOutage)
 		time.Sleep(time.Until(start.Add(3500 * time.Millisecond)))
-		r.callDone(phaseOutage, time.Millisecond, nil)
+		r.callDone(time.Millisecond, nil)
+		r.callDone(3*time.Second, errors.New("began before the outage, ended in it"))
 		tl := timeline{Start: [numPhases]time.Duration{0, 2500 * time.Millisecond, -1}, End: 4 * time.Second}
 		// Two whole windows fit in the 2.5s overload: two calls in them.
 		if s := r.summarize(tl, 1, time.Second); s.Goodput != 1 {
 			t.Errorf("goodput over whole 1s windows = %v/s, want 1", s.Goodput)
 		}
 		// No whole 5s window fits: all of the overload counts.
-		if s := r.summarize(tl, 1, 5*time.Second); s.Goodput != 3/2.5 {
+		s := r.summarize(tl, 1, 5*time.Second)
+		if s.Goodput != 3/2.5 {
 			t.Errorf("goodput with a 5s window = %v/s, want %v", s.Goodput, 3/2.5)
+		}
+		if s.FailedIn != [numPhases]int{0, 1, 0} {
+			t.Errorf("failed calls by phase = %v, want the one failure in the outage", s.FailedIn)
+		}
+	})
+}
+
+// TestDemoShowsWhatItClaims runs the default workload in fake time and
+// checks the claims the demo's table makes about the two sides.
+func TestDemoShowsWhatItClaims(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		o, err := parseFlags(nil, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		clients, err := newClients(providerConfig{Requests: o.Requests, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}, o, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := float64(o.Requests) / o.Window.Seconds()
+		p := plan{Duration: o.Duration, OutageStart: o.Duration / 2, OutageEnd: o.Duration/2 + o.Outage,
+			Concurrency: o.Concurrency, Offered: o.Offered * limit, CallTimeout: o.Timeout, Model: o.Model, MaxTokens: 64}
+		tl := run(t.Context(), p, clients)
+		bare, st := clients[0].rec.summarize(tl, limit, o.Window), clients[1].rec.summarize(tl, limit, o.Window)
+		t.Logf("bare: %+v", bare)
+		t.Logf("steady: %+v", st)
+		share := func(s summary) float64 { return float64(s.RateLimited) / float64(max(s.Attempts, 1)) }
+		if share(st) > 0.02 || share(st) >= share(bare) {
+			t.Errorf("429 share: steady %.3f, bare SDK %.3f; want steady at most 0.02 and below the bare SDK", share(st), share(bare))
+		}
+		if st.Goodput < 0.9*limit {
+			t.Errorf("steady goodput %.2f/s, want at least 90%% of the limit %.0f/s", st.Goodput, limit)
+		}
+		if st.OutageAttempts*5 > bare.OutageAttempts {
+			t.Errorf("attempts during the outage: steady %d, bare SDK %d; want steady under a fifth", st.OutageAttempts, bare.OutageAttempts)
+		}
+		if len(st.OpenPeriods) == 0 {
+			t.Error("steady's breaker never opened during the outage")
 		}
 	})
 }

@@ -65,7 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.Outage, "outage", 10*time.Second, "length of the outage, starting half way through (0: none)")
 	fs.DurationVar(&o.Latency, "latency", 50*time.Millisecond, "provider time to answer a request")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "deadline of one call, retries included")
-	fs.StringVar(&o.Dialect, "dialect", "openai", "rate-limit header dialect: "+strings.Join(dialectNames(), ", "))
+	fs.StringVar(&o.Dialect, "dialect", "ietf", "rate-limit header dialect: "+strings.Join(dialectNames(), ", ")+
+		"; with none, steady learns the limit from the first 429 but not the window's length, which it takes for a minute: use -window 1m -duration 5m -outage 1m")
 	fs.StringVar(&o.Algorithm, "algorithm", "sliding-window", "how the provider counts its limits: sliding-window or token-bucket")
 	fs.StringVar(&o.Plot, "plot", "", "write an SVG chart of accepted requests per second to this file")
 	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
@@ -101,9 +102,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := demo(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "steady-demo:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			return
 		}
+		fmt.Fprintln(os.Stderr, "steady-demo:", err)
+		stop()
 		os.Exit(2)
 	}
 }
@@ -133,8 +136,15 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	limit := float64(o.Requests) / o.Window.Seconds()
-	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, outage %s at %s; %s\n",
-		o.Requests, o.Window, limit, p.Offered, o.Concurrency, o.Outage, p.OutageStart, "Ctrl-C stops early")
+	outage := "no outage"
+	if o.Outage > 0 {
+		outage = fmt.Sprintf("outage %s at %s", o.Outage, p.OutageStart)
+	}
+	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, %s; Ctrl-C stops early\n",
+		o.Requests, o.Window, limit, p.Offered, o.Concurrency, outage)
+	if o.BaseURL != "" {
+		fmt.Fprintf(stdout, "the steady side calls %s: its limits are that endpoint's, and no outage is injected there\n", o.BaseURL)
+	}
 
 	// Progress, until the run ends.
 	done := make(chan struct{})
@@ -160,7 +170,10 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := writeTable(stdout, rows); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nlimit: %d requests per %s, most admitted in one window above.\n", o.Requests, o.Window)
+	fmt.Fprintf(stdout, "\nThe limit is %d requests per %s. Goodput counts successful calls over the whole windows of the overload.\n"+
+		"steady paces calls under the limit the provider announces, so they wait their turn instead of\n"+
+		"failing with 429s and retrying; during the outage its circuit breaker fails calls at once\n"+
+		"instead of sending them.\n", o.Requests, o.Window)
 	if o.Plot != "" {
 		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit)); err != nil {
 			return err

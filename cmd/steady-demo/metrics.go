@@ -81,21 +81,14 @@ func (r *recorder) setPhase(p phase) {
 	r.mu.Unlock()
 }
 
-// currentPhase returns the phase the run is in.
-func (r *recorder) currentPhase() phase {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.phase
-}
-
-// callDone records one finished call, started in phase started.
-func (r *recorder) callDone(started phase, latency time.Duration, err error) {
+// callDone records one finished call.
+func (r *recorder) callDone(latency time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
 	if err != nil {
 		r.failed++
-		r.failedIn[started]++
+		r.failedIn[r.phase]++
 		return
 	}
 	r.ok++
@@ -220,7 +213,7 @@ type summary struct {
 	Calls          int
 	OK             int
 	Failed         int
-	FailedIn       [numPhases]int // failed calls, by the phase they started in
+	FailedIn       [numPhases]int // failed calls, by the phase they ended in
 	Goodput        float64        // successful calls per second over the whole windows of the overload phase
 	Limit          float64        // the provider's requests limit, per second
 	Attempts       int

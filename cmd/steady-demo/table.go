@@ -33,7 +33,7 @@ func writeTable(w io.Writer, rows []summary) error {
 	line("calls ok", func(s summary) string { return fmt.Sprint(s.OK) })
 	line("calls failed", func(s summary) string { return fmt.Sprint(s.Failed) })
 	if len(rows) > 0 && rows[0].OutageCalls {
-		line("of which began before the outage", func(s summary) string { return fmt.Sprint(s.FailedIn[phaseOverload]) })
+		line("of which ended before the outage", func(s summary) string { return fmt.Sprint(s.FailedIn[phaseOverload]) })
 		line("during the outage", func(s summary) string { return fmt.Sprint(s.FailedIn[phaseOutage]) })
 		line("after the outage", func(s summary) string { return fmt.Sprint(s.FailedIn[phaseRecovery]) })
 	}

@@ -43,7 +43,6 @@ type client struct {
 // call makes one chat completion and records it.
 func (c *client) call(ctx context.Context, p plan) {
 	start := time.Now()
-	started := c.rec.currentPhase()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(withCall(ctx), p.CallTimeout)
 	defer cancel()
@@ -60,7 +59,7 @@ func (c *client) call(ctx context.Context, p plan) {
 	if parent.Err() != nil {
 		return // the run was stopped: neither a success nor a failure
 	}
-	c.rec.callDone(started, time.Since(start), err)
+	c.rec.callDone(time.Since(start), err)
 }
 
 // run drives the plan through every client at once and returns the
