@@ -20,7 +20,8 @@
 //
 // and it works with any plain [http.Client] as an [http.RoundTripper].
 //
-// Every final response steady hands back carries "X-Should-Retry: false",
+// Every failed response (status 400 or more) steady hands back carries
+// "X-Should-Retry: false",
 // so the SDK's own retries do not multiply its attempts; through
 // Middleware, a final error such as [ErrCircuitOpen] or a pacing
 // [*WaitError] also stops the SDK's retry loop at once.
