@@ -21,10 +21,9 @@
 // and it works with any plain [http.Client] as an [http.RoundTripper].
 //
 // Every failed response (status 400 or more) steady hands back carries
-// "X-Should-Retry: false",
-// so the SDK's own retries do not multiply its attempts; through
-// Middleware, a final error such as [ErrCircuitOpen] or a pacing
-// [*WaitError] also stops the SDK's retry loop at once.
+// "X-Should-Retry: false", so the SDK's own retries do not multiply its
+// attempts; through Middleware, a final error such as [ErrCircuitOpen] or a
+// pacing [*WaitError] also stops the SDK's retry loop at once.
 //
 // Requests are paced per partition (upstream host, a hash of the
 // credential, and the model), following what [ParseRateLimits] reads from
