@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"cmp"
 	"errors"
 	"net/url"
 	"strings"
@@ -100,30 +101,12 @@ func newBreakers(c BreakerConfig, emit func(Event)) *breakers {
 	if c.Disabled {
 		return nil
 	}
-	ratio := c.FailureRatio
-	if ratio == 0 {
-		ratio = DefaultBreakerFailureRatio
-	}
-	minReq := c.MinRequests
-	if minReq == 0 {
-		minReq = DefaultBreakerMinRequests
-	}
-	window := c.Window
-	if window <= 0 {
-		window = DefaultBreakerWindow
-	}
-	consec := c.ConsecutiveFailures
-	if consec == 0 {
-		consec = DefaultBreakerConsecutiveFailures
-	}
-	open := c.OpenTimeout
-	if open <= 0 {
-		open = DefaultBreakerOpenTimeout
-	}
-	probes := c.HalfOpenProbes
-	if probes == 0 {
-		probes = DefaultBreakerHalfOpenProbes
-	}
+	ratio := cmp.Or(c.FailureRatio, DefaultBreakerFailureRatio)
+	minReq := positiveOr(c.MinRequests, DefaultBreakerMinRequests)
+	window := positiveOr(c.Window, DefaultBreakerWindow)
+	consec := cmp.Or(c.ConsecutiveFailures, DefaultBreakerConsecutiveFailures)
+	open := positiveOr(c.OpenTimeout, DefaultBreakerOpenTimeout)
+	probes := positiveOr(c.HalfOpenProbes, DefaultBreakerHalfOpenProbes)
 	bucket := window / 10
 	if bucket <= 0 {
 		bucket = window

@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -166,18 +167,10 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	case p.headroom > 0.5:
 		p.headroom = 0.5
 	}
-	if p.coldStart == 0 {
-		p.coldStart = DefaultColdStart
-	}
-	if p.maxParts <= 0 {
-		p.maxParts = DefaultMaxPartitions
-	}
-	if p.idle <= 0 {
-		p.idle = DefaultIdleTimeout
-	}
-	if p.maxWait <= 0 {
-		p.maxWait = DefaultMaxWait
-	}
+	p.coldStart = cmp.Or(p.coldStart, DefaultColdStart)
+	p.maxParts = positiveOr(p.maxParts, DefaultMaxPartitions)
+	p.idle = positiveOr(p.idle, DefaultIdleTimeout)
+	p.maxWait = positiveOr(p.maxWait, DefaultMaxWait)
 	if p.emit == nil {
 		p.emit = func(Event) {}
 	}

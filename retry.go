@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"cmp"
 	"context"
 	"math"
 	"math/rand/v2"
@@ -94,18 +95,9 @@ func newRetryPolicy(c RetryConfig) retryPolicy {
 	case p.maxRetries < 0:
 		p.maxRetries = 0
 	}
-	if p.base <= 0 {
-		p.base = DefaultBaseDelay
-	}
-	if p.max <= 0 {
-		p.max = DefaultMaxDelay
-	}
-	if p.max < p.base {
-		p.max = p.base
-	}
-	if p.maxRetryAfter == 0 {
-		p.maxRetryAfter = DefaultMaxRetryAfter
-	}
+	p.base = positiveOr(p.base, DefaultBaseDelay)
+	p.max = max(positiveOr(p.max, DefaultMaxDelay), p.base)
+	p.maxRetryAfter = cmp.Or(p.maxRetryAfter, DefaultMaxRetryAfter)
 	return p
 }
 

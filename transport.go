@@ -144,6 +144,17 @@ func (t *Transport) Middleware(req *http.Request, next option.MiddlewareNext) (*
 	return t.do(req, next)
 }
 
+// positiveOr returns v, or d when v is zero or negative: the rule of every
+// Config field whose zero (and negative) value means its default. Fields
+// where only zero means the default, and a negative value something else,
+// use cmp.Or.
+func positiveOr[T ~int | ~int64 | ~uint32](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
 // maxDrain bounds what is read of a discarded response body.
 const maxDrain = 64 << 10
 
