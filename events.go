@@ -3,6 +3,8 @@ package steady
 import (
 	"context"
 	"log/slog"
+	"net/http"
+	"slices"
 	"time"
 )
 
@@ -27,6 +29,11 @@ const (
 	// EventRejected reports a request failed at once without being sent:
 	// its circuit is open, or its pacing wait would pass its deadline.
 	EventRejected
+	// EventAttempt reports one upstream attempt that finished: Status is
+	// its response's (0 when it failed with Err), Duration how long the
+	// attempt took, Attempt its number. It is delivered only to observers
+	// ([Transport.Observe]) and OnEvent, and logged at Debug level.
+	EventAttempt
 )
 
 // String returns the kind's name, such as "retry".
@@ -44,6 +51,8 @@ func (k EventKind) String() string {
 		return "breaker"
 	case EventRejected:
 		return "rejected"
+	case EventAttempt:
+		return "attempt"
 	}
 	return "unknown"
 }
@@ -91,6 +100,11 @@ type Event struct {
 	From, To  BreakerState  // a breaker's old and new state
 	Reason    string        // why, in a few words, e.g. "429 rate limit"
 	Err       error         // the transport error concerned, if any; never holds the request URL
+	Duration  time.Duration // how long an attempt took (EventAttempt)
+	// Context is the context of the request the event concerns, so that an
+	// observer can relate the event to the caller's trace; nil for events
+	// that concern no single request (breaker changes).
+	Context context.Context
 }
 
 // emit delivers ev to OnEvent and Logger. It must never be called with a
@@ -102,6 +116,11 @@ func (t *Transport) emit(ev Event) {
 	if t.cfg.OnEvent != nil {
 		t.cfg.OnEvent(ev)
 	}
+	if obs := t.observers.Load(); obs != nil {
+		for _, o := range *obs {
+			o.fn(ev)
+		}
+	}
 	if t.cfg.Logger != nil {
 		logEvent(t.cfg.Logger, ev)
 	}
@@ -112,7 +131,7 @@ func (t *Transport) emit(ev Event) {
 func logEvent(l *slog.Logger, ev Event) {
 	level := slog.LevelInfo
 	switch ev.Kind {
-	case EventPace, EventCooldown:
+	case EventPace, EventCooldown, EventAttempt:
 		level = slog.LevelDebug
 	case EventBreakerState, EventRejected:
 		level = slog.LevelWarn
@@ -154,6 +173,9 @@ func logEvent(l *slog.Logger, ev Event) {
 	if ev.Wait != 0 {
 		add(slog.Duration("wait", ev.Wait))
 	}
+	if ev.Duration != 0 {
+		add(slog.Duration("duration", ev.Duration))
+	}
 	if !ev.Until.IsZero() {
 		add(slog.Time("until", ev.Until))
 	}
@@ -168,4 +190,54 @@ func logEvent(l *slog.Logger, ev Event) {
 		add(slog.String("error", ev.Err.Error()))
 	}
 	l.LogAttrs(ctx, level, "steady: "+ev.Kind.String(), attrs...)
+}
+
+// observer is one function registered with [Transport.Observe].
+type observer struct{ fn func(Event) }
+
+// Observe registers fn to receive every event, beside Config.OnEvent, and
+// returns a function that removes it. It is meant for integrations (such as
+// metrics and tracing) set up after [New]; fn follows the rules of OnEvent.
+func (t *Transport) Observe(fn func(Event)) (remove func()) {
+	if t == nil || fn == nil {
+		return func() {}
+	}
+	o := &observer{fn: fn}
+	t.obsMu.Lock()
+	defer t.obsMu.Unlock()
+	var list []*observer
+	if cur := t.observers.Load(); cur != nil {
+		list = slices.Clone(*cur)
+	}
+	list = append(list, o)
+	t.observers.Store(&list)
+	return func() {
+		t.obsMu.Lock()
+		defer t.obsMu.Unlock()
+		cur := t.observers.Load()
+		if cur == nil {
+			return
+		}
+		list := slices.DeleteFunc(slices.Clone(*cur), func(x *observer) bool { return x == o })
+		t.observers.Store(&list)
+	}
+}
+
+// observed reports whether any event consumer is set, so that events that
+// cost something to build (EventAttempt) are skipped when nobody listens.
+func (t *Transport) observed() bool {
+	return t.cfg.OnEvent != nil || t.cfg.Logger != nil || t.observers.Load() != nil
+}
+
+// requestID returns the upstream's request id from h, bounded and
+// printable, or "".
+func requestID(h http.Header) string {
+	for _, k := range [...]string{"X-Request-Id", "Request-Id", "Apim-Request-Id", "X-Ms-Client-Request-Id"} {
+		if v := h[k]; len(v) > 0 {
+			if id := printable(v[0], maxRequestID); id != "" {
+				return id
+			}
+		}
+	}
+	return ""
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openai/openai-go/v3/option"
@@ -79,6 +81,9 @@ type Transport struct {
 	budget   *budget   // nil: unlimited
 	breakers *breakers // nil: disabled
 	pacer    *pacer
+
+	obsMu     sync.Mutex                  // serializes changes to observers
+	observers atomic.Pointer[[]*observer] // set by Observe; nil when none
 }
 
 var (
@@ -220,6 +225,7 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 			t.budget.deposit()
 		}
 		var resp *http.Response
+		sentAt := time.Now()
 		if next != nil {
 			resp, err = next(r)
 		} else {
@@ -227,6 +233,16 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		}
 		if resp == nil && err == nil {
 			err = errNoResponse
+		}
+		if t.observed() {
+			ev := Event{Kind: EventAttempt, Upstream: upstreamOf(br, req.URL), Method: req.Method, Path: req.URL.Path, Attempt: attempt, Err: safeErr(err), Context: ctx}
+			ev.Time = time.Now()
+			ev.Duration = ev.Time.Sub(sentAt)
+			if resp != nil {
+				ev.Status = resp.StatusCode
+				ev.RequestID = requestID(resp.Header)
+			}
+			t.emit(ev)
 		}
 		if resp != nil && resp.Body == nil {
 			// net/http does the same for a RoundTripper that returns no

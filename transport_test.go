@@ -95,7 +95,11 @@ func TestNonReplayableBodyNotRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := steadytest.NewFakeT(t, steadytest.ServerError(503), steadytest.ChatCompletion("ok"))
 		var reasons []string
-		st := New(Config{Base: fake, OnEvent: func(ev Event) { reasons = append(reasons, ev.Reason) }})
+		st := New(Config{Base: fake, OnEvent: func(ev Event) {
+			if ev.Kind != EventAttempt {
+				reasons = append(reasons, ev.Reason)
+			}
+		}})
 		req := newRTRequest(t, io.MultiReader(strings.NewReader(rtBody))) // no GetBody
 		resp, err := st.RoundTrip(req)
 		if err != nil {
