@@ -11,6 +11,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -28,7 +29,7 @@ func ExampleFake() {
 		option.WithMaxRetries(1),
 	)
 	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	if err != nil {
@@ -43,6 +44,44 @@ func ExampleFake() {
 	// Hello!
 	// POST /v1/chat/completions retry 0
 	// POST /v1/chat/completions retry 1
+}
+
+// What steady did, not only what reached the server. The fake sees two
+// requests, a 429 and then a 200, with or without steady: the SDK retries a
+// 429 by itself. The recorder's retry holds only when steady is in the
+// client: take its middleware out and the last line is missing.
+func ExampleRecord() {
+	fake := steadytest.NewFake(
+		steadytest.RateLimited(time.Millisecond),
+		steadytest.ChatCompletion("Hello!"),
+	)
+	tr := steady.New(steady.Config{})
+	rec := steadytest.Record(tr)
+	client := openai.NewClient(
+		option.WithMiddleware(tr.Middleware), // take this line out and the example fails
+		option.WithHTTPClient(&http.Client{Transport: fake}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("test"),
+	)
+	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT5_4Mini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	})
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	fmt.Println(resp.Choices[0].Message.Content)
+	fmt.Println("requests at the server:", fake.Calls())
+	for _, ev := range rec.Events() {
+		if ev.Kind == steady.EventRetry {
+			fmt.Println("steady:", ev.Kind, "after attempt", ev.Attempt, "answered", ev.Status)
+		}
+	}
+	// Output:
+	// Hello!
+	// requests at the server: 2
+	// steady: retry after attempt 1 answered 429
 }
 
 // Answers chosen by what the request asks for: embeddings get one answer,
@@ -81,7 +120,7 @@ func ExampleProvider() {
 	var last *openai.Error
 	for range 70 {
 		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-			Model:    openai.ChatModelGPT4oMini,
+			Model:    openai.ChatModelGPT5_4Mini,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 		})
 		var apiErr *openai.Error
