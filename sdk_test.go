@@ -436,7 +436,7 @@ func TestHalfOpenFailureReopens(t *testing.T) {
 
 func TestBreakerIgnores4xxAnd429(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		fake := &steadytest.Fake{T: t}
+		fake := steadytest.NewFakeT(t)
 		for range 10 {
 			fake.Add(steadytest.OpenAIError(429, "requests", "rate_limit_exceeded", "slow").WithHeader("X-Should-Retry", "false"),
 				steadytest.OpenAIError(404, "invalid_request_error", "model_not_found", "no such model"))

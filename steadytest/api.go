@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -437,5 +436,3 @@ func modelsBody(models []string) []byte {
 	}
 	return mustJSON(out)
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -2,7 +2,6 @@ package steadytest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -84,49 +83,13 @@ type Request struct {
 	N int
 }
 
-// Decode unmarshals the request's JSON body into v.
-func (r *Request) Decode(v any) error {
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		return fmt.Errorf("steadytest: decoding body of %s %s: %w", r.Method, r.Path, err)
-	}
-	return nil
-}
-
-// Matcher reports whether a scripted answer applies to a request.
-type Matcher func(*Request) bool
-
-// MatchPath matches a request whose URL path is p or ends with p, so that
-// MatchPath("/chat/completions") matches "/v1/chat/completions".
-func MatchPath(p string) Matcher {
+// MatchPath returns a matcher for [Fake.On] and [Fake.OnFunc]: it matches
+// a request whose URL path is p or ends with p, so that
+// MatchPath("/chat/completions") matches "/v1/chat/completions". Any
+// func(*Request) bool is a matcher; write one for a method, a header or a
+// body.
+func MatchPath(p string) func(*Request) bool {
 	return func(r *Request) bool { return r.Path == p || strings.HasSuffix(r.Path, p) }
-}
-
-// MatchMethod matches a request with HTTP method m (compared without regard
-// to case).
-func MatchMethod(m string) Matcher {
-	return func(r *Request) bool { return strings.EqualFold(r.Method, m) }
-}
-
-// MatchBody matches a request whose body contains substr.
-func MatchBody(substr string) Matcher {
-	return func(r *Request) bool { return strings.Contains(string(r.Body), substr) }
-}
-
-// MatchHeader matches a request whose header key has the value v.
-func MatchHeader(key, v string) Matcher {
-	return func(r *Request) bool { return r.Header.Get(key) == v }
-}
-
-// MatchAll matches a request that every one of ms matches.
-func MatchAll(ms ...Matcher) Matcher {
-	return func(r *Request) bool {
-		for _, m := range ms {
-			if !m(r) {
-				return false
-			}
-		}
-		return true
-	}
 }
 
 // Fake is an [http.RoundTripper] that answers requests from a script and
@@ -134,25 +97,24 @@ func MatchAll(ms ...Matcher) Matcher {
 // inside testing/synctest bubbles.
 //
 // Requests are answered first by the matchers registered with [Fake.On] and
-// [Fake.OnFunc], in the order they were registered, then by the sequence given to [NewFake]
-// and [Fake.Add], in order. When nothing is left, RoundTrip returns an error
-// wrapping [ErrNoResponse] and, if T is set, reports it with T.Errorf.
+// [Fake.OnFunc], in the order they were registered, then by the sequence
+// given to [NewFake] and [Fake.Add], in order. When nothing is left,
+// RoundTrip returns an error wrapping [ErrNoResponse] and, for a Fake made
+// by [NewFakeT], reports it with t.Errorf.
 //
-// A Fake is safe for concurrent use. Set its fields before first use.
+// The zero value is a Fake with an empty script. A Fake is safe for
+// concurrent use. Set its fields before first use.
 type Fake struct {
-	// T, if set, receives an Errorf for every request that finds no
-	// scripted response.
-	T testing.TB
-
 	// Fallback, if set, answers every request that finds no scripted
 	// response, instead of an error: a Fake that always succeeds.
 	Fallback *Response
 
 	// KeepRequests bounds how many requests Requests returns: only the
-	// most recent KeepRequests are kept. Zero keeps all of them; use a
-	// bound in benchmarks.
+	// most recent KeepRequests are kept. Zero keeps all of them; negative
+	// keeps none (Calls still counts them), for benchmarks.
 	KeepRequests int
 
+	t        testing.TB // set by NewFakeT
 	mu       sync.Mutex
 	seq      []Response // guarded by mu
 	matchers []*matched // guarded by mu
@@ -161,7 +123,7 @@ type Fake struct {
 }
 
 type matched struct {
-	m  Matcher
+	m  func(*Request) bool
 	rs []Response              // guarded by Fake.mu
 	fn func(*Request) Response // answers every match when set
 }
@@ -179,7 +141,7 @@ func NewFake(responses ...Response) *Fake {
 // and reports a request that finds no scripted response with t.Errorf.
 func NewFakeT(t testing.TB, responses ...Response) *Fake {
 	f := NewFake(responses...)
-	f.T = t
+	f.t = t
 	return f
 }
 
@@ -190,24 +152,25 @@ func (f *Fake) Add(responses ...Response) {
 	f.mu.Unlock()
 }
 
-// On answers the requests that m matches with responses, in order, before
-// the sequence. Once they are used up, such requests fall through to later
-// matchers and then to the sequence. A nil m matches every request.
-func (f *Fake) On(m Matcher, responses ...Response) {
+// On answers the requests that match reports true for with responses, in
+// order, before the sequence. Once they are used up, such requests fall
+// through to later matchers and then to the sequence. A nil match matches
+// every request. match may be called from several goroutines at once.
+func (f *Fake) On(match func(*Request) bool, responses ...Response) {
 	f.mu.Lock()
 	// A new slice, so that next can range over a snapshot without the lock.
 	f.matchers = append(f.matchers[:len(f.matchers):len(f.matchers)],
-		&matched{m: m, rs: append([]Response(nil), responses...)})
+		&matched{m: match, rs: append([]Response(nil), responses...)})
 	f.mu.Unlock()
 }
 
-// OnFunc answers every request that m matches with fn's response, before
-// the sequence and the matchers registered after it. It never runs out. A
-// nil m matches every request. fn may be called from several goroutines at
-// once.
-func (f *Fake) OnFunc(m Matcher, fn func(*Request) Response) {
+// OnFunc answers every request that match reports true for with fn's
+// response, before the sequence and the matchers registered after it. It
+// never runs out. A nil match matches every request. match and fn may be
+// called from several goroutines at once.
+func (f *Fake) OnFunc(match func(*Request) bool, fn func(*Request) Response) {
 	f.mu.Lock()
-	f.matchers = append(f.matchers[:len(f.matchers):len(f.matchers)], &matched{m: m, fn: fn})
+	f.matchers = append(f.matchers[:len(f.matchers):len(f.matchers)], &matched{m: match, fn: fn})
 	f.mu.Unlock()
 }
 
@@ -222,22 +185,13 @@ func (f *Fake) Requests() []*Request {
 	return append([]*Request(nil), reqs...)
 }
 
-// Calls returns how many requests the Fake has seen.
+// Calls returns how many requests the Fake has seen. With n scripted
+// responses (given to NewFake, Add and On) and no Fallback or OnFunc,
+// Calls() == n says that every one was used.
 func (f *Fake) Calls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls
-}
-
-// Pending returns how many scripted responses have not been used yet.
-func (f *Fake) Pending() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := len(f.seq)
-	for _, m := range f.matchers {
-		n += len(m.rs)
-	}
-	return n
 }
 
 // RoundTrip records req and answers it with the next scripted response.
@@ -272,8 +226,8 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, ok := f.next(rec)
 	if !ok {
 		err := fmt.Errorf("%w for %s %s (request %d)", ErrNoResponse, rec.Method, rec.Path, rec.N)
-		if f.T != nil {
-			f.T.Errorf("%v", err)
+		if f.t != nil {
+			f.t.Errorf("%v", err)
 		}
 		return nil, err
 	}
@@ -286,7 +240,9 @@ func (f *Fake) next(rec *Request) (Response, bool) {
 	f.mu.Lock()
 	f.calls++
 	rec.N = f.calls
-	f.reqs = append(f.reqs, rec)
+	if f.KeepRequests >= 0 {
+		f.reqs = append(f.reqs, rec)
+	}
 	if k := f.KeepRequests; k > 0 && len(f.reqs) >= 2*k {
 		// Copy down rather than reslice so old requests can be collected;
 		// only every k requests, so recording stays O(1) amortized.

@@ -78,23 +78,6 @@ type ProviderConfig struct {
 	// Faults are the failures injected. Change them while running with
 	// SetFaults.
 	Faults Faults
-	// OnServe, if set, is called for every request answered (not for one
-	// whose context ended first), from the goroutine serving it and with no
-	// lock held: a hook for charts and logs.
-	OnServe func(Served)
-}
-
-// Served describes one request a [Provider] answered.
-type Served struct {
-	// Time is when the provider decided the answer.
-	Time time.Time
-	// Path is the request's URL path.
-	Path string
-	// Status is the response's status; 0 for a connection reset.
-	Status int
-	// Tokens is what an admitted request counted against the tokens
-	// limit; 0 when it was not admitted.
-	Tokens int64
 }
 
 func (c *ProviderConfig) window() time.Duration {
@@ -290,7 +273,6 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	f := &cfg.Faults
 	var (
 		status  int
-		tokens  int64 // admitted
 		fail    failure
 		msg     string
 		dec     decision
@@ -301,9 +283,6 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	case draw(f.ResetRatio):
 		p.stats.Resets++
 		p.mu.Unlock()
-		if cfg.OnServe != nil {
-			cfg.OnServe(Served{Time: now, Path: path})
-		}
 		return &reply{reset: true}, nil
 	case f.Outage:
 		status, fail, msg = f.errorStatus(), failServer, "The service is unavailable (simulated outage)."
@@ -337,7 +316,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		case dec.admit:
 			p.stats.Accepted++
 			p.stats.TokensAccepted += cost
-			status, tokens = http.StatusOK, cost
+			status = http.StatusOK
 		case dec.tooLarge:
 			p.stats.RateLimited++
 			status, fail = http.StatusTooManyRequests, failTooLarge
@@ -358,9 +337,6 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		}
 	}
 	p.mu.Unlock()
-	if cfg.OnServe != nil {
-		cfg.OnServe(Served{Time: now, Path: path, Status: status, Tokens: tokens})
-	}
 
 	h := http.Header{}
 	h.Set("Date", now.UTC().Format(http.TimeFormat))

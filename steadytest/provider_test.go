@@ -812,27 +812,3 @@ func TestProviderWindowBoundary(t *testing.T) {
 		}
 	})
 }
-
-func TestProviderOnServe(t *testing.T) {
-	var mu sync.Mutex
-	var got []steadytest.Served
-	var p *steadytest.Provider
-	p = steadytest.NewProvider(steadytest.ProviderConfig{
-		RequestsPerWindow: 1,
-		OnServe: func(s steadytest.Served) {
-			p.Stats() // no lock is held
-			mu.Lock()
-			got = append(got, s)
-			mu.Unlock()
-		},
-	})
-	call(t, p, "POST", "/chat/completions", chatBody)
-	call(t, p, "POST", "/chat/completions", chatBody)
-	p.SetFaults(steadytest.Faults{ResetRatio: 1})
-	req, _ := http.NewRequest("POST", base+"/chat/completions", strings.NewReader(chatBody))
-	p.RoundTrip(req)
-	if len(got) != 3 || got[0].Status != 200 || got[0].Tokens != 2 || got[1].Status != 429 || got[1].Tokens != 0 ||
-		got[2].Status != 0 || got[0].Path != "/v1/chat/completions" || got[0].Time.IsZero() {
-		t.Errorf("served %+v", got)
-	}
-}
