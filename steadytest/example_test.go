@@ -16,7 +16,8 @@ import (
 )
 
 // A 429 then a 200, through the real SDK client. The SDK retries the 429
-// after the 1 ms the response asks for.
+// after the 1 ms the response asks for: this is the SDK's retry, not
+// steady's (see [Record] for asserting what steady did).
 func ExampleFake() {
 	fake := steadytest.NewFake(
 		steadytest.RateLimited(time.Millisecond),
