@@ -73,7 +73,7 @@ type StoreReservation struct {
 	Windows []StoreWindow
 	// MaxWait refuses the reservation when its wait would be longer (the
 	// pacer's MaxWait or the time to the request's deadline, whichever is
-	// sooner). Negative means no cap.
+	// sooner). Zero or negative means no cap.
 	MaxWait time.Duration
 	// ObservedSeq is the Seq of the newest fleet observation the caller
 	// has applied; the grant carries a different one when there is one.
