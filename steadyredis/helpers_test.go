@@ -2,6 +2,7 @@ package steadyredis
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,9 +18,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// sharedAddr is the Redis the tests use, as the project's machines and CI
-// provide it.
-const sharedAddr = "127.0.0.1:6379"
+// sharedAddr is the Redis the tests use: 127.0.0.1:6379, as the
+// project's machines and CI provide it, unless STEADY_REDIS_ADDR says.
+var sharedAddr = cmp.Or(os.Getenv("STEADY_REDIS_ADDR"), "127.0.0.1:6379")
 
 // needRedis returns a client of the Redis at sharedAddr, or skips the test
 // when it does not answer (fails it when STEADY_REQUIRE_REDIS=1).
@@ -33,7 +34,7 @@ func needRedis(t testing.TB) *redis.Client {
 		if os.Getenv("STEADY_REQUIRE_REDIS") == "1" {
 			t.Fatalf("Redis at %s does not answer (%v) and STEADY_REQUIRE_REDIS=1", sharedAddr, err)
 		}
-		t.Skipf("Redis tests skipped: no Redis at %s (%v). Start one (redis-server --port 6379 --save '' --appendonly no) and run again; STEADY_REQUIRE_REDIS=1 makes this a failure.", sharedAddr, err)
+		t.Skipf("Redis tests skipped: no Redis at %s (%v). Start one (redis-server --port 6379 --save '' --appendonly no, or set STEADY_REDIS_ADDR) and run again; STEADY_REQUIRE_REDIS=1 makes this a failure.", sharedAddr, err)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
