@@ -39,8 +39,8 @@ if ARGV[3] ~= '' then
   local s = cjson.decode(ARGV[3])
   if s.u then
     for _, u in ipairs(s.u) do
-      local r = num(redis.call('HGET', p, 'r:' .. u[1]), 0)
-      local tat = num(redis.call('HGET', p, 't:' .. u[1]), nil)
+      local v = redis.call('HMGET', p, 'r:' .. u[1], 't:' .. u[1])
+      local r, tat = num(v[1], 0), num(v[2], nil)
       if r > 0 and tat then
         tat = math.max(tat + u[2] * 1000000 / r, now)
         redis.call('HSET', p, 't:' .. u[1], fmt(tat))
@@ -56,15 +56,14 @@ if ARGV[3] ~= '' then
     -- repaid by the window's reset at the latest.
     for _, w in ipairs(s.o.w) do
       local id, rem, reset, iss = w[1], w[3], w[4], w[5]
-      local r = num(redis.call('HGET', p, 'r:' .. id), 0)
+      local v = redis.call('HMGET', p, 'r:' .. id, 'b:' .. id, 'n:' .. id, 't:' .. id)
+      local r = num(v[1], 0)
       if rem >= 0 and iss >= 0 and r > 0 then
-        local b = num(redis.call('HGET', p, 'b:' .. id), 1)
-        local n = num(redis.call('HGET', p, 'n:' .. id), 0)
+        local b, n, tat = num(v[2], 1), num(v[3], 0), num(v[4], now)
         local per = 1000000 / r
         local target = rem - math.max(n - iss, 0)
         local tmin = now + (b - target) * per
         if reset >= 0 then tmin = math.min(tmin, now + b * per + reset) end
-        local tat = num(redis.call('HGET', p, 't:' .. id), now)
         if tmin > tat then
           redis.call('HSET', p, 't:' .. id, fmt(tmin))
           latest = math.max(latest, tmin)
@@ -103,7 +102,11 @@ redis.call('ZREMRANGEBYSCORE', hb, '-inf', now - hbttl)
 local fleet = redis.call('ZCARD', hb)
 redis.call('PEXPIRE', hb, math.ceil(hbttl / 1000) + ttl)
 
-local os = num(redis.call('HGET', p, 'os'), 0)
+local fields = {'cool', 'os'}
+for i = 1, nwin do fields[2 + i] = 't:' .. ARGV[9 + (i - 1) * 4] end
+local cur = redis.call('HMGET', p, unpack(fields))
+
+local os = num(cur[2], 0)
 local obs, age = '', 0
 if os ~= tonumber(ARGV[6]) then
   local o = redis.call('HMGET', p, 'o', 'ot')
@@ -127,16 +130,15 @@ end
 -- every window's theoretical arrival time, less its burst, has come. Then
 -- every window is charged at that time, so that a window that had to wait
 -- for another does not count the request as sent earlier than it is.
-local start = math.max(now, num(redis.call('HGET', p, 'cool'), 0))
+local start = math.max(now, num(cur[1], 0))
 local go = start
 local tats = {}
 for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(tonumber(ARGV[a + 4]), 1)
   if cost > 0 and r > 0 then
-    local per = 1000000 / r
-    tats[i] = num(redis.call('HGET', p, 't:' .. ARGV[a + 1]), 0)
-    go = math.max(go, math.max(tats[i], start) + (cost - bu) * per)
+    tats[i] = num(cur[2 + i], 0)
+    go = math.max(go, math.max(tats[i], start) + (cost - bu) * 1000000 / r)
   end
 end
 for i = 1, nwin do
@@ -154,18 +156,21 @@ end
 
 local seq = redis.call('HINCRBY', p, 'seq', 1)
 local out = {wait, 0, seq, breaker, fleet, os, obs, age}
+local set = {}
 for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local id, cost = ARGV[a + 1], tonumber(ARGV[a + 2])
   if tats[i] then
-    redis.call('HSET', p, 't:' .. id, fmt(tats[i]), 'r:' .. id, ARGV[a + 3], 'b:' .. id, ARGV[a + 4])
+    set[#set + 1] = 't:' .. id
+    set[#set + 1] = fmt(tats[i])
+    set[#set + 1] = 'r:' .. id
+    set[#set + 1] = ARGV[a + 3]
+    set[#set + 1] = 'b:' .. id
+    set[#set + 1] = ARGV[a + 4]
     latest = math.max(latest, tats[i])
   end
-  if cost > 0 then
-    out[8 + i] = redis.call('HINCRBY', p, 'n:' .. id, fmt(cost))
-  else
-    out[8 + i] = num(redis.call('HGET', p, 'n:' .. id), 0)
-  end
+  out[8 + i] = redis.call('HINCRBY', p, 'n:' .. id, fmt(math.max(cost, 0)))
 end
+if #set > 0 then redis.call('HSET', p, unpack(set)) end
 expire(p, math.max(latest, start))
 return out
