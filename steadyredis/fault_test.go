@@ -78,6 +78,18 @@ func TestUnreachableAtStart(t *testing.T) {
 	if want := []time.Duration{0, 0, 40 * time.Millisecond, 80 * time.Millisecond}; !slices.Equal(waits, want) {
 		t.Errorf("local waits %v, want %v", waits, want)
 	}
+	// A local reservation given back is returned to the local share; a
+	// 429 pauses the local share too.
+	g := mustReserve(t, s, r)
+	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: false})
+	if g2 := mustReserve(t, s, r); g2.Wait != g.Wait {
+		t.Errorf("wait %v after a give-back, want %v again", g2.Wait, g.Wait)
+	} else {
+		s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Cooldown: 5 * time.Second})
+	}
+	if g := mustReserve(t, s, r); g.Wait < 5*time.Second {
+		t.Errorf("wait %v after a 5s cooldown, want at least 5s", g.Wait)
+	}
 	if got := rt.count(); got != 1 {
 		t.Errorf("%d calls to Redis within the retry interval, want 1", got)
 	}

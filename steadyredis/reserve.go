@@ -51,8 +51,9 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 
 // Settle records how a reservation ended. A cooldown, a breaker opening
 // and a successful probe are sent at once (one round trip, within the
-// timeout); the rest waits for the partition's next reservation, or the
-// flush delay.
+// timeout, even when ctx has ended); the rest waits for the partition's
+// next reservation, or the flush delay. A settlement of an empty
+// Partition.Key with BreakerOpen only opens the upstream's circuit.
 func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	now := s.cfg.now()
 	pt := s.part(st.Partition, now)
@@ -81,11 +82,8 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	if !s.begin(now) {
 		return
 	}
-	_, err := s.run(ctx, pt.keys, s.settleArgs(encodeSettle(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
-	if err != nil && ctx.Err() != nil {
-		s.abort()
-		return
-	}
+	// What a response told is shared even when its caller has gone.
+	_, err := s.run(context.WithoutCancel(ctx), pt.keys, s.settleArgs(encodeSettle(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
 	s.end(err, s.cfg.now())
 }
 

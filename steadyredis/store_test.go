@@ -339,3 +339,57 @@ func TestFleetSize(t *testing.T) {
 		}
 	}
 }
+
+// TestSettleAfterCancel checks that a 429 is shared even when the request's
+// context has ended.
+func TestSettleAfterCancel(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t, c)
+	a := New(c, WithPrefix(prefix))
+	b := New(c, WithPrefix(prefix))
+	defer a.Close()
+	defer b.Close()
+	r := reservation(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := a.Reserve(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := a.Reserve(ctx, r); err == nil {
+		t.Error("Reserve with an ended context succeeded")
+	}
+	a.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Second})
+	if gb := mustReserve(t, b, r); gb.Wait < 900*time.Millisecond {
+		t.Errorf("wait %v after a 1s cooldown settled with an ended context", gb.Wait)
+	}
+	if !a.Shared() {
+		t.Error("an ended context counted as Redis failing")
+	}
+}
+
+// TestObservationAfterOthers checks that reservations made after the
+// observed request are taken off what the server said remains.
+func TestObservationAfterOthers(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t, c)
+	a := New(c, WithPrefix(prefix), WithFlushDelay(time.Hour))
+	b := New(c, WithPrefix(prefix))
+	defer a.Close()
+	defer b.Close()
+	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 20}
+	r := reservation(1, w)
+	g := mustReserve(t, a, r)
+	for range 4 {
+		mustReserve(t, b, r) // sent by another process after g
+	}
+	// The response to g says 5 remain: the 4 sent since leave 1.
+	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second}}}})
+	if g := mustReserve(t, a, r); g.Wait > 10*time.Millisecond {
+		t.Errorf("wait %v with one left, want none", g.Wait)
+	}
+	if g := mustReserve(t, a, r); g.Wait < 90*time.Millisecond || g.Wait > 110*time.Millisecond {
+		t.Errorf("wait %v with none left, want about 100ms at 10/s", g.Wait)
+	}
+}
