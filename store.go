@@ -127,6 +127,7 @@ type StoreObservedWindow struct {
 	Limit     int64         // the quota; -1 when not announced
 	Remaining int64         // what is left; -1 when not announced
 	Reset     time.Duration // time until the quota is back; negative when unknown
+	Period    time.Duration // the window's length when the dialect states it; zero when unknown
 	// Issued is the fleet's cumulative cost in the window up to the
 	// observed request (from [StoreGrant.Issued]); -1 when unknown. A
 	// store uses it to take what was reserved after the observed request
@@ -183,4 +184,48 @@ func ParseStoreWindowID(id string) (u Unit, name string, ok bool) {
 		}
 	}
 	return 0, "", false
+}
+
+// storeObservation returns what a response's headers announced, read at
+// now, as a reading to share; nil when they announced no window.
+func storeObservation(rl RateLimits, now time.Time) *StoreObservation {
+	var o *StoreObservation
+	for _, w := range rl.Windows {
+		if w.Unit < UnitRequests || w.Unit > UnitOutputTokens {
+			continue
+		}
+		if o == nil {
+			o = &StoreObservation{Windows: make([]StoreObservedWindow, 0, len(rl.Windows))}
+		}
+		reset := time.Duration(-1)
+		if !w.Reset.IsZero() {
+			reset = min(max(w.Reset.Sub(now), 0), MaxHint)
+		}
+		o.Windows = append(o.Windows, StoreObservedWindow{ID: StoreWindowID(w.Unit, w.Name),
+			Limit: w.Limit, Remaining: w.Remaining, Reset: reset, Period: max(w.Period, 0), Issued: -1})
+	}
+	return o
+}
+
+// rateLimits returns a shared reading as the windows a response would
+// have announced at now, so that the pacer applies it as its own. Windows
+// whose ID it cannot read are left out; values out of range read as
+// unknown.
+func (o *StoreObservation) rateLimits(now time.Time) RateLimits {
+	var rl RateLimits
+	if o == nil {
+		return rl
+	}
+	for _, sw := range o.Windows {
+		u, name, ok := ParseStoreWindowID(sw.ID)
+		if !ok {
+			continue
+		}
+		w := Window{Unit: u, Name: name, Limit: max(sw.Limit, -1), Remaining: max(sw.Remaining, -1), Period: max(sw.Period, 0)}
+		if sw.Reset >= 0 {
+			w.Reset = now.Add(min(sw.Reset, MaxHint))
+		}
+		rl.Windows = append(rl.Windows, w)
+	}
+	return rl
 }

@@ -177,7 +177,7 @@ type settleMsg struct {
 
 type obsMsg struct {
 	S uint64  `json:"s"`
-	W [][]any `json:"w"` // ID, limit, remaining, reset us (-1 unknown), issued (-1 unknown)
+	W [][]any `json:"w"` // ID, limit, remaining, reset us (-1 unknown), issued (-1 unknown), period us (0 unknown)
 }
 
 // encodeSettle returns the settlement JSON, or "" when there is nothing.
@@ -196,7 +196,7 @@ func encodeSettle(p pending, cool, open time.Duration, closed bool) string {
 			if w.Reset >= 0 {
 				reset = micros(w.Reset)
 			}
-			m.O.W = append(m.O.W, []any{w.ID, w.Limit, w.Remaining, reset, w.Issued})
+			m.O.W = append(m.O.W, []any{w.ID, w.Limit, w.Remaining, reset, w.Issued, micros(w.Period)})
 		}
 	}
 	b, err := json.Marshal(m)
@@ -299,6 +299,11 @@ func parseObservation(seq uint64, blob string, age time.Duration) (*steady.Store
 		reset, _ := number(w[3])
 		iss, _ := number(w[4])
 		ow := steady.StoreObservedWindow{ID: id, Limit: limit, Remaining: rem, Reset: -1, Issued: iss}
+		if len(w) > 5 {
+			if p, ok := number(w[5]); ok && p > 0 {
+				ow.Period = time.Duration(p) * time.Microsecond
+			}
+		}
 		if reset >= 0 {
 			ow.Reset = max(time.Duration(reset)*time.Microsecond-age, 0)
 		}

@@ -144,7 +144,7 @@ func TestObservationNewerWins(t *testing.T) {
 		t.Fatalf("seqs %d then %d, want consecutive", g1.Seq, g2.Seq)
 	}
 	obs := func(rem int64) *steady.StoreObservation {
-		return &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 500, Remaining: rem, Reset: 30 * time.Second, Issued: -1}}}
+		return &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 500, Remaining: rem, Reset: 30 * time.Second, Period: time.Minute, Issued: -1}}}
 	}
 	// The later response arrives first, then the earlier one.
 	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Observed: obs(400)})
@@ -159,7 +159,7 @@ func TestObservationNewerWins(t *testing.T) {
 		t.Fatal("no observation shared")
 	}
 	o := g.Observed
-	if o.Seq != g2.Seq || len(o.Windows) != 1 || o.Windows[0].Remaining != 400 || o.Windows[0].Limit != 500 {
+	if o.Seq != g2.Seq || len(o.Windows) != 1 || o.Windows[0].Remaining != 400 || o.Windows[0].Limit != 500 || o.Windows[0].Period != time.Minute {
 		t.Fatalf("observation %+v, want seq %d with remaining 400", o, g2.Seq)
 	}
 	if rs := o.Windows[0].Reset; rs <= 29*time.Second || rs > 30*time.Second {
