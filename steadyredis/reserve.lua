@@ -29,7 +29,7 @@ local function fmt(v) return string.format('%.0f', v) end
 local function expire(key, untilus)
   local ms = ttl
   if untilus > now then ms = ms + math.ceil((untilus - now) / 1000) end
-  redis.call('PEXPIRE', key, ms)
+  redis.call('PEXPIRE', key, math.min(ms, 1e12)) -- at most about 30 years
 end
 
 local latest = now -- latest time any state written here matters
@@ -119,7 +119,7 @@ local breaker = 0
 local b = redis.call('HMGET', brk, 'st', 'u')
 if b[1] then
   local untl = num(b[2], 0)
-  if now < untl then return {untl - now, 0, 0, 2, fleet, os, obs, age} end
+  if now < untl then return {math.min(untl - now, 1e15), 0, 0, 2, fleet, os, obs, age} end
   local probe = now + tonumber(ARGV[8])
   redis.call('HSET', brk, 'st', 'half', 'u', fmt(probe))
   expire(brk, probe)
@@ -147,7 +147,7 @@ for i = 1, nwin do
     tats[i] = math.max(tats[i], go) + tonumber(ARGV[a + 2]) * 1000000 / tonumber(ARGV[a + 3])
   end
 end
-local wait = go - now
+local wait = math.min(go - now, 1e15) -- an integer reply, at most about 30 years
 local maxwait = tonumber(ARGV[5])
 if maxwait >= 0 and wait > maxwait then
   if breaker == 1 then redis.call('HSET', brk, 'u', fmt(now)) end -- hand the probe on

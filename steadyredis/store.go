@@ -77,7 +77,9 @@ type config struct {
 	now          func() time.Time
 }
 
-// WithPrefix sets the prefix of every key. Empty means "steady:".
+// WithPrefix sets the prefix of every key. Empty means "steady:". The
+// prefix should hold no braces: they would change the keys' Cluster hash
+// slot.
 func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
 
 // WithTimeout bounds every Redis call; a call that takes longer counts as

@@ -393,3 +393,29 @@ func TestObservationAfterOthers(t *testing.T) {
 		t.Errorf("wait %v with none left, want about 100ms at 10/s", g.Wait)
 	}
 }
+
+// TestExtremes checks that rates, costs and hints far out of range give a
+// long wait, not an error or a fall back.
+func TestExtremes(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t, c)
+	s := New(c, WithPrefix(prefix))
+	defer s.Close()
+	r := reservation(1, steady.StoreWindow{ID: "tokens:day", Cost: 1 << 40, Rate: 1.0 / 86400, Burst: 1})
+	for range 2 {
+		g := mustReserve(t, s, r)
+		if !g.Shared || g.Wait < 0 {
+			t.Fatalf("grant %+v, want shared with a long wait", g)
+		}
+	}
+	g := mustReserve(t, s, r)
+	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Cooldown: 1 << 62, BreakerOpen: 1 << 62, Actual: []int64{1 << 50},
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "tokens:day", Limit: 1 << 60, Remaining: 0, Reset: 1 << 62}}}})
+	if g := mustReserve(t, s, r); !g.Shared || g.Breaker != steady.BreakerOpen || g.Wait < 24*time.Hour {
+		t.Errorf("grant %+v after extreme settlement, want shared, open, a long wait", g)
+	}
+	if !s.Shared() {
+		t.Error("store fell back on extreme values")
+	}
+}
