@@ -32,7 +32,9 @@ func BenchmarkReserve(b *testing.B) {
 	for i := range b.N {
 		start := time.Now()
 		g := mustReserveB(b, s, r)
-		r.ObservedSeq = g.Seq
+		if g.Observed != nil {
+			r.ObservedSeq = g.Observed.Seq
+		}
 		s.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Actual: []int64{1, 420},
 			Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{
 				{ID: "requests:minute", Limit: 10000, Remaining: int64(9000 - i%1000), Reset: time.Second, Issued: -1},
