@@ -1,0 +1,40 @@
+package steadyredis_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadyredis"
+)
+
+// Every process of a fleet makes a store on the same Redis; a partition's
+// requests then share one budget whichever process sends them. The pacer
+// calls Reserve before each attempt and Settle after it, as below.
+func Example() {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+	defer client.Close()
+	store := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	defer store.Close()
+
+	ctx := context.Background()
+	r := steady.StoreReservation{
+		Partition: steady.StorePartition{Upstream: "https://api.openai.com", Key: "api.openai.com/gpt-4o-mini#1a2b3c"},
+		Windows: []steady.StoreWindow{
+			// 500 requests and 200,000 tokens a minute, less 2% headroom.
+			{ID: steady.StoreWindowID(steady.UnitRequests, "requests"), Cost: 1, Rate: 500 * 0.98 / 60, Burst: 10},
+			{ID: steady.StoreWindowID(steady.UnitTokens, "tokens"), Cost: 1200, Rate: 200000 * 0.98 / 60, Burst: 4000},
+		},
+		MaxWait: 2 * time.Minute,
+	}
+	g, err := store.Reserve(ctx, r)
+	if err != nil || g.Refused || g.Breaker == steady.BreakerOpen {
+		return // the request is not sent
+	}
+	time.Sleep(g.Wait) // the pacer waits with the request's context
+	// ... send the request; then report what its response told:
+	store.Settle(ctx, steady.StoreSettlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
+	fmt.Println("shared with the fleet:", g.Shared)
+}

@@ -1,0 +1,374 @@
+// Package steadyredis shares steady's pacing among the processes of a
+// fleet through Redis: one budget per partition (upstream, model and
+// credential fingerprint), the newest rate-limit reading any process saw,
+// the cooldown after a 429, and the upstream's circuit breaker.
+//
+// Every reservation is one Lua script run on Redis's own clock: a GCRA
+// (generic cell rate algorithm) per window, so that the fleet's requests
+// are spaced as one process's would be. What a response tells is sent
+// with the partition's next reservation, so a request costs one round
+// trip; a 429 or a breaker change is sent at once.
+//
+// The store fails open. Every call has a tight timeout; when Redis is
+// slow, down or unreachable, each process paces alone at its share of
+// the limits (the fleet's size is known from heartbeats kept with the
+// reservations), tries Redis again at most once per retry interval, and
+// rejoins the fleet when it answers. Both changes are logged and reported
+// to the WithNotify callback. A restarted, empty Redis is simply filled
+// again.
+//
+// Keys hold hashes of the upstream and of the partition's label (which
+// itself holds only a fingerprint of the credential), never a credential;
+// every key has a TTL; the keys of one upstream share a Redis Cluster hash
+// slot.
+package steadyredis
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/steady-go/steady"
+)
+
+// Defaults of the options.
+const (
+	DefaultPrefix        = "steady:"
+	DefaultTimeout       = 25 * time.Millisecond
+	DefaultRetryInterval = time.Second
+	DefaultKeyTTL        = 10 * time.Minute
+	DefaultHeartbeatTTL  = 10 * time.Second
+	DefaultProbeTimeout  = 30 * time.Second
+	DefaultFlushDelay    = 100 * time.Millisecond
+)
+
+//go:embed reserve.lua
+var reserveLua string
+
+var reserveScript = redis.NewScript(reserveLua)
+
+// ErrTimeout is the error reported (through WithNotify and the log) when
+// Redis did not answer within the timeout.
+var ErrTimeout = errors.New("steadyredis: Redis did not answer in time")
+
+// Option configures a [Store].
+type Option func(*config)
+
+type config struct {
+	prefix       string
+	timeout      time.Duration
+	retry        time.Duration
+	keyTTL       time.Duration
+	heartbeatTTL time.Duration
+	probeTimeout time.Duration
+	flushDelay   time.Duration
+	fleetHint    int
+	instance     string
+	logger       *slog.Logger
+	notify       func(Change)
+	now          func() time.Time
+}
+
+// WithPrefix sets the prefix of every key. Empty means "steady:". The
+// prefix should hold no braces: they would change the keys' Cluster hash
+// slot.
+func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// WithTimeout bounds every Redis call; a call that takes longer counts as
+// Redis being down. Zero or less means 25ms.
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// WithRetryInterval is how often a process pacing alone tries Redis again.
+// Zero or less means one second.
+func WithRetryInterval(d time.Duration) Option { return func(c *config) { c.retry = d } }
+
+// WithKeyTTL is how long a partition's keys outlive their last use (plus
+// any wait or cooldown they hold). Zero or less means 10 minutes.
+func WithKeyTTL(d time.Duration) Option { return func(c *config) { c.keyTTL = d } }
+
+// WithHeartbeatTTL is how long a process counts in a partition's fleet
+// after its last reservation there. Zero or less means 10 seconds.
+func WithHeartbeatTTL(d time.Duration) Option { return func(c *config) { c.heartbeatTTL = d } }
+
+// WithProbeTimeout is how long the fleet waits for the outcome of its one
+// half-open probe before another process may probe. Zero or less means 30
+// seconds.
+func WithProbeTimeout(d time.Duration) Option { return func(c *config) { c.probeTimeout = d } }
+
+// WithFlushDelay is how long what a response told waits for the
+// partition's next reservation to carry it before it is sent alone. Zero
+// or less means 100ms.
+func WithFlushDelay(d time.Duration) Option { return func(c *config) { c.flushDelay = d } }
+
+// WithFleetHint is the fleet size assumed for a partition while Redis has
+// never answered for it, so that a process that starts with Redis down
+// paces at its share. Zero or less means 1 (the whole limit).
+func WithFleetHint(n int) Option { return func(c *config) { c.fleetHint = n } }
+
+// WithInstanceID names this process in heartbeats. Empty means a random ID.
+func WithInstanceID(id string) Option { return func(c *config) { c.instance = id } }
+
+// WithLogger sets where falling back and rejoining are logged. Nil means
+// slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithNotify calls fn when the store falls back to local pacing and when
+// it rejoins the fleet. fn is never called with a lock held.
+func WithNotify(fn func(Change)) Option { return func(c *config) { c.notify = fn } }
+
+// Change reports the store falling back to local pacing (Shared false,
+// with the error that caused it) or rejoining the fleet (Shared true).
+type Change struct {
+	Time   time.Time
+	Shared bool
+	Err    error
+}
+
+// Store is a [steady.Store] backed by Redis. Make one with [New]; it is
+// safe for concurrent use. Close it when done so that what responses told
+// is not lost.
+type Store struct {
+	c      redis.UniversalClient
+	cfg    config
+	direct bool // the client honours context deadlines itself
+
+	calls sync.WaitGroup // Redis calls and flushes in progress
+
+	mu      sync.Mutex
+	parts   map[steady.StorePartition]*part // guarded by mu
+	shared  bool                            // Redis answered last; guarded by mu
+	retryAt time.Time                       // next try while not shared; guarded by mu
+	probing bool                            // a call tries Redis while not shared; guarded by mu
+	closed  bool                            // guarded by mu
+}
+
+var _ steady.Store = (*Store)(nil)
+
+// New returns a store that coordinates through client, which may be a
+// standalone, Sentinel (failover) or Cluster client. A client made with
+// ContextTimeoutEnabled abandons a slow call at the store's timeout;
+// otherwise the call goes on in the background until the client's own
+// read timeout while the store has already decided locally.
+func New(client redis.UniversalClient, opts ...Option) *Store {
+	cfg := config{}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.prefix == "" {
+		cfg.prefix = DefaultPrefix
+	}
+	cfg.timeout = positiveOr(cfg.timeout, DefaultTimeout)
+	cfg.retry = positiveOr(cfg.retry, DefaultRetryInterval)
+	cfg.keyTTL = positiveOr(cfg.keyTTL, DefaultKeyTTL)
+	cfg.heartbeatTTL = positiveOr(cfg.heartbeatTTL, DefaultHeartbeatTTL)
+	cfg.probeTimeout = positiveOr(cfg.probeTimeout, DefaultProbeTimeout)
+	cfg.flushDelay = positiveOr(cfg.flushDelay, DefaultFlushDelay)
+	cfg.fleetHint = max(cfg.fleetHint, 1)
+	if cfg.instance == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		cfg.instance = hex.EncodeToString(b[:])
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
+	}
+	s := &Store{c: client, cfg: cfg, parts: make(map[steady.StorePartition]*part), shared: true}
+	switch c := client.(type) {
+	case *redis.Client:
+		s.direct = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		s.direct = c.Options().ContextTimeoutEnabled
+	}
+	return s
+}
+
+func positiveOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Shared reports whether the store's last call to Redis succeeded.
+func (s *Store) Shared() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shared && !s.closed
+}
+
+// Close sends what responses told that is still waiting, stops the
+// store's timers and waits for its calls to Redis to end. The client is
+// not closed. Afterwards the store paces locally.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	parts := make([]*part, 0, len(s.parts))
+	for _, pt := range s.parts {
+		parts = append(parts, pt)
+	}
+	s.mu.Unlock()
+	for _, pt := range parts {
+		pt.mu.Lock()
+		if pt.timer != nil {
+			pt.timer.Stop()
+			pt.timer = nil
+		}
+		pt.mu.Unlock()
+		s.flush(pt)
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.calls.Wait()
+	return nil
+}
+
+// part is one partition's keys, what waits to be sent, and the state used
+// while pacing locally.
+type part struct {
+	keys []string // budget, heartbeats, breaker
+
+	mu       sync.Mutex
+	pend     pending     // guarded by mu
+	timer    *time.Timer // flushes pend; guarded by mu
+	fleet    int         // last fleet size Redis told; 0 unknown; guarded by mu
+	local    map[string]time.Time
+	cool     time.Time // local cooldown end; guarded by mu
+	lastUsed time.Time // guarded by mu
+}
+
+// maxParts bounds the partitions kept; idle ones are dropped beyond it.
+const maxParts = 1024
+
+func (s *Store) part(p steady.StorePartition, now time.Time) *part {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pt := s.parts[p]
+	if pt == nil {
+		if len(s.parts) >= maxParts {
+			s.evictLocked(now)
+		}
+		pt = &part{keys: s.keys(p), local: make(map[string]time.Time)}
+		s.parts[p] = pt
+	}
+	return pt
+}
+
+// evictLocked drops partitions unused for the key TTL with nothing
+// waiting to be sent.
+func (s *Store) evictLocked(now time.Time) {
+	for k, pt := range s.parts {
+		pt.mu.Lock()
+		idle := now.Sub(pt.lastUsed) > s.cfg.keyTTL && pt.pend.empty() && pt.timer == nil
+		pt.mu.Unlock()
+		if idle {
+			delete(s.parts, k)
+		}
+	}
+}
+
+// keys returns a partition's keys: prefix{upstream hash}:p:partition hash,
+// the heartbeats beside it, and the upstream's breaker.
+func (s *Store) keys(p steady.StorePartition) []string {
+	up := sha256.Sum256([]byte(p.Upstream))
+	h := sha256.New()
+	h.Write([]byte(p.Upstream))
+	h.Write([]byte{0})
+	h.Write([]byte(p.Key))
+	pid := hex.EncodeToString(h.Sum(nil)[:8])
+	base := s.cfg.prefix + "{" + hex.EncodeToString(up[:8]) + "}:"
+	return []string{base + "p:" + pid, base + "h:" + pid, base + "b"}
+}
+
+// begin reports whether a call should go to Redis: always while shared,
+// and once per retry interval otherwise. A call it allows is counted until
+// end, so that Close waits for it.
+func (s *Store) begin(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.shared {
+		s.calls.Add(1)
+		return true
+	}
+	if !s.probing && !now.Before(s.retryAt) {
+		s.probing = true
+		s.calls.Add(1)
+		return true
+	}
+	return false
+}
+
+// end records the outcome of a call begin allowed, and logs and reports
+// a change.
+func (s *Store) end(err error, now time.Time) {
+	defer s.calls.Done()
+	s.mu.Lock()
+	was := s.shared
+	s.shared = err == nil
+	s.probing = false
+	if err != nil {
+		s.retryAt = now.Add(s.cfg.retry)
+	}
+	s.mu.Unlock()
+	if was == (err == nil) {
+		return
+	}
+	if err != nil {
+		s.cfg.logger.Warn("steadyredis: Redis unavailable; pacing locally at this process's share of the limits", "err", err)
+	} else {
+		s.cfg.logger.Info("steadyredis: Redis answers again; pacing shared with the fleet")
+	}
+	if s.cfg.notify != nil {
+		s.cfg.notify(Change{Time: now, Shared: err == nil, Err: err})
+	}
+}
+
+// run runs the script within the timeout.
+func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
+	defer cancel()
+	if s.direct {
+		v, err := reserveScript.Run(cctx, s.c, keys, args...).Slice()
+		if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %v", ErrTimeout, err)
+		}
+		return v, err
+	}
+	type result struct {
+		v   []any
+		err error
+	}
+	ch := make(chan result, 1)
+	s.calls.Add(1)
+	go func() {
+		defer s.calls.Done()
+		v, err := reserveScript.Run(cctx, s.c, keys, args...).Slice()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-cctx.Done():
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrTimeout
+	}
+}

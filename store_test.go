@@ -1,0 +1,61 @@
+package steady
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func TestStoreWindowID(t *testing.T) {
+	for _, u := range []Unit{UnitRequests, UnitTokens, UnitInputTokens, UnitOutputTokens} {
+		for _, name := range []string{"", "minute", "config", "a:b"} {
+			id := StoreWindowID(u, name)
+			gu, gn, ok := ParseStoreWindowID(id)
+			if !ok || gu != u || gn != name {
+				t.Errorf("ParseStoreWindowID(%q) = %v, %q, %v; want %v, %q", id, gu, gn, ok, u, name)
+			}
+		}
+	}
+	for _, bad := range []string{"", "requests", "unknown:minute", "Requests:minute", ":x"} {
+		if u, n, ok := ParseStoreWindowID(bad); ok {
+			t.Errorf("ParseStoreWindowID(%q) = %v, %q, true; want not ok", bad, u, n)
+		}
+	}
+}
+
+// TestStoreObservationRoundTrip checks that a response's windows survive
+// being shared: read in one process, applied in another.
+func TestStoreObservationRoundTrip(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	h := http.Header{}
+	h.Set("x-ratelimit-limit-requests", "500")
+	h.Set("x-ratelimit-remaining-requests", "499")
+	h.Set("x-ratelimit-reset-requests", "120ms")
+	h.Set("x-ratelimit-limit-tokens", "30000")
+	h.Set("x-ratelimit-remaining-tokens", "29000")
+	h.Set("x-ratelimit-reset-tokens", "2s")
+	rl := ParseRateLimits(h, now)
+	if len(rl.Windows) != 2 {
+		t.Fatalf("parsed %d windows, want 2", len(rl.Windows))
+	}
+	o := storeObservation(rl, now)
+	if o == nil || len(o.Windows) != 2 || o.Windows[1].Reset != 2*time.Second || o.Windows[0].Issued != -1 {
+		t.Fatalf("observation %+v", o)
+	}
+	later := now.Add(time.Minute)
+	got := o.rateLimits(later)
+	for i := range rl.Windows {
+		rl.Windows[i].Reset = rl.Windows[i].Reset.Add(time.Minute)
+	}
+	if !reflect.DeepEqual(got.Windows, rl.Windows) {
+		t.Errorf("round trip\n got %+v\nwant %+v", got.Windows, rl.Windows)
+	}
+	if storeObservation(RateLimits{}, now) != nil {
+		t.Error("observation of no windows, want nil")
+	}
+	bad := &StoreObservation{Windows: []StoreObservedWindow{{ID: "bogus", Limit: 5}, {ID: "requests:x", Limit: -7, Remaining: -9, Reset: -1}}}
+	if got := bad.rateLimits(now).Windows; len(got) != 1 || got[0].Limit != -1 || got[0].Remaining != -1 || !got[0].Reset.IsZero() {
+		t.Errorf("bad reading gave %+v, want one window with unknowns", got)
+	}
+}
