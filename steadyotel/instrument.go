@@ -25,8 +25,8 @@ var errNilTransport = errors.New("steadyotel: nil Transport")
 type Option func(*config)
 
 type config struct {
-	mp        metric.MeterProvider
-	tp        trace.TracerProvider
+	mp         metric.MeterProvider
+	tp         trace.TracerProvider
 	explicitTP bool // tp was given with WithTracerProvider
 }
 

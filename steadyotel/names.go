@@ -116,24 +116,24 @@ const otherValue = "_OTHER"
 
 // Values of steady.reason: the bounded set every event reason is mapped to.
 const (
-	reasonRateLimited     = "rate_limited"     // 429
-	reasonOverloaded      = "overloaded"       // 529, or an overloaded error
-	reasonServerError     = "server_error"     // other 5xx
-	reasonTimeout         = "timeout"          // a transport timeout
-	reasonConnection      = "connection"       // connection refused, reset, closed
-	reasonCircuitOpen     = "circuit_open"     // the upstream's circuit is open
-	reasonPacingWait      = "pacing_wait"      // a pacing wait past the deadline or cap
-	reasonRetriesDone     = "retries_exhausted"
-	reasonBudget          = "retry_budget_exhausted"
-	reasonDeadline        = "deadline"         // the caller's deadline comes first
-	reasonCanceled        = "canceled"         // the caller's context ended
-	reasonHintTooLong     = "retry_after_too_long"
-	reasonNotReplayable   = "body_not_replayable"
-	reasonQuota           = "insufficient_quota"
-	reasonClientError     = "client_error"     // 4xx other than 429
-	reasonNotRetryable    = "not_retryable"
-	reasonStoreFallback   = "store_fallback"   // a shared store was not reached
-	reasonOther           = "other"
+	reasonRateLimited   = "rate_limited" // 429
+	reasonOverloaded    = "overloaded"   // 529, or an overloaded error
+	reasonServerError   = "server_error" // other 5xx
+	reasonTimeout       = "timeout"      // a transport timeout
+	reasonConnection    = "connection"   // connection refused, reset, closed
+	reasonCircuitOpen   = "circuit_open" // the upstream's circuit is open
+	reasonPacingWait    = "pacing_wait"  // a pacing wait past the deadline or cap
+	reasonRetriesDone   = "retries_exhausted"
+	reasonBudget        = "retry_budget_exhausted"
+	reasonDeadline      = "deadline" // the caller's deadline comes first
+	reasonCanceled      = "canceled" // the caller's context ended
+	reasonHintTooLong   = "retry_after_too_long"
+	reasonNotReplayable = "body_not_replayable"
+	reasonQuota         = "insufficient_quota"
+	reasonClientError   = "client_error" // 4xx other than 429
+	reasonNotRetryable  = "not_retryable"
+	reasonStoreFallback = "store_fallback" // a shared store was not reached
+	reasonOther         = "other"
 )
 
 // Values of steady.rate_limit.unit.
