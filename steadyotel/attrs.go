@@ -273,7 +273,7 @@ func reason(ev steady.Event) string {
 		return reasonServerError
 	case ev.Status >= 400:
 		return reasonClientError
-	case strings.Contains(r, "not retry"), strings.Contains(r, "should-retry"):
+	case strings.Contains(r, "not to retry"), strings.Contains(r, "not retry"), strings.Contains(r, "should-retry"):
 		return reasonNotRetryable
 	}
 	if ev.Err != nil {

@@ -231,7 +231,7 @@ func TestScriptedRun(t *testing.T) {
 				if got := sum(t, rem, "server.address=api.openai.com", "steady.rate_limit.unit=requests"); got != 98 {
 					t.Errorf("remaining after C = %d, want 98", got)
 				}
-				if got := sum(t, find(t, rm, "steady.rate_limit.limit"), "steady.rate_limit.unit=requests"); got != 100 {
+				if got := sum(t, find(t, rm, "steady.rate_limit.limit"), "steady.rate_limit.unit=requests", "gen_ai.request.model=gpt-4o-mini", "gen_ai.provider.name=openai"); got != 100 {
 					t.Errorf("limit = %d, want 100", got)
 				}
 
@@ -277,7 +277,7 @@ func TestScriptedRun(t *testing.T) {
 					{"500s", hcount(t, dur, append(base, "http.response.status_code=500", "error.type=500")...), 3},
 					{"resend 1", hcount(t, dur, "http.request.resend_count=1"), 2},
 					{"resend 2", hcount(t, dur, "http.request.resend_count=2"), 1},
-					{"pacing waits", hcount(t, find(t, rm, "steady.pacing.wait.duration"), "server.address=api.openai.com"), uint64(h.count(steady.EventPace))},
+					{"pacing waits", hcount(t, find(t, rm, "steady.pacing.wait.duration"), "server.address=api.openai.com", "gen_ai.request.model=gpt-4o-mini"), uint64(h.count(steady.EventPace))},
 				}
 				for _, c := range checks {
 					if c.got != c.want {
