@@ -56,8 +56,8 @@ func TestBudgetExhausted(t *testing.T) {
 }
 
 // TestPacingRejection: a window announced spent, with a MaxWait shorter
-// than the wait for its next slot,
-// makes the next request fail at once, counted as a pacing rejection.
+// than the wait for its next slot, makes the next request fail at once,
+// counted as a pacing rejection.
 func TestPacingRejection(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := steadytest.NewFakeT(t, limits(steadytest.ChatCompletion("Hi"), "0", 30*time.Second))

@@ -58,7 +58,7 @@ const (
 	unitQuota              = "{quota}"
 	unitTransitions        = "{transition}"
 	unitEvents             = "{event}"
-	unitBreakerStateIsThis = "1"
+	unitBreakerStateIsThis = "{state}"
 )
 
 // Attribute keys.
