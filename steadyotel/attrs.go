@@ -3,11 +3,13 @@ package steadyotel
 import (
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 
@@ -27,44 +29,48 @@ type host struct {
 // maxHosts upstreams, maxModels models and maxWindows window names are
 // told apart, and the rest are recorded as otherValue.
 type labels struct {
+	// hosts maps upstreams ("scheme://host") to hosts. Reads take no
+	// lock: the map is replaced, never changed, under mu.
+	hosts   atomic.Pointer[map[string]*host]
 	mu      sync.RWMutex
-	hosts   map[string]*host  // by upstream ("scheme://host"); guarded by mu
 	models  map[string]string // model → itself, while under the cap; guarded by mu
 	windows map[string]string // window name → itself; guarded by mu
 	other   *host             // stands for every upstream past the cap
 }
 
 func newLabels() *labels {
-	return &labels{
-		hosts:   make(map[string]*host),
+	l := &labels{
 		models:  make(map[string]string),
 		windows: make(map[string]string),
 		other:   &host{address: otherValue, attrs: []attribute.KeyValue{attribute.String(attrAddress, otherValue)}},
 	}
+	l.hosts.Store(&map[string]*host{})
+	return l
 }
 
 // host returns the host of upstream, written "scheme://host[:port]".
 func (l *labels) host(upstream string) *host {
-	l.mu.RLock()
-	h := l.hosts[upstream]
-	full := len(l.hosts) >= maxHosts
-	l.mu.RUnlock()
-	if h != nil {
+	cur := *l.hosts.Load()
+	if h := cur[upstream]; h != nil {
 		return h
 	}
-	if full {
+	if len(cur) >= maxHosts {
 		return l.other
 	}
-	h = parseHost(upstream)
+	h := parseHost(upstream)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if old := l.hosts[upstream]; old != nil {
+	cur = *l.hosts.Load()
+	if old := cur[upstream]; old != nil {
 		return old
 	}
-	if len(l.hosts) >= maxHosts {
+	if len(cur) >= maxHosts {
 		return l.other
 	}
-	l.hosts[upstream] = h
+	next := make(map[string]*host, len(cur)+1)
+	maps.Copy(next, cur)
+	next[upstream] = h
+	l.hosts.Store(&next)
 	return h
 }
 

@@ -2,6 +2,8 @@ package steadyotel
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -137,11 +139,5 @@ func (k partKey) attributes() []attribute.KeyValue {
 
 // upstreams returns the upstreams seen so far, within the cap.
 func (l *labels) upstreams() []string {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	out := make([]string, 0, len(l.hosts))
-	for u := range l.hosts {
-		out = append(out, u)
-	}
-	return out
+	return slices.Collect(maps.Keys(*l.hosts.Load()))
 }

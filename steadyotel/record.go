@@ -2,7 +2,9 @@ package steadyotel
 
 import (
 	"context"
+	"maps"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -143,27 +145,34 @@ func (k attemptKey) attributes() []attribute.KeyValue {
 const maxCached = 4096
 
 // attemptCache keeps the measurement options of attempts by key, so that
-// recording an attempt builds no attribute set.
+// recording an attempt builds no attribute set. Reads take no lock: the
+// map is replaced, never changed, when a key is added.
 type attemptCache struct {
-	mu sync.RWMutex
-	m  map[attemptKey][]metric.RecordOption // guarded by mu
+	m  atomic.Pointer[map[attemptKey][]metric.RecordOption]
+	mu sync.Mutex // serializes additions
 }
 
 func (c *attemptCache) get(k attemptKey) []metric.RecordOption {
-	c.mu.RLock()
-	opts, ok := c.m[k]
-	c.mu.RUnlock()
-	if ok {
-		return opts
+	if m := c.m.Load(); m != nil {
+		if opts, ok := (*m)[k]; ok {
+			return opts
+		}
 	}
-	opts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(k.attributes()...))}
+	opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(k.attributes()...))}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[attemptKey][]metric.RecordOption)
+	var cur map[attemptKey][]metric.RecordOption
+	if m := c.m.Load(); m != nil {
+		cur = *m
 	}
-	if len(c.m) < maxCached {
-		c.m[k] = opts
+	if got, ok := cur[k]; ok {
+		return got
+	}
+	if len(cur) < maxCached {
+		next := make(map[attemptKey][]metric.RecordOption, len(cur)+1)
+		maps.Copy(next, cur)
+		next[k] = opts
+		c.m.Store(&next)
 	}
 	return opts
 }
