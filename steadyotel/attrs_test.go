@@ -8,6 +8,12 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/steady-go/steady"
 )
@@ -157,5 +163,44 @@ func TestMethod(t *testing.T) {
 		if got := method(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSpanEvents: an event that carries its request's context is added to
+// the caller's span, when that span is recorded.
+func TestSpanEvents(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	in, err := Instrument(steady.New(steady.Config{}), WithMeterProvider(metricnoop.NewMeterProvider()), WithTracerProvider(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Stop()
+	ctx, parent := tp.Tracer("app").Start(context.Background(), "caller")
+	now := time.Now()
+	in.observe(steady.Event{Kind: steady.EventRetry, Time: now, Context: ctx, Upstream: "https://api.openai.com",
+		Reason: "429 rate limit", Status: 429, Attempt: 1, Wait: 2 * time.Second, RequestID: "req_9"})
+	in.observe(steady.Event{Kind: steady.EventRejected, Time: now, Context: ctx, Upstream: "https://api.openai.com",
+		Reason: "circuit open", Attempt: 1})
+	in.observe(steady.Event{Kind: steady.EventRetry, Time: now, Context: context.Background(), Reason: "429 rate limit"})
+	parent.End()
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want the caller's only", len(spans))
+	}
+	evs := spans[0].Events()
+	if len(evs) != 2 || evs[0].Name != "steady.retry" || evs[1].Name != "steady.rejected" {
+		t.Fatalf("events %+v", evs)
+	}
+	got := attribute.NewSet(evs[0].Attributes...)
+	for k, want := range map[string]string{"steady.reason": "rate_limited", "http.response.status_code": "429",
+		"steady.wait": "2", "steady.upstream.request_id": "req_9", "http.request.resend_count": "0"} {
+		if v, ok := got.Value(attribute.Key(k)); !ok || v.String() != want {
+			t.Errorf("%s = %v, want %s", k, v.String(), want)
+		}
+	}
+	rej := attribute.NewSet(evs[1].Attributes...)
+	if v, _ := rej.Value("steady.reason"); v.String() != "circuit_open" {
+		t.Errorf("rejection reason = %q", v.String())
 	}
 }

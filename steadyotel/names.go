@@ -86,7 +86,12 @@ const (
 	attrBreakerPrevious = "steady.breaker.previous_state"
 	attrRequestID       = "steady.upstream.request_id"
 	attrPacingWait      = "steady.pacing.wait"
+	attrWait            = "steady.wait"
 )
+
+// spanEventPrefix starts the name of an event added to the caller's span:
+// "steady.retry", "steady.give-up", "steady.rejected", "steady.pace".
+const spanEventPrefix = "steady."
 
 // Values of gen_ai.provider.name (Development) for the hosts steady knows.
 const (

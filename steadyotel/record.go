@@ -20,18 +20,21 @@ func (in *Instrumentation) observe(ev steady.Event) {
 		in.attempt(ev)
 		return
 	}
+	why := ""
+	if ev.Reason != "" || ev.Status != 0 || ev.Err != nil {
+		why = reason(ev)
+	}
+	if in.tracer != nil && ev.Context != nil {
+		in.spanEvent(ev, why)
+	}
 	if in.reg == nil {
-		return // metrics are off; only attempts make spans
+		return // metrics are off
 	}
 	ctx := ev.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	h := in.labels.host(ev.Upstream)
-	why := ""
-	if ev.Reason != "" || ev.Status != 0 || ev.Err != nil {
-		why = reason(ev)
-	}
 	switch ev.Kind {
 	case steady.EventRetry:
 		in.inst.retries.Add(ctx, 1, in.withReason(h, ev, why))

@@ -62,3 +62,31 @@ func (in *Instrumentation) span(ev steady.Event, k attemptKey) {
 	}
 	sp.End(trace.WithTimestamp(ev.Time))
 }
+
+// spanEvent adds an event that concerns one request (a retry, a pacing
+// wait, a give-up, a rejection) to the caller's span, when it is recorded:
+// a request refused while the circuit is open has no attempt span, but
+// its trace still says why.
+func (in *Instrumentation) spanEvent(ev steady.Event, why string) {
+	sp := trace.SpanFromContext(ev.Context)
+	if !sp.IsRecording() {
+		return
+	}
+	kv := make([]attribute.KeyValue, 0, 5)
+	if why != "" {
+		kv = append(kv, attribute.String(attrReason, why))
+	}
+	if ev.Status != 0 {
+		kv = append(kv, attribute.Int(attrStatus, ev.Status))
+	}
+	if ev.Attempt > 0 {
+		kv = append(kv, attribute.Int(attrResendCount, ev.Attempt-1))
+	}
+	if ev.Wait > 0 {
+		kv = append(kv, attribute.Float64(attrWait, ev.Wait.Seconds()))
+	}
+	if ev.RequestID != "" {
+		kv = append(kv, attribute.String(attrRequestID, ev.RequestID))
+	}
+	sp.AddEvent(spanEventPrefix+ev.Kind.String(), trace.WithTimestamp(ev.Time), trace.WithAttributes(kv...))
+}
