@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -221,6 +222,50 @@ func TestStop(t *testing.T) {
 		}
 		if _, ok := findOK(rm, "steady.rate_limit.remaining"); ok {
 			t.Errorf("a gauge was observed after Stop")
+		}
+	})
+}
+
+// TestConcurrent: many callers through the SDK against a provider that
+// rate-limits and fails some requests, with collections running beside
+// them; afterwards the attempts counted equal the requests the provider
+// saw, and the 429s equal its 429s.
+func TestConcurrent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := steadytest.NewProvider(steadytest.ProviderConfig{
+			RequestsPerWindow: 20, Window: 10 * time.Second,
+			Faults: steadytest.Faults{ErrorRatio: 0.1, Seed: 7},
+		})
+		h := newHarness(t, steady.Config{Pacing: steady.PacingConfig{Disabled: true}})
+		c := h.client("middleware", p)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 10 {
+					chat(c, context.Background())
+				}
+			})
+		}
+		wg.Go(func() {
+			for range 20 {
+				h.collect(t)
+				time.Sleep(time.Second)
+			}
+		})
+		wg.Wait()
+		rm := h.collect(t)
+		st := p.Stats()
+		if got := hcount(t, find(t, rm, "http.client.request.duration")); got != uint64(st.Requests) {
+			t.Errorf("attempts recorded = %d, provider saw %d", got, st.Requests)
+		}
+		if st.RateLimited == 0 {
+			t.Fatal("the provider answered no 429: the test shows nothing")
+		}
+		if got := sum(t, find(t, rm, "steady.rate_limited")); got != st.RateLimited {
+			t.Errorf("429s recorded = %d, provider sent %d", got, st.RateLimited)
+		}
+		if got := hcount(t, find(t, rm, "http.client.request.duration"), "http.response.status_code=429"); got != uint64(st.RateLimited) {
+			t.Errorf("429 attempts = %d, provider sent %d", got, st.RateLimited)
 		}
 	})
 }
