@@ -213,24 +213,24 @@ func errorType(status int, err error) string {
 	var ne net.Error
 	switch {
 	case errors.Is(err, context.Canceled):
-		return "canceled"
+		return errCanceled
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
+		return errTimeout
 	}
 	var opErr *net.OpError
 	var dnsErr *net.DNSError
 	switch {
 	case errors.As(err, &dnsErr):
-		return "dns"
+		return errDNS
 	case errors.As(err, &opErr):
-		return "connection"
+		return errConnection
 	}
 	f := steady.ClassifyError(err)
 	if strings.HasPrefix(f.Reason, "connection failure") {
-		return "connection"
+		return errConnection
 	}
 	if strings.HasPrefix(f.Reason, "tls") {
-		return "tls"
+		return errTLS
 	}
 	return otherValue
 }
@@ -284,11 +284,11 @@ func reason(ev steady.Event) string {
 	}
 	if ev.Err != nil {
 		switch errorType(0, ev.Err) {
-		case "timeout":
+		case errTimeout:
 			return reasonTimeout
-		case "canceled":
+		case errCanceled:
 			return reasonCanceled
-		case "connection", "dns":
+		case errConnection, errDNS:
 			return reasonConnection
 		}
 	}

@@ -73,7 +73,7 @@ func (i *instruments) create(m metric.Meter) error {
 	i.inFlight = gauge(metricInFlight, unitRequests, descInFlight)
 	i.limit = gauge(metricLimit, unitQuota, descLimit)
 	i.remaining = gauge(metricRemaining, unitQuota, descRemaining)
-	i.breakerState = gauge(metricBreakerState, unitBreakerStateIsThis, descBreakerState)
+	i.breakerState = gauge(metricBreakerState, unitStates, descBreakerState)
 	i.reset, err = m.Float64ObservableGauge(metricReset, metric.WithUnit(unitSeconds), metric.WithDescription(descReset))
 	check(err)
 	return errors.Join(errs...)

@@ -18,47 +18,54 @@ const (
 	metricRequestDuration = "http.client.request.duration"
 
 	// steady's own.
-	metricRetries          = "steady.retries"
-	metricGiveUps          = "steady.give_ups"
-	metricRejections       = "steady.rejections"
-	metricRateLimited      = "steady.rate_limited"
-	metricCooldowns        = "steady.pacing.cooldowns"
-	metricPacingWait       = "steady.pacing.wait.duration"
-	metricWaiting          = "steady.pacing.waiting"
-	metricInFlight         = "steady.pacing.in_flight"
-	metricLimit            = "steady.rate_limit.limit"
-	metricRemaining        = "steady.rate_limit.remaining"
-	metricReset            = "steady.rate_limit.reset"
-	metricBreakerState     = "steady.breaker.state"
-	metricBreakerChanges   = "steady.breaker.transitions"
-	metricBudgetExhausted  = "steady.retry_budget.exhausted"
-	metricEvents           = "steady.events"
-	descRequestDuration    = "Duration of each upstream attempt (one per try: a request retried twice records three)."
-	descRetries            = "Failed attempts that steady retries."
-	descGiveUps            = "Requests handed back failed after steady decided not to retry (again)."
-	descRejections         = "Requests failed at once without being sent: circuit open, or a pacing wait past the deadline or cap."
-	descRateLimited        = "Attempts answered 429 Too Many Requests."
-	descCooldowns          = "Times a partition stopped sending after a 429 or a retry hint."
-	descPacingWait         = "Time a request waited for its turn before being sent, to stay under the announced limits."
-	descWaiting            = "Requests waiting for their turn now."
-	descInFlight           = "Requests sent and not yet answered now."
-	descLimit              = "Quota per window announced by the upstream (or configured)."
-	descRemaining          = "Quota left in the window, as the latest response announced."
-	descReset              = "Seconds until the window is replenished, as the latest response announced."
-	descBreakerState       = "1 for the circuit breaker's current state, 0 for the others."
-	descBreakerChanges     = "Circuit breaker state changes."
-	descBudgetExhausted    = "Failed attempts not retried because the retry budget was spent."
-	descEvents             = "Every event steady reports except attempts, by kind: the catch-all that also counts event kinds added later."
-	unitSeconds            = "s"
-	unitRequests           = "{request}"
-	unitAttempts           = "{attempt}"
-	unitRetries            = "{retry}"
-	unitResponses          = "{response}"
-	unitCooldowns          = "{cooldown}"
-	unitQuota              = "{quota}"
-	unitTransitions        = "{transition}"
-	unitEvents             = "{event}"
-	unitBreakerStateIsThis = "{state}"
+	metricRetries         = "steady.retries"
+	metricGiveUps         = "steady.give_ups"
+	metricRejections      = "steady.rejections"
+	metricRateLimited     = "steady.rate_limited"
+	metricCooldowns       = "steady.pacing.cooldowns"
+	metricPacingWait      = "steady.pacing.wait.duration"
+	metricWaiting         = "steady.pacing.waiting"
+	metricInFlight        = "steady.pacing.in_flight"
+	metricLimit           = "steady.rate_limit.limit"
+	metricRemaining       = "steady.rate_limit.remaining"
+	metricReset           = "steady.rate_limit.reset"
+	metricBreakerState    = "steady.breaker.state"
+	metricBreakerChanges  = "steady.breaker.transitions"
+	metricBudgetExhausted = "steady.retry_budget.exhausted"
+	metricEvents          = "steady.events"
+)
+
+// Metric descriptions.
+const (
+	descRequestDuration = "Duration of each upstream attempt (one per try: a request retried twice records three)."
+	descRetries         = "Failed attempts that steady retries."
+	descGiveUps         = "Requests handed back failed after steady decided not to retry (again)."
+	descRejections      = "Requests failed at once without being sent: circuit open, or a pacing wait past the deadline or cap."
+	descRateLimited     = "Attempts answered 429 Too Many Requests."
+	descCooldowns       = "Times a partition stopped sending after a 429 or a retry hint."
+	descPacingWait      = "Time a request waited for its turn before being sent, to stay under the announced limits."
+	descWaiting         = "Requests waiting for their turn now."
+	descInFlight        = "Requests sent and not yet answered now."
+	descLimit           = "Quota per window announced by the upstream (or configured)."
+	descRemaining       = "Quota left in the window, as the latest response announced."
+	descReset           = "Seconds until the window is replenished, as the latest response announced."
+	descBreakerState    = "1 for the circuit breaker's current state, 0 for the others."
+	descBreakerChanges  = "Circuit breaker state changes."
+	descBudgetExhausted = "Failed attempts not retried because the retry budget was spent."
+	descEvents          = "Every event steady reports except attempts, by kind: the catch-all that also counts event kinds added later."
+)
+
+// Metric units, in UCUM with annotations as the conventions write them.
+const (
+	unitSeconds     = "s"
+	unitRequests    = "{request}"
+	unitRetries     = "{retry}"
+	unitResponses   = "{response}"
+	unitCooldowns   = "{cooldown}"
+	unitQuota       = "{quota}"
+	unitTransitions = "{transition}"
+	unitEvents      = "{event}"
+	unitStates      = "{state}"
 )
 
 // Attribute keys.
@@ -113,6 +120,16 @@ const (
 	operationChat       = "chat"
 	operationText       = "text_completion"
 	operationEmbeddings = "embeddings"
+)
+
+// Values of error.type for a transport failure; an error status is
+// recorded as its code.
+const (
+	errCanceled   = "canceled"
+	errTimeout    = "timeout"
+	errDNS        = "dns"
+	errConnection = "connection"
+	errTLS        = "tls"
 )
 
 // otherValue stands for any value past a cap, as the conventions spell it
