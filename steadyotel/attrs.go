@@ -251,7 +251,7 @@ func reason(ev steady.Event) string {
 		return reasonStoreFallback
 	case strings.Contains(r, "retries exhausted"), strings.Contains(r, "exhausted"):
 		return reasonRetriesDone
-	case strings.Contains(r, "above cap"), strings.Contains(r, "retry hint"), strings.Contains(r, "retry-after"):
+	case strings.Contains(r, "above cap"), strings.Contains(r, "too long") && strings.Contains(r, "retry"):
 		return reasonHintTooLong
 	case strings.Contains(r, "deadline"):
 		return reasonDeadline

@@ -129,6 +129,8 @@ func TestReason(t *testing.T) {
 		{steady.Event{Err: context.DeadlineExceeded}, reasonTimeout},
 		{steady.Event{Err: reset}, reasonConnection},
 		{steady.Event{Reason: "something new"}, reasonOther},
+		{steady.Event{Kind: steady.EventCooldown, Reason: "retry-after 2s", Status: 429}, reasonRateLimited},
+		{steady.Event{Reason: "retry hint too long"}, reasonHintTooLong},
 	} {
 		if got := reason(c.ev); got != c.want {
 			t.Errorf("%q (status %d, err %v): %q, want %q", c.ev.Reason, c.ev.Status, c.ev.Err, got, c.want)
