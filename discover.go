@@ -1,0 +1,214 @@
+package steady
+
+import (
+	"math"
+	"time"
+)
+
+// Rate discovery for partitions whose provider announces no limits: a
+// gateway's leaky bucket, a proxy's window, a bare 429. The discoverer
+// finds the rate the way congestion control finds a link's: it grows the
+// rate while requests are accepted, cuts it on a 429 to just under the
+// rate the server was measured to accept, holds there, and then probes
+// upward again so that a raised limit is found. Unlike a CUBIC client fed
+// by its own sending rate (the AWS SDKs' adaptive mode), it measures what
+// the server ACCEPTED over the last second or so, which under throttling
+// is the limit itself; its probe is relative to that rate, so a limit of
+// 2/s and one of 2000/s are found in the same few seconds; and it reads
+// Retry-After as the sign of a window, pausing until the window reopens
+// instead of spending 429s against it.
+//
+// A discoverer only shapes when requests go: nothing it guesses ever
+// refuses a call. It has no lock and starts no goroutine: the partition's
+// mutex guards it. Its zero value is a cold discoverer, ready to use.
+
+// Tuning of the discoverer. Times are in seconds, rates in requests a
+// second.
+const (
+	// discoverInitRate is the pace of a cold partition before its first
+	// answer: a few requests, not the whole queue.
+	discoverInitRate = 4.0
+	// discoverMinRate is the slowest pace: one request a minute.
+	discoverMinRate = 1.0 / 60
+	// discoverMaxRate bounds the pace of a partition that never meets a
+	// limit; the pacer treats it as unlimited.
+	discoverMaxRate = 1e6
+	// discoverTau is the time constant of the accepted-rate measurement.
+	discoverTau = 1.0
+	// discoverSlowStart is how much each acceptance raises the rate
+	// before the first 429 (requests a second): the rate doubles about
+	// every 0.35 s of acceptances, as TCP's slow start doubles a window
+	// each round trip.
+	discoverSlowStart = 2.0
+	// discoverBeta is the fraction of the measured accepted rate the pace
+	// is cut to on a 429.
+	discoverBeta = 0.85
+	// discoverHold is how long after a cut the pace takes to climb back
+	// to the rate last accepted (CUBIC's K), flattening as it nears it.
+	discoverHold = 2.0
+	// discoverProbe is how long after passing the rate last accepted the
+	// probe takes to double it (cubic growth: slow first, then fast).
+	discoverProbe = 2.5
+	// discoverWarm is how many acceptances make a cold partition warm
+	// without a 429: enough to have measured a rate.
+	discoverWarm = 16
+	// discoverGateMin is the shortest Retry-After read as the sign of a
+	// window: the pause is honoured for the whole partition. Shorter
+	// hints (Retry-After: 1, the rounding of a per-second bucket's 50 ms)
+	// only cut the rate, unless 429s follow in a row.
+	discoverGateMin = 1500 * time.Millisecond
+	// discoverMaxGate bounds a pause taken from Retry-After or from a
+	// run of bare 429s.
+	discoverMaxGate = 10 * time.Minute
+)
+
+// discoverer discovers one partition's rate from the outcomes of its
+// requests. Times are Unix nanoseconds; zero means never.
+type discoverer struct {
+	rate  float64 // pace, requests a second; 0: cold, not yet started
+	ceil  float64 // accepted rate measured at the last 429: 0 before any
+	acc   float64 // acceptances, decayed with time constant discoverTau
+	accAt int64   // when acc was last decayed
+	since int64   // start of the current measurement (first acceptance, or end of a pause)
+	epoch int64   // start of the current climb: the last cut, or the end of the pause after it
+	gate  int64   // no request before this (a window's pause)
+	tat   int64   // the next request's slot at the current pace
+	n     uint32  // acceptances, saturating
+	run   uint16  // 429s in a row, without an acceptance between
+}
+
+// start makes a zero discoverer ready: cold, at the initial pace.
+func (d *discoverer) start() {
+	if d.rate == 0 {
+		d.rate = discoverInitRate
+	}
+}
+
+// warm reports whether the discoverer has evidence of the rate: a 429 has
+// measured it, or enough acceptances have. Until then the pacer keeps the
+// partition to a few requests in flight, whatever the pace says.
+func (d *discoverer) warm() bool {
+	return d.ceil > 0 || d.n >= discoverWarm
+}
+
+// measured returns the accepted rate over the last second or so, in
+// requests a second: the decayed count of acceptances over the decayed
+// time they were counted in (so that a measurement a fraction of a second
+// old is not biased low).
+func (d *discoverer) measured(now int64) float64 {
+	if d.since == 0 || now <= d.since {
+		return 0
+	}
+	acc := d.acc * math.Exp(-float64(now-d.accAt)/(discoverTau*1e9))
+	span := discoverTau * -math.Expm1(-float64(now-d.since)/(discoverTau*1e9))
+	// A measurement younger than a tenth of a second says little: count it
+	// over a tenth at least.
+	return acc / math.Max(span, 0.1)
+}
+
+// onAccepted counts a request the server accepted, answered at now.
+func (d *discoverer) onAccepted(now time.Time) {
+	d.start()
+	t := now.UnixNano()
+	if d.since == 0 || d.since < d.gate && t >= d.gate {
+		// First acceptance, or the first after a pause: measure afresh.
+		d.since, d.acc, d.accAt = t, 0, t
+	}
+	if t > d.accAt {
+		d.acc *= math.Exp(-float64(t-d.accAt) / (discoverTau * 1e9))
+		d.accAt = t
+	}
+	d.acc++
+	if d.n < math.MaxUint32 {
+		d.n++
+	}
+	d.run = 0
+	m := d.measured(t)
+	var target float64
+	if d.ceil == 0 {
+		// Slow start: every acceptance raises the pace.
+		target = d.rate + discoverSlowStart
+	} else {
+		target = d.ceil * d.climb(t)
+	}
+	if target > d.rate {
+		// Grow no faster than twice what is being accepted: a partition
+		// that sends little does not build a pace it never tested.
+		d.rate = math.Max(d.rate, math.Min(target, math.Max(2*m, discoverInitRate)))
+	}
+	d.rate = math.Min(d.rate, discoverMaxRate)
+}
+
+// climb is the pace, as a multiple of the rate last accepted, at t after a
+// cut: from discoverBeta back to 1 over discoverHold, flattening as it
+// nears it, then doubling over discoverProbe, slowly at first.
+func (d *discoverer) climb(t int64) float64 {
+	s := float64(t-max(d.epoch, d.gate)) / 1e9
+	if s < 0 {
+		return discoverBeta
+	}
+	if s < discoverHold {
+		x := (discoverHold - s) / discoverHold
+		return 1 - (1-discoverBeta)*x*x*x
+	}
+	x := (s - discoverHold) / discoverProbe
+	return 1 + x*x*x
+}
+
+// onThrottled counts a 429 answered at now, with the Retry-After the
+// response carried, if any.
+func (d *discoverer) onThrottled(now time.Time, retryAfter time.Duration, hasRetryAfter bool) {
+	d.start()
+	t := now.UnixNano()
+	if d.run < math.MaxUint16 {
+		d.run++
+	}
+	if m := d.measured(t); m > 0 {
+		// Under throttling the server accepts at its limit: that is the
+		// rate to hold just under.
+		d.ceil = m
+		d.rate = math.Max(math.Min(d.rate, discoverBeta*m), discoverMinRate)
+	} else {
+		// Nothing accepted lately: only the pace can be cut.
+		d.rate = math.Max(d.rate*discoverBeta, discoverMinRate)
+		d.ceil = math.Max(d.ceil, d.rate)
+	}
+	d.epoch = t
+	var pause time.Duration
+	switch {
+	case hasRetryAfter && (retryAfter >= discoverGateMin || d.run >= 2):
+		// A window: nothing will be accepted before it reopens.
+		pause = retryAfter
+	case !hasRetryAfter && d.run >= 2:
+		// 429s in a row without a hint: back off exponentially, in
+		// slots of the pace.
+		pause = time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
+	}
+	if pause > 0 {
+		g := t + int64(min(pause, discoverMaxGate))
+		d.gate = max(d.gate, g)
+	}
+}
+
+// next returns when the next request may be sent: not before the end of a
+// pause, nor before its slot at the current pace.
+func (d *discoverer) next(now time.Time) time.Time {
+	d.start()
+	t := max(now.UnixNano(), d.gate, d.tat)
+	return time.Unix(0, t)
+}
+
+// sent books the slot of a request sent at now, so the next one waits its
+// turn at the current pace.
+func (d *discoverer) sent(now time.Time) {
+	d.start()
+	t := max(now.UnixNano(), d.tat)
+	d.tat = t + int64(1e9/d.rate)
+}
+
+// estimate returns the pace, in requests a second, and whether it rests
+// on evidence (see warm): what a snapshot shows.
+func (d *discoverer) estimate() (perSecond float64, warm bool) {
+	d.start()
+	return d.rate, d.warm()
+}

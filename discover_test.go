@@ -1,0 +1,278 @@
+package steady
+
+import (
+	"container/heap"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/steady-go/steady/steadytest"
+)
+
+// The discoverer is tested in closed loop: a simulated pacer drives it
+// against the header-less limiters of steadytest, on a simulated clock.
+// Every request takes simLatency: the limiter decides at half of it, the
+// answer arrives at the end. A 429's request goes back to the head of the
+// queue and waits its turn at the discovered pace.
+
+const simLatency = 50 * time.Millisecond
+
+// simColdInFlight is how many requests a cold partition has in flight.
+const simColdInFlight = 4
+
+var simEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// simScenario is one closed-loop run.
+type simScenario struct {
+	name    string
+	limit   func() *steadytest.Limit
+	n       int // requests in the batch
+	workers int // 0: all queued at once
+	// changes scale the limit at the given times: halving then doubling.
+	changes []simChange
+}
+
+type simChange struct {
+	at     time.Duration
+	factor float64
+}
+
+// simResult is what one run measured.
+type simResult struct {
+	makespan  time.Duration // last answer of the batch
+	minimum   time.Duration // the limit's own minimum for the batch
+	attempts  int
+	throttled int
+	found     []time.Duration // per change: until the new rate was found; -1: never
+	finalRate float64
+}
+
+func (r simResult) ratio() float64 { return r.makespan.Seconds() / r.minimum.Seconds() }
+func (r simResult) share429() float64 {
+	return float64(r.throttled) / float64(max(r.attempts, 1))
+}
+
+type simEvent struct {
+	at     time.Duration
+	arrive bool // the request reaches the limiter; else its answer arrives
+	ok     bool
+	retry  time.Duration
+	hasRA  bool
+}
+
+type simQueue []simEvent
+
+func (q simQueue) Len() int { return len(q) }
+func (q simQueue) Less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].arrive && !q[j].arrive
+}
+func (q simQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *simQueue) Push(x any)   { *q = append(*q, x.(simEvent)) }
+func (q *simQueue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+// simulate runs sc with the discoverer pacing a queue of sc.n requests.
+func simulate(sc simScenario) simResult {
+	lim := sc.limit()
+	var (
+		d        discoverer
+		q        simQueue
+		res      simResult
+		now      time.Duration
+		pending  = sc.n // requests not yet accepted and not in flight
+		inflight int
+		done     int
+		sends    []time.Duration // every attempt's send time
+		changeI  int
+	)
+	res.found = make([]time.Duration, len(sc.changes))
+	for i := range res.found {
+		res.found[i] = -1
+	}
+	at := func(t time.Duration) time.Time { return simEpoch.Add(t) }
+	capacity := func() int {
+		c := math.MaxInt
+		if sc.workers > 0 {
+			c = sc.workers
+		}
+		if !d.warm() {
+			c = min(c, simColdInFlight)
+		}
+		return c
+	}
+	for done < sc.n {
+		// The next thing to happen: an answer, or the queue's head going.
+		var sendAt time.Duration = -1
+		if pending > 0 && inflight < capacity() {
+			sendAt = max(d.next(at(now)).Sub(simEpoch), now)
+		}
+		if sendAt < 0 && q.Len() == 0 {
+			panic("simulation stalled")
+		}
+		if q.Len() > 0 && (sendAt < 0 || q[0].at <= sendAt) {
+			e := heap.Pop(&q).(simEvent)
+			now = e.at
+			for changeI < len(sc.changes) && sc.changes[changeI].at <= now {
+				lim.Scale(sc.changes[changeI].factor)
+				changeI++
+			}
+			if e.arrive {
+				ok, wait := lim.Admit(at(now))
+				// Retry-After as a server sends it: whole seconds, rounded up.
+				ra := time.Duration(math.Ceil(wait.Seconds())) * time.Second
+				heap.Push(&q, simEvent{at: now + simLatency - simLatency/2, ok: ok, retry: ra, hasRA: wait > 0})
+				continue
+			}
+			inflight--
+			if e.ok {
+				d.onAccepted(at(now))
+				done++
+				res.makespan = now
+			} else {
+				res.throttled++
+				d.onThrottled(at(now), e.retry, e.hasRA)
+				pending++
+			}
+		} else {
+			now = sendAt
+			for changeI < len(sc.changes) && sc.changes[changeI].at <= now {
+				lim.Scale(sc.changes[changeI].factor)
+				changeI++
+			}
+			d.sent(at(now))
+			pending--
+			inflight++
+			res.attempts++
+			sends = append(sends, now)
+			heap.Push(&q, simEvent{at: now + simLatency/2, arrive: true})
+		}
+		// Was the new rate found? Sends over a trailing interval (a second,
+		// or the window) that began after the change, within 20% of the
+		// new limit.
+		for i, c := range sc.changes {
+			if res.found[i] >= 0 || now < c.at {
+				continue
+			}
+			if i+1 < len(sc.changes) && now >= sc.changes[i+1].at {
+				continue
+			}
+			span := max(time.Second, lim.Window())
+			if now-span < c.at {
+				continue
+			}
+			want := lim.Rate() * span.Seconds()
+			got := float64(countSince(sends, now-span))
+			if got >= 0.8*want && got <= 1.2*want {
+				res.found[i] = now - c.at
+			}
+		}
+	}
+	res.finalRate, _ = d.estimate()
+	res.minimum = simMinimum(sc)
+	return res
+}
+
+func countSince(ts []time.Duration, from time.Duration) int {
+	n := 0
+	for i := len(ts) - 1; i >= 0 && ts[i] > from; i-- {
+		n++
+	}
+	return n
+}
+
+// simMinimum is the makespan of a sender that knows the limit exactly:
+// each request goes the moment the limiter would admit it.
+func simMinimum(sc simScenario) time.Duration {
+	lim := sc.limit()
+	var t time.Duration
+	changeI := 0
+	for range sc.n {
+		for {
+			for changeI < len(sc.changes) && sc.changes[changeI].at <= t+simLatency/2 {
+				lim.Scale(sc.changes[changeI].factor)
+				changeI++
+			}
+			ok, wait := lim.Admit(simEpoch.Add(t + simLatency/2))
+			if ok {
+				break
+			}
+			if wait <= 0 {
+				wait = time.Millisecond
+			}
+			t += wait
+		}
+	}
+	return t + simLatency
+}
+
+func simScenarios() []simScenario {
+	leaky := func(r float64, b int) func() *steadytest.Limit {
+		return func() *steadytest.Limit { return steadytest.LeakyBucket(r, b) }
+	}
+	return []simScenario{
+		{name: "leaky 20/s burst 10", limit: leaky(20, 10), n: 300},
+		{name: "leaky 20/s burst 10, 16 workers", limit: leaky(20, 10), n: 300, workers: 16},
+		{name: "leaky 20/s burst 10, bare 429", limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10).WithoutRetryAfter() }, n: 300},
+		{name: "leaky 20/s no burst", limit: leaky(20, 0), n: 300},
+		{name: "leaky 20/s no burst, bare 429", limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 0).WithoutRetryAfter() }, n: 300},
+		{name: "token bucket 100/10s", limit: func() *steadytest.Limit { return steadytest.TokenBucketLimit(100, 10*time.Second) }, n: 500},
+		{name: "fixed window 20/1s", limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(20, time.Second) }, n: 300},
+		{name: "sliding window 20/1s", limit: func() *steadytest.Limit { return steadytest.SlidingWindowLimit(20, time.Second) }, n: 300},
+		{name: "fixed window 100/10s", limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(100, 10*time.Second) }, n: 500},
+		{name: "sliding window 100/10s", limit: func() *steadytest.Limit { return steadytest.SlidingWindowLimit(100, 10*time.Second) }, n: 500},
+		{name: "fixed window 600/1m", limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(600, time.Minute) }, n: 3000},
+		{name: "sliding window 600/1m", limit: func() *steadytest.Limit { return steadytest.SlidingWindowLimit(600, time.Minute) }, n: 3000},
+		{name: "leaky 20/s burst 10, halved at 20s, doubled at 40s", limit: leaky(20, 10), n: 1100,
+			changes: []simChange{{20 * time.Second, 0.5}, {40 * time.Second, 2}}},
+		{name: "leaky 20/s no burst, halved at 20s, doubled at 40s", limit: leaky(20, 0), n: 1100,
+			changes: []simChange{{20 * time.Second, 0.5}, {40 * time.Second, 2}}},
+		{name: "fixed window 100/10s, halved at 60s, doubled at 120s", limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(100, 10*time.Second) }, n: 1500,
+			changes: []simChange{{60 * time.Second, 0.5}, {120 * time.Second, 2}}},
+	}
+}
+
+// TestDiscoverClosedLoop drives the discoverer against every header-less
+// limiter and checks the targets: makespan within 1.25× the limit's
+// minimum, at most 5% of attempts throttled, and a halved or doubled limit
+// found within 5 s (per-second limits) or two windows.
+func TestDiscoverClosedLoop(t *testing.T) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-55s %9s %9s %6s %9s %6s %s\n", "limit", "makespan", "minimum", "ratio", "attempts", "429s", "found after change")
+	for _, sc := range simScenarios() {
+		r := simulate(sc)
+		var found []string
+		for _, f := range r.found {
+			found = append(found, f.Round(100*time.Millisecond).String())
+		}
+		fmt.Fprintf(&b, "%-55s %9s %9s %6.2f %9d %5.1f%% %s\n", sc.name, r.makespan.Round(100*time.Millisecond), r.minimum.Round(100*time.Millisecond),
+			r.ratio(), r.attempts, 100*r.share429(), strings.Join(found, ", "))
+		t.Run(sc.name, func(t *testing.T) {
+			if sc.changes == nil && r.ratio() > 1.25 {
+				t.Errorf("makespan %v is %.2f× the minimum %v (want at most 1.25×)", r.makespan, r.ratio(), r.minimum)
+			}
+			if r.share429() > 0.05 {
+				t.Errorf("%d of %d attempts throttled (%.1f%%, want at most 5%%)", r.throttled, r.attempts, 100*r.share429())
+			}
+			lim := sc.limit()
+			within := 5 * time.Second
+			if w := lim.Window(); w > time.Second {
+				within = 2 * w
+			}
+			for i, f := range r.found {
+				if f < 0 || f > within {
+					t.Errorf("change %d (×%g at %v): new rate found after %v, want within %v", i, sc.changes[i].factor, sc.changes[i].at, f, within)
+				}
+			}
+		})
+	}
+	t.Log(b.String())
+}
