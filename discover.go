@@ -34,7 +34,7 @@ const (
 	// limit; the pacer treats it as unlimited.
 	discoverMaxRate = 1e6
 	// discoverTau is the time constant of the accepted-rate measurement.
-	discoverTau = 1.0
+	discoverTau = 0.5
 	// discoverSlowStart is how much each acceptance raises the rate
 	// before the first 429 (requests a second): the rate doubles about
 	// every 0.35 s of acceptances, as TCP's slow start doubles a window
@@ -49,6 +49,12 @@ const (
 	// discoverProbe is how long after passing the rate last accepted the
 	// probe takes to double it (cubic growth: slow first, then fast).
 	discoverProbe = 2.5
+	// discoverFresh is how long after a 429 another one is read as a
+	// new crossing of the limit rather than the same saturation.
+	discoverFresh = time.Second
+	// discoverSaturated is the cut of the estimate for each further 429
+	// while the server refuses in a row.
+	discoverSaturated = 0.7
 	// discoverWarm is how many acceptances make a cold partition warm
 	// without a 429: enough to have measured a rate.
 	discoverWarm = 16
@@ -110,9 +116,8 @@ func (d *discoverer) measured(now int64) float64 {
 func (d *discoverer) onAccepted(now time.Time) {
 	d.start()
 	t := now.UnixNano()
-	if d.since == 0 || d.since < d.gate && t >= d.gate {
-		// First acceptance, or the first after a pause: measure afresh.
-		d.since, d.acc, d.accAt = t, 0, t
+	if d.since == 0 {
+		d.since, d.accAt = t, t
 	}
 	if t > d.accAt {
 		d.acc *= math.Exp(-float64(t-d.accAt) / (discoverTau * 1e9))
@@ -163,26 +168,45 @@ func (d *discoverer) onThrottled(now time.Time, retryAfter time.Duration, hasRet
 	if d.run < math.MaxUint16 {
 		d.run++
 	}
-	if m := d.measured(t); m > 0 {
-		// Under throttling the server accepts at its limit: that is the
-		// rate to hold just under.
-		d.ceil = m
-		d.rate = math.Max(math.Min(d.rate, discoverBeta*m), discoverMinRate)
-	} else {
-		// Nothing accepted lately: only the pace can be cut.
-		d.rate = math.Max(d.rate*discoverBeta, discoverMinRate)
-		d.ceil = math.Max(d.ceil, d.rate)
-	}
-	d.epoch = t
-	var pause time.Duration
+	m := d.measured(t)
 	switch {
-	case hasRetryAfter && (retryAfter >= discoverGateMin || d.run >= 2):
+	case d.epoch != 0 && t-d.epoch < int64(2e9/d.rate):
+		// Within two slots of the last cut: a request sent before it,
+		// which says nothing new.
+	case m <= 0:
+		// Nothing accepted lately: only the pace can be cut.
+		d.ceil = math.Max(math.Max(d.ceil, d.rate)*discoverBeta, discoverMinRate)
+		d.epoch = t
+	case d.ceil == 0 || t-d.epoch >= int64(discoverFresh):
+		// The first 429 in a while: the pace just crossed the limit,
+		// which lies between what was accepted and the pace. The
+		// accepted rate is measured over the last discoverTau, so it
+		// lags a rising pace by the pace's growth over that time.
+		growth := 2.0 // slow start doubles faster than that
+		if d.ceil > 0 {
+			growth = d.climb(t) / d.climb(t-int64(discoverTau*1e9))
+		}
+		d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
+		d.epoch = t
+	default:
+		// 429s in a row: the server is saturated, and accepts at its
+		// limit. Cut the estimate until the accepted rate holds it.
+		d.ceil = math.Max(d.ceil*discoverSaturated, m)
+		d.epoch = t
+	}
+	d.ceil = math.Max(d.ceil, discoverMinRate)
+	d.rate = math.Max(math.Min(d.rate, discoverBeta*d.ceil), discoverMinRate)
+	var pause time.Duration
+	if hasRetryAfter && retryAfter >= discoverGateMin {
 		// A window: nothing will be accepted before it reopens.
 		pause = retryAfter
-	case !hasRetryAfter && d.run >= 2:
-		// 429s in a row without a hint: back off exponentially, in
-		// slots of the pace.
+	} else if d.run >= 2 {
+		// 429s in a row: back off exponentially, in slots of the pace,
+		// no further than a hint says.
 		pause = time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
+		if hasRetryAfter && retryAfter > 0 {
+			pause = min(pause, retryAfter)
+		}
 	}
 	if pause > 0 {
 		g := t + int64(min(pause, discoverMaxGate))
