@@ -78,7 +78,7 @@ type discoverer struct {
 	since int64   // start of the current measurement (first acceptance, or end of a pause)
 	epoch int64   // start of the current climb: the last cut, or the end of the pause after it
 	gate  int64   // no request before this (a window's pause)
-	tat   int64   // the next request's slot at the current pace
+	last  int64   // when the last request was sent
 	n     uint32  // acceptances, saturating
 	run   uint16  // 429s in a row, without an acceptance between
 }
@@ -160,23 +160,27 @@ func (d *discoverer) climb(t int64) float64 {
 	return 1 + x*x*x
 }
 
-// onThrottled counts a 429 answered at now, with the Retry-After the
-// response carried, if any.
-func (d *discoverer) onThrottled(now time.Time, retryAfter time.Duration, hasRetryAfter bool) {
+// onThrottled counts a 429 answered at now to a request sent at sent,
+// with the Retry-After the response carried, if any. A 429 to a request
+// sent before the last cut is old news: it was in flight when the pace
+// was cut, and only its Retry-After counts.
+func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, hasRetryAfter bool) {
 	d.start()
 	t := now.UnixNano()
+	if sent.UnixNano() < d.epoch {
+		if hasRetryAfter && retryAfter >= discoverGateMin {
+			d.pause(t, retryAfter)
+		}
+		return
+	}
 	if d.run < math.MaxUint16 {
 		d.run++
 	}
 	m := d.measured(t)
 	switch {
-	case d.epoch != 0 && t-d.epoch < int64(2e9/d.rate):
-		// Within two slots of the last cut: a request sent before it,
-		// which says nothing new.
 	case m <= 0:
 		// Nothing accepted lately: only the pace can be cut.
-		d.ceil = math.Max(math.Max(d.ceil, d.rate)*discoverBeta, discoverMinRate)
-		d.epoch = t
+		d.ceil = math.Max(d.ceil, d.rate) * discoverBeta
 	case d.ceil == 0 || t-d.epoch >= int64(discoverFresh):
 		// The first 429 in a while: the pace just crossed the limit,
 		// which lies between what was accepted and the pace. The
@@ -187,47 +191,52 @@ func (d *discoverer) onThrottled(now time.Time, retryAfter time.Duration, hasRet
 			growth = d.climb(t) / d.climb(t-int64(discoverTau*1e9))
 		}
 		d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
-		d.epoch = t
+		// From here, measure what the server accepts while it refuses:
+		// its limit.
+		d.since, d.acc, d.accAt = t, 0, t
 	default:
 		// 429s in a row: the server is saturated, and accepts at its
 		// limit. Cut the estimate until the accepted rate holds it.
-		d.ceil = math.Max(d.ceil*discoverSaturated, m)
-		d.epoch = t
+		d.ceil = math.Max(math.Min(d.ceil*discoverSaturated, 1.5*m), m)
 	}
+	d.epoch = t
 	d.ceil = math.Max(d.ceil, discoverMinRate)
 	d.rate = math.Max(math.Min(d.rate, discoverBeta*d.ceil), discoverMinRate)
-	var pause time.Duration
-	if hasRetryAfter && retryAfter >= discoverGateMin {
+	switch {
+	case hasRetryAfter && retryAfter >= discoverGateMin:
 		// A window: nothing will be accepted before it reopens.
-		pause = retryAfter
-	} else if d.run >= 2 {
+		d.pause(t, retryAfter)
+	case d.run >= 2:
 		// 429s in a row: back off exponentially, in slots of the pace,
 		// no further than a hint says.
-		pause = time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
+		p := time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
 		if hasRetryAfter && retryAfter > 0 {
-			pause = min(pause, retryAfter)
+			p = min(p, retryAfter)
 		}
+		d.pause(t, p)
 	}
-	if pause > 0 {
-		g := t + int64(min(pause, discoverMaxGate))
-		d.gate = max(d.gate, g)
-	}
+}
+
+// pause stops every request until p after t.
+func (d *discoverer) pause(t int64, p time.Duration) {
+	d.gate = max(d.gate, t+int64(min(p, discoverMaxGate)))
 }
 
 // next returns when the next request may be sent: not before the end of a
-// pause, nor before its slot at the current pace.
+// pause, nor before one slot at the current pace after the last one sent.
 func (d *discoverer) next(now time.Time) time.Time {
 	d.start()
-	t := max(now.UnixNano(), d.gate, d.tat)
+	t := max(now.UnixNano(), d.gate)
+	if d.last != 0 {
+		t = max(t, d.last+int64(1e9/d.rate))
+	}
 	return time.Unix(0, t)
 }
 
-// sent books the slot of a request sent at now, so the next one waits its
-// turn at the current pace.
+// sent records a request sent at now: the next one waits a slot at the
+// pace in force when it goes.
 func (d *discoverer) sent(now time.Time) {
-	d.start()
-	t := max(now.UnixNano(), d.tat)
-	d.tat = t + int64(1e9/d.rate)
+	d.last = max(d.last, now.UnixNano())
 }
 
 // estimate returns the pace, in requests a second, and whether it rests

@@ -61,6 +61,7 @@ type simEvent struct {
 	ok     bool
 	retry  time.Duration
 	hasRA  bool
+	sent   time.Duration
 }
 
 type simQueue []simEvent
@@ -130,7 +131,7 @@ func simulate(sc simScenario) simResult {
 				ok, wait := lim.Admit(at(now))
 				// Retry-After as a server sends it: whole seconds, rounded up.
 				ra := time.Duration(math.Ceil(wait.Seconds())) * time.Second
-				heap.Push(&q, simEvent{at: now + simLatency - simLatency/2, ok: ok, retry: ra, hasRA: wait > 0})
+				heap.Push(&q, simEvent{at: now + simLatency - simLatency/2, ok: ok, retry: ra, hasRA: wait > 0, sent: e.sent})
 				continue
 			}
 			inflight--
@@ -141,7 +142,7 @@ func simulate(sc simScenario) simResult {
 				res.makespan = now
 			} else {
 				res.throttled++
-				d.onThrottled(at(now), e.retry, e.hasRA)
+				d.onThrottled(at(e.sent), at(now), e.retry, e.hasRA)
 				trace(now, "429", &d)
 				pending++
 			}
@@ -156,7 +157,7 @@ func simulate(sc simScenario) simResult {
 			inflight++
 			res.attempts++
 			sends = append(sends, now)
-			heap.Push(&q, simEvent{at: now + simLatency/2, arrive: true})
+			heap.Push(&q, simEvent{at: now + simLatency/2, arrive: true, sent: now})
 		}
 		// Was the new rate found? Sends over a trailing interval (a second,
 		// or the window) that began after the change, within 20% of the
