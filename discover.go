@@ -79,6 +79,8 @@ type discoverer struct {
 	epoch int64   // start of the current climb: the last cut, or the end of the pause after it
 	gate  int64   // no request before this (a window's pause)
 	last  int64   // when the last request was sent
+	cycle int64   // start of the current window cycle: the end of the last window's pause
+	inCyc uint32  // acceptances in the current window cycle, saturating
 	n     uint32  // acceptances, saturating
 	run   uint16  // 429s in a row, without an acceptance between
 }
@@ -126,6 +128,12 @@ func (d *discoverer) onAccepted(now time.Time) {
 	d.acc++
 	if d.n < math.MaxUint32 {
 		d.n++
+	}
+	if d.inCyc < math.MaxUint32 {
+		d.inCyc++
+	}
+	if d.cycle == 0 {
+		d.cycle = t
 	}
 	d.run = 0
 	m := d.measured(t)
@@ -176,6 +184,10 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	if d.run < math.MaxUint16 {
 		d.run++
 	}
+	if hasRetryAfter && retryAfter >= discoverGateMin {
+		d.window(t, retryAfter)
+		return
+	}
 	m := d.measured(t)
 	switch {
 	case m <= 0:
@@ -202,11 +214,7 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	d.epoch = t
 	d.ceil = math.Max(d.ceil, discoverMinRate)
 	d.rate = math.Max(math.Min(d.rate, discoverBeta*d.ceil), discoverMinRate)
-	switch {
-	case hasRetryAfter && retryAfter >= discoverGateMin:
-		// A window: nothing will be accepted before it reopens.
-		d.pause(t, retryAfter)
-	case d.run >= 2:
+	if d.run >= 2 {
 		// 429s in a row: back off exponentially, in slots of the pace,
 		// no further than a hint says.
 		p := time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
@@ -215,6 +223,27 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 		}
 		d.pause(t, p)
 	}
+}
+
+// window handles a 429 whose Retry-After is long enough to mean a window
+// (seconds to minutes): nothing will be accepted before it reopens, so
+// every request pauses until then, and the window's rate is what was
+// accepted over the cycle that ends then, from the end of the previous
+// pause. The pace resumes at that rate and climbs from there: a fixed
+// window is used up early in its span, a sliding one is paced about as
+// its slots free.
+func (d *discoverer) window(t int64, retryAfter time.Duration) {
+	end := t + int64(min(retryAfter, discoverMaxGate))
+	if d.cycle != 0 && end > d.cycle {
+		sustained := float64(d.inCyc) / (float64(end-d.cycle) / 1e9)
+		d.ceil = math.Max(sustained, discoverMinRate)
+		d.rate = d.ceil
+	}
+	d.cycle, d.inCyc = end, 0
+	d.epoch = t
+	d.pause(t, retryAfter)
+	// Measure afresh when the window reopens.
+	d.since, d.acc, d.accAt = end, 0, end
 }
 
 // pause stops every request until p after t.
