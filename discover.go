@@ -39,7 +39,7 @@ const (
 	// before the first 429 (requests a second): the rate doubles about
 	// every 0.35 s of acceptances, as TCP's slow start doubles a window
 	// each round trip.
-	discoverSlowStart = 2.0
+	discoverSlowStart = 1.0
 	// discoverBeta is the fraction of the measured accepted rate the pace
 	// is cut to on a 429.
 	discoverBeta = 0.85
@@ -198,11 +198,14 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 		// which lies between what was accepted and the pace. The
 		// accepted rate is measured over the last discoverTau, so it
 		// lags a rising pace by the pace's growth over that time.
-		growth := 2.0 // slow start doubles faster than that
-		if d.ceil > 0 {
-			growth = d.climb(t) / d.climb(t-int64(discoverTau*1e9))
+		if d.ceil == 0 {
+			// The end of slow start: as TCP does, believe half the pace,
+			// which the acceptances have shown.
+			d.ceil = math.Max(d.rate/2, m)
+		} else {
+			growth := d.climb(t) / d.climb(t-int64(discoverTau*1e9))
+			d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
 		}
-		d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
 		// From here, measure what the server accepts while it refuses:
 		// its limit.
 		d.since, d.acc, d.accAt = t, 0, t
