@@ -45,7 +45,7 @@ const (
 	discoverBeta = 0.85
 	// discoverHold is how long after a cut the pace takes to climb back
 	// to the rate last accepted (CUBIC's K), flattening as it nears it.
-	discoverHold = 2.0
+	discoverHold = 2.5
 	// discoverProbe is how long after passing the rate last accepted the
 	// probe takes to double it (cubic growth: slow first, then fast).
 	discoverProbe = 2.5
@@ -209,8 +209,12 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 		// From here, measure what the server accepts while it refuses:
 		// its limit.
 		d.since, d.acc, d.accAt = t, 0, t
+	case t-d.since < int64(discoverTau*1e9):
+		// Refused again, too soon to have measured what the server
+		// accepts while it refuses.
+		d.ceil *= discoverBeta
 	default:
-		// 429s in a row: the server is saturated, and accepts at its
+		// Refused again: the server is saturated, and accepts at its
 		// limit. Cut the estimate until the accepted rate holds it.
 		d.ceil = math.Max(math.Min(d.ceil*discoverSaturated, 1.5*m), m)
 	}
