@@ -83,6 +83,8 @@ type discoverer struct {
 	inCyc uint32  // acceptances in the current window cycle, saturating
 	n     uint32  // acceptances, saturating
 	run   uint16  // 429s in a row, without an acceptance between
+	okM   uint16  // acceptances since the measurement began, saturating
+	noM   uint16  // refusals since the measurement began, saturating
 }
 
 // start makes a zero discoverer ready: cold, at the initial pace.
@@ -114,6 +116,11 @@ func (d *discoverer) measured(now int64) float64 {
 	return acc / math.Max(span, 0.1)
 }
 
+// restart begins a new measurement of the accepted rate at t.
+func (d *discoverer) restart(t int64) {
+	d.since, d.acc, d.accAt, d.okM, d.noM = t, 0, t, 0, 0
+}
+
 // onAccepted counts a request the server accepted, answered at now.
 func (d *discoverer) onAccepted(now time.Time) {
 	d.start()
@@ -126,6 +133,7 @@ func (d *discoverer) onAccepted(now time.Time) {
 		d.accAt = t
 	}
 	d.acc++
+	d.okM = min(d.okM+1, math.MaxUint16-1)
 	if d.n < math.MaxUint32 {
 		d.n++
 	}
@@ -208,11 +216,15 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 		}
 		// From here, measure what the server accepts while it refuses:
 		// its limit.
-		d.since, d.acc, d.accAt = t, 0, t
+		d.restart(t)
 	case t-d.since < int64(discoverTau*1e9):
-		// Refused again, too soon to have measured what the server
-		// accepts while it refuses.
+		// Refused again, too soon to have measured the rate the server
+		// accepts while it refuses; the share it accepted tells it.
+		d.noM = min(d.noM+1, math.MaxUint16-1)
 		d.ceil *= discoverBeta
+		if n := float64(d.okM) + float64(d.noM); n >= 4 {
+			d.ceil = math.Min(d.ceil, math.Max(d.rate*float64(d.okM)/n, m))
+		}
 	default:
 		// Refused again: the server is saturated, and accepts at its
 		// limit. Cut the estimate until the accepted rate holds it.
@@ -250,7 +262,7 @@ func (d *discoverer) window(t int64, retryAfter time.Duration) {
 	d.epoch = t
 	d.pause(t, retryAfter)
 	// Measure afresh when the window reopens.
-	d.since, d.acc, d.accAt = end, 0, end
+	d.restart(end)
 }
 
 // pause stops every request until p after t.
