@@ -4,9 +4,12 @@ import (
 	"container/heap"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/steady-go/steady/steadytest"
@@ -282,4 +285,118 @@ func TestDiscoverClosedLoop(t *testing.T) {
 		})
 	}
 	t.Log(b.String())
+}
+
+// TestDiscoverThroughProvider runs the discoverer as a pacer would, with a
+// goroutine per request, against steadytest's simulated provider behind a
+// header-less leaky bucket (20/s, burst 10), in a synctest bubble: real
+// HTTP responses, Retry-After read from their headers.
+func TestDiscoverThroughProvider(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		lim := steadytest.LeakyBucket(20, 10)
+		p := steadytest.NewProvider(steadytest.ProviderConfig{Limiter: lim, Dialect: steadytest.DialectNone, Latency: simLatency})
+		var (
+			mu       sync.Mutex
+			d        discoverer
+			inflight int
+			wake     = make(chan struct{}, 1)
+			attempts int
+			refused  int
+		)
+		const n = 300
+		start := time.Now()
+		// admit waits for the request's turn: a cold partition keeps a few
+		// in flight, and every request goes at the discovered pace.
+		admit := func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			for {
+				now := time.Now()
+				if !d.warm() && inflight >= simColdInFlight {
+					mu.Unlock()
+					<-wake
+					mu.Lock()
+					continue
+				}
+				if at := d.next(now); at.After(now) {
+					mu.Unlock()
+					time.Sleep(at.Sub(now))
+					mu.Lock()
+					continue
+				}
+				d.sent(now)
+				inflight++
+				attempts++
+				return now
+			}
+		}
+		body := `{"model":"m","messages":[{"role":"user","content":"hi"}]}`
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				for {
+					sent := admit()
+					req, _ := http.NewRequest("POST", "http://provider/v1/chat/completions", strings.NewReader(body))
+					resp, err := p.RoundTrip(req)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					resp.Body.Close()
+					now := time.Now()
+					mu.Lock()
+					inflight--
+					ok := resp.StatusCode == http.StatusOK
+					if ok {
+						d.onAccepted(now)
+					} else {
+						refused++
+						ra, has := ParseRetryAfter(resp.Header, now)
+						d.onThrottled(sent, now, ra, has)
+					}
+					mu.Unlock()
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+					if ok {
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		makespan := time.Since(start)
+		minimum := simMinimum(simScenario{limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10) }, n: n})
+		rate, warm := d.estimate()
+		t.Logf("%d requests: makespan %v (minimum %v, %.2f×), %d attempts, %d refused (%.1f%%), pace %.1f/s, warm %v",
+			n, makespan.Round(time.Millisecond), minimum, makespan.Seconds()/minimum.Seconds(), attempts, refused, 100*float64(refused)/float64(attempts), rate, warm)
+		if r := makespan.Seconds() / minimum.Seconds(); r > 1.25 {
+			t.Errorf("makespan %v is %.2f× the minimum %v", makespan, r, minimum)
+		}
+		if share := float64(refused) / float64(attempts); share > 0.05 {
+			t.Errorf("%d of %d attempts refused", refused, attempts)
+		}
+		if st := p.Stats(); st.Accepted != n {
+			t.Errorf("provider accepted %d, want %d", st.Accepted, n)
+		}
+	})
+}
+
+// BenchmarkDiscoverer measures the discoverer's cost per request: a slot,
+// a send, an outcome.
+func BenchmarkDiscoverer(b *testing.B) {
+	var d discoverer
+	now := simEpoch
+	b.ReportAllocs()
+	for i := range b.N {
+		at := d.next(now)
+		d.sent(at)
+		now = at.Add(simLatency)
+		if i%50 == 49 {
+			d.onThrottled(at, now, time.Second, true)
+		} else {
+			d.onAccepted(now)
+		}
+	}
 }
