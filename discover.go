@@ -33,8 +33,14 @@ const (
 	// discoverMaxRate bounds the pace of a partition that never meets a
 	// limit; the pacer treats it as unlimited.
 	discoverMaxRate = 1e6
-	// discoverTau is the time constant of the accepted-rate measurement.
-	discoverTau = 0.5
+	// discoverTau is the shortest time constant of the accepted-rate
+	// measurement; a slow rate is measured over discoverSample requests.
+	discoverTau    = 0.5
+	discoverSample = 8.0
+	// discoverCycle is the fewest requests, at the rate last accepted, a
+	// climb back to it spans: a slow rate is probed as often in requests
+	// as a fast one, so that probing costs the same share of 429s.
+	discoverCycle = 25.0
 	// discoverSlowStart is how much each acceptance raises the rate
 	// before the first 429 (requests a second): the rate doubles about
 	// every 0.35 s of acceptances, as TCP's slow start doubles a window
@@ -50,8 +56,9 @@ const (
 	// probe takes to double it (cubic growth: slow first, then fast).
 	discoverProbe = 2.5
 	// discoverFresh is how long after a 429 another one is read as a
-	// new crossing of the limit rather than the same saturation.
-	discoverFresh = time.Second
+	// new crossing of the limit rather than the same saturation (at
+	// least discoverSample/2 requests at the rate last accepted).
+	discoverFresh = 1.0
 	// discoverSaturated is the cut of the estimate for each further 429
 	// while the server refuses in a row.
 	discoverSaturated = 0.7
@@ -101,6 +108,15 @@ func (d *discoverer) warm() bool {
 	return d.ceil > 0 || d.n >= discoverWarm
 }
 
+// tau returns the time constant of the measurement, in seconds: half a
+// second, or discoverSample requests at the rate last accepted.
+func (d *discoverer) tau() float64 {
+	if d.ceil <= 0 {
+		return discoverTau
+	}
+	return math.Max(discoverTau, discoverSample/d.ceil)
+}
+
 // measured returns the accepted rate over the last second or so, in
 // requests a second: the decayed count of acceptances over the decayed
 // time they were counted in (so that a measurement a fraction of a second
@@ -109,8 +125,9 @@ func (d *discoverer) measured(now int64) float64 {
 	if d.since == 0 || now <= d.since {
 		return 0
 	}
-	acc := d.acc * math.Exp(-float64(now-d.accAt)/(discoverTau*1e9))
-	span := discoverTau * -math.Expm1(-float64(now-d.since)/(discoverTau*1e9))
+	tau := d.tau()
+	acc := d.acc * math.Exp(-float64(now-d.accAt)/(tau*1e9))
+	span := tau * -math.Expm1(-float64(now-d.since)/(tau*1e9))
 	// A measurement younger than a tenth of a second says little: count it
 	// over a tenth at least.
 	return acc / math.Max(span, 0.1)
@@ -129,7 +146,7 @@ func (d *discoverer) onAccepted(now time.Time) {
 		d.since, d.accAt = t, t
 	}
 	if t > d.accAt {
-		d.acc *= math.Exp(-float64(t-d.accAt) / (discoverTau * 1e9))
+		d.acc *= math.Exp(-float64(t-d.accAt) / (d.tau() * 1e9))
 		d.accAt = t
 	}
 	d.acc++
@@ -165,6 +182,10 @@ func (d *discoverer) onAccepted(now time.Time) {
 // nears it, then doubling over discoverProbe, slowly at first.
 func (d *discoverer) climb(t int64) float64 {
 	s := float64(t-max(d.epoch, d.gate)) / 1e9
+	if d.ceil > 0 {
+		// Slow rates climb over as many requests as fast ones.
+		s /= math.Max(1, discoverCycle/(d.ceil*discoverHold))
+	}
 	if s < 0 {
 		return discoverBeta
 	}
@@ -201,7 +222,7 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	case m <= 0:
 		// Nothing accepted lately: only the pace can be cut.
 		d.ceil = math.Max(d.ceil, d.rate) * discoverBeta
-	case d.ceil == 0 || t-d.epoch >= int64(discoverFresh):
+	case d.ceil == 0 || t-d.epoch >= int64(1e9*math.Max(discoverFresh, discoverSample/2/d.ceil)):
 		// The first 429 in a while: the pace just crossed the limit,
 		// which lies between what was accepted and the pace. The
 		// accepted rate is measured over the last discoverTau, so it
@@ -211,13 +232,13 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 			// which the acceptances have shown.
 			d.ceil = math.Max(d.rate/2, m)
 		} else {
-			growth := d.climb(t) / d.climb(t-int64(discoverTau*1e9))
+			growth := d.climb(t) / d.climb(t-int64(d.tau()*1e9))
 			d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
 		}
 		// From here, measure what the server accepts while it refuses:
 		// its limit.
 		d.restart(t)
-	case t-d.since < int64(discoverTau*1e9):
+	case t-d.since < int64(d.tau()*1e9):
 		// Refused again, too soon to have measured the rate the server
 		// accepts while it refuses; the share it accepted tells it.
 		d.noM = min(d.noM+1, math.MaxUint16-1)

@@ -231,6 +231,8 @@ func simScenarios() []simScenario {
 		{name: "leaky 20/s burst 10, bare 429", limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10).WithoutRetryAfter() }, n: 300},
 		{name: "leaky 20/s no burst", limit: leaky(20, 0), n: 300},
 		{name: "leaky 20/s no burst, bare 429", limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 0).WithoutRetryAfter() }, n: 300},
+		{name: "leaky 1/s no burst (60/min)", limit: leaky(1, 0), n: 200},
+		{name: "token bucket 20/1s", limit: func() *steadytest.Limit { return steadytest.TokenBucketLimit(20, time.Second) }, n: 300},
 		{name: "token bucket 100/10s", limit: func() *steadytest.Limit { return steadytest.TokenBucketLimit(100, 10*time.Second) }, n: 500},
 		{name: "fixed window 20/1s", limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(20, time.Second) }, n: 300},
 		{name: "sliding window 20/1s", limit: func() *steadytest.Limit { return steadytest.SlidingWindowLimit(20, time.Second) }, n: 300},
