@@ -257,7 +257,7 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	if d.run >= 2 {
 		// 429s in a row: back off exponentially, in slots of the pace,
 		// no further than a hint says.
-		p := time.Duration(float64(time.Second) / d.rate * float64(uint64(1)<<min(d.run-1, 20)))
+		p := time.Duration(math.Min(float64(time.Second)/d.rate*float64(uint64(1)<<min(d.run-1, 20)), float64(discoverMaxGate)))
 		if hasRetryAfter && retryAfter > 0 {
 			p = min(p, retryAfter)
 		}
