@@ -7,20 +7,37 @@ import (
 
 // Rate discovery for partitions whose provider announces no limits: a
 // gateway's leaky bucket, a proxy's window, a bare 429. The discoverer
-// finds the rate the way congestion control finds a link's: it grows the
-// rate while requests are accepted, cuts it on a 429 to just under the
-// rate the server was measured to accept, holds there, and then probes
-// upward again so that a raised limit is found. Unlike a CUBIC client fed
-// by its own sending rate (the AWS SDKs' adaptive mode), it measures what
-// the server ACCEPTED over the last second or so, which under throttling
-// is the limit itself; its probe is relative to that rate, so a limit of
-// 2/s and one of 2000/s are found in the same few seconds; and it reads
-// Retry-After as the sign of a window, pausing until the window reopens
-// instead of spending 429s against it.
+// finds the rate the way congestion control finds a link's: a slow start
+// grows the pace while requests are accepted; a 429 cuts it to just under
+// the rate the server accepts; the pace holds there and then probes upward
+// (cubic: flat near the known rate, then doubling in a few seconds) so that
+// a raised limit is found.
+//
+// It differs from the AWS SDKs' adaptive retry mode (a CUBIC rate fed by
+// the client's own sending rate in half-second buckets, cut to 0.7 of it,
+// with an absolute growth constant) in what it measures and how it reads
+// it:
+//   - It measures what the server ACCEPTED, over the last half second or
+//     eight requests, and restarts the measurement at each crossing: while
+//     the server refuses, what it accepts is its limit. A cut is therefore
+//     to a measured rate, not a fraction of the previous guess, and 429s
+//     that were in flight when the pace was cut are recognised (they were
+//     sent before it) and change nothing.
+//   - At a fresh crossing the measured rate lags a rising pace; the
+//     estimate is corrected by the pace's growth over the measurement.
+//   - Its probe is relative to the rate and spans at least discoverCycle
+//     requests, so a limit of 1/s and one of 1000/s cost the same share of
+//     429s to hold.
+//   - A Retry-After of discoverGateMin or more means a window (10 s, a
+//     minute): the whole partition pauses until it reopens, and resumes at
+//     the rate accepted over the window's cycle. Shorter hints (a
+//     per-second bucket's 50 ms, rounded up to "1") only cut the pace;
+//     429s in a row back off exponentially.
 //
 // A discoverer only shapes when requests go: nothing it guesses ever
 // refuses a call. It has no lock and starts no goroutine: the partition's
-// mutex guards it. Its zero value is a cold discoverer, ready to use.
+// mutex guards it. It takes 88 bytes, and its zero value is a cold
+// discoverer, ready to use.
 
 // Tuning of the discoverer. Times are in seconds, rates in requests a
 // second.
@@ -41,10 +58,10 @@ const (
 	// climb back to it spans: a slow rate is probed as often in requests
 	// as a fast one, so that probing costs the same share of 429s.
 	discoverCycle = 25.0
-	// discoverSlowStart is how much each acceptance raises the rate
-	// before the first 429 (requests a second): the rate doubles about
-	// every 0.35 s of acceptances, as TCP's slow start doubles a window
-	// each round trip.
+	// discoverSlowStart is how much each acceptance raises the pace
+	// before the first 429 (requests a second): the pace doubles about
+	// every 0.7 s of acceptances, as TCP's slow start doubles a window
+	// each round trip. At the first 429 the pace is halved, as TCP does.
 	discoverSlowStart = 1.0
 	// discoverBeta is the fraction of the measured accepted rate the pace
 	// is cut to on a 429.
@@ -80,7 +97,7 @@ const (
 type discoverer struct {
 	rate  float64 // pace, requests a second; 0: cold, not yet started
 	ceil  float64 // accepted rate measured at the last 429: 0 before any
-	acc   float64 // acceptances, decayed with time constant discoverTau
+	acc   float64 // acceptances, decayed with time constant tau()
 	accAt int64   // when acc was last decayed
 	since int64   // start of the current measurement (first acceptance, or end of a pause)
 	epoch int64   // start of the current climb: the last cut, or the end of the pause after it
