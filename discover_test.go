@@ -176,9 +176,22 @@ func (q *simQueue) Pop() any {
 
 // simulate runs sc with the discoverer pacing a queue of sc.n requests.
 func simulate(sc simScenario) simResult {
+	return simulateWith(sc, new(discoverer))
+}
+
+// simPacer is what the simulated pacer asks of a rate controller.
+type simPacer interface {
+	next(now time.Time) time.Time
+	sent(now time.Time)
+	onAccepted(now time.Time)
+	onThrottled(sent, now time.Time, retryAfter time.Duration, hasRetryAfter bool)
+	warm() bool
+}
+
+// simulateWith runs sc with d pacing a queue of sc.n requests.
+func simulateWith(sc simScenario, d simPacer) simResult {
 	lim := sc.limit()
 	var (
-		d        discoverer
 		q        simQueue
 		res      simResult
 		now      time.Duration
@@ -270,7 +283,9 @@ func simulate(sc simScenario) simResult {
 			}
 		}
 	}
-	res.finalRate, _ = d.estimate()
+	if dd, ok := d.(*discoverer); ok {
+		res.finalRate, _ = dd.estimate()
+	}
 	res.minimum = simMinimum(sc)
 	return res
 }
@@ -345,15 +360,20 @@ func simScenarios() []simScenario {
 // found within 5 s (per-second limits) or two windows.
 func TestDiscoverClosedLoop(t *testing.T) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-55s %9s %9s %6s %9s %6s %s\n", "limit", "makespan", "minimum", "ratio", "attempts", "429s", "found after change")
+	fmt.Fprintf(&b, "\n%-55s %9s %9s %6s %9s %6s %-12s | %s\n", "limit", "makespan", "minimum", "ratio", "attempts", "429s", "found after", "AWS adaptive: ratio, 429s, found after")
 	for _, sc := range simScenarios() {
 		r := simulate(sc)
 		var found []string
 		for _, f := range r.found {
 			found = append(found, f.Round(100*time.Millisecond).String())
 		}
-		fmt.Fprintf(&b, "%-55s %9s %9s %6.2f %9d %5.1f%% %s\n", sc.name, r.makespan.Round(100*time.Millisecond), r.minimum.Round(100*time.Millisecond),
-			r.ratio(), r.attempts, 100*r.share429(), strings.Join(found, ", "))
+		aws := simulateWith(sc, new(awsAdaptive))
+		var awsFound []string
+		for _, f := range aws.found {
+			awsFound = append(awsFound, f.Round(100*time.Millisecond).String())
+		}
+		fmt.Fprintf(&b, "%-55s %9s %9s %6.2f %9d %5.1f%% %-12s | %5.2f %5.1f%% %s\n", sc.name, r.makespan.Round(100*time.Millisecond), r.minimum.Round(100*time.Millisecond),
+			r.ratio(), r.attempts, 100*r.share429(), strings.Join(found, ", "), aws.ratio(), 100*aws.share429(), strings.Join(awsFound, ", "))
 		t.Run(sc.name, func(t *testing.T) {
 			maxRatio, max429 := cmp.Or(sc.maxRatio, 1.25), cmp.Or(sc.max429, 0.05)
 			if sc.miss != "" {
@@ -492,4 +512,102 @@ func BenchmarkDiscoverer(b *testing.B) {
 			d.onAccepted(now)
 		}
 	}
+}
+
+// awsAdaptive is the AWS SDKs' adaptive retry rate limiter as they
+// document and implement it, for comparison: the client's sending rate is
+// measured in half-second buckets (smoothed 0.8); a throttle sets the
+// last maximum to the lesser of that rate and the bucket's fill rate, cuts
+// the fill rate to 0.7 of it and turns the token bucket on; successes
+// grow it along the cubic 0.4·(t−K)³ + last maximum, never above twice the
+// measured rate. Until the first throttle nothing is paced. It ignores
+// Retry-After.
+type awsAdaptive struct {
+	enabled             bool
+	fill, calc          float64
+	tokens, capacity    float64
+	refilled            time.Time
+	measured, bucket    float64
+	count               float64
+	lastMax             float64
+	lastThrottle        time.Time
+	window              float64
+	started             bool
+	lastMaxInitialized  bool
+	measuredInitialized bool
+}
+
+func (a *awsAdaptive) init(now time.Time) {
+	if !a.started {
+		a.started = true
+		a.bucket = math.Floor(float64(now.UnixNano())/1e9*2) / 2
+		a.lastThrottle = now
+	}
+}
+
+func (a *awsAdaptive) refill(now time.Time) {
+	if a.refilled.IsZero() {
+		a.refilled = now
+		return
+	}
+	a.tokens = math.Min(a.capacity, a.tokens+now.Sub(a.refilled).Seconds()*a.fill)
+	a.refilled = now
+}
+
+func (a *awsAdaptive) next(now time.Time) time.Time {
+	a.init(now)
+	if !a.enabled {
+		return now
+	}
+	a.refill(now)
+	if a.tokens >= 1 {
+		return now
+	}
+	return now.Add(time.Duration((1 - a.tokens) / math.Max(a.fill, 0.5) * 1e9))
+}
+
+func (a *awsAdaptive) sent(now time.Time) {
+	if a.enabled {
+		a.refill(now)
+		a.tokens--
+	}
+}
+
+func (a *awsAdaptive) warm() bool { return true }
+
+func (a *awsAdaptive) update(now time.Time, throttled bool) {
+	a.init(now)
+	b := math.Floor(float64(now.UnixNano())/1e9*2) / 2
+	a.count++
+	if b > a.bucket {
+		cur := a.count / (b - a.bucket)
+		a.measured = cur*0.8 + a.measured*0.2
+		a.count, a.bucket = 0, b
+	}
+	if throttled {
+		use := a.measured
+		if a.enabled {
+			use = math.Min(a.measured, a.fill)
+		}
+		a.lastMax = use
+		a.window = math.Cbrt(a.lastMax * (1 - 0.7) / 0.4)
+		a.lastThrottle = now
+		a.calc = use * 0.7
+		a.enabled = true
+	} else {
+		a.window = math.Cbrt(a.lastMax * (1 - 0.7) / 0.4)
+		dt := now.Sub(a.lastThrottle).Seconds()
+		a.calc = 0.4*math.Pow(dt-a.window, 3) + a.lastMax
+	}
+	rate := math.Min(a.calc, 2*a.measured)
+	a.refill(now)
+	a.fill = math.Max(rate, 0.5)
+	a.capacity = math.Max(rate, 1)
+	a.tokens = math.Min(a.tokens, a.capacity)
+}
+
+func (a *awsAdaptive) onAccepted(now time.Time) { a.update(now, false) }
+
+func (a *awsAdaptive) onThrottled(_, now time.Time, _ time.Duration, _ bool) {
+	a.update(now, true)
 }
