@@ -178,7 +178,6 @@ func (d *discoverer) onAccepted(now time.Time) {
 		d.cycle = t
 	}
 	d.run = 0
-	m := d.measured(t)
 	var target float64
 	if d.ceil == 0 {
 		// Slow start: every acceptance raises the pace.
@@ -189,6 +188,7 @@ func (d *discoverer) onAccepted(now time.Time) {
 	if target > d.rate {
 		// Grow no faster than twice what is being accepted: a partition
 		// that sends little does not build a pace it never tested.
+		m := d.measured(t)
 		d.rate = math.Max(d.rate, math.Min(target, math.Max(2*m, discoverInitRate)))
 	}
 	d.rate = math.Min(d.rate, discoverMaxRate)
