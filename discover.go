@@ -222,6 +222,7 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	d.start()
 	t := now.UnixNano()
 	if sent.UnixNano() < d.epoch {
+		d.noM = min(d.noM+1, math.MaxUint16-1)
 		if hasRetryAfter && retryAfter >= discoverGateMin {
 			d.pause(t, retryAfter)
 		}
