@@ -243,15 +243,18 @@ func (d *discoverer) onThrottled(sent, now time.Time, retryAfter time.Duration, 
 	case d.ceil == 0 || t-d.epoch >= int64(1e9*math.Max(discoverFresh, discoverSample/2/d.ceil)):
 		// The first 429 in a while: the pace just crossed the limit,
 		// which lies between what was accepted and the pace. The
-		// accepted rate is measured over the last discoverTau, so it
-		// lags a rising pace by the pace's growth over that time.
+		// accepted rate is measured over the last tau(), so it lags a
+		// rising pace by the pace's growth over that time; but it also
+		// counts a bucket's stored burst, drained by the climb. Take
+		// the middle (geometric) of the accepted rate and the corrected
+		// one.
 		if d.ceil == 0 {
 			// The end of slow start: as TCP does, believe half the pace,
 			// which the acceptances have shown.
 			d.ceil = math.Max(d.rate/2, m)
 		} else {
 			growth := d.climb(t) / d.climb(t-int64(d.tau()*1e9))
-			d.ceil = math.Min(d.rate, m*min(max(growth, 1), 2))
+			d.ceil = math.Sqrt(m * math.Min(d.rate, m*min(max(growth, 1), 2)))
 		}
 		// From here, measure what the server accepts while it refuses:
 		// its limit.
