@@ -78,6 +78,10 @@ type ProviderConfig struct {
 	// Faults are the failures injected. Change them while running with
 	// SetFaults.
 	Faults Faults
+	// Limiter, if set, decides every request in place of
+	// RequestsPerWindow and TokensPerWindow, and announces nothing: see
+	// [Limiter] and [LeakyBucket].
+	Limiter Limiter
 }
 
 func (c *ProviderConfig) window() time.Duration {
@@ -311,7 +315,11 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		dec = p.lim.decide(now, &cfg, 0, false)
 	} else {
 		cost := req.cost()
-		dec = p.lim.decide(now, &cfg, cost, true)
+		if cfg.Limiter != nil {
+			dec = limiterDecision(cfg.Limiter, now)
+		} else {
+			dec = p.lim.decide(now, &cfg, cost, true)
+		}
 		switch {
 		case dec.admit:
 			p.stats.Accepted++
@@ -334,6 +342,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 			}
 			msg = fmt.Sprintf("Rate limit reached for %s on %s per %v: Limit %d, Used %d, Requested %d. Please try again in %v.",
 				req.model, dec.which, cfg.window(), limit, used, requested, durationString(dec.wait))
+			if cfg.Limiter != nil {
+				msg = "Rate limit exceeded."
+			}
 		}
 	}
 	p.mu.Unlock()
