@@ -102,11 +102,11 @@ func TestBreakerUpstreamsBounded(t *testing.T) {
 	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
 	failing, _ := url.Parse("https://failing.example.test/")
 	feedBreaker(bs.get(failing), "F")
-	for i := range 3 * MaxUpstreams {
+	for i := range 3 * maxUpstreams {
 		u, _ := url.Parse(fmt.Sprintf("https://h%d.example.test/", i))
 		bs.get(u)
-		if n := len(bs.m); n > MaxUpstreams {
-			t.Fatalf("%d breakers kept, want at most %d", n, MaxUpstreams)
+		if n := len(bs.m); n > maxUpstreams {
+			t.Fatalf("%d breakers kept, want at most %d", n, maxUpstreams)
 		}
 	}
 	if bs.state("https://failing.example.test") != BreakerOpen {

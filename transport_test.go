@@ -86,7 +86,7 @@ func TestNewDefaults(t *testing.T) {
 	if tr.ResponseHeaderTimeout != 10*time.Minute || tr.MaxIdleConnsPerHost < 32 {
 		t.Fatalf("ResponseHeaderTimeout %v, MaxIdleConnsPerHost %d", tr.ResponseHeaderTimeout, tr.MaxIdleConnsPerHost)
 	}
-	if st.breakers == nil || st.budget == nil || st.retry.maxRetries != DefaultMaxRetries {
+	if st.breakers == nil || st.budget == nil || st.retry.maxRetries != defaultMaxRetries {
 		t.Fatal("a zero Config must enable the breaker, the budget and retries")
 	}
 }
