@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -122,32 +123,91 @@ func (t *Transport) emit(ev Event) {
 		}
 	}
 	if t.cfg.Logger != nil {
-		logEvent(t.cfg.Logger, ev)
+		t.logs.log(t.cfg.Logger, ev)
 	}
 }
 
-// logEvent writes ev to l. Only the fields of Event are logged: never a
-// header other than the request id, never a credential.
-func logEvent(l *slog.Logger, ev Event) {
-	level := slog.LevelInfo
-	switch ev.Kind {
+// logLevel is the level ev is logged at.
+func logLevel(k EventKind) slog.Level {
+	switch k {
 	case EventPace, EventCooldown, EventAttempt:
-		level = slog.LevelDebug
-	case EventBreakerState, EventRejected:
-		level = slog.LevelWarn
-	case EventGiveUp:
-		// A failure handed back after retries is worth a warning; a
-		// first answer that is not worth retrying (a 400, a 401) is the
-		// caller's to report.
-		if ev.Attempt > 1 {
-			level = slog.LevelWarn
-		}
+		return slog.LevelDebug
+	case EventRetry:
+		return slog.LevelInfo
 	}
-	ctx := context.Background()
-	if !l.Enabled(ctx, level) {
+	return slog.LevelWarn // give-ups, refusals, breaker changes
+}
+
+// burstWindow is how long like events are counted into one log line.
+const burstWindow = time.Second
+
+// maxBursts bounds the bursts counted at once; beyond it, events are
+// logged one by one.
+const maxBursts = 256
+
+// burstKey says which events are alike for logging.
+type burstKey struct {
+	kind                        EventKind
+	upstream, partition, reason string
+	status                      int
+}
+
+// logBursts aggregates log lines: the first of a burst of like events is
+// logged at once, the rest within burstWindow are counted and logged as
+// one line when it ends. A nil *logBursts logs every event.
+type logBursts struct {
+	mu sync.Mutex
+	m  map[burstKey]*burst // guarded by mu
+}
+
+// burst counts the like events after the first.
+type burst struct {
+	n    int   // events counted since the first
+	last Event // the latest of them
+}
+
+func (lb *logBursts) log(l *slog.Logger, ev Event) {
+	level := logLevel(ev.Kind)
+	if !l.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 12)
+	if lb == nil || level < slog.LevelInfo || ev.Kind == EventBreakerState {
+		logEvent(l, level, ev, 0)
+		return
+	}
+	k := burstKey{ev.Kind, ev.Upstream, ev.Partition, ev.Reason, ev.Status}
+	lb.mu.Lock()
+	if b := lb.m[k]; b != nil {
+		b.n++
+		b.last = ev
+		lb.mu.Unlock()
+		return
+	}
+	if len(lb.m) >= maxBursts {
+		lb.mu.Unlock()
+		logEvent(l, level, ev, 0)
+		return
+	}
+	lb.m[k] = &burst{}
+	lb.mu.Unlock()
+	logEvent(l, level, ev, 0)
+	time.AfterFunc(burstWindow, func() {
+		lb.mu.Lock()
+		b := lb.m[k]
+		delete(lb.m, k)
+		lb.mu.Unlock()
+		if b.n > 0 {
+			logEvent(l, level, b.last, b.n)
+		}
+	})
+}
+
+// logEvent writes ev to l. Only the fields of Event are logged: never a
+// header other than the request id, never a credential. repeats, when
+// not zero, is how many like events ev stands for.
+func logEvent(l *slog.Logger, level slog.Level, ev Event, repeats int) {
+	ctx := context.Background()
+	attrs := make([]slog.Attr, 0, 14)
 	add := func(a slog.Attr) { attrs = append(attrs, a) }
 	if ev.Upstream != "" {
 		add(slog.String("upstream", ev.Upstream))
@@ -189,7 +249,13 @@ func logEvent(l *slog.Logger, ev Event) {
 	if ev.Err != nil {
 		add(slog.String("error", ev.Err.Error()))
 	}
-	l.LogAttrs(ctx, level, "steady: "+ev.Kind.String(), attrs...)
+	msg := "steady: " + ev.Kind.String()
+	if repeats > 0 {
+		add(slog.Int("count", repeats))
+		add(slog.Duration("within", burstWindow))
+		msg += " (repeated)"
+	}
+	l.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // observer is one function registered with [Transport.Observe].

@@ -106,10 +106,15 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 	switch {
 	case !f.Retryable:
 		return 0, cmp.Or(f.Reason, "not retryable")
-	case c.attempt > p.maxRetries:
-		return 0, "retries exhausted"
 	case !c.replayable:
 		return 0, "request body cannot be replayed"
+	case c.probeFailed && c.br.pol.hold:
+		// A held request that served as a failed probe waits for the
+		// circuit again; the failure is the upstream's, not its own.
+		c.uncounted++
+		return 0, ""
+	case c.attempt-c.uncounted > p.maxRetries:
+		return 0, "retries exhausted"
 	}
 	if f.HasRetryAfter {
 		wait = max(f.RetryAfter, 0)

@@ -41,9 +41,11 @@ type Config struct {
 	// Base sends each attempt. Nil means a tuned clone of
 	// http.DefaultTransport: a 10-minute response-header timeout (as the
 	// OpenAI SDK's own client has) and up to 64 idle connections per host
-	// (instead of 2, which throttles concurrent calls). Through
-	// [Transport.Middleware], Base is not used: the rest of the SDK's
-	// middleware chain and its HTTP client send each attempt.
+	// (instead of 2, which throttles concurrent calls). Base belongs to
+	// the RoundTripper form only: through [Transport.Middleware] the rest
+	// of the SDK's middleware chain and its HTTP client send each attempt,
+	// so a Transport whose Base is set refuses every Middleware call with
+	// an error that says so, instead of sending elsewhere than meant.
 	Base http.RoundTripper
 
 	// Retry says what is retried and how long steady waits between tries.
@@ -60,8 +62,11 @@ type Config struct {
 	// several goroutines at once.
 	OnEvent func(Event)
 
-	// Logger, if set, receives the same events as OnEvent, at Debug level
-	// for waits and Info or Warn for retries, give-ups and breaker changes.
+	// Logger, if set, receives the same events as OnEvent: at Debug level
+	// attempts, waits and cooldowns; at Info retries; at Warn give-ups,
+	// refusals and breaker changes. A burst of like events (same kind,
+	// upstream, partition, status and reason) writes one line at once and,
+	// a second later, one line with the count of the rest.
 	Logger *slog.Logger
 }
 
@@ -71,11 +76,14 @@ type Config struct {
 //
 // Every error response (status 400 or above) it hands back carries
 // "X-Should-Retry: false", so that a client's own retry loop (the OpenAI
-// SDK's, for one) does not retry it again. Through [Transport.Middleware],
-// a final error (circuit open, pacing deadline, retries exhausted on a
-// transport failure) also stops the SDK's retry loop at once. Through the
-// RoundTripper form, an error cannot carry that header: give the SDK
-// option.WithMaxRetries(0), or transport failures are retried by both.
+// SDK's, for one) does not retry it again, and "X-Steady-Give-Up" with the
+// reason steady stopped (such as "retries exhausted"), which
+// [ClassifyResponse] reports. Through [Transport.Middleware], a final
+// error (circuit open, pacing deadline, retries exhausted on a transport
+// failure) comes with a synthetic response carrying both headers, which
+// stops the SDK's retry loop at once. Through the RoundTripper form, an
+// error cannot carry them: give the SDK option.WithMaxRetries(0), or
+// errors are retried by both.
 //
 // Make a Transport with [New]. A Transport that New did not make (a zero
 // value, or a nil pointer) sends nothing: every request fails with an
@@ -87,6 +95,8 @@ type Transport struct {
 	budget   *budget   // nil: unlimited
 	breakers *breakers // nil: disabled
 	pacer    *pacer
+
+	logs *logBursts // nil when no Logger
 
 	obsMu     sync.Mutex                  // serializes changes to observers
 	observers atomic.Pointer[[]*observer] // set by Observe; nil when none
@@ -107,6 +117,9 @@ func New(cfg Config) *Transport {
 	}
 	if t.base == nil {
 		t.base = defaultBase()
+	}
+	if cfg.Logger != nil {
+		t.logs = &logBursts{m: make(map[burstKey]*burst)}
 	}
 	t.breakers = newBreakers(cfg.Breaker, t.emit)
 	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
@@ -148,7 +161,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // openai.NewClient(option.WithMiddleware(t.Middleware)). A final error is
 // returned together with a response carrying "X-Should-Retry: false", which
 // makes the SDK return the error at once instead of retrying it. That
-// response is synthetic (status 503, empty body); only the error matters.
+// response is synthetic (status 503, empty body, "X-Steady-Give-Up" set);
+// only the error matters. A Transport whose Config.Base is set refuses
+// every Middleware call, sending nothing.
 // Among several middlewares, the first is outermost: give steady first
 // place and each of its retries goes through the others.
 func (t *Transport) Middleware(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
@@ -227,11 +242,13 @@ type call struct {
 	replayable bool // the body can be sent again
 	upstream   string
 
-	attempt  int            // 1 for the first attempt
-	last     *http.Response // last failed response, body buffered
-	lastErr  error          // or last transport error
-	lastF    Failure
-	prevWait time.Duration
+	attempt     int            // 1 for the first attempt
+	uncounted   int            // failed probes not counted as retries (Hold)
+	probeFailed bool           // the current attempt was a probe that failed
+	last        *http.Response // last failed response, body buffered
+	lastErr     error          // or last transport error
+	lastF       Failure
+	prevWait    time.Duration
 }
 
 func (t *Transport) start(req *http.Request, next option.MiddlewareNext) *call {
@@ -387,7 +404,9 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		resp.Body = http.NoBody
 	}
 	a.pm.settle(resp, err)
-	c.br.report(a.slot, c.outcome(resp, err))
+	outcome := c.outcome(resp, err)
+	c.br.report(a.slot, outcome)
+	c.probeFailed = a.slot.probe && outcome == errBreakerFailure
 	released = true
 	if c.t.observed() {
 		ev := c.event(EventAttempt, Failure{}, safeErr(err))
