@@ -302,7 +302,14 @@ func (b *breaker) look() view {
 		return view{}
 	}
 	b.mu.Lock()
-	v := view{changed: b.chanLocked(&b.changed), opened: b.chanLocked(&b.opened)}
+	v := view{opened: b.chanLocked(&b.opened)}
+	if b.peekLocked() == gobreaker.StateClosed {
+		// A closed circuit changes only when an attempt is reported:
+		// gobreaker need not be asked.
+		b.mu.Unlock()
+		return v
+	}
+	v.changed = b.chanLocked(&b.changed)
 	now := time.Now()
 	switch {
 	case gobreaker.State(b.lastState.Load()) == gobreaker.StateOpen && now.Before(b.openUntil):
@@ -356,7 +363,7 @@ func (b *breaker) allow() (breakerSlot, error) {
 			}
 		}
 	}
-	if b.cb.State() == gobreaker.StateHalfOpen && b.probing {
+	if b.peekLocked() != gobreaker.StateClosed && b.cb.State() == gobreaker.StateHalfOpen && b.probing {
 		b.flushUnlock()
 		return breakerSlot{}, ErrCircuitOpen
 	}

@@ -65,7 +65,7 @@ func forms(t *testing.T, f func(t *testing.T, client func(cfg steady.Config, fak
 
 func chatParams() openai.ChatCompletionNewParams {
 	return openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello in five words.")},
 	}
 }

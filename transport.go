@@ -251,8 +251,8 @@ type call struct {
 	prevWait    time.Duration
 }
 
-func (t *Transport) start(req *http.Request, next option.MiddlewareNext) *call {
-	c := &call{t: t, req: req, next: next, ctx: req.Context(), br: t.breakers.get(req.URL)}
+func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
+	c := call{t: t, req: req, next: next, ctx: req.Context(), br: t.breakers.get(req.URL)}
 	c.hasBody = req.Body != nil && req.Body != http.NoBody
 	c.replayable = !c.hasBody || req.GetBody != nil
 	if c.br != nil {
