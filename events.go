@@ -25,14 +25,17 @@ const (
 	// after a 429 or a Retry-After hint.
 	EventCooldown
 	// EventBreakerState reports a circuit breaker moving From one state To
-	// another.
+	// another, and why (Reason). A change to open carries the open period
+	// in Wait and its end in Until.
 	EventBreakerState
-	// EventRejected reports a request failed at once without being sent:
-	// its circuit is open, or its pacing wait would pass its deadline.
+	// EventRejected reports a request failed without being sent: its
+	// circuit is open (and it could not, or was not to, wait for it), or
+	// its pacing wait would pass its deadline.
 	EventRejected
 	// EventAttempt reports one upstream attempt that finished: Status is
 	// its response's (0 when it failed with Err), Duration how long the
-	// attempt took, Attempt its number. It is delivered only to observers
+	// attempt took, Attempt its number; Reason is "half-open probe" for a
+	// circuit breaker's probe. It is delivered only to observers
 	// ([Transport.Observe]) and OnEvent, and logged at Debug level.
 	EventAttempt
 )
@@ -97,7 +100,7 @@ type Event struct {
 	Status    int           // HTTP status of the response the event concerns, if any
 	Attempt   int           // 1 for the first attempt, 2 for the first retry, ...
 	Wait      time.Duration // how long the request waits (retry, pace) or waited
-	Until     time.Time     // when a cooldown ends
+	Until     time.Time     // when a cooldown or an open period ends
 	From, To  BreakerState  // a breaker's old and new state
 	Reason    string        // why, in a few words, e.g. "429 rate limit"
 	Err       error         // the transport error concerned, if any; never holds the request URL
