@@ -190,7 +190,7 @@ const maxDrain = 64 << 10
 // retry then waits. Every place a request ends is in this function.
 func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
 	if err := t.check(req, next); err != nil {
-		return fail(req, next, err, "refused")
+		return fail(req, next, err, strings.TrimPrefix(err.Error(), "steady: "))
 	}
 	c := t.start(req, next)
 	for c.attempt = 1; ; c.attempt++ {
@@ -508,7 +508,10 @@ func (c *call) canceled(err error) (*http.Response, error) {
 // back the failure of the attempt before it; a first attempt fails with
 // err.
 func (c *call) refused(err error) (*http.Response, error) {
-	reason := "pacing: " + strings.TrimPrefix(err.Error(), "steady: ")
+	reason := strings.TrimPrefix(err.Error(), "steady: ")
+	if !strings.HasPrefix(reason, "pacing") {
+		reason = "pacing: " + reason
+	}
 	circuit := errors.Is(err, ErrCircuitOpen)
 	if circuit {
 		reason = "circuit open"
