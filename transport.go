@@ -508,13 +508,13 @@ func (c *call) canceled(err error) (*http.Response, error) {
 // back the failure of the attempt before it; a first attempt fails with
 // err.
 func (c *call) refused(err error) (*http.Response, error) {
-	reason := strings.TrimPrefix(err.Error(), "steady: ")
-	if !strings.HasPrefix(reason, "pacing") {
-		reason = "pacing: " + reason
-	}
 	circuit := errors.Is(err, ErrCircuitOpen)
-	if circuit {
-		reason = "circuit open"
+	reason := "circuit open"
+	if !circuit {
+		reason = strings.TrimPrefix(err.Error(), "steady: ")
+		if !strings.HasPrefix(reason, "pacing") {
+			reason = "pacing: " + reason
+		}
 	}
 	if c.attempt > 1 && c.ctx.Err() == nil {
 		return c.giveUpLast(reason)
