@@ -269,7 +269,7 @@ type breaker struct {
 	emit     func(Event)
 	pol      *breakerPolicy
 
-	lastState atomic.Int32 // last gobreaker.State, for eviction
+	lastState atomic.Int32 // last gobreaker.State reported by onStateChange
 
 	mu        sync.Mutex
 	openUntil time.Time     // end of the open period; guarded by mu
@@ -303,7 +303,7 @@ func (b *breaker) look() view {
 	}
 	b.mu.Lock()
 	v := view{opened: b.chanLocked(&b.opened)}
-	if b.peekLocked() == gobreaker.StateClosed {
+	if b.peek() == gobreaker.StateClosed {
 		// A closed circuit changes only when an attempt is reported:
 		// gobreaker need not be asked.
 		b.mu.Unlock()
@@ -312,9 +312,9 @@ func (b *breaker) look() view {
 	v.changed = b.chanLocked(&b.changed)
 	now := time.Now()
 	switch {
-	case gobreaker.State(b.lastState.Load()) == gobreaker.StateOpen && now.Before(b.openUntil):
+	case b.peek() == gobreaker.StateOpen && now.Before(b.openUntil):
 		v.state, v.until = BreakerOpen, b.openUntil
-	case gobreaker.State(b.lastState.Load()) == gobreaker.StateOpen:
+	case b.peek() == gobreaker.StateOpen:
 		// The open period is over: the next request is a probe, or,
 		// with no probes, the circuit closes when it is allowed.
 		v.state, v.probeFree = BreakerHalfOpen, true
@@ -351,7 +351,7 @@ func (b *breaker) allow() (breakerSlot, error) {
 		return breakerSlot{}, nil
 	}
 	b.mu.Lock()
-	if gobreaker.State(b.lastState.Load()) == gobreaker.StateOpen {
+	if b.peek() == gobreaker.StateOpen {
 		if time.Now().Before(b.openUntil) {
 			b.mu.Unlock()
 			return breakerSlot{}, ErrCircuitOpen
@@ -363,13 +363,13 @@ func (b *breaker) allow() (breakerSlot, error) {
 			}
 		}
 	}
-	if b.peekLocked() != gobreaker.StateClosed && b.cb.State() == gobreaker.StateHalfOpen && b.probing {
+	if b.peek() != gobreaker.StateClosed && b.cb.State() == gobreaker.StateHalfOpen && b.probing {
 		b.flushUnlock()
 		return breakerSlot{}, ErrCircuitOpen
 	}
 	done, err := b.cb.Allow()
 	s := breakerSlot{done: done, gen: b.gen}
-	if err == nil && b.peekLocked() == gobreaker.StateHalfOpen {
+	if err == nil && b.peek() == gobreaker.StateHalfOpen {
 		s.probe, b.probing = true, true
 	}
 	b.flushUnlock()
@@ -397,11 +397,8 @@ func (b *breaker) report(s breakerSlot, outcome error) {
 	b.flushUnlock()
 }
 
-// peekLocked returns gobreaker's last reported state, without moving it.
-func (b *breaker) peekLocked() gobreaker.State { return gobreaker.State(b.lastState.Load()) }
-
-// peek returns the state without moving it (no timeout check), for
-// eviction under the breakers' lock.
+// peek returns gobreaker's last reported state without asking gobreaker,
+// which might move it; safe without b.mu (for eviction).
 func (b *breaker) peek() gobreaker.State {
 	return gobreaker.State(b.lastState.Load())
 }
