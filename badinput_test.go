@@ -226,7 +226,8 @@ func TestCancelledBeforeSending(t *testing.T) {
 			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(rtBody)), nil }
 			var err error
 			if mw {
-				_, err = st.Middleware(req, base.RoundTrip)
+				// Base is refused through Middleware: send through next.
+				_, err = New(Config{Breaker: BreakerConfig{ConsecutiveFailures: 1}}).Middleware(req, base.RoundTrip)
 			} else {
 				_, err = st.RoundTrip(req)
 			}

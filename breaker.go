@@ -3,6 +3,9 @@ package steady
 import (
 	"cmp"
 	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -12,27 +15,23 @@ import (
 	"github.com/sony/gobreaker/v2"
 )
 
-// Default circuit breaker settings, used where a [BreakerConfig] field is
-// zero.
+// Circuit breaker settings used where a [BreakerConfig] field is zero.
 const (
-	// DefaultBreakerFailureRatio is BreakerConfig.FailureRatio when zero.
-	DefaultBreakerFailureRatio = 0.5
-	// DefaultBreakerMinRequests is BreakerConfig.MinRequests when zero.
-	DefaultBreakerMinRequests = 20
-	// DefaultBreakerWindow is BreakerConfig.Window when zero.
-	DefaultBreakerWindow = time.Minute
-	// DefaultBreakerConsecutiveFailures is BreakerConfig.ConsecutiveFailures
-	// when zero.
-	DefaultBreakerConsecutiveFailures = 10
-	// DefaultBreakerOpenTimeout is BreakerConfig.OpenTimeout when zero.
-	DefaultBreakerOpenTimeout = 30 * time.Second
-	// DefaultBreakerHalfOpenProbes is BreakerConfig.HalfOpenProbes when
-	// zero.
-	DefaultBreakerHalfOpenProbes = 3
-	// MaxUpstreams is how many upstreams (scheme and host) a Transport
+	defaultBreakerFailureRatio        = 0.5
+	defaultBreakerMinRequests         = 20
+	defaultBreakerWindow              = time.Minute
+	defaultBreakerConsecutiveFailures = 10
+	defaultBreakerOpenTimeout         = 10 * time.Second
+	defaultBreakerHalfOpenProbes      = 3
+
+	// firstOpenPeriod is how long a circuit stays open the first time,
+	// before the first probe: short, so that a brief outage costs little.
+	firstOpenPeriod = time.Second
+
+	// maxUpstreams is how many upstreams (scheme and host) a Transport
 	// keeps a breaker for. Beyond it, breakers of upstreams whose circuit
 	// is closed are forgotten first.
-	MaxUpstreams = 1024
+	maxUpstreams = 1024
 )
 
 // BreakerConfig configures the circuit breaker kept per upstream (scheme
@@ -43,37 +42,61 @@ const (
 //
 // The circuit opens when, over the rolling Window, at least MinRequests
 // attempts completed and the share of failures reached FailureRatio, or
-// when ConsecutiveFailures attempts failed in a row. While open, requests
-// fail at once with [ErrCircuitOpen] without touching the network. After
-// OpenTimeout the circuit is half-open: HalfOpenProbes requests go through;
-// if all succeed it closes, if one fails it opens again.
+// when ConsecutiveFailures attempts failed in a row. The breaker is
+// consulted at the moment of sending, after any pacing wait: requests
+// waiting for their turn when the circuit opens are decided at once.
+//
+// While the circuit is open nothing is sent. The first open period lasts
+// about a second; each time a probe fails it doubles, with jitter, up to
+// OpenTimeout. When it ends the circuit is half-open: probes go out one at
+// a time, ahead of the pacing queue, and after HalfOpenProbes successes in
+// a row the circuit closes; one failure opens it again.
+//
+// A request that meets an open circuit fails at once with
+// [ErrCircuitOpen], unless Hold is set. A request that meets a half-open
+// circuit whose probe is out waits for the probe's verdict (or for its
+// context to end), and is then sent or decided like the others.
 type BreakerConfig struct {
 	// Disabled turns the circuit breaker off.
 	Disabled bool
 
+	// Hold makes a request that meets an open circuit wait until the
+	// circuit closes instead of failing at once, as long as its context's
+	// deadline lies beyond the next probe (no deadline: it waits). Only
+	// probes reach the upstream meanwhile. A request whose deadline comes
+	// first fails at once with [ErrCircuitOpen]. Hold suits batch work,
+	// where a late answer beats none; the default, failing fast, suits a
+	// service that has a fallback.
+	Hold bool
+
 	// FailureRatio trips the circuit when the share of failed attempts in
-	// the window reaches it. Zero means 0.5; negative disables this rule.
+	// the window reaches it. Zero means 0.5; negative turns this rule off.
 	FailureRatio float64
 
 	// MinRequests is how many completed attempts the window must hold
-	// before FailureRatio applies. Zero means 20.
-	MinRequests uint32
+	// before FailureRatio applies. Zero means 20; negative means no
+	// minimum.
+	MinRequests int
 
 	// Window is the rolling window FailureRatio is measured over, kept in
-	// ten buckets. Zero means one minute.
+	// ten buckets. Zero means one minute; negative means no window: the
+	// counts run from the moment the circuit last closed.
 	Window time.Duration
 
 	// ConsecutiveFailures trips the circuit after that many failed
-	// attempts in a row. Zero means 10; negative disables this rule.
+	// attempts in a row. Zero means 10; negative turns this rule off.
 	ConsecutiveFailures int
 
-	// OpenTimeout is how long the circuit stays open before it lets
-	// probes through. Zero means 30 seconds.
+	// OpenTimeout is the longest the circuit stays open before the next
+	// probe, the bound of the growing open period. Zero means 10 seconds,
+	// so that the circuit closes within about that long of the upstream's
+	// recovery; negative means no bound.
 	OpenTimeout time.Duration
 
-	// HalfOpenProbes is how many requests a half-open circuit lets
-	// through; when all of them succeed the circuit closes. Zero means 3.
-	HalfOpenProbes uint32
+	// HalfOpenProbes is how many probes in a row must succeed before a
+	// half-open circuit closes. Zero means 3; negative means none: the
+	// circuit closes when its open period ends.
+	HalfOpenProbes int
 }
 
 // Outcomes reported to a breaker.
@@ -87,11 +110,22 @@ type upstreamKey struct{ scheme, host string }
 
 func (k upstreamKey) String() string { return k.scheme + "://" + k.host }
 
+// breakerPolicy is a BreakerConfig with its defaults resolved.
+type breakerPolicy struct {
+	hold      bool
+	ratio     float64 // <= 0: rule off
+	minReq    uint32
+	consec    int // <= 0: rule off
+	maxOpen   time.Duration
+	probes    int // 0: none
+	gobreaker gobreaker.Settings
+}
+
 // breakers holds one breaker per upstream. A nil *breakers is a disabled
 // breaker: every request is allowed.
 type breakers struct {
-	settings gobreaker.Settings // template; OnStateChange is set per breaker
-	emit     func(Event)
+	pol  breakerPolicy
+	emit func(Event)
 
 	mu sync.RWMutex
 	m  map[upstreamKey]*breaker // guarded by mu
@@ -101,34 +135,42 @@ func newBreakers(c BreakerConfig, emit func(Event)) *breakers {
 	if c.Disabled {
 		return nil
 	}
-	ratio := cmp.Or(c.FailureRatio, DefaultBreakerFailureRatio)
-	minReq := positiveOr(c.MinRequests, DefaultBreakerMinRequests)
-	window := positiveOr(c.Window, DefaultBreakerWindow)
-	consec := cmp.Or(c.ConsecutiveFailures, DefaultBreakerConsecutiveFailures)
-	open := positiveOr(c.OpenTimeout, DefaultBreakerOpenTimeout)
-	probes := positiveOr(c.HalfOpenProbes, DefaultBreakerHalfOpenProbes)
-	bucket := window / 10
-	if bucket <= 0 {
+	pol := breakerPolicy{
+		hold:    c.Hold,
+		ratio:   cmp.Or(c.FailureRatio, defaultBreakerFailureRatio),
+		minReq:  1,
+		consec:  cmp.Or(c.ConsecutiveFailures, defaultBreakerConsecutiveFailures),
+		maxOpen: cmp.Or(c.OpenTimeout, defaultBreakerOpenTimeout),
+		probes:  cmp.Or(c.HalfOpenProbes, defaultBreakerHalfOpenProbes),
+	}
+	if math.IsNaN(pol.ratio) {
+		pol.ratio = defaultBreakerFailureRatio
+	}
+	if m := cmp.Or(c.MinRequests, defaultBreakerMinRequests); m > 0 {
+		pol.minReq = uint32(min(m, math.MaxUint32))
+	}
+	if pol.maxOpen < 0 {
+		pol.maxOpen = math.MaxInt64
+	}
+	pol.probes = max(pol.probes, 0)
+	window := cmp.Or(c.Window, defaultBreakerWindow)
+	var bucket time.Duration
+	if window < 0 {
+		window = 0 // gobreaker: counts cleared only on state changes
+	} else if bucket = window / 10; bucket <= 0 {
 		bucket = window
 	}
-	return &breakers{
-		settings: gobreaker.Settings{
-			MaxRequests:  probes,
-			Interval:     window,
-			BucketPeriod: bucket,
-			Timeout:      open,
-			ReadyToTrip: func(c gobreaker.Counts) bool {
-				if consec > 0 && c.ConsecutiveFailures >= uint32(min(consec, 1<<31)) {
-					return true
-				}
-				done := c.TotalSuccesses + c.TotalFailures
-				return ratio > 0 && done >= minReq && float64(c.TotalFailures) >= ratio*float64(done)
-			},
-			IsExcluded: func(err error) bool { return err == errBreakerExcluded },
-		},
-		emit: emit,
-		m:    make(map[upstreamKey]*breaker),
+	pol.gobreaker = gobreaker.Settings{
+		MaxRequests:  uint32(max(pol.probes, 1)),
+		Interval:     window,
+		BucketPeriod: bucket,
+		// The open period is timed here, not by gobreaker: its circuit
+		// moves to half-open whenever it is asked after the open period
+		// this package chose, and it is asked no sooner.
+		Timeout:    time.Nanosecond,
+		IsExcluded: func(err error) bool { return err == errBreakerExcluded },
 	}
+	return &breakers{pol: pol, emit: emit, m: make(map[upstreamKey]*breaker)}
 }
 
 // get returns the breaker of u's upstream, creating it if needed.
@@ -148,13 +190,14 @@ func (bs *breakers) get(u *url.URL) *breaker {
 	if b = bs.m[k]; b != nil {
 		return b
 	}
-	if len(bs.m) >= MaxUpstreams {
+	if len(bs.m) >= maxUpstreams {
 		bs.evictLocked()
 	}
-	b = &breaker{upstream: k.String(), emit: bs.emit}
-	st := bs.settings
+	b = &breaker{upstream: k.String(), emit: bs.emit, pol: &bs.pol}
+	st := bs.pol.gobreaker
 	st.Name = b.upstream
 	st.OnStateChange = b.onStateChange
+	st.ReadyToTrip = b.readyToTrip
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](st)
 	bs.m[k] = b
 	return b
@@ -168,7 +211,7 @@ func (bs *breakers) evictLocked() {
 	for k, b := range bs.m {
 		if b.peek() == gobreaker.StateClosed {
 			delete(bs.m, k)
-			if len(bs.m) < MaxUpstreams*3/4 {
+			if len(bs.m) < maxUpstreams*3/4 {
 				return
 			}
 			continue
@@ -177,7 +220,7 @@ func (bs *breakers) evictLocked() {
 			victim, found = k, true
 		}
 	}
-	if len(bs.m) >= MaxUpstreams && found {
+	if len(bs.m) >= maxUpstreams && found {
 		delete(bs.m, victim)
 	}
 }
@@ -208,81 +251,241 @@ func (bs *breakers) state(upstream string) BreakerState {
 	}
 	s := BreakerClosed
 	for _, b := range many {
-		st := fromGobreaker(b.cb.State()) // may move open to half-open
-		b.flush()
-		s = max(s, st) // the constants rise with severity
+		s = max(s, b.look().state) // the constants rise with severity
 	}
 	return s
 }
 
-// breaker is one upstream's circuit breaker. gobreaker calls OnStateChange
-// with its own lock held, so changes are queued there and delivered by
-// flush once the gobreaker call has returned.
+// breaker is one upstream's circuit breaker: gobreaker's state machine
+// and counts, with the timing of open periods, the probes and the wake-ups
+// of waiting requests around it. Every call into gobreaker is made with mu
+// held, so that nothing moves between a look at the open period and the
+// gobreaker call; gobreaker's callbacks (onStateChange, readyToTrip) run
+// inside such a call, with mu held. Events are delivered after mu is
+// released.
 type breaker struct {
 	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
 	upstream string
 	emit     func(Event)
+	pol      *breakerPolicy
 
-	lastState atomic.Int32 // last gobreaker.State reported by OnStateChange
-	npending  atomic.Int32 // len(pending), read without mu
+	lastState atomic.Int32 // last gobreaker.State reported by onStateChange
+
 	mu        sync.Mutex
-	pending   []Event // guarded by mu
+	openUntil time.Time     // end of the open period; guarded by mu
+	opens     int           // open periods since the circuit last closed; guarded by mu
+	gen       uint64        // state changes so far; guarded by mu
+	probing   bool          // a probe is out in this half-open period; guarded by mu
+	tripped   string        // why readyToTrip tripped; guarded by mu
+	opened    chan struct{} // closed at the next change to open; guarded by mu
+	changed   chan struct{} // closed at the next change or probe verdict; guarded by mu
+	pending   []Event       // state changes to deliver; guarded by mu
 }
 
-// allow asks whether an attempt may go; done must then be given to report.
-// err is non-nil when the circuit is open (or half-open and full).
-func (b *breaker) allow() (done func(error), err error) {
+// view is what a request sees of its circuit before taking a slot.
+type view struct {
+	state BreakerState
+	// until is when the open period ends (state open).
+	until time.Time
+	// probeFree says a half-open circuit (or an open one whose period is
+	// over) would take a probe now.
+	probeFree bool
+	// changed is closed at the next state change or probe verdict; opened
+	// at the next change to open.
+	changed, opened <-chan struct{}
+}
+
+// look returns the circuit's state without taking a slot. A nil breaker
+// is closed.
+func (b *breaker) look() view {
 	if b == nil {
-		return nil, nil
+		return view{}
 	}
-	done, err = b.cb.Allow()
-	b.flush()
-	return done, err
+	b.mu.Lock()
+	v := view{opened: b.chanLocked(&b.opened)}
+	if b.peek() == gobreaker.StateClosed {
+		// A closed circuit changes only when an attempt is reported:
+		// gobreaker need not be asked.
+		b.mu.Unlock()
+		return v
+	}
+	v.changed = b.chanLocked(&b.changed)
+	now := time.Now()
+	switch {
+	case b.peek() == gobreaker.StateOpen && now.Before(b.openUntil):
+		v.state, v.until = BreakerOpen, b.openUntil
+	case b.peek() == gobreaker.StateOpen:
+		// The open period is over: the next request is a probe, or,
+		// with no probes, the circuit closes when it is allowed.
+		v.state, v.probeFree = BreakerHalfOpen, true
+		if b.pol.probes == 0 {
+			v.state, v.probeFree = BreakerClosed, false
+		}
+	default:
+		v.state = fromGobreaker(b.cb.State())
+		v.probeFree = v.state == BreakerHalfOpen && !b.probing
+	}
+	b.flushUnlock()
+	return v
+}
+
+// chanLocked returns *c, making it if needed.
+func (b *breaker) chanLocked(c *chan struct{}) chan struct{} {
+	if *c == nil {
+		*c = make(chan struct{})
+	}
+	return *c
+}
+
+// breakerSlot is one allowed attempt; give it back with report.
+type breakerSlot struct {
+	done  func(error) // gobreaker's
+	probe bool
+	gen   uint64
+}
+
+// allow takes a slot for an attempt, or fails with ErrCircuitOpen when the
+// circuit is open or half-open with its probe out.
+func (b *breaker) allow() (breakerSlot, error) {
+	if b == nil {
+		return breakerSlot{}, nil
+	}
+	b.mu.Lock()
+	if b.peek() == gobreaker.StateOpen {
+		if time.Now().Before(b.openUntil) {
+			b.mu.Unlock()
+			return breakerSlot{}, ErrCircuitOpen
+		}
+		if b.pol.probes == 0 {
+			// No probes: the open period's end closes the circuit.
+			if done, err := b.cb.Allow(); err == nil {
+				done(nil)
+			}
+		}
+	}
+	if b.peek() != gobreaker.StateClosed && b.cb.State() == gobreaker.StateHalfOpen && b.probing {
+		b.flushUnlock()
+		return breakerSlot{}, ErrCircuitOpen
+	}
+	done, err := b.cb.Allow()
+	s := breakerSlot{done: done, gen: b.gen}
+	if err == nil && b.peek() == gobreaker.StateHalfOpen {
+		s.probe, b.probing = true, true
+	}
+	b.flushUnlock()
+	if err != nil {
+		return breakerSlot{}, ErrCircuitOpen
+	}
+	return s, nil
 }
 
 // report records an attempt's outcome: nil, errBreakerFailure or
-// errBreakerExcluded.
-func (b *breaker) report(done func(error), outcome error) {
-	if done == nil {
+// errBreakerExcluded. It gives back s; a zero slot is a no-op.
+func (b *breaker) report(s breakerSlot, outcome error) {
+	if s.done == nil {
 		return
 	}
-	done(outcome)
-	b.flush()
+	b.mu.Lock()
+	s.done(outcome)
+	if s.probe && s.gen == b.gen {
+		// The probe's verdict did not change the state (a success
+		// short of the count, or an excluded attempt): the next probe
+		// may go.
+		b.probing = false
+		b.wakeLocked()
+	}
+	b.flushUnlock()
 }
 
-// peek returns the state without moving it (no timeout check), for
-// eviction under the breakers' lock.
+// peek returns gobreaker's last reported state without asking gobreaker,
+// which might move it; safe without b.mu (for eviction).
 func (b *breaker) peek() gobreaker.State {
 	return gobreaker.State(b.lastState.Load())
 }
 
-func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
-	b.lastState.Store(int32(to))
-	b.mu.Lock()
-	b.pending = append(b.pending, Event{
-		Kind:     EventBreakerState,
-		Time:     time.Now(),
-		Upstream: b.upstream,
-		From:     fromGobreaker(from),
-		To:       fromGobreaker(to),
-	})
-	b.npending.Add(1)
-	b.mu.Unlock()
+// readyToTrip is gobreaker's ReadyToTrip; it runs with b.mu held.
+func (b *breaker) readyToTrip(c gobreaker.Counts) bool {
+	p := b.pol
+	if p.consec > 0 && c.ConsecutiveFailures >= uint32(min(p.consec, math.MaxUint32)) {
+		b.tripped = fmt.Sprintf("%d failures in a row", c.ConsecutiveFailures)
+		return true
+	}
+	done := c.TotalSuccesses + c.TotalFailures
+	if p.ratio > 0 && done >= p.minReq && float64(c.TotalFailures) >= p.ratio*float64(done) {
+		b.tripped = fmt.Sprintf("%d of %d attempts failed", c.TotalFailures, done)
+		return true
+	}
+	return false
 }
 
-// flush delivers queued state changes. It must be called with no lock held.
-func (b *breaker) flush() {
-	if b.npending.Load() == 0 {
-		return
+// onStateChange is gobreaker's OnStateChange; it runs with b.mu held.
+func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
+	now := time.Now()
+	b.lastState.Store(int32(to))
+	b.gen++
+	b.probing = false
+	ev := Event{Kind: EventBreakerState, Time: now, Upstream: b.upstream, From: fromGobreaker(from), To: fromGobreaker(to)}
+	switch to {
+	case gobreaker.StateOpen:
+		b.opens++
+		d := openPeriod(b.opens, b.pol.maxOpen)
+		b.openUntil = now.Add(d)
+		ev.Wait, ev.Until = d, b.openUntil
+		ev.Reason = b.tripped
+		if from == gobreaker.StateHalfOpen {
+			ev.Reason = "probe failed"
+		}
+		if b.opened != nil {
+			close(b.opened)
+			b.opened = nil
+		}
+	case gobreaker.StateHalfOpen:
+		ev.Reason = "open period over"
+	case gobreaker.StateClosed:
+		b.opens = 0
+		ev.Reason = "probes succeeded"
+		if b.pol.probes == 0 {
+			ev.Reason = "open period over"
+		}
 	}
-	b.mu.Lock()
+	b.tripped = ""
+	b.wakeLocked()
+	b.pending = append(b.pending, ev)
+}
+
+// wakeLocked wakes the requests waiting for a change.
+func (b *breaker) wakeLocked() {
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+}
+
+// flushUnlock releases b.mu and delivers the state changes queued while it
+// was held.
+func (b *breaker) flushUnlock() {
 	evs := b.pending
 	b.pending = nil
-	b.npending.Store(0)
 	b.mu.Unlock()
 	for _, ev := range evs {
 		b.emit(ev)
 	}
+}
+
+// openPeriod returns the length of the n-th open period in a row: about a
+// second, doubling with each failed probe up to max, less up to a quarter
+// at random so that many clients do not probe in step.
+func openPeriod(n int, max time.Duration) time.Duration {
+	d := firstOpenPeriod
+	for i := 1; i < n && d < max; i++ {
+		if d > math.MaxInt64/2 {
+			d = math.MaxInt64
+			break
+		}
+		d *= 2
+	}
+	d = min(d, max)
+	return d - time.Duration(rand.Int64N(int64(d/4)+1))
 }
 
 func fromGobreaker(s gobreaker.State) BreakerState {

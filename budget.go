@@ -1,28 +1,29 @@
 package steady
 
 import (
+	"cmp"
 	"math"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
 )
 
-// Default retry budget settings, used where a [BudgetConfig] field is zero.
+// Retry budget settings used where a [BudgetConfig] field is zero.
 const (
-	// DefaultBudgetRatio is BudgetConfig.Ratio when zero.
-	DefaultBudgetRatio = 0.2
-	// DefaultBudgetMinPerSecond is BudgetConfig.MinPerSecond when zero.
-	DefaultBudgetMinPerSecond = 10
-	// BudgetMaxBanked is how many earned retries a budget keeps at most,
+	defaultBudgetRatio        = 0.2
+	defaultBudgetMinPerSecond = 10
+	// budgetMaxBanked is how many earned retries a budget keeps at most,
 	// so that a long quiet spell does not bank a retry storm.
-	BudgetMaxBanked = 100
+	budgetMaxBanked = 100
 )
 
 // BudgetConfig bounds the retries a [Transport] makes, whatever the number
 // of callers: every first attempt earns Ratio of a retry, every retry
 // spends one, and MinPerSecond retries per second are allowed on top of
-// what was earned. When the budget is spent, a failed attempt is handed
-// back to the caller instead of being retried.
+// what was earned. At most 100 earned retries are kept, so that a quiet
+// spell does not bank a retry storm. When the budget is spent, a failed
+// attempt is handed back to the caller instead of being retried. Retries
+// after a 429 neither need nor spend budget.
 type BudgetConfig struct {
 	// Ratio is the share of first attempts that may be retried. Zero means
 	// 0.2; negative disables the budget (every retry is allowed).
@@ -49,21 +50,17 @@ func newBudget(c BudgetConfig) *budget {
 	if c.Ratio < 0 {
 		return nil
 	}
-	ratio := c.Ratio
-	if ratio == 0 {
-		ratio = DefaultBudgetRatio
+	ratio := cmp.Or(c.Ratio, defaultBudgetRatio)
+	if math.IsNaN(ratio) {
+		ratio = defaultBudgetRatio
 	}
-	b := &budget{max: BudgetMaxBanked * microRetry}
+	b := &budget{max: budgetMaxBanked * microRetry}
 	if e := ratio * microRetry; e < float64(b.max) {
 		b.earn = int64(math.Ceil(e))
 	} else {
 		b.earn = b.max
 	}
-	floor := c.MinPerSecond
-	if floor == 0 {
-		floor = DefaultBudgetMinPerSecond
-	}
-	if floor > 0 {
+	if floor := cmp.Or(c.MinPerSecond, defaultBudgetMinPerSecond); floor > 0 {
 		b.floor = rate.NewLimiter(rate.Limit(floor), int(min(math.Max(1, math.Ceil(floor)), 1<<20)))
 	}
 	return b

@@ -22,8 +22,23 @@
 //
 // Every failed response (status 400 or more) steady hands back carries
 // "X-Should-Retry: false", so the SDK's own retries do not multiply its
-// attempts; through Middleware, a final error such as [ErrCircuitOpen] or a
-// pacing [*WaitError] also stops the SDK's retry loop at once.
+// attempts, and "X-Steady-Give-Up" saying why steady stopped; through
+// Middleware, a final error such as [ErrCircuitOpen] or a pacing
+// [*WaitError] also stops the SDK's retry loop at once.
+//
+// The zero [Config] is the production setup, and every field follows one
+// rule: for a number, zero means the default its documentation states and
+// a negative value means none, that limit or feature is off (never retry,
+// no cap, no budget, no headroom). Whole features are turned off by their
+// Disabled field. The one field where zero is itself "none" is
+// [PacingConfig].MaxWait: pacing waits are uncapped unless a positive cap
+// is set.
+//
+// The circuit breaker ([BreakerConfig]) fails fast by default: a request
+// meeting an open circuit fails at once with [ErrCircuitOpen]. With
+// BreakerConfig.Hold, requests wait instead until the upstream recovers,
+// as long as their deadlines allow, and only probes reach the upstream
+// meanwhile.
 //
 // Requests are paced per partition (upstream host, a hash of the
 // credential, and the model), following what [ParseRateLimits] reads from

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -24,14 +25,17 @@ const (
 	// after a 429 or a Retry-After hint.
 	EventCooldown
 	// EventBreakerState reports a circuit breaker moving From one state To
-	// another.
+	// another, and why (Reason). A change to open carries the open period
+	// in Wait and its end in Until.
 	EventBreakerState
-	// EventRejected reports a request failed at once without being sent:
-	// its circuit is open, or its pacing wait would pass its deadline.
+	// EventRejected reports a request failed without being sent: its
+	// circuit is open (and it could not, or was not to, wait for it), or
+	// its pacing wait would pass its deadline.
 	EventRejected
 	// EventAttempt reports one upstream attempt that finished: Status is
 	// its response's (0 when it failed with Err), Duration how long the
-	// attempt took, Attempt its number. It is delivered only to observers
+	// attempt took, Attempt its number; Reason is "half-open probe" for a
+	// circuit breaker's probe. It is delivered only to observers
 	// ([Transport.Observe]) and OnEvent, and logged at Debug level.
 	EventAttempt
 )
@@ -96,7 +100,7 @@ type Event struct {
 	Status    int           // HTTP status of the response the event concerns, if any
 	Attempt   int           // 1 for the first attempt, 2 for the first retry, ...
 	Wait      time.Duration // how long the request waits (retry, pace) or waited
-	Until     time.Time     // when a cooldown ends
+	Until     time.Time     // when a cooldown or an open period ends
 	From, To  BreakerState  // a breaker's old and new state
 	Reason    string        // why, in a few words, e.g. "429 rate limit"
 	Err       error         // the transport error concerned, if any; never holds the request URL
@@ -122,32 +126,91 @@ func (t *Transport) emit(ev Event) {
 		}
 	}
 	if t.cfg.Logger != nil {
-		logEvent(t.cfg.Logger, ev)
+		t.logs.log(t.cfg.Logger, ev)
 	}
 }
 
-// logEvent writes ev to l. Only the fields of Event are logged: never a
-// header other than the request id, never a credential.
-func logEvent(l *slog.Logger, ev Event) {
-	level := slog.LevelInfo
-	switch ev.Kind {
+// logLevel is the level ev is logged at.
+func logLevel(k EventKind) slog.Level {
+	switch k {
 	case EventPace, EventCooldown, EventAttempt:
-		level = slog.LevelDebug
-	case EventBreakerState, EventRejected:
-		level = slog.LevelWarn
-	case EventGiveUp:
-		// A failure handed back after retries is worth a warning; a
-		// first answer that is not worth retrying (a 400, a 401) is the
-		// caller's to report.
-		if ev.Attempt > 1 {
-			level = slog.LevelWarn
-		}
+		return slog.LevelDebug
+	case EventRetry:
+		return slog.LevelInfo
 	}
-	ctx := context.Background()
-	if !l.Enabled(ctx, level) {
+	return slog.LevelWarn // give-ups, refusals, breaker changes
+}
+
+// burstWindow is how long like events are counted into one log line.
+const burstWindow = time.Second
+
+// maxBursts bounds the bursts counted at once; beyond it, events are
+// logged one by one.
+const maxBursts = 256
+
+// burstKey says which events are alike for logging.
+type burstKey struct {
+	kind                        EventKind
+	upstream, partition, reason string
+	status                      int
+}
+
+// logBursts aggregates log lines: the first of a burst of like events is
+// logged at once, the rest within burstWindow are counted and logged as
+// one line when it ends. A nil *logBursts logs every event.
+type logBursts struct {
+	mu sync.Mutex
+	m  map[burstKey]*burst // guarded by mu
+}
+
+// burst counts the like events after the first.
+type burst struct {
+	n    int   // events counted since the first
+	last Event // the latest of them
+}
+
+func (lb *logBursts) log(l *slog.Logger, ev Event) {
+	level := logLevel(ev.Kind)
+	if !l.Enabled(context.Background(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 12)
+	if lb == nil || level < slog.LevelInfo || ev.Kind == EventBreakerState {
+		logEvent(l, level, ev, 0)
+		return
+	}
+	k := burstKey{ev.Kind, ev.Upstream, ev.Partition, ev.Reason, ev.Status}
+	lb.mu.Lock()
+	if b := lb.m[k]; b != nil {
+		b.n++
+		b.last = ev
+		lb.mu.Unlock()
+		return
+	}
+	if len(lb.m) >= maxBursts {
+		lb.mu.Unlock()
+		logEvent(l, level, ev, 0)
+		return
+	}
+	lb.m[k] = &burst{}
+	lb.mu.Unlock()
+	logEvent(l, level, ev, 0)
+	time.AfterFunc(burstWindow, func() {
+		lb.mu.Lock()
+		b := lb.m[k]
+		delete(lb.m, k)
+		lb.mu.Unlock()
+		if b.n > 0 {
+			logEvent(l, level, b.last, b.n)
+		}
+	})
+}
+
+// logEvent writes ev to l. Only the fields of Event are logged: never a
+// header other than the request id, never a credential. repeats, when
+// not zero, is how many like events ev stands for.
+func logEvent(l *slog.Logger, level slog.Level, ev Event, repeats int) {
+	ctx := context.Background()
+	attrs := make([]slog.Attr, 0, 14)
 	add := func(a slog.Attr) { attrs = append(attrs, a) }
 	if ev.Upstream != "" {
 		add(slog.String("upstream", ev.Upstream))
@@ -189,7 +252,13 @@ func logEvent(l *slog.Logger, ev Event) {
 	if ev.Err != nil {
 		add(slog.String("error", ev.Err.Error()))
 	}
-	l.LogAttrs(ctx, level, "steady: "+ev.Kind.String(), attrs...)
+	msg := "steady: " + ev.Kind.String()
+	if repeats > 0 {
+		add(slog.Int("count", repeats))
+		add(slog.Duration("within", burstWindow))
+		msg += " (repeated)"
+	}
+	l.LogAttrs(ctx, level, msg, attrs...)
 }
 
 // observer is one function registered with [Transport.Observe].

@@ -45,7 +45,7 @@ func ExampleTransport_Middleware() {
 		option.WithAPIKey("sk-..."),
 	)
 	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	if err != nil {
@@ -73,7 +73,7 @@ func ExampleTransport_RoundTrip() {
 		option.WithAPIKey("sk-..."),
 	)
 	resp, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	if err != nil {
@@ -107,7 +107,7 @@ func ExampleConfig_onEvent() {
 		option.WithAPIKey("sk-..."),
 	)
 	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	var apiErr *openai.Error
@@ -135,7 +135,7 @@ func ExampleErrCircuitOpen() {
 	)
 	for range 4 {
 		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-			Model:    openai.ChatModelGPT4oMini,
+			Model:    openai.ChatModelGPT5_4Mini,
 			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 		})
 		fmt.Println(errors.Is(err, steady.ErrCircuitOpen), fake.Calls())
@@ -147,4 +147,41 @@ func ExampleErrCircuitOpen() {
 	// true 2
 	// true 2
 	// open
+}
+
+// With Hold, a request that meets an open circuit waits for the upstream
+// to recover instead of failing, as long as its deadline lies beyond the
+// next probe; only probes reach the upstream meanwhile. A request whose
+// deadline comes first fails at once, without waiting it out.
+func ExampleBreakerConfig_hold() {
+	fail := steadytest.ServerError(503)
+	fake := &steadytest.Fake{Fallback: &fail}
+	t := steady.New(steady.Config{
+		Retry:   steady.RetryConfig{MaxRetries: -1},
+		Breaker: steady.BreakerConfig{Hold: true, ConsecutiveFailures: 2},
+	})
+	client := openai.NewClient(
+		option.WithMiddleware(t.Middleware),
+		option.WithHTTPClient(&http.Client{Transport: fake}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	params := openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT5_4Mini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	}
+	for range 2 {
+		client.Chat.Completions.New(context.Background(), params)
+	}
+	fmt.Println(t.BreakerState("https://api.example.test"), fake.Calls())
+
+	// The first probe goes about a second after the circuit opened: a
+	// 10ms deadline cannot wait for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_, err := client.Chat.Completions.New(ctx, params)
+	fmt.Println(errors.Is(err, steady.ErrCircuitOpen), fake.Calls())
+	// Output:
+	// open 2
+	// true 2
 }

@@ -230,10 +230,24 @@ func (p *pacer) putBuf(b *[]byte, used []byte) {
 	p.bufs.Put(b)
 }
 
+// admitOpts are the breaker's say in a pacing wait. stop (may be nil) is
+// closed when the request must be decided at once: acquire then returns
+// errStopped, holding nothing. urgent marks a half-open probe: it goes
+// ahead of the partition's queue, still counted in the limits.
+type admitOpts struct {
+	stop   <-chan struct{}
+	urgent bool
+}
+
+// errStopped is returned by acquire when admitOpts.stop was closed during
+// the wait.
+var errStopped = errors.New("steady: pacing wait stopped")
+
 // acquire waits until req may be sent. A nil permit is valid. The error is
-// final: ctx's error when it ends during a wait, or a *WaitError when the
-// wait would pass ctx's deadline or MaxWait.
-func (p *pacer) acquire(ctx context.Context, req *http.Request) (*permit, error) {
+// final: ctx's error when it ends during a wait, errStopped when o.stop is
+// closed, or a *WaitError when the wait would pass ctx's deadline or
+// MaxWait.
+func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*permit, error) {
 	if p == nil || p.cfg.Disabled {
 		return nil, nil
 	}
@@ -248,7 +262,7 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request) (*permit, error)
 	now := time.Now()
 	pt := p.partitionFor(req, model, now)
 	p.putBuf(bp, body)
-	pm, err := pt.acquire(ctx, p, req, est, now)
+	pm, err := pt.acquire(ctx, p, req, est, now, o)
 	if err != nil {
 		pt.release()
 		return nil, err
@@ -258,19 +272,19 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request) (*permit, error)
 
 // acquire waits for pt's cooldown, a cold-start slot and the windows, in
 // that order, and returns the permit.
-func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, est TokenEstimate, start time.Time) (*permit, error) {
+func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, est TokenEstimate, start time.Time, o admitOpts) (*permit, error) {
 	now := start
 	var pm *permit
 	coldDone := false
 	pt.mu.Lock()
 	for {
 		// pt.mu is held here.
-		if now.Before(pt.cooldown) {
+		if now.Before(pt.cooldown) && !o.urgent {
 			d := pt.cooldown.Sub(now)
 			if err := pt.refuseLocked(ctx, p, req, now, d, pm); err != nil {
 				return nil, err
 			}
-			if err := pt.waitLocked(func() error { return sleep(ctx, d) }); err != nil {
+			if err := pt.waitLocked(func() error { return sleep(ctx, d, o.stop) }); err != nil {
 				pt.dropLocked(pm)
 				pt.mu.Unlock()
 				return nil, err
@@ -281,12 +295,12 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		if pm != nil {
 			break // reserved and past any cooldown
 		}
-		if (!pt.known || pt.probing) && !coldDone && p.coldStart > 0 && pt.inflight+pt.reserved >= p.coldStart {
+		if (!pt.known || pt.probing) && !coldDone && !o.urgent && p.coldStart > 0 && pt.inflight+pt.reserved >= p.coldStart {
 			if pt.wake == nil {
 				pt.wake = make(chan struct{})
 			}
 			wake := pt.wake
-			if err := pt.waitLocked(func() error { return waitCold(ctx, wake, p.maxWait) }); err != nil {
+			if err := pt.waitLocked(func() error { return waitCold(ctx, wake, p.maxWait, o.stop) }); err != nil {
 				pt.mu.Unlock()
 				return nil, err
 			}
@@ -297,6 +311,9 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			continue
 		}
 		d := pt.delayLocked(now, est)
+		if o.urgent {
+			d = 0
+		}
 		if d > 0 {
 			if err := pt.refuseLocked(ctx, p, req, now, d, nil); err != nil {
 				return nil, err
@@ -308,7 +325,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		if d <= 0 {
 			break
 		}
-		if err := pt.waitLocked(func() error { return sleep(ctx, d) }); err != nil {
+		if err := pt.waitLocked(func() error { return sleep(ctx, d, o.stop) }); err != nil {
 			pt.dropLocked(pm)
 			pt.mu.Unlock()
 			return nil, err
@@ -376,8 +393,8 @@ func (pt *partition) dropLocked(pm *permit) {
 	pt.wakeLocked()
 }
 
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
+// sleep waits d or until ctx ends or stop is closed.
+func sleep(ctx context.Context, d time.Duration, stop <-chan struct{}) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -385,11 +402,13 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-stop:
+		return errStopped
 	}
 }
 
-// waitCold waits for a cold-start slot, ctx's end, or max.
-func waitCold(ctx context.Context, wake <-chan struct{}, max time.Duration) error {
+// waitCold waits for a cold-start slot, ctx's end, stop, or max.
+func waitCold(ctx context.Context, wake <-chan struct{}, max time.Duration, stop <-chan struct{}) error {
 	t := time.NewTimer(max)
 	defer t.Stop()
 	select {
@@ -399,6 +418,8 @@ func waitCold(ctx context.Context, wake <-chan struct{}, max time.Duration) erro
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-stop:
+		return errStopped
 	}
 }
 
@@ -429,6 +450,20 @@ func (pm *permit) settle(resp *http.Response, err error) {
 		rl = appendRateLimits(buf[:0], resp.Header, now)
 	}
 	pm.finish(resp != nil, status, rl, now)
+}
+
+// cancel gives back the permit of a request that will not be sent. Its
+// cost stays spent. nil-safe; calls after settle or cancel do nothing.
+func (pm *permit) cancel() {
+	if pm == nil || pm.done.Swap(true) {
+		return
+	}
+	pt := pm.pt
+	pt.mu.Lock()
+	pt.inflight--
+	pt.wakeLocked()
+	pt.mu.Unlock()
+	pt.release()
 }
 
 // finish is settle after the headers are read: status is the response's

@@ -5,20 +5,16 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"time"
 )
 
-// Default retry settings, used where a [RetryConfig] field is zero.
+// Retry settings used where a [RetryConfig] field is zero.
 const (
-	// DefaultMaxRetries is RetryConfig.MaxRetries when zero.
-	DefaultMaxRetries = 4
-	// DefaultBaseDelay is RetryConfig.BaseDelay when zero.
-	DefaultBaseDelay = 500 * time.Millisecond
-	// DefaultMaxDelay is RetryConfig.MaxDelay when zero.
-	DefaultMaxDelay = 30 * time.Second
-	// DefaultMaxRetryAfter is RetryConfig.MaxRetryAfter when zero, the
-	// OpenAI SDK's own cap.
-	DefaultMaxRetryAfter = 2 * time.Minute
+	defaultMaxRetries    = 4
+	defaultBaseDelay     = 500 * time.Millisecond
+	defaultMaxDelay      = 30 * time.Second
+	defaultMaxRetryAfter = 2 * time.Minute // the OpenAI SDK's own cap
 )
 
 // Jitter chooses how a computed backoff is randomized.
@@ -52,11 +48,13 @@ type RetryConfig struct {
 	// attempt. Zero means 4 (five attempts in all); negative means never.
 	MaxRetries int
 
-	// BaseDelay is the first backoff step. Zero means 500ms.
+	// BaseDelay is the first backoff step. Zero means 500ms; negative
+	// means none: a failure without a server hint is retried at once.
 	BaseDelay time.Duration
 
-	// MaxDelay caps a computed backoff. Zero means 30s. A server's retry
-	// hint is not capped by MaxDelay but by MaxRetryAfter.
+	// MaxDelay caps a computed backoff. Zero means 30s; negative means no
+	// cap. A server's retry hint is not capped by MaxDelay but by
+	// MaxRetryAfter.
 	MaxDelay time.Duration
 
 	// Jitter randomizes computed backoffs. The zero value is JitterFull.
@@ -69,7 +67,9 @@ type RetryConfig struct {
 	MaxRetryAfter time.Duration
 
 	// Budget bounds retries across the whole Transport, so that an outage
-	// does not multiply the load on a struggling upstream.
+	// does not multiply the load on a struggling upstream. Retries after a
+	// 429 are not counted: a 429 is a rate signal, and those retries wait
+	// their turn in the pacing queue instead.
 	Budget BudgetConfig
 }
 
@@ -89,21 +89,58 @@ func newRetryPolicy(c RetryConfig) retryPolicy {
 		jitter:        c.Jitter,
 		maxRetryAfter: c.MaxRetryAfter,
 	}
-	switch {
-	case p.maxRetries == 0:
-		p.maxRetries = DefaultMaxRetries
-	case p.maxRetries < 0:
-		p.maxRetries = 0
+	p.maxRetries = max(cmp.Or(p.maxRetries, defaultMaxRetries), 0)
+	p.base = max(cmp.Or(p.base, defaultBaseDelay), 0)
+	if p.max = cmp.Or(p.max, defaultMaxDelay); p.max < 0 {
+		p.max = math.MaxInt64
 	}
-	p.base = positiveOr(p.base, DefaultBaseDelay)
-	p.max = max(positiveOr(p.max, DefaultMaxDelay), p.base)
-	p.maxRetryAfter = cmp.Or(p.maxRetryAfter, DefaultMaxRetryAfter)
+	p.max = max(p.max, p.base)
+	p.maxRetryAfter = cmp.Or(p.maxRetryAfter, defaultMaxRetryAfter)
 	return p
+}
+
+// decide applies the retry rules to failure f of c's current attempt: it
+// returns how long to wait before the next attempt, or why there is none.
+func (c *call) decide(f Failure) (wait time.Duration, reason string) {
+	p := &c.t.retry
+	switch {
+	case !f.Retryable:
+		return 0, cmp.Or(f.Reason, "not retryable")
+	case !c.replayable:
+		return 0, "request body cannot be replayed"
+	case c.probeFailed && c.br.pol.hold:
+		// A held request that served as a failed probe waits for the
+		// circuit again; the failure is the upstream's, not its own.
+		c.uncounted++
+		return 0, ""
+	case c.attempt-c.uncounted > p.maxRetries:
+		return 0, "retries exhausted"
+	}
+	if f.HasRetryAfter {
+		wait = max(f.RetryAfter, 0)
+		if p.maxRetryAfter > 0 && wait > p.maxRetryAfter {
+			return 0, "retry hint " + wait.String() + " above cap " + p.maxRetryAfter.String()
+		}
+	} else {
+		wait = p.backoff(c.attempt, c.prevWait)
+	}
+	if dl, ok := c.ctx.Deadline(); ok && !time.Now().Add(wait).Before(dl) {
+		return 0, "deadline before retry in " + wait.String()
+	}
+	// A 429 is a rate signal, not a failure: its retry waits its turn in
+	// the pacing queue and spends no budget.
+	if f.Status != http.StatusTooManyRequests && !c.t.budget.withdraw() {
+		return 0, "retry budget exhausted"
+	}
+	return wait, ""
 }
 
 // backoff returns the wait before retry n (1 for the first retry); prev is
 // the previous wait, used by decorrelated jitter.
 func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
+	if p.base <= 0 {
+		return 0
+	}
 	if p.jitter == JitterDecorrelated {
 		if prev < p.base {
 			prev = p.base

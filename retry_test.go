@@ -10,8 +10,8 @@ import (
 
 func TestRetryPolicyDefaults(t *testing.T) {
 	p := newRetryPolicy(RetryConfig{})
-	if p.maxRetries != DefaultMaxRetries || p.base != DefaultBaseDelay || p.max != DefaultMaxDelay ||
-		p.jitter != JitterFull || p.maxRetryAfter != DefaultMaxRetryAfter {
+	if p.maxRetries != defaultMaxRetries || p.base != defaultBaseDelay || p.max != defaultMaxDelay ||
+		p.jitter != JitterFull || p.maxRetryAfter != defaultMaxRetryAfter {
 		t.Fatalf("defaults = %+v", p)
 	}
 	if p := newRetryPolicy(RetryConfig{MaxRetries: -1}); p.maxRetries != 0 {
@@ -115,15 +115,15 @@ func TestBudgetRatioAndFloor(t *testing.T) {
 
 func TestBudgetCapsBankedRetries(t *testing.T) {
 	b := newBudget(BudgetConfig{Ratio: 1, MinPerSecond: -1})
-	for range 10 * BudgetMaxBanked {
+	for range 10 * budgetMaxBanked {
 		b.deposit()
 	}
 	got := 0
 	for b.withdraw() {
 		got++
 	}
-	if got != BudgetMaxBanked {
-		t.Fatalf("banked %d retries, want the cap %d", got, BudgetMaxBanked)
+	if got != budgetMaxBanked {
+		t.Fatalf("banked %d retries, want the cap %d", got, budgetMaxBanked)
 	}
 	if newBudget(BudgetConfig{Ratio: -1}) != nil || !(*budget)(nil).withdraw() {
 		t.Fatal("a negative ratio must disable the budget")

@@ -71,8 +71,12 @@ func TestStatusTableThroughSDK(t *testing.T) {
 						}
 						return
 					}
-					if aerr := apiError(t, err); aerr.StatusCode != status {
+					aerr := apiError(t, err)
+					if aerr.StatusCode != status {
 						t.Fatalf("status %d, want %d", aerr.StatusCode, status)
+					}
+					if h := aerr.Response.Header; h.Get("X-Should-Retry") != "false" || h.Get("X-Steady-Give-Up") == "" {
+						t.Fatalf("handed back without the give-up marks: %v", h)
 					}
 					if fake.Calls() != 1 {
 						t.Fatalf("%d attempts, want 1", fake.Calls())

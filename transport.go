@@ -2,12 +2,15 @@ package steady
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +30,9 @@ var (
 	errNilRequest = errors.New("steady: nil request")
 	errNilURL     = errors.New("steady: request has no URL")
 	errNotNew     = errors.New("steady: Transport not made by New")
+	errPanicked   = errors.New("steady: the attempt panicked")
+
+	errBaseWithMiddleware = errors.New("steady: Config.Base is set, but through Middleware the SDK's HTTP client sends each attempt; leave Base nil, or use the Transport as the HTTP client's transport")
 )
 
 // Config configures a [Transport]. The zero value gives production
@@ -35,9 +41,11 @@ type Config struct {
 	// Base sends each attempt. Nil means a tuned clone of
 	// http.DefaultTransport: a 10-minute response-header timeout (as the
 	// OpenAI SDK's own client has) and up to 64 idle connections per host
-	// (instead of 2, which throttles concurrent calls). Through
-	// [Transport.Middleware], Base is not used: the rest of the SDK's
-	// middleware chain and its HTTP client send each attempt.
+	// (instead of 2, which throttles concurrent calls). Base belongs to
+	// the RoundTripper form only: through [Transport.Middleware] the rest
+	// of the SDK's middleware chain and its HTTP client send each attempt,
+	// so a Transport whose Base is set refuses every Middleware call with
+	// an error that says so, instead of sending elsewhere than meant.
 	Base http.RoundTripper
 
 	// Retry says what is retried and how long steady waits between tries.
@@ -54,8 +62,11 @@ type Config struct {
 	// several goroutines at once.
 	OnEvent func(Event)
 
-	// Logger, if set, receives the same events as OnEvent, at Debug level
-	// for waits and Info or Warn for retries, give-ups and breaker changes.
+	// Logger, if set, receives the same events as OnEvent: at Debug level
+	// attempts, waits and cooldowns; at Info retries; at Warn give-ups,
+	// refusals and breaker changes. A burst of like events (same kind,
+	// upstream, partition, status and reason) writes one line at once and,
+	// a second later, one line with the count of the rest.
 	Logger *slog.Logger
 }
 
@@ -65,11 +76,14 @@ type Config struct {
 //
 // Every error response (status 400 or above) it hands back carries
 // "X-Should-Retry: false", so that a client's own retry loop (the OpenAI
-// SDK's, for one) does not retry it again. Through [Transport.Middleware],
-// a final error (circuit open, pacing deadline, retries exhausted on a
-// transport failure) also stops the SDK's retry loop at once. Through the
-// RoundTripper form, an error cannot carry that header: give the SDK
-// option.WithMaxRetries(0), or transport failures are retried by both.
+// SDK's, for one) does not retry it again, and "X-Steady-Give-Up" with the
+// reason steady stopped (such as "retries exhausted"), which
+// [ClassifyResponse] reports. Through [Transport.Middleware], a final
+// error (circuit open, pacing deadline, retries exhausted on a transport
+// failure) comes with a synthetic response carrying both headers, which
+// stops the SDK's retry loop at once. Through the RoundTripper form, an
+// error cannot carry them: give the SDK option.WithMaxRetries(0), or
+// errors are retried by both.
 //
 // Make a Transport with [New]. A Transport that New did not make (a zero
 // value, or a nil pointer) sends nothing: every request fails with an
@@ -81,6 +95,8 @@ type Transport struct {
 	budget   *budget   // nil: unlimited
 	breakers *breakers // nil: disabled
 	pacer    *pacer
+
+	logs *logBursts // nil when no Logger
 
 	obsMu     sync.Mutex                  // serializes changes to observers
 	observers atomic.Pointer[[]*observer] // set by Observe; nil when none
@@ -101,6 +117,9 @@ func New(cfg Config) *Transport {
 	}
 	if t.base == nil {
 		t.base = defaultBase()
+	}
+	if cfg.Logger != nil {
+		t.logs = &logBursts{m: make(map[burstKey]*burst)}
 	}
 	t.breakers = newBreakers(cfg.Breaker, t.emit)
 	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
@@ -142,7 +161,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // openai.NewClient(option.WithMiddleware(t.Middleware)). A final error is
 // returned together with a response carrying "X-Should-Retry: false", which
 // makes the SDK return the error at once instead of retrying it. That
-// response is synthetic (status 503, empty body); only the error matters.
+// response is synthetic (status 503, empty body, "X-Steady-Give-Up" set);
+// only the error matters. A Transport whose Config.Base is set refuses
+// every Middleware call, sending nothing.
 // Among several middlewares, the first is outermost: give steady first
 // place and each of its retries goes through the others.
 func (t *Transport) Middleware(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
@@ -164,244 +185,419 @@ func positiveOr[T ~int | ~int64 | ~uint32](v, d T) T {
 const maxDrain = 64 << 10
 
 // do runs the attempts of one request. next is the rest of the SDK's
-// middleware chain, or nil to send through t.base.
+// middleware chain, or nil to send through t.base. Each attempt is
+// prepared, admitted (circuit breaker, then pacing), sent and judged; a
+// retry then waits. Every place a request ends is in this function.
 func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Response, error) {
-	switch {
-	case req == nil:
-		return t.fail(req, next, errNilRequest)
-	case t == nil || t.base == nil:
-		closeBody(req)
-		return t.fail(req, next, errNotNew)
-	case req.URL == nil:
-		closeBody(req)
-		return t.fail(req, next, errNilURL)
+	if err := t.check(req, next); err != nil {
+		return fail(req, next, err, strings.TrimPrefix(err.Error(), "steady: "))
 	}
-	ctx := req.Context()
-	hasBody := req.Body != nil && req.Body != http.NoBody
-	replayable := !hasBody || req.GetBody != nil
-	br := t.breakers.get(req.URL)
-
-	var (
-		last     *http.Response // last failed response, body buffered
-		lastErr  error          // or last transport error
-		lastF    Failure
-		prevWait time.Duration
-	)
-	for attempt := 1; ; attempt++ {
-		r := req
-		if attempt > 1 {
-			r = req.Clone(ctx)
-			if hasBody {
-				body, err := req.GetBody()
-				if err != nil {
-					return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "request body cannot be rewound: "+err.Error())
-				}
-				r.Body = body
-			}
-		}
-
-		done, err := br.allow()
+	c := t.start(req, next)
+	for c.attempt = 1; ; c.attempt++ {
+		r, err := c.prepare()
 		if err != nil {
-			closeBody(r)
-			if attempt > 1 {
-				return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "circuit open")
-			}
-			err = fmt.Errorf("%w: %s", ErrCircuitOpen, br.upstream)
-			t.emit(Event{Kind: EventRejected, Upstream: br.upstream, Method: req.Method, Path: req.URL.Path, Attempt: attempt, Reason: "circuit open", Err: err})
-			return t.fail(req, next, err)
+			return c.giveUpLast("request body cannot be rewound: " + err.Error())
 		}
-
-		pm, err := t.pacer.acquire(ctx, r)
+		a, err := c.admit(r)
 		if err != nil {
-			br.report(done, errBreakerExcluded)
-			closeBody(r)
-			if attempt > 1 && ctx.Err() == nil {
-				return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "pacing: "+err.Error())
-			}
-			return t.fail(req, next, err)
+			return c.refused(err) // circuit open, pacing refused, context done
 		}
-
-		if attempt == 1 {
-			t.budget.deposit()
+		resp, err := c.send(r, a)
+		v := c.judge(resp, err)
+		if v.final {
+			return v.resp, v.err // success, give-up, or context done
 		}
-		var resp *http.Response
-		sentAt := time.Now()
-		if next != nil {
-			resp, err = next(r)
-		} else {
-			resp, err = t.base.RoundTrip(r)
-		}
-		if resp == nil && err == nil {
-			err = errNoResponse
-		}
-		if t.observed() {
-			ev := Event{Kind: EventAttempt, Upstream: upstreamOf(br, req.URL), Method: req.Method, Path: req.URL.Path, Attempt: attempt, Err: safeErr(err), Context: ctx}
-			ev.Time = time.Now()
-			ev.Duration = ev.Time.Sub(sentAt)
-			if resp != nil {
-				ev.Status = resp.StatusCode
-				ev.RequestID = requestID(resp.Header)
-			}
-			t.emit(ev)
-		}
-		if resp != nil && resp.Body == nil {
-			// net/http does the same for a RoundTripper that returns no
-			// body; every later step may then close it.
-			resp.Body = http.NoBody
-		}
-		pm.settle(resp, err)
-
-		if err == nil && resp.StatusCode < 400 {
-			br.report(done, nil)
-			return resp, nil
-		}
-		if last != nil {
-			last.Body.Close()
-			last = nil
-		}
-
-		var f Failure
-		if err != nil {
-			stop := false
-			if resp != nil {
-				// An inner layer handed back a response with its error;
-				// respect its verdict, then let it go.
-				stop = resp.Header.Get("X-Should-Retry") == "false"
-				discard(resp)
-				resp = nil
-			}
-			if ctx.Err() != nil {
-				br.report(done, errBreakerExcluded)
-				return nil, err
-			}
-			br.report(done, errBreakerFailure)
-			f = ClassifyError(err)
-			if stop {
-				f.Retryable, f.Reason = false, "an inner layer said not to retry"
-			}
-		} else {
-			if resp.StatusCode >= 500 {
-				br.report(done, errBreakerFailure)
-			} else {
-				br.report(done, nil)
-			}
-			f = ClassifyResponse(resp)
-		}
-
-		reason := ""
-		switch {
-		case !f.Retryable:
-			reason = f.Reason
-			if reason == "" {
-				reason = "not retryable"
-			}
-		case attempt > t.retry.maxRetries:
-			reason = "retries exhausted"
-		case !replayable:
-			reason = "request body cannot be replayed"
-		}
-		var wait time.Duration
-		if reason == "" {
-			if f.HasRetryAfter {
-				wait = max(f.RetryAfter, 0)
-				if t.retry.maxRetryAfter > 0 && wait > t.retry.maxRetryAfter {
-					reason = "retry hint " + wait.String() + " above cap " + t.retry.maxRetryAfter.String()
-				}
-			} else {
-				wait = t.retry.backoff(attempt, prevWait)
-			}
-		}
-		if reason == "" {
-			if dl, ok := ctx.Deadline(); ok && !time.Now().Add(wait).Before(dl) {
-				reason = "deadline before retry in " + wait.String()
-			}
-		}
-		if reason == "" && !t.budget.withdraw() {
-			reason = "retry budget exhausted"
-		}
-		if reason != "" {
-			return t.giveUp(req, next, resp, err, f, attempt, reason)
-		}
-
-		t.emit(Event{
-			Kind:      EventRetry,
-			Upstream:  upstreamOf(br, req.URL),
-			Method:    req.Method,
-			Path:      req.URL.Path,
-			RequestID: f.RequestID,
-			Status:    f.Status,
-			Attempt:   attempt,
-			Wait:      wait,
-			Reason:    f.Reason,
-			Err:       safeErr(err),
-		})
-		if resp != nil {
-			bufferBody(resp)
-		}
-		last, lastErr, lastF, prevWait = resp, err, f, wait
-
-		if werr := retryWait(ctx, wait); werr != nil {
-			t.emit(Event{Kind: EventGiveUp, Upstream: upstreamOf(br, req.URL), Method: req.Method, Path: req.URL.Path, Attempt: attempt, Reason: "context done while waiting", Err: werr})
-			if last != nil {
-				last.Body.Close()
-			}
-			return nil, werr
+		if err := c.wait(v.wait); err != nil {
+			return c.canceled(err)
 		}
 	}
 }
 
-// giveUp hands the last failure back: a response marked so that no outer
-// retry loop retries it, or the error (with such a response when called as
+// check refuses what cannot be sent at all.
+func (t *Transport) check(req *http.Request, next option.MiddlewareNext) error {
+	switch {
+	case req == nil:
+		return errNilRequest
+	case t == nil || t.base == nil:
+		closeBody(req)
+		return errNotNew
+	case req.URL == nil:
+		closeBody(req)
+		return errNilURL
+	case next != nil && t.cfg.Base != nil:
+		closeBody(req)
+		return errBaseWithMiddleware
+	}
+	return nil
+}
+
+// call is one request on its way through its attempts.
+type call struct {
+	t          *Transport
+	req        *http.Request
+	next       option.MiddlewareNext
+	ctx        context.Context
+	br         *breaker
+	hasBody    bool
+	replayable bool // the body can be sent again
+	upstream   string
+
+	attempt     int            // 1 for the first attempt
+	uncounted   int            // failed probes not counted as retries (Hold)
+	probeFailed bool           // the current attempt was a probe that failed
+	last        *http.Response // last failed response, body buffered
+	lastErr     error          // or last transport error
+	lastF       Failure
+	prevWait    time.Duration
+}
+
+func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
+	c := call{t: t, req: req, next: next, ctx: req.Context(), br: t.breakers.get(req.URL)}
+	c.hasBody = req.Body != nil && req.Body != http.NoBody
+	c.replayable = !c.hasBody || req.GetBody != nil
+	if c.br != nil {
+		c.upstream = c.br.upstream
+	} else {
+		c.upstream = upstreamKey{req.URL.Scheme, req.URL.Host}.String()
+	}
+	return c
+}
+
+// prepare returns the request of this attempt: req itself first, then a
+// clone whose body comes from GetBody. A GetBody that returns no body
+// means the body cannot be replayed.
+func (c *call) prepare() (*http.Request, error) {
+	if c.attempt == 1 {
+		return c.req, nil
+	}
+	r := c.req.Clone(c.ctx)
+	if c.hasBody {
+		body, err := c.req.GetBody()
+		if err == nil && body == nil {
+			err = errors.New("GetBody returned no body")
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.Body = body
+	}
+	return r, nil
+}
+
+// admission is what an admitted attempt holds until it is sent: its
+// pacing permit and its breaker slot.
+type admission struct {
+	pm   *permit
+	slot breakerSlot
+}
+
+// admit waits until r may be sent: the circuit must let it through, and
+// pacing give it its turn. The circuit is asked again at the moment of
+// sending, after the pacing wait, which ends early if the circuit opens
+// meanwhile. A half-open probe goes ahead of the pacing queue. On error, r
+// is closed and nothing is held.
+func (c *call) admit(r *http.Request) (admission, error) {
+	for {
+		v := c.br.look()
+		switch {
+		case v.state == BreakerClosed:
+			pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{stop: v.opened})
+			if err == errStopped {
+				continue // the circuit opened during the wait
+			}
+			if err != nil {
+				closeBody(r)
+				return admission{}, err
+			}
+			s, err := c.br.allow()
+			if err != nil {
+				pm.cancel() // the circuit changed during the wait
+				continue
+			}
+			return admission{pm: pm, slot: s}, nil
+		case v.probeFree:
+			s, err := c.br.allow()
+			if err != nil {
+				continue // another request took the probe
+			}
+			return c.admitProbe(r, s)
+		}
+		if err := c.hold(v); err != nil {
+			closeBody(r)
+			return admission{}, err
+		}
+	}
+}
+
+// admitProbe takes r's pacing turn ahead of the queue. The breaker slot s
+// is given back if pacing refuses r or panics.
+func (c *call) admitProbe(r *http.Request, s breakerSlot) (admission, error) {
+	admitted := false
+	defer func() {
+		if !admitted {
+			c.br.report(s, errBreakerExcluded)
+		}
+	}()
+	pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{urgent: true})
+	if err != nil {
+		closeBody(r)
+		return admission{}, err
+	}
+	admitted = true
+	return admission{pm: pm, slot: s}, nil
+}
+
+// hold waits for the circuit to change, when the request may wait, and
+// returns nil; or returns the error that ends the request. A half-open
+// circuit's waiters wait for the probe's verdict; an open circuit's fail
+// at once unless BreakerConfig.Hold is set and their deadline lies beyond
+// the next probe.
+func (c *call) hold(v view) error {
+	var timer <-chan time.Time
+	if v.state == BreakerOpen {
+		if !c.br.pol.hold {
+			return fmt.Errorf("%w: %s", ErrCircuitOpen, c.upstream)
+		}
+		if dl, ok := c.ctx.Deadline(); ok && dl.Before(v.until) {
+			return fmt.Errorf("%w: %s: deadline before the next probe in %v", ErrCircuitOpen, c.upstream, time.Until(v.until).Round(time.Millisecond))
+		}
+		tm := time.NewTimer(time.Until(v.until))
+		defer tm.Stop()
+		timer = tm.C
+	}
+	select {
+	case <-v.changed:
+		return nil
+	case <-timer:
+		return nil
+	case <-c.ctx.Done():
+		return fmt.Errorf("%w: %s: %w", ErrCircuitOpen, c.upstream, c.ctx.Err())
+	}
+}
+
+// send makes one upstream attempt and gives back what admit took
+// (reservation, breaker slot) whatever the base does: if it panics, they
+// are released before the panic goes on.
+func (c *call) send(r *http.Request, a admission) (resp *http.Response, err error) {
+	released := false
+	defer func() {
+		if !released {
+			a.pm.settle(nil, errPanicked)
+			c.br.report(a.slot, errBreakerExcluded)
+		}
+	}()
+	if c.attempt == 1 {
+		c.t.budget.deposit()
+	}
+	sentAt := time.Now()
+	if c.next != nil {
+		resp, err = c.next(r)
+	} else {
+		resp, err = c.t.base.RoundTrip(r)
+	}
+	if resp == nil && err == nil {
+		err = errNoResponse
+	}
+	if resp != nil && resp.Body == nil {
+		// net/http does the same for a RoundTripper that returns no
+		// body; every later step may then close it.
+		resp.Body = http.NoBody
+	}
+	a.pm.settle(resp, err)
+	outcome := c.outcome(resp, err)
+	c.br.report(a.slot, outcome)
+	c.probeFailed = a.slot.probe && outcome == errBreakerFailure
+	released = true
+	if c.t.observed() {
+		ev := c.event(EventAttempt, Failure{}, safeErr(err))
+		ev.Time = time.Now()
+		ev.Duration = ev.Time.Sub(sentAt)
+		if resp != nil {
+			ev.Status = resp.StatusCode
+			ev.RequestID = requestID(resp.Header)
+		}
+		if a.slot.probe {
+			ev.Reason = "half-open probe"
+		}
+		c.t.emit(ev)
+	}
+	return resp, err
+}
+
+// outcome is what an attempt tells the breaker: server failures count
+// against the upstream, the caller's cancellation not at all.
+func (c *call) outcome(resp *http.Response, err error) error {
+	switch {
+	case err != nil && c.ctx.Err() != nil:
+		return errBreakerExcluded
+	case err != nil, resp.StatusCode >= 500:
+		return errBreakerFailure
+	}
+	return nil
+}
+
+// verdict is what follows an attempt: the request ends (final) with resp
+// and err, or is retried after wait.
+type verdict struct {
+	final bool
+	resp  *http.Response
+	err   error
+	wait  time.Duration
+}
+
+// judge decides what follows an attempt. The rules that say whether and
+// when to retry are in decide.
+func (c *call) judge(resp *http.Response, err error) verdict {
+	if err == nil && resp.StatusCode < 400 {
+		return verdict{final: true, resp: resp}
+	}
+	if c.last != nil {
+		c.last.Body.Close()
+		c.last = nil
+	}
+	var f Failure
+	if err != nil {
+		stop := false
+		if resp != nil {
+			// An inner layer handed back a response with its error;
+			// respect its verdict, then let it go.
+			stop = resp.Header.Get("X-Should-Retry") == "false"
+			discard(resp)
+			resp = nil
+		}
+		if c.ctx.Err() != nil {
+			return verdict{final: true, err: err}
+		}
+		f = ClassifyError(err)
+		if stop {
+			f.Retryable, f.Reason = false, "an inner layer said not to retry"
+		}
+	} else {
+		f = ClassifyResponse(resp)
+	}
+	wait, reason := c.decide(f)
+	if reason != "" {
+		resp, err = c.giveUp(resp, err, f, c.attempt, reason)
+		return verdict{final: true, resp: resp, err: err}
+	}
+	ev := c.event(EventRetry, f, safeErr(err))
+	ev.Wait = wait
+	c.t.emit(ev)
+	if resp != nil {
+		bufferBody(resp)
+	}
+	c.last, c.lastErr, c.lastF, c.prevWait = resp, err, f, wait
+	return verdict{wait: wait}
+}
+
+// wait waits d before the next attempt.
+func (c *call) wait(d time.Duration) error { return retryWait(c.ctx, d) }
+
+// canceled ends a request whose context ended during a retry wait.
+func (c *call) canceled(err error) (*http.Response, error) {
+	ev := c.event(EventGiveUp, c.lastF, err)
+	ev.Reason = "context done while waiting"
+	c.t.emit(ev)
+	if c.last != nil {
+		c.last.Body.Close()
+	}
+	return nil, err
+}
+
+// refused ends a request that admit did not let through. A retry hands
+// back the failure of the attempt before it; a first attempt fails with
+// err.
+func (c *call) refused(err error) (*http.Response, error) {
+	circuit := errors.Is(err, ErrCircuitOpen)
+	reason := "circuit open"
+	if !circuit {
+		reason = strings.TrimPrefix(err.Error(), "steady: ")
+		if !strings.HasPrefix(reason, "pacing") {
+			reason = "pacing: " + reason
+		}
+	}
+	if c.attempt > 1 && c.ctx.Err() == nil {
+		return c.giveUpLast(reason)
+	}
+	if circuit {
+		ev := c.event(EventRejected, Failure{}, err)
+		ev.Reason = reason
+		c.t.emit(ev)
+	}
+	return fail(c.req, c.next, err, reason)
+}
+
+// giveUpLast hands back the failure of the previous attempt.
+func (c *call) giveUpLast(reason string) (*http.Response, error) {
+	return c.giveUp(c.last, c.lastErr, c.lastF, c.attempt-1, reason)
+}
+
+// giveUp hands a failure back: a response marked so that no outer retry
+// loop retries it, or the error (with such a response when called as
 // middleware).
-func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *http.Response, err error, f Failure, attempt int, reason string) (*http.Response, error) {
-	t.emit(Event{
-		Kind:      EventGiveUp,
-		Upstream:  upstreamOf(nil, req.URL),
-		Method:    req.Method,
-		Path:      req.URL.Path,
-		RequestID: f.RequestID,
-		Status:    f.Status,
-		Attempt:   attempt,
-		Reason:    reason,
-		Err:       safeErr(err),
-	})
+func (c *call) giveUp(resp *http.Response, err error, f Failure, attempt int, reason string) (*http.Response, error) {
+	ev := c.event(EventGiveUp, f, safeErr(err))
+	ev.Attempt, ev.Reason = attempt, reason
+	c.t.emit(ev)
 	if resp != nil {
 		if resp.Header == nil {
-			resp.Header = make(http.Header, 1)
+			resp.Header = make(http.Header, 2)
 		}
-		resp.Header.Set("X-Should-Retry", "false")
+		markGiveUp(resp.Header, reason)
 		return resp, nil
 	}
 	if err == nil {
 		err = errors.New("steady: " + reason)
 	}
-	return t.fail(req, next, err)
+	return fail(c.req, c.next, err, reason)
 }
 
+// event returns an event of kind about this request's current attempt.
+func (c *call) event(kind EventKind, f Failure, err error) Event {
+	return Event{
+		Kind:      kind,
+		Upstream:  c.upstream,
+		Method:    c.req.Method,
+		Path:      c.req.URL.Path,
+		RequestID: f.RequestID,
+		Status:    f.Status,
+		Attempt:   c.attempt,
+		Reason:    f.Reason,
+		Err:       err,
+		Context:   c.ctx,
+	}
+}
+
+// markGiveUp marks a response steady hands back after deciding not to
+// retry it: "X-Should-Retry: false" stops outer retry loops, and
+// "X-Steady-Give-Up" says why, for [ClassifyResponse].
+func markGiveUp(h http.Header, reason string) {
+	h.Set("X-Should-Retry", "false")
+	h.Set("X-Steady-Give-Up", cmp.Or(printable(reason, maxGiveUpReason), "gave up"))
+}
+
+// maxGiveUpReason bounds the X-Steady-Give-Up header.
+const maxGiveUpReason = 128
+
 // fail returns a final error. As middleware it comes with a response
-// carrying "X-Should-Retry: false": the OpenAI SDK then returns err to its
-// caller at once instead of retrying.
-func (t *Transport) fail(req *http.Request, next option.MiddlewareNext, err error) (*http.Response, error) {
+// carrying "X-Should-Retry: false" and "X-Steady-Give-Up": the OpenAI SDK
+// then returns err to its caller at once instead of retrying.
+func fail(req *http.Request, next option.MiddlewareNext, err error, reason string) (*http.Response, error) {
 	if next == nil {
 		return nil, err
 	}
-	return &http.Response{
+	resp := &http.Response{
 		Status:     "503 Service Unavailable",
 		StatusCode: http.StatusServiceUnavailable,
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,
-		Header:     http.Header{"X-Should-Retry": {"false"}},
+		Header:     make(http.Header, 2),
 		Body:       http.NoBody,
 		Request:    req,
-	}, err
-}
-
-func upstreamOf(br *breaker, u *url.URL) string {
-	if br != nil {
-		return br.upstream
 	}
-	return upstreamKey{u.Scheme, u.Host}.String()
+	markGiveUp(resp.Header, reason)
+	return resp, err
 }
 
 // safeErr drops the URL of a *url.Error, which may carry a key in its

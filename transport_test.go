@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"reflect"
@@ -86,7 +88,7 @@ func TestNewDefaults(t *testing.T) {
 	if tr.ResponseHeaderTimeout != 10*time.Minute || tr.MaxIdleConnsPerHost < 32 {
 		t.Fatalf("ResponseHeaderTimeout %v, MaxIdleConnsPerHost %d", tr.ResponseHeaderTimeout, tr.MaxIdleConnsPerHost)
 	}
-	if st.breakers == nil || st.budget == nil || st.retry.maxRetries != DefaultMaxRetries {
+	if st.breakers == nil || st.budget == nil || st.retry.maxRetries != defaultMaxRetries {
 		t.Fatal("a zero Config must enable the breaker, the budget and retries")
 	}
 }
@@ -375,4 +377,147 @@ func TestLoopInvariants(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGetBodyNoBodyNotReplayed: a GetBody that returns neither a body nor
+// an error marks a body that cannot be replayed.
+func TestGetBodyNoBodyNotReplayed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, steadytest.ServerError(503))
+		st := New(Config{Base: fake})
+		req := newRTRequest(t, strings.NewReader(rtBody))
+		req.GetBody = func() (io.ReadCloser, error) { return nil, nil }
+		resp, err := st.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 || fake.Calls() != 1 || !strings.Contains(resp.Header.Get("X-Steady-Give-Up"), "cannot be rewound") {
+			t.Fatalf("status %d after %d attempts, give-up %q", resp.StatusCode, fake.Calls(), resp.Header.Get("X-Steady-Give-Up"))
+		}
+	})
+}
+
+// TestPanickingGetBodyLeavesStateIntact: a GetBody that panics, read for a
+// half-open probe and for a closed circuit, leaves no breaker slot and no
+// in-flight count behind.
+func TestPanickingGetBodyLeavesStateIntact(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, steadytest.ServerError(503))
+		st := New(Config{Base: fake, Retry: RetryConfig{MaxRetries: -1}, Breaker: BreakerConfig{ConsecutiveFailures: 1, HalfOpenProbes: 1}})
+		if resp, _ := st.RoundTrip(newRTRequest(t, nil)); resp.StatusCode != 503 {
+			t.Fatalf("first call: %d", resp.StatusCode)
+		}
+		time.Sleep(2 * time.Second) // half-open
+		explode := func() {
+			req := newRTRequest(t, strings.NewReader(rtBody))
+			req.GetBody = func() (io.ReadCloser, error) { panic("GetBody exploded") }
+			defer func() {
+				if r := recover(); r != "GetBody exploded" {
+					t.Fatalf("recovered %v, want GetBody's panic", r)
+				}
+			}()
+			st.RoundTrip(req)
+		}
+		for range 4 {
+			explode()
+		}
+		fake.Add(steadytest.ChatCompletion("a"), steadytest.ChatCompletion("b"))
+		for range 4 {
+			explode() // closed now? not yet: the probe slot must be free
+		}
+		for i := range 2 {
+			resp, err := st.RoundTrip(newRTRequest(t, strings.NewReader(rtBody)))
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("healthy call %d after panics: %v", i, err)
+			}
+			resp.Body.Close()
+		}
+		if s := st.BreakerState("https://api.example.test"); s != BreakerClosed {
+			t.Fatalf("breaker %v after a good probe", s)
+		}
+		for _, p := range st.Snapshot() {
+			if p.InFlight != 0 {
+				t.Fatalf("partition %s: %d in flight after panics", p.Key, p.InFlight)
+			}
+		}
+	})
+}
+
+// TestRetryNegativeMeansNone: the config rule for RetryConfig and
+// BudgetConfig.
+func TestRetryNegativeMeansNone(t *testing.T) {
+	p := newRetryPolicy(RetryConfig{MaxRetries: -1, BaseDelay: -1, MaxDelay: -1, MaxRetryAfter: -1})
+	if p.maxRetries != 0 || p.maxRetryAfter >= 0 || p.max != math.MaxInt64 {
+		t.Fatalf("policy %+v", p)
+	}
+	for n := range 10 {
+		if d := p.backoff(n+1, time.Second); d != 0 {
+			t.Fatalf("no base delay: backoff %v", d)
+		}
+	}
+	p = newRetryPolicy(RetryConfig{MaxDelay: -1})
+	if d := p.backoff(40, 0); d < 0 {
+		t.Fatalf("uncapped backoff overflowed: %v", d)
+	}
+	if newBudget(BudgetConfig{Ratio: -1}) != nil {
+		t.Fatal("a negative ratio did not turn the budget off")
+	}
+	if b := newBudget(BudgetConfig{MinPerSecond: -1}); b.floor != nil || b.withdraw() {
+		t.Fatal("a negative floor still allowed a retry with nothing earned")
+	}
+}
+
+// recordHandler keeps log records.
+type recordHandler struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.recs = append(h.recs, r.Clone())
+	h.mu.Unlock()
+	return nil
+}
+func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestLogBurstsAggregated: a burst of identical refusals writes one line,
+// then one line with the count of the rest.
+func TestLogBurstsAggregated(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &recordHandler{}
+		fake := steadytest.NewFakeT(t, steadytest.ServerError(503))
+		st := New(Config{Base: fake, Logger: slog.New(h), Retry: RetryConfig{MaxRetries: -1}, Breaker: BreakerConfig{ConsecutiveFailures: 1}})
+		st.RoundTrip(newRTRequest(t, nil))
+		for range 50 {
+			if _, err := st.RoundTrip(newRTRequest(t, nil)); !errors.Is(err, ErrCircuitOpen) {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		var lines []string
+		count := int64(0)
+		h.mu.Lock()
+		for _, r := range h.recs {
+			if strings.HasPrefix(r.Message, "steady: rejected") {
+				lines = append(lines, r.Message)
+				r.Attrs(func(a slog.Attr) bool {
+					if a.Key == "count" {
+						count = a.Value.Int64()
+					}
+					return true
+				})
+			}
+			if r.Message == "steady: give-up" && r.Level != slog.LevelWarn {
+				t.Errorf("give-up logged at %v", r.Level)
+			}
+		}
+		h.mu.Unlock()
+		if len(lines) != 2 || count != 49 {
+			t.Fatalf("rejected lines %q with count %d, want 2 lines, the second counting 49", lines, count)
+		}
+	})
 }

@@ -69,7 +69,7 @@ func Peers() []Peer {
 				return steady.New(steady.Config{Base: base})
 			},
 			Options: func(base http.RoundTripper) []option.RequestOption {
-				t := steady.New(steady.Config{Base: base})
+				t := steady.New(steady.Config{})
 				return []option.RequestOption{
 					option.WithHTTPClient(&http.Client{Transport: base}),
 					option.WithMiddleware(t.Middleware),

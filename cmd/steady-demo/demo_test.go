@@ -374,16 +374,6 @@ func TestRecorderBreakerPeriodsAndBuckets(t *testing.T) {
 	}
 }
 
-func TestBreakerScaledToWindow(t *testing.T) {
-	b := breakerFor(10 * time.Second)
-	if b.OpenTimeout != 5*time.Second || b.Window != 10*time.Second {
-		t.Errorf("breaker for 10s windows = %+v, want open 5s over a 10s window", b)
-	}
-	if b := breakerFor(time.Minute); b != (steady.BreakerConfig{}) {
-		t.Errorf("breaker for one-minute windows = %+v, want the defaults", b)
-	}
-}
-
 func TestGoodputOverWholeWindows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		start := time.Now()
@@ -444,6 +434,15 @@ func TestDemoShowsWhatItClaims(t *testing.T) {
 		}
 		if len(st.OpenPeriods) == 0 {
 			t.Error("steady's breaker never opened during the outage")
+		}
+		hold := clients[2].rec.summarize(tl, limit, o.Window)
+		t.Logf("steady hold: %+v", hold)
+		if hold.Failed != 0 || hold.OutageAttempts > st.OutageAttempts+2 {
+			t.Errorf("hold: %d calls failed, %d attempts during the outage (fail-fast: %d); want none failed and no more attempts",
+				hold.Failed, hold.OutageAttempts, st.OutageAttempts)
+		}
+		if len(explain([]summary{bare, st, hold})) < 2 {
+			t.Error("the notes under the table are missing")
 		}
 	})
 }

@@ -1,9 +1,12 @@
 // Command steady-demo runs the same chat workload through the bare OpenAI
-// Go SDK and through the SDK with steady, side by side, against simulated
-// rate-limited providers in the same process: no API key, no network.
+// Go SDK, through the SDK with steady's defaults, and with steady holding
+// calls during an outage (BreakerConfig.Hold), side by side, against
+// simulated rate-limited providers in the same process: no API key, no
+// network. It is its own module, so that it can show optional
+// integrations; from the repository's root:
 //
-//	go run ./cmd/steady-demo
-//	go run ./cmd/steady-demo -plot steady.svg
+//	go -C cmd/steady-demo run .
+//	go -C cmd/steady-demo run . -plot steady.svg
 //
 // The run offers well above the rate limit, then switches the providers to
 // an outage (every request fails with 503), then lets them recover. A live
@@ -70,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.Algorithm, "algorithm", "sliding-window", "how the provider counts its limits: sliding-window or token-bucket")
 	fs.StringVar(&o.Plot, "plot", "", "write an SVG chart of accepted requests per second to this file")
 	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
-	fs.StringVar(&o.Model, "model", "gpt-4o-mini", "model named in each request")
+	fs.StringVar(&o.Model, "model", "gpt-5.4-mini", "model named in each request")
 	fs.DurationVar(&o.Interval, "progress", 0, "progress interval (0: 250ms on a terminal, 5s otherwise)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -142,9 +145,13 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s), offered %.1f/s from %d callers per client, %s; Ctrl-C stops early\n",
 		o.Requests, o.Window, limit, p.Offered, o.Concurrency, outage)
+	fmt.Fprintln(stdout, "steady: steady.New(steady.Config{}), the library's defaults, as SDK middleware (OnEvent set, to count)")
 	if o.BaseURL != "" {
 		fmt.Fprintf(stdout, "the steady side calls %s: its limits are that endpoint's, and no outage is injected there\n", o.BaseURL)
+	} else {
+		fmt.Fprintln(stdout, "steady hold: the same, with Breaker.Hold set: calls meeting an open circuit wait for recovery when their deadline allows")
 	}
+	fmt.Fprintf(stdout, "every call has a %s deadline; the bare SDK keeps its defaults (2 retries)\n", o.Timeout)
 
 	// Progress, until the run ends.
 	done := make(chan struct{})
@@ -172,8 +179,11 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "\nThe limit is %d requests per %s. Goodput counts successful calls over the whole windows of the overload.\n"+
 		"steady paces calls under the limit the provider announces, so they wait their turn instead of\n"+
-		"failing with 429s and retrying; during the outage its circuit breaker fails calls at once\n"+
-		"instead of sending them.\n", o.Requests, o.Window)
+		"failing with 429s and retrying; during the outage its circuit breaker stops calls from reaching\n"+
+		"the provider: failing them at once (steady), or holding them until it recovers (steady hold).\n\n", o.Requests, o.Window)
+	for _, n := range explain(rows) {
+		fmt.Fprintln(stdout, n)
+	}
 	if o.Plot != "" {
 		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit)); err != nil {
 			return err
@@ -183,9 +193,9 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// newClients builds the two sides: the bare SDK and the SDK with steady,
-// each with its own simulated provider and a counting transport between
-// them.
+// newClients builds the sides: the bare SDK, the SDK with steady's
+// defaults (failing fast on an open circuit), and with Hold set; each with
+// its own simulated provider and a counting transport between them.
 func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, error) {
 	bareUp, err := newProvider(pcfg)
 	if err != nil {
@@ -198,8 +208,31 @@ func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, err
 		option.WithHTTPClient(&http.Client{Transport: &counting{next: bareUp, rec: bare.rec}}),
 	)
 
-	st := &client{name: "steady", rec: newRecorder("steady", start, time.Second)}
-	st.rec.breaker = steady.BreakerClosed.String()
+	st, err := steadyClient("steady", steady.Config{}, pcfg, o, start)
+	if err != nil {
+		return nil, err
+	}
+	if o.BaseURL != "" {
+		return []*client{bare, st}, nil
+	}
+	hold, err := steadyClient("steady hold", holdConfig, pcfg, o, start)
+	if err != nil {
+		return nil, err
+	}
+	return []*client{bare, st, hold}, nil
+}
+
+// holdConfig is the one setting the hold side changes: calls that meet an
+// open circuit wait for the upstream's recovery, when their deadline
+// allows, instead of failing at once.
+var holdConfig = steady.Config{Breaker: steady.BreakerConfig{Hold: true}}
+
+// steadyClient builds an SDK client with steady as middleware, configured
+// by cfg (plus OnEvent, to count what steady does), with its own simulated
+// provider, or the -base-url endpoint.
+func steadyClient(name string, cfg steady.Config, pcfg providerConfig, o options, start time.Time) (*client, error) {
+	c := &client{name: name, rec: newRecorder(name, start, time.Second)}
+	c.rec.breaker = steady.BreakerClosed.String()
 	baseURL, key := "http://steady.provider.invalid/v1/", "sk-demo"
 	var next http.RoundTripper
 	if o.BaseURL != "" {
@@ -213,33 +246,17 @@ func newClients(pcfg providerConfig, o options, start time.Time) ([]*client, err
 		if err != nil {
 			return nil, err
 		}
-		st.upstream, next = up, up
+		c.upstream, next = up, up
 	}
-	base := &counting{next: next, rec: st.rec}
-	t := steady.New(steady.Config{Base: base, OnEvent: st.rec.event, Breaker: breakerFor(o.Window)})
-	st.sdk = openai.NewClient(
+	cfg.OnEvent = c.rec.event
+	t := steady.New(cfg)
+	c.sdk = openai.NewClient(
 		option.WithBaseURL(baseURL),
 		option.WithAPIKey(key),
-		option.WithHTTPClient(&http.Client{Transport: base}),
+		option.WithHTTPClient(&http.Client{Transport: &counting{next: next, rec: c.rec}}),
 		option.WithMiddleware(t.Middleware),
 	)
-	return []*client{bare, st}, nil
-}
-
-// breakerFor returns steady's breaker defaults, made as much shorter as a
-// window shorter than a minute compresses time: with 10-second windows,
-// the circuit stays open 5 seconds instead of 30.
-func breakerFor(window time.Duration) steady.BreakerConfig {
-	if window >= time.Minute {
-		return steady.BreakerConfig{}
-	}
-	scale := func(d time.Duration) time.Duration {
-		return max(time.Duration(float64(d)*window.Seconds()/60), time.Millisecond)
-	}
-	return steady.BreakerConfig{
-		Window:      scale(steady.DefaultBreakerWindow),
-		OpenTimeout: scale(steady.DefaultBreakerOpenTimeout),
-	}
+	return c, nil
 }
 
 // showProgress prints a live line per client every interval until done

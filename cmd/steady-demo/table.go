@@ -88,3 +88,48 @@ func progressLine(p progress, elapsed time.Duration, ph phase) string {
 	return fmt.Sprintf("%-12s %5.1fs %-8s calls %5d  ok %5d  failed %4d  %5.1f ok/s  429s %5d  retries %5d  breaker %s",
 		p.Name, elapsed.Seconds(), ph, p.Calls, p.OK, p.Failed, p.Rate, p.RateLimited, p.Retries, breaker)
 }
+
+// explain returns the notes that go under the table: what steady saved,
+// and why, for every row where a steady column looks worse than the bare
+// SDK's. rows[0] is the bare SDK; the others are steady's sides.
+func explain(rows []summary) []string {
+	if len(rows) < 2 {
+		return nil
+	}
+	bare := rows[0]
+	var notes []string
+	add := func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
+	for _, s := range rows[1:] {
+		add("%s saved: %d upstream attempts instead of %d (%s fewer), %d 429s instead of %d, %d attempts during the outage instead of %d.",
+			s.Name, s.Attempts, bare.Attempts, percent(bare.Attempts-s.Attempts, bare.Attempts), s.RateLimited, bare.RateLimited, s.OutageAttempts, bare.OutageAttempts)
+	}
+	worse := func(f func(s summary) bool) []string {
+		var names []string
+		for _, s := range rows[1:] {
+			if f(s) {
+				names = append(names, s.Name)
+			}
+		}
+		return names
+	}
+	if n := worse(func(s summary) bool { return s.OK < bare.OK }); len(n) > 0 {
+		add("calls ok (%s below the bare SDK): the provider counts its limit over a sliding window, and after the outage that window is empty;\n"+
+			"  the bare SDK spends it at once, a burst the provider accepts, while steady keeps pacing calls evenly under the limit.\n"+
+			"  Calls that failed fast during and just after the outage are missing from this row too (see below).", strings.Join(n, ", "))
+	}
+	if n := worse(func(s summary) bool { return s.FailedIn[phaseOutage] > bare.FailedIn[phaseOutage] }); len(n) > 0 {
+		add("calls failed during the outage (%s above the bare SDK): each caller loops, so a call that fails at once (circuit open)\n"+
+			"  is followed by the next at once; a bare SDK call spends seconds retrying before it fails, three attempts for each failure.", strings.Join(n, ", "))
+	}
+	if n := worse(func(s summary) bool { return s.FailedIn[phaseRecovery] > bare.FailedIn[phaseRecovery] }); len(n) > 0 {
+		add("calls failed after the outage (%s above the bare SDK): failing fast, steady fails calls until its next probe finds the\n"+
+			"  upstream back; the open period starts at about 1s and doubles while probes fail, up to BreakerConfig.OpenTimeout (10s),\n"+
+			"  so this lasts at most 10s. Fewer probes during a long outage cost a later close; with Hold, calls wait instead.", strings.Join(n, ", "))
+	}
+	if n := worse(func(s summary) bool { return s.P50 > bare.P50 }); len(n) > 0 {
+		add("latency (%s above the bare SDK): steady queues calls to stay under the limit, so a call waits for its turn instead of\n"+
+			"  failing with a 429; with Hold, calls also wait out the outage. The bare SDK's ok calls are quick, but %s of its attempts were 429s.",
+			strings.Join(n, ", "), percent(bare.RateLimited, bare.Attempts))
+	}
+	return notes
+}
