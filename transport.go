@@ -603,6 +603,9 @@ func fail(req *http.Request, next option.MiddlewareNext, err error, reason strin
 // safeErr drops the URL of a *url.Error, which may carry a key in its
 // query, keeping the cause.
 func safeErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		return ue.Err
