@@ -16,7 +16,11 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-var report = flag.Bool("report", false, "run the full workload and the overhead benchmarks, and write ../BENCHMARKS.md")
+var (
+	report     = flag.Bool("report", false, "run the full workload, the batch matrix, the loopback batches and the overhead benchmarks, and write ../BENCHMARKS.md")
+	loopback   = flag.Bool("loopback", false, "run the real-time batches on loopback and log their table (TestLoopback)")
+	sequential = flag.Bool("sequential", false, "run the peers of each loopback batch one after another instead of at the same time")
+)
 
 // reportCommand reproduces BENCHMARKS.md, from inside bench/.
 const reportCommand = "go test -count=1 -run 'TestReport$' -report ."
@@ -168,6 +172,22 @@ func TestReport(t *testing.T) {
 			r.Dialects = append(r.Dialects, DialectRun{Dialect: d, Results: res})
 		})
 	}
+	if hold, ok := HoldPeer(); ok {
+		r.HoldScenario = fullScenario
+		r.HoldScenario.CallTimeout = fullScenario.Outage + time.Minute
+		steadyPeer := Peers()[len(Peers())-1]
+		synctest.Test(t, func(t *testing.T) {
+			var err error
+			r.Hold, err = Run(t.Context(), r.HoldScenario, []Peer{steadyPeer, hold})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	r.MatrixPeers = BatchPeers()
+	r.Matrix, r.MatrixWall = runMatrix(t, r.MatrixPeers, MatrixLimits(), MatrixPatterns())
+	r.LoopbackPeers, r.LoopbackSequential = BatchPeers(), *sequential
+	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
 	r.Overhead = measureOverhead(t, r.Peers, 3)
 	r.Took = time.Since(wallStart)
 	var b bytes.Buffer

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,20 @@ type Report struct {
 	Overhead []Overhead   // in the order of Peers; Peers[0] is the baseline
 	Sweep    Scenario     // the workload of the dialect sweep
 	Dialects []DialectRun // the sweep, one run per dialect
+	// The fake-time batch matrix.
+	Matrix      []BatchRow
+	MatrixPeers []Peer
+	MatrixWall  time.Duration // real time the matrix took
+	// The real-time batches on loopback.
+	Loopback           []LoopbackRow
+	LoopbackPeers      []Peer
+	LoopbackWall       time.Duration
+	LoopbackSequential bool
+	// The outage with deadlines that outlast it: fail-fast steady and
+	// steady holding calls; empty when steady has no hold option.
+	Hold         []Result
+	HoldScenario Scenario
+
 	Machine  Machine
 	Date     time.Time
 	Command  string
@@ -142,6 +157,9 @@ func (r Report) Write(w io.Writer) error {
 		}
 		return x.FailFast.Seconds(), fmt.Sprintf("%d, %s", x.FailedOutage, d)
 	})
+	row("from the upstream's recovery to the first success", func(x Result) (float64, string) {
+		return x.Reopened.Seconds(), reopened(x)
+	})
 	row("failed calls after the outage", func(x Result) (float64, string) {
 		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
 	})
@@ -181,6 +199,8 @@ func (r Report) Write(w io.Writer) error {
 	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions. ")
 	p("The last row, from `BenchmarkSDKCall/<peer>`, is a whole chat completion through the SDK and the peer to the same base, for scale.\n\n")
 
+	r.writeHold(p)
+
 	if len(r.Dialects) > 0 {
 		w := r.Sweep
 		p("## Every dialect\n\n")
@@ -206,8 +226,19 @@ func (r Report) Write(w io.Writer) error {
 		p("\n")
 	}
 
+	r.writeMatrix(p)
+	r.writeLoopback(p)
+
 	p("## How each peer is set up\n\n")
-	for _, peer := range r.Peers {
+	peers := r.Peers
+	for _, extra := range [][]Peer{r.MatrixPeers, r.LoopbackPeers} {
+		for _, e := range extra {
+			if !slices.ContainsFunc(peers, func(q Peer) bool { return q.Setup == e.Setup }) {
+				peers = append(peers, e)
+			}
+		}
+	}
+	for _, peer := range peers {
 		p("- **%s**: %s.\n", peer.Name, peer.Setup)
 	}
 	p("\nThe peers that retry by themselves run with the SDK's retries off (`option.WithMaxRetries(0)`), as their users would set them; ")

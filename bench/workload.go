@@ -48,8 +48,12 @@ type Result struct {
 	Attempts       int           // requests that reached the provider
 	RateLimited    int           // of those, answered 429
 	OutageAttempts int           // requests that reached the provider during the outage
-	P50, P99       time.Duration // latency of successful calls
-	MaxInWindow    int64         // most requests the provider admitted in one window
+	// Reopened is the time from the upstream's recovery to the first
+	// attempt it answered 200: how long callers are kept from a healthy
+	// upstream. Negative when no attempt succeeded after the outage.
+	Reopened    time.Duration
+	P50, P99    time.Duration // latency of successful calls
+	MaxInWindow int64         // most requests the provider admitted in one window
 }
 
 // RateLimitedShare returns the share of upstream attempts answered 429.
@@ -74,11 +78,16 @@ type tally struct {
 	attempts    int
 	rateLimited int
 	outage      int
+	recovered   time.Time // when the outage ended
+	firstOK     time.Time // first attempt answered 200 after it
 }
 
 func (t *tally) setPhase(p int) {
 	t.mu.Lock()
 	t.phase = p
+	if p == 2 {
+		t.recovered = time.Now()
+	}
 	t.mu.Unlock()
 }
 
@@ -114,6 +123,9 @@ func (t *tally) attempt(status int) {
 	}
 	if status == http.StatusTooManyRequests {
 		t.rateLimited++
+	}
+	if t.phase == 2 && status == http.StatusOK && t.firstOK.IsZero() {
+		t.firstOK = time.Now()
 	}
 }
 
@@ -215,6 +227,10 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 			Attempts: t.attempts, RateLimited: t.rateLimited, OutageAttempts: t.outage,
 			P50: percentile(lat, 0.50), P99: percentile(lat, 0.99),
 			MaxInWindow: s.up.MaxInWindow(),
+			Reopened:    -1,
+		}
+		if !t.firstOK.IsZero() {
+			out[i].Reopened = t.firstOK.Sub(t.recovered)
 		}
 		if sc.Overload > 0 {
 			out[i].Goodput = float64(t.okIn[0]) / sc.Overload.Seconds() / sc.Limit()

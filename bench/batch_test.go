@@ -1,0 +1,233 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// runMatrix runs every limit with every pattern in fake time.
+func runMatrix(t *testing.T, peers []Peer, limits []BatchLimit, patterns []Pattern) ([]BatchRow, time.Duration) {
+	start := time.Now()
+	var rows []BatchRow
+	for _, bl := range limits {
+		for _, p := range patterns {
+			b := Batch{Limit: bl.Limit, Calls: bl.Calls, Pattern: p}
+			synctest.Test(t, func(t *testing.T) {
+				res, err := RunBatch(t.Context(), b, peers, BatchRun{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rows = append(rows, BatchRow{Batch: b, Results: res})
+			})
+		}
+	}
+	return rows, time.Since(start)
+}
+
+// runLoopback runs the real-time batches on loopback.
+func runLoopback(t *testing.T, peers []Peer, cases []LoopbackCase, sequential bool) ([]LoopbackRow, time.Duration) {
+	start := time.Now()
+	var rows []LoopbackRow
+	for _, c := range cases {
+		res, err := RunBatch(t.Context(), c.Batch, peers, BatchRun{Loopback: true, Sequential: sequential})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, LoopbackRow{Case: c, Results: res})
+		t.Logf("%s, %s: done after %s", c.Name, c.Batch.Pattern.Name, time.Since(start).Round(time.Second))
+	}
+	return rows, time.Since(start)
+}
+
+// TestLoopback runs the real-time batches on loopback and logs their
+// table. It runs only with -loopback (the report runs them too).
+func TestLoopback(t *testing.T) {
+	if !*loopback {
+		t.Skip("run with -loopback to run the real-time batches")
+	}
+	r := Report{LoopbackPeers: BatchPeers(), LoopbackSequential: *sequential}
+	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
+	var b bytes.Buffer
+	r.writeLoopback(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
+	t.Logf("\n%s", b.String())
+}
+
+func TestMinimum(t *testing.T) {
+	epoch := time.Unix(1_000_000_000, 0) // on a boundary of 1 s, 10 s and 1 min windows
+	for _, c := range []struct {
+		b     Batch
+		start time.Time
+		want  time.Duration
+	}{
+		// Sliding: a window's quota per window, the last batch one
+		// window after the previous.
+		{Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Latency: time.Second}, Calls: 200}, epoch, 3*time.Minute + time.Second},
+		{Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute}, Calls: 60}, epoch, 0},
+		// Fixed windows: the next boundary, wherever the batch starts.
+		{Batch{Limit: Limit{Kind: Fixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch, 5 * time.Second},
+		{Batch{Limit: Limit{Kind: Fixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch.Add(300 * time.Millisecond), 4700 * time.Millisecond},
+		// Token bucket: the full bucket, then one per refill.
+		{Batch{Limit: Limit{Kind: Bucket, Requests: 60, Window: time.Minute}, Calls: 200}, epoch, 140 * time.Second},
+		// Leaky bucket 20/s burst 10: 11 at once, then one per 50 ms.
+		{Batch{Limit: Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Latency: 50 * time.Millisecond}, Calls: 300}, epoch, 14500 * time.Millisecond},
+		// Workers bound it too: 16 workers, 100 ms each, no limit to speak of.
+		{Batch{Limit: Limit{Kind: Sliding, Requests: 1000, Window: time.Second, Latency: 100 * time.Millisecond}, Calls: 160, Pattern: Pattern{Workers: 16}}, epoch, time.Second},
+	} {
+		if got := c.b.Minimum(c.start); got != c.want {
+			t.Errorf("%s, %d calls: minimum %s, want %s", c.b.Limit, c.b.Calls, got, c.want)
+		}
+	}
+	b := Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute}, Calls: 200, Pattern: Pattern{Relative: 0.5}}
+	if got := b.Servable(epoch); got != 120 {
+		t.Errorf("servable in half of 3 minutes at 60/min: %d, want 120", got)
+	}
+}
+
+// TestGate checks the gate's fixed windows and leaky bucket against their
+// definitions, through its in-memory transport.
+func TestGate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := newGate(Limit{Kind: Fixed, Requests: 3, Window: time.Second, Dialect: steadytest.DialectHerokuSeed})
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 400*time.Millisecond)))
+		var statuses []int
+		var last http.Header
+		for range 4 {
+			resp := post(t, g)
+			statuses = append(statuses, resp.StatusCode)
+			last = resp.Header
+		}
+		if want := []int{200, 200, 200, 429}; !slices.Equal(statuses, want) {
+			t.Fatalf("fixed window of 3: statuses %v, want %v", statuses, want)
+		}
+		reset := time.Now().Truncate(time.Second).Add(time.Second).Unix()
+		if got := last.Get("X-Ratelimit-Reset-Requests"); got != strconv.FormatInt(reset, 10) {
+			t.Errorf("reset %q, want the window's end %d", got, reset)
+		}
+		if got := last.Get("Retry-After"); got != "1" {
+			t.Errorf("Retry-After %q, want 1", got)
+		}
+		time.Sleep(600 * time.Millisecond) // the next window
+		if resp := post(t, g); resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Remaining-Requests") != "2" {
+			t.Errorf("next window: status %d, remaining %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Remaining-Requests"))
+		}
+
+		l := newGate(Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 2})
+		statuses = statuses[:0]
+		for range 4 {
+			resp := post(t, l)
+			statuses = append(statuses, resp.StatusCode)
+			for k := range resp.Header {
+				if strings.Contains(strings.ToLower(k), "ratelimit") || k == "Retry-After" {
+					t.Errorf("leaky bucket sent %s", k)
+				}
+			}
+		}
+		if want := []int{200, 200, 200, 429}; !slices.Equal(statuses, want) {
+			t.Fatalf("leaky bucket burst 2: statuses %v, want %v", statuses, want)
+		}
+		time.Sleep(50 * time.Millisecond) // one interval
+		if resp := post(t, l); resp.StatusCode != 200 {
+			t.Errorf("after one interval: status %d", resp.StatusCode)
+		}
+		if resp := post(t, l); resp.StatusCode != 429 {
+			t.Errorf("twice in one interval: status %d", resp.StatusCode)
+		}
+	})
+}
+
+// TestBatch runs two small batches through every peer in fake time and
+// checks what RunBatch counts.
+func TestBatch(t *testing.T) {
+	for _, b := range []Batch{
+		{Limit: Limit{Kind: Fixed, Requests: 10, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Workers: 4}},
+		{Limit: Limit{Kind: Leaky, Requests: 10, Window: time.Second, Burst: 2, Latency: 50 * time.Millisecond}, Calls: 20, Pattern: Pattern{CancelOnError: true}},
+		{Limit: Limit{Kind: Sliding, Requests: 10, Window: 10 * time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Relative: 0.5}},
+	} {
+		synctest.Test(t, func(t *testing.T) {
+			res, err := RunBatch(t.Context(), b, BatchPeers(), BatchRun{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res {
+				t.Logf("%s: %s", r.Peer, batchCell(r))
+				if r.OK+r.Failed+r.Unfinished != b.Calls {
+					t.Errorf("%s: %d ok, %d failed, %d unfinished of %d calls", r.Peer, r.OK, r.Failed, r.Unfinished, b.Calls)
+				}
+				if r.Attempts < r.OK || r.Limited > r.Attempts {
+					t.Errorf("%s: %d ok from %d attempts, %d of them 429", r.Peer, r.OK, r.Attempts, r.Limited)
+				}
+				if r.OK > r.Servable {
+					t.Errorf("%s: %d ok, more than the %d the quota can serve", r.Peer, r.OK, r.Servable)
+				}
+				if r.OK == b.Calls && r.Makespan < r.Minimum {
+					t.Errorf("%s: every call served in %s, under the quota minimum %s", r.Peer, r.Makespan, r.Minimum)
+				}
+			}
+		})
+	}
+}
+
+func TestWorseThanBare(t *testing.T) {
+	bare := BatchResult{Peer: "bare SDK", Calls: 200, Servable: 200, OK: 180, Failed: 20, Minimum: time.Minute, Makespan: 2 * time.Minute, Attempts: 400, Limited: 200}
+	slow := BatchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: time.Minute, Makespan: time.Minute, Attempts: 118,
+		Why: map[string]int{"steady: pacing wait exceeds the maximum": 82}}
+	got := worseThanBare(slow, bare)
+	for _, want := range []string{"lost 82 calls the quota could serve in time (bare SDK: 20)", `82 of its failures: "steady: pacing wait exceeds the maximum"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("worseThanBare = %q, lacks %q", got, want)
+		}
+	}
+	if strings.Contains(got, "429") || strings.Contains(got, "took") {
+		t.Errorf("worseThanBare = %q: names a figure where steady is not worse", got)
+	}
+	bare.OK, bare.Failed, bare.Makespan, bare.Limited = 200, 0, 61*time.Second, 10
+	fine := BatchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 200, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 200}
+	if got := worseThanBare(fine, bare); got != "" {
+		t.Errorf("worseThanBare = %q for a result no worse", got)
+	}
+	fine.Makespan, fine.Limited = 90*time.Second, 20
+	got = worseThanBare(fine, bare)
+	for _, want := range []string{"took 1m30s (1.5× the minimum) where the bare SDK took 1m1s", "429s were 10.0% of its attempts"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("worseThanBare = %q, lacks %q", got, want)
+		}
+	}
+}
+
+func TestFailureKind(t *testing.T) {
+	for err, want := range map[error]string{
+		context.DeadlineExceeded: "the call's deadline",
+		steady.ErrCircuitOpen:    "circuit open",
+		errors.New(`POST "http://127.0.0.1:4711/v1/chat/completions": read: connection reset after 12ms`): "read: connection reset after N",
+	} {
+		if got := failureKind(err); got != want {
+			t.Errorf("failureKind(%v) = %q, want %q", err, got, want)
+		}
+	}
+}
+
+func post(t *testing.T, rt http.RoundTripper) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, "http://provider.invalid/v1/chat/completions", strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
