@@ -310,8 +310,12 @@ func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
 	start := time.Now()
 	res := BatchResult{Peer: p.Name, Start: start, Minimum: b.Minimum(start), Servable: b.Servable(start), Calls: b.Calls, Why: map[string]int{}}
 	deadline := b.deadline(start)
-	capCtx, capCancel := context.WithTimeout(ctx, b.cap(start))
+	// The cap cancels the calls without a deadline they could see: a call
+	// "without a deadline" must look like one on context.Background().
+	capCtx, capCancel := context.WithCancel(ctx)
 	defer capCancel()
+	capTimer := time.AfterFunc(b.cap(start), capCancel)
+	defer capTimer.Stop()
 	shared, cancelShared := context.WithCancel(capCtx)
 	defer cancelShared()
 

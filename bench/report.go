@@ -100,6 +100,8 @@ func (r Report) Write(w io.Writer) error {
 	p("# Benchmarks: steady and the libraries users pick instead\n\n")
 	p("Reproduce, inside `bench/` (it took %s here, benchmarks included):\n\n", r.Took.Round(time.Second))
 	p("```\n%s\n```\n\n", r.Command)
+	p("The real-time batches on loopback alone, with their table in the test log (add `-sequential` to run the peers of each batch one after another): ")
+	p("`go test -count=1 -run 'TestLoopback$' -loopback -v .`\n\n")
 	p("Measured %s on %s, %d cores, %s, %s.\n\n", r.Date.UTC().Format("2006-01-02"), r.Machine.CPU, r.Machine.Cores, r.Machine.Go, r.Machine.OS)
 
 	p("## The workload\n\n")
