@@ -78,11 +78,11 @@ type Report struct {
 	Hold         []Result
 	HoldScenario Scenario
 
-	Machine  Machine
-	Date     time.Time
-	Command  string
-	Wall     time.Duration // real time the workload took
-	Took     time.Duration // real time the whole report took
+	Machine Machine
+	Date    time.Time
+	Command string
+	Wall    time.Duration // real time the workload took
+	Took    time.Duration // real time the whole report took
 }
 
 // Write writes r as Markdown.
