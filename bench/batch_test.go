@@ -231,3 +231,55 @@ func post(t *testing.T, rt http.RoundTripper) *http.Response {
 	resp.Body.Close()
 	return resp
 }
+
+func TestMainWorse(t *testing.T) {
+	bare := Result{Peer: "bare SDK", Goodput: 1, FailedOutage: 100, FailFast: 2 * time.Second, OutageAttempts: 5000, Reopened: 20 * time.Millisecond, Recovery: 1, P50: 200 * time.Millisecond, P99: 40 * time.Second}
+	s := Result{Peer: "steady", Goodput: 0.983, FailedOutage: 3000, OutageAttempts: 40, Reopened: 5 * time.Second, Recovery: 0.9,
+		FailedRecovery: 50, LastFailure: 30 * time.Second, WhyOutage: map[string]int{"circuit open": 3000}, WhyRecovery: map[string]int{"circuit open": 49, "HTTP 503": 1},
+		P50: 3 * time.Second, P99: 3 * time.Second}
+	got := strings.Join(Report{}.mainWorse(s, bare), "\n")
+	for _, want := range []string{
+		"goodput during the overload: 0.983 against 1.000, within the 2% of every limit steady keeps unused",
+		"failed calls during the outage: 3000 against 100; 3000 of them: \"circuit open\"",
+		"That is fail-fast",
+		"first success after the recovery: 5s after it against 20ms",
+		"failed calls after the outage: 50 against 0, the last 30s after the recovery; 49 of them: \"circuit open\"",
+		"goodput after the outage: 0.900 against 1.000, 10.0% below",
+		"Calls wait their turn in steady's queue",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("mainWorse lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "\n429s:") || strings.Contains(got, "upstream attempts during the outage:") {
+		t.Errorf("mainWorse names a figure where steady is not worse:\n%s", got)
+	}
+}
+
+func TestBatchTable(t *testing.T) {
+	lim := Limit{Kind: Sliding, Requests: 60, Window: time.Minute}
+	row := BatchRow{Batch: Batch{Limit: lim, Calls: 200, Pattern: Pattern{Name: "all at once, no deadline"}}, Results: []BatchResult{
+		{Peer: "bare SDK", Calls: 200, Servable: 200, OK: 180, Failed: 20, Minimum: 3 * time.Minute, Makespan: 2 * time.Minute, Attempts: 400, Limited: 200},
+		{Peer: "steady (middleware)", Calls: 200, Servable: 200, OK: 200, Minimum: 3 * time.Minute, Makespan: 189 * time.Second, Attempts: 200},
+		{Peer: "steady (transport)", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: 3 * time.Minute, Makespan: 2 * time.Minute, Attempts: 118, Why: map[string]int{"steady: pacing wait exceeds the maximum": 82}},
+	}}
+	peers := []Peer{{Name: "bare SDK"}, {Name: "steady (middleware)"}, {Name: "steady (transport)"}}
+	var b bytes.Buffer
+	batchTable(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []BatchRow{row})
+	steadySummary(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []BatchRow{row})
+	out := b.String()
+	for _, want := range []string{
+		"| sliding window 60/1m0s, openai | all at once, no deadline | 200 | 3m0s | 0.667× (2m0s), 180 ok / 20 failed, 50.0% 429 | **1.05× (3m9s), 200 ok, 0% 429** |",
+		"Where steady did worse than the bare SDK (1 of 1 rows)",
+		"- sliding window 60/1m0s, openai, all at once, no deadline: steady (transport): lost 82 calls the quota could serve in time (bare SDK: 20)",
+		"**steady (middleware)**: lost 0 calls",
+		"finished within 1.05× the minimum on 1 of the 1 rows",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "steady (middleware): lost") {
+		t.Errorf("names steady (middleware) as worse:\n%s", out)
+	}
+}

@@ -162,6 +162,12 @@ func (r Report) Write(w io.Writer) error {
 	row("from the upstream's recovery to the first success", func(x Result) (float64, string) {
 		return x.Reopened.Seconds(), reopened(x)
 	})
+	row("from the upstream's recovery to the last failed call", func(x Result) (float64, string) {
+		if x.LastFailure < 0 {
+			return 0, "none failed"
+		}
+		return x.LastFailure.Seconds(), fmtDur(x.LastFailure)
+	})
 	row("failed calls after the outage", func(x Result) (float64, string) {
 		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
 	})
@@ -192,6 +198,12 @@ func (r Report) Write(w io.Writer) error {
 				o := r.overhead(x.Peer)
 				return o.SDKNsPerOp, fmt.Sprintf("%.0f, %d", o.SDKNsPerOp, o.SDKAllocsOp)
 			})
+		}
+	}
+	if notes := r.mainWorse(r.Results[ref], r.Results[0]); len(notes) > 0 {
+		p("\nWhere steady looks worse than the bare SDK in this table, from the figures above:\n\n")
+		for _, n := range notes {
+			p("- %s\n", n)
 		}
 	}
 	p("\nFailed calls are counted in the phase in which they ended; the time to fail is that of the calls that began during the outage. ")

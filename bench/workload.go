@@ -51,7 +51,13 @@ type Result struct {
 	// Reopened is the time from the upstream's recovery to the first
 	// attempt it answered 200: how long callers are kept from a healthy
 	// upstream. Negative when no attempt succeeded after the outage.
-	Reopened    time.Duration
+	Reopened time.Duration
+	// LastFailure is the time from the upstream's recovery to the end of
+	// the last call that failed after it; negative when none did.
+	LastFailure time.Duration
+	// WhyOverload, WhyOutage and WhyRecovery count why calls failed in
+	// each phase (see failureKind).
+	WhyOverload, WhyOutage, WhyRecovery map[string]int
 	P50, P99    time.Duration // latency of successful calls
 	MaxInWindow int64         // most requests the provider admitted in one window
 }
@@ -80,6 +86,8 @@ type tally struct {
 	outage      int
 	recovered   time.Time // when the outage ended
 	firstOK     time.Time // first attempt answered 200 after it
+	lastFail    time.Time // last call failed after it
+	why         [3]map[string]int
 }
 
 func (t *tally) setPhase(p int) {
@@ -104,6 +112,13 @@ func (t *tally) call(started int, latency time.Duration, err error) {
 	if err != nil {
 		t.failed++
 		t.failedIn[t.phase]++
+		if t.why[t.phase] == nil {
+			t.why[t.phase] = map[string]int{}
+		}
+		t.why[t.phase][failureKind(err)]++
+		if t.phase == 2 {
+			t.lastFail = time.Now()
+		}
 		if started == 1 {
 			t.failOutage = append(t.failOutage, latency)
 		}
@@ -228,6 +243,13 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 			P50: percentile(lat, 0.50), P99: percentile(lat, 0.99),
 			MaxInWindow: s.up.MaxInWindow(),
 			Reopened:    -1,
+			LastFailure: -1,
+			WhyOverload: t.why[0],
+			WhyOutage:   t.why[1],
+			WhyRecovery: t.why[2],
+		}
+		if !t.lastFail.IsZero() {
+			out[i].LastFailure = t.lastFail.Sub(t.recovered)
 		}
 		if !t.firstOK.IsZero() {
 			out[i].Reopened = t.firstOK.Sub(t.recovered)
