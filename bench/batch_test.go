@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,7 +185,7 @@ func TestWorseThanBare(t *testing.T) {
 	slow := BatchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: time.Minute, Makespan: time.Minute, Attempts: 118,
 		Why: map[string]int{"steady: pacing wait exceeds the maximum": 82}}
 	got := worseThanBare(slow, bare)
-	for _, want := range []string{"lost 82 calls the quota could serve in time (bare SDK: 20)", `82 of its failures: "steady: pacing wait exceeds the maximum"`} {
+	for _, want := range []string{"failed 82 calls the quota could serve in time (bare SDK: 20)", `82 of its failures: "steady: pacing wait exceeds the maximum"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("worseThanBare = %q, lacks %q", got, want)
 		}
@@ -271,7 +272,7 @@ func TestBatchTable(t *testing.T) {
 	for _, want := range []string{
 		"| sliding window 60/1m0s, openai | all at once, no deadline | 200 | 3m0s | 0.667× (2m0s), 180 ok / 20 failed, 50.0% 429 | **1.05× (3m9s), 200 ok, 0% 429** |",
 		"Where steady did worse than the bare SDK (1 of 1 rows)",
-		"- sliding window 60/1m0s, openai, all at once, no deadline: steady (transport): lost 82 calls the quota could serve in time (bare SDK: 20)",
+		"- sliding window 60/1m0s, openai, all at once, no deadline: steady (transport): failed 82 calls the quota could serve in time (bare SDK: 20)",
 		"**steady (middleware)**: lost 0 calls",
 		"finished within 1.05× the minimum on 1 of the 1 rows",
 	} {
@@ -279,7 +280,18 @@ func TestBatchTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "steady (middleware): lost") {
+	if strings.Contains(out, "steady (middleware): failed") {
 		t.Errorf("names steady (middleware) as worse:\n%s", out)
+	}
+}
+
+func TestHoldMode(t *testing.T) {
+	var cfg steady.Config
+	ok := holdMode(&cfg)
+	if changed := !reflect.DeepEqual(cfg, steady.Config{}); changed != ok {
+		t.Errorf("holdMode reported %v but changed the config: %v", ok, changed)
+	}
+	if _, has := HoldPeer(); has != ok {
+		t.Errorf("HoldPeer says %v, holdMode %v", has, ok)
 	}
 }

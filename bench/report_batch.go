@@ -58,8 +58,10 @@ func minimumCell(r BatchResult, b Batch) string {
 // is worse than the bare SDK's result bare, or "" where it is not.
 func worseThanBare(s, bare BatchResult) string {
 	var why []string
-	if s.Lost() > bare.Lost() {
-		w := fmt.Sprintf("lost %d calls the quota could serve in time (bare SDK: %d)", s.Lost(), bare.Lost())
+	// Calls still out at the cap are said separately.
+	sLost, bLost := max(0, s.Lost()-s.Unfinished), max(0, bare.Lost()-bare.Unfinished)
+	if sLost > bLost {
+		w := fmt.Sprintf("failed %d calls the quota could serve in time (bare SDK: %d)", sLost, bLost)
 		if k, n := s.TopWhy(); n > 0 {
 			w += fmt.Sprintf("; %d of its failures: %q", n, k)
 		}
@@ -189,7 +191,20 @@ func (r Report) writeMatrix(p func(string, ...any)) {
 	steadySummary(p, r.MatrixPeers, r.Matrix)
 	p("Callers: *16 workers* make the calls one after another; *all at once* launches every call in its own goroutine; ")
 	p("*cancel all on the first error* shares one context cancelled at the first failure, as `errgroup.WithContext` does; ")
-	p("deadlines are per call, as a multiple of the batch's minimum. Limits marked as fixed windows and the leaky bucket are counted by `bench`'s gate in front of an unlimited `steadytest` provider; the others by `steadytest` itself.\n\n")
+	p("deadlines are per call, as a multiple of the batch's minimum. ")
+	var gated, own []string
+	for k := Sliding; k <= Leaky; k++ {
+		if _, ok := countedBySteadytest[k]; ok {
+			own = append(own, k.String()+"s")
+		} else {
+			gated = append(gated, k.String()+"s")
+		}
+	}
+	p("`steadytest`'s provider counts the %s itself", strings.Join(own, " and "))
+	if len(gated) > 0 {
+		p("; `bench`'s gate (`gate.go`) counts the %s in front of an unlimited `steadytest` provider", strings.Join(gated, " and "))
+	}
+	p(".\n\n")
 }
 
 // writeLoopback writes the real-time batches on loopback.
