@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -377,7 +376,7 @@ func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
 }
 
 var batchParams = openai.ChatCompletionNewParams{
-	Model:               openai.ChatModelGPT4oMini,
+	Model:               "gpt-4o-mini",
 	MaxCompletionTokens: openai.Int(16),
 	Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say ok.")},
 }
@@ -416,22 +415,4 @@ func failureKind(err error) string {
 		msg = msg[:80]
 	}
 	return digits.ReplaceAllString(msg, "N")
-}
-
-// sortedKinds returns the reasons in r.Why, most common first.
-func (r BatchResult) sortedKinds() []string {
-	ks := make([]string, 0, len(r.Why))
-	for k := range r.Why {
-		ks = append(ks, k)
-	}
-	slices.SortFunc(ks, func(a, b string) int {
-		if r.Why[a] != r.Why[b] {
-			return r.Why[b] - r.Why[a]
-		}
-		if a < b {
-			return -1
-		}
-		return 1
-	})
-	return ks
 }

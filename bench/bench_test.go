@@ -279,7 +279,7 @@ func BenchmarkSDKCall(b *testing.B) {
 func benchmarkSDKCall(b *testing.B, p Peer) {
 	client := NewClient(p, "http://provider.invalid/v1/", okBase{})
 	params := openai.ChatCompletionNewParams{
-		Model:               openai.ChatModelGPT4oMini,
+		Model:               "gpt-4o-mini",
 		MaxCompletionTokens: openai.Int(64),
 		Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage(strings.Repeat("lorem ipsum ", 170))},
 	}

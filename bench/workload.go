@@ -273,7 +273,7 @@ func call(ctx context.Context, sdk openai.Client, sc Scenario, t *tally) {
 	cctx, cancel := context.WithTimeout(ctx, sc.CallTimeout)
 	defer cancel()
 	params := openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say ok.")},
 	}
 	if sc.MaxTokens > 0 {
