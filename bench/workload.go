@@ -58,8 +58,8 @@ type Result struct {
 	// WhyOverload, WhyOutage and WhyRecovery count why calls failed in
 	// each phase (see failureKind).
 	WhyOverload, WhyOutage, WhyRecovery map[string]int
-	P50, P99    time.Duration // latency of successful calls
-	MaxInWindow int64         // most requests the provider admitted in one window
+	P50, P99                            time.Duration // latency of successful calls
+	MaxInWindow                         int64         // most requests the provider admitted in one window
 }
 
 // RateLimitedShare returns the share of upstream attempts answered 429.
