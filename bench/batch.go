@@ -148,6 +148,11 @@ type Batch struct {
 	Limit   Limit
 	Pattern Pattern
 	Calls   int
+	// Processes is how many independent clients (each its own SDK client
+	// and, for steady, its own Transport) share the batch and the
+	// provider's limit, as processes of a fleet would; calls go to them in
+	// turn. Zero means one.
+	Processes int
 	// Cap bounds a run: calls still out then are cancelled and counted
 	// unfinished. Zero means four times the minimum plus five minutes.
 	Cap time.Duration
@@ -297,7 +302,11 @@ func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
 		url = srv.URL + "/v1/"
 		base = &counter{next: tr, t: t}
 	}
-	sdk := NewClient(p, url, base)
+	sdks := make([]openai.Client, max(b.Processes, 1))
+	for i := range sdks {
+		sdks[i] = NewClient(p, url, base)
+	}
+	var turn atomic.Int64
 
 	// A fixed window's quota depends on where in the window the batch
 	// starts: start on a boundary, as a batch started long after the last
@@ -325,6 +334,7 @@ func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
 		if deadline > 0 {
 			cctx, cancel = context.WithTimeout(shared, deadline)
 		}
+		sdk := sdks[int(turn.Add(1)-1)%len(sdks)]
 		_, err := sdk.Chat.Completions.New(cctx, batchParams)
 		cancel()
 		end := time.Now()

@@ -21,20 +21,28 @@ import (
 // runMatrix runs every limit with every pattern in fake time.
 func runMatrix(t *testing.T, peers []Peer, limits []BatchLimit, patterns []Pattern) ([]BatchRow, time.Duration) {
 	start := time.Now()
-	var rows []BatchRow
+	var batches []Batch
 	for _, bl := range limits {
 		for _, p := range patterns {
-			b := Batch{Limit: bl.Limit, Calls: bl.Calls, Pattern: p}
-			synctest.Test(t, func(t *testing.T) {
-				res, err := RunBatch(t.Context(), b, peers, BatchRun{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				rows = append(rows, BatchRow{Batch: b, Results: res})
-			})
+			batches = append(batches, Batch{Limit: bl.Limit, Calls: bl.Calls, Pattern: p})
 		}
 	}
-	return rows, time.Since(start)
+	return runBatches(t, peers, batches), time.Since(start)
+}
+
+// runBatches runs each batch in fake time.
+func runBatches(t *testing.T, peers []Peer, batches []Batch) []BatchRow {
+	var rows []BatchRow
+	for _, b := range batches {
+		synctest.Test(t, func(t *testing.T) {
+			res, err := RunBatch(t.Context(), b, peers, BatchRun{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, BatchRow{Batch: b, Results: res})
+		})
+	}
+	return rows
 }
 
 // runLoopback runs the real-time batches on loopback.
@@ -155,6 +163,7 @@ func TestBatch(t *testing.T) {
 		{Limit: Limit{Kind: Fixed, Requests: 10, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Workers: 4}},
 		{Limit: Limit{Kind: Leaky, Requests: 10, Window: time.Second, Burst: 2, Latency: 50 * time.Millisecond}, Calls: 20, Pattern: Pattern{CancelOnError: true}},
 		{Limit: Limit{Kind: Sliding, Requests: 10, Window: 10 * time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Relative: 0.5}},
+		{Limit: Limit{Kind: Bucket, Requests: 10, Window: time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Workers: 8}, Processes: 3},
 	} {
 		synctest.Test(t, func(t *testing.T) {
 			res, err := RunBatch(t.Context(), b, BatchPeers(), BatchRun{})

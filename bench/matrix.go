@@ -26,6 +26,8 @@ func MatrixLimits() []BatchLimit {
 		{Limit{Kind: Fixed, Requests: 100, Window: 10 * time.Second, Dialect: openai, Latency: 200 * ms}, 300},
 		{Limit{Kind: Fixed, Requests: 60, Window: time.Minute, Dialect: heroku, Latency: 200 * ms}, 200},
 		{Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Dialect: none, Latency: 50 * ms}, 300},
+		{Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: none, Latency: 50 * ms}, 120},
+		{Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Dialect: none, Latency: 200 * ms}, 200},
 	}
 }
 
@@ -38,6 +40,17 @@ func MatrixPatterns() []Pattern {
 		{Name: "all at once, deadline 2× the minimum", Relative: 2},
 		{Name: "all at once, deadline ½ the minimum", Relative: 0.5},
 	}
+}
+
+// FleetBatches returns the batches shared by several uncoordinated
+// processes on one key: the same batch split over 1, 4 and 16 clients.
+func FleetBatches() []Batch {
+	lim := Limit{Kind: Sliding, Requests: 600, Window: time.Minute, Dialect: steadytest.DialectOpenAI, Latency: 200 * time.Millisecond}
+	var bs []Batch
+	for _, n := range []int{1, 4, 16} {
+		bs = append(bs, Batch{Limit: lim, Calls: 1500, Pattern: Pattern{Name: "32 workers, no deadline", Workers: 32}, Processes: n})
+	}
+	return bs
 }
 
 // LoopbackCase is one real-time batch on loopback and the targets steady

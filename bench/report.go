@@ -68,6 +68,7 @@ type Report struct {
 	Matrix      []BatchRow
 	MatrixPeers []Peer
 	MatrixWall  time.Duration // real time the matrix took
+	Fleet       []BatchRow    // FleetBatches, with MatrixPeers
 	// The real-time batches on loopback.
 	Loopback           []LoopbackRow
 	LoopbackPeers      []Peer
@@ -241,6 +242,7 @@ func (r Report) Write(w io.Writer) error {
 	}
 
 	r.writeMatrix(p)
+	r.writeFleet(p)
 	r.writeLoopback(p)
 
 	p("## How each peer is set up\n\n")

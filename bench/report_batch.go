@@ -103,7 +103,7 @@ func batchTable(p func(string, ...any), peers []Peer, rows []BatchRow) {
 			label = ""
 		}
 		prev = lim
-		p("| %s | %s | %d | %s |", label, b.Pattern.Name, b.Calls, minimumCell(row.Results[0], b))
+		p("| %s | %s | %d | %s |", label, b.callers(), b.Calls, minimumCell(row.Results[0], b))
 		for _, r := range row.Results {
 			cell := batchCell(r)
 			if isSteady(r.Peer) {
@@ -122,7 +122,7 @@ func batchTable(p func(string, ...any), peers []Peer, rows []BatchRow) {
 			}
 		}
 		if len(parts) > 0 {
-			worse = append(worse, fmt.Sprintf("- %s, %s: %s.", lim, b.Pattern.Name, strings.Join(parts, ". ")))
+			worse = append(worse, fmt.Sprintf("- %s, %s: %s.", lim, b.callers(), strings.Join(parts, ". ")))
 		}
 	}
 	p("\n")
@@ -160,7 +160,7 @@ func steadySummary(p func(string, ...any), peers []Peer, rows []BatchRow) {
 				}
 			}
 			if r.LimitedShare() > worst {
-				worst, worstAt = r.LimitedShare(), row.Batch.Limit.String()+", "+row.Batch.Pattern.Name
+				worst, worstAt = r.LimitedShare(), row.Batch.Limit.String()+", "+row.Batch.callers()
 			}
 		}
 		p("- **%s**: lost %d calls the quota could serve before their deadline, on %d of %d rows (target: none); ", peer.Name, lost, lostRows, len(rows))
@@ -292,4 +292,23 @@ func reopened(x Result) string {
 		return "never"
 	}
 	return fmtDur(x.Reopened)
+}
+
+// callers describes who makes a batch's calls.
+func (b Batch) callers() string {
+	if b.Processes > 1 {
+		return fmt.Sprintf("%s, %d processes", b.Pattern.Name, b.Processes)
+	}
+	return b.Pattern.Name
+}
+
+// writeFleet writes the batches shared by several processes.
+func (r Report) writeFleet(p func(string, ...any)) {
+	if len(r.Fleet) == 0 {
+		return
+	}
+	p("## Several processes on one key\n\n")
+	p("The same batch split over several uncoordinated processes (each its own SDK client and, for steady, its own `Transport`, with no shared store) against one limit, in fake time. ")
+	p("Targets for steady: 429s at most 1%% of attempts for one process and at most 3%% for 16.\n\n")
+	batchTable(p, r.MatrixPeers, r.Fleet)
 }
