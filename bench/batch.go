@@ -75,9 +75,12 @@ type Limit struct {
 func (l Limit) String() string {
 	s := fmt.Sprintf("%s %d/%s", l.Kind, l.Requests, fmtDur(l.Window))
 	if l.Kind == Leaky {
-		return s + fmt.Sprintf(" burst %d, no headers", l.Burst)
+		s += fmt.Sprintf(" burst %d", l.Burst)
 	}
-	return s + ", " + l.Dialect.String()
+	if l.Kind == Leaky || l.Dialect == steadytest.DialectNone {
+		return s + ", no headers"
+	}
+	return s + ", " + l.Dialect.String() + " headers"
 }
 
 // batchUpstream is a fresh provider with a limit: in memory as an

@@ -279,9 +279,9 @@ func TestBatchTable(t *testing.T) {
 	steadySummary(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []BatchRow{row})
 	out := b.String()
 	for _, want := range []string{
-		"| sliding window 60/1m0s, openai | all at once, no deadline | 200 | 3m0s | 0.667× (2m0s), 180 ok / 20 failed, 50.0% 429 | **1.05× (3m9s), 200 ok, 0% 429** |",
+		"| sliding window 60/1m0s, openai headers | all at once, no deadline | 200 | 3m0s | 0.667× (2m0s), 180 ok / 20 failed, 50.0% 429 | **1.05× (3m9s), 200 ok, 0% 429** |",
 		"Where steady did worse than the bare SDK (1 of 1 rows)",
-		"- sliding window 60/1m0s, openai, all at once, no deadline: steady (transport): failed 82 calls the quota could serve in time (bare SDK: 20)",
+		"- sliding window 60/1m0s, openai headers, all at once, no deadline: steady (transport): failed 82 calls the quota could serve in time (bare SDK: 20)",
 		"**steady (middleware)**: lost 0 calls",
 		"finished within 1.05× the minimum on 1 of the 1 rows",
 	} {

@@ -278,6 +278,8 @@ func ratio(v, ref float64) string {
 		return "same"
 	case ref == 0:
 		return "steady: 0"
+	case ref < 0:
+		return "steady: below 0"
 	}
 	return fmt.Sprintf("%s×", trim(v/ref))
 }

@@ -61,14 +61,14 @@ func worseThanBare(s, bare BatchResult) string {
 	// Calls still out at the cap are said separately.
 	sLost, bLost := max(0, s.Lost()-s.Unfinished), max(0, bare.Lost()-bare.Unfinished)
 	if sLost > bLost {
-		w := fmt.Sprintf("failed %d calls the quota could serve in time (bare SDK: %d)", sLost, bLost)
+		w := fmt.Sprintf("failed %s the quota could serve in time (bare SDK: %d)", calls(sLost), bLost)
 		if k, n := s.TopWhy(); n > 0 {
 			w += fmt.Sprintf("; %d of its failures: %q", n, k)
 		}
 		why = append(why, w)
 	}
 	if s.Unfinished > bare.Unfinished {
-		why = append(why, fmt.Sprintf("%d calls still out at the %s cap (bare SDK: %d)", s.Unfinished, fmtDur(s.Makespan), bare.Unfinished))
+		why = append(why, fmt.Sprintf("%s still out at the %s cap (bare SDK: %d)", calls(s.Unfinished), fmtDur(s.Makespan), bare.Unfinished))
 	}
 	if s.OK >= bare.OK && s.Unfinished == 0 && s.Makespan > bare.Makespan*21/20 && bare.OK == s.Servable {
 		why = append(why, fmt.Sprintf("took %s (%s× the minimum) where the bare SDK took %s (%s×) for the same calls",
@@ -234,7 +234,7 @@ func (r Report) writeLoopback(p func(string, ...any)) {
 			verdict := "meets it"
 			var miss []string
 			if res.OK < res.Servable {
-				miss = append(miss, fmt.Sprintf("%d calls not served", res.Servable-res.OK))
+				miss = append(miss, calls(res.Servable-res.OK)+" not served")
 			}
 			if res.Ratio() > l.Case.MaxRatio {
 				miss = append(miss, fmt.Sprintf("%s× the minimum", trim(res.Ratio())))
@@ -311,4 +311,12 @@ func (r Report) writeFleet(p func(string, ...any)) {
 	p("The same batch split over several uncoordinated processes (each its own SDK client and, for steady, its own `Transport`, with no shared store) against one limit, in fake time. ")
 	p("Targets for steady: 429s at most 1%% of attempts for one process and at most 3%% for 16.\n\n")
 	batchTable(p, r.MatrixPeers, r.Fleet)
+}
+
+// calls formats a count of calls.
+func calls(n int) string {
+	if n == 1 {
+		return "1 call"
+	}
+	return fmt.Sprintf("%d calls", n)
 }

@@ -80,7 +80,13 @@ func (r Report) mainWorse(s, b Result) []string {
 		if dns > 1000 || dallocs > 5 {
 			verdict = "over"
 		}
-		add("success path: steady adds %.0f ns and %d allocations per request to the bare base, %s the budget of +1 µs and +5 allocations.", dns, dallocs, verdict)
+		cost := fmt.Sprintf("%.0f ns", dns)
+		if dns <= 0 {
+			cost = fmt.Sprintf("no measurable time (%.0f ns: the base's own runs varied more than that here)", dns)
+		}
+		if dns > 0 || dallocs > 0 {
+			add("success path: steady adds %s and %d allocations per request to the bare base, %s the budget of +1 µs and +5 allocations.", cost, dallocs, verdict)
+		}
 	}
 	return out
 }
