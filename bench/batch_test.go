@@ -283,7 +283,7 @@ func TestBatchTable(t *testing.T) {
 		"Where steady did worse than the bare SDK (1 of 1 rows)",
 		"- sliding window 60/1m0s, openai headers, all at once, no deadline: steady (transport): failed 82 calls the quota could serve in time (bare SDK: 20)",
 		"**steady (middleware)**: lost 0 calls",
-		"finished within 1.05× the minimum on 1 of the 1 rows",
+		"served every call within 1.05× the minimum on 0 of the 1 rows",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -302,5 +302,50 @@ func TestHoldMode(t *testing.T) {
 	}
 	if _, has := HoldPeer(); has != ok {
 		t.Errorf("HoldPeer says %v, holdMode %v", has, ok)
+	}
+}
+
+// TestBatchLoopback runs a small batch with a limit it never reaches
+// through every peer and a real loopback server: the harness's network
+// path, not its timing.
+func TestBatchLoopback(t *testing.T) {
+	b := Batch{Limit: Limit{Kind: Leaky, Requests: 100000, Window: time.Second, Burst: 1000}, Calls: 20, Pattern: Pattern{Workers: 4}}
+	res, err := RunBatch(t.Context(), b, BatchPeers(), BatchRun{Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		t.Logf("%s: %s %v", r.Peer, batchCell(r), r.Why)
+		if r.OK != b.Calls || r.Attempts != b.Calls || r.Limited != 0 {
+			t.Errorf("%s: %d ok from %d attempts (%d answered 429), want %d of each and no 429", r.Peer, r.OK, r.Attempts, r.Limited, b.Calls)
+		}
+	}
+}
+
+func TestTargets(t *testing.T) {
+	lim := Limit{Kind: Sliding, Requests: 60, Window: time.Minute}
+	good := BatchResult{Peer: "steady (middleware)", Calls: 100, Servable: 100, OK: 100, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 100}
+	r := Report{
+		MatrixPeers: []Peer{{Name: "bare SDK"}, {Name: "steady (middleware)"}},
+		Matrix: []BatchRow{
+			{Batch: Batch{Limit: lim, Calls: 100}, Results: []BatchResult{{Peer: "bare SDK"}, good}},
+			{Batch: Batch{Limit: lim, Calls: 100, Pattern: Pattern{Relative: 0.5}}, Results: []BatchResult{{Peer: "bare SDK"}, {Peer: "steady (middleware)", Calls: 100, Servable: 50, OK: 45, Failed: 55, Minimum: time.Minute, Makespan: 30 * time.Second, Attempts: 45}}},
+		},
+		Results: []Result{{Peer: "steady", OutageAttempts: 12, Reopened: 11 * time.Second}},
+	}
+	var b bytes.Buffer
+	r.writeTargets(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
+	out := b.String()
+	for _, want := range []string{
+		"3 of 5 met",
+		"| 8 | steady (middleware): no call fails that the quota could serve before its deadline (batch matrix) | 5 calls lost on 1 of 2 rows | **no** |",
+		"| 8 | steady (middleware): makespan at most 1.05× the quota minimum (batch matrix) | 1 of the 1 rows whose every call the quota can serve in time | yes |",
+		"| 9 | steady: upstream attempts during the 2-minute outage at most 15 | 12 | yes |",
+		"| 9 | steady: circuit closed within 10 s of the upstream's recovery (first success) | 11s | **no** |",
+		"Not measured: hold mode",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("targets lack %q:\n%s", want, out)
+		}
 	}
 }

@@ -105,6 +105,8 @@ func (r Report) Write(w io.Writer) error {
 	p("`go test -count=1 -run 'TestLoopback$' -loopback -v .`\n\n")
 	p("Measured %s on %s, %d cores, %s, %s.\n\n", r.Date.UTC().Format("2006-01-02"), r.Machine.CPU, r.Machine.Cores, r.Machine.Go, r.Machine.OS)
 
+	r.writeTargets(p)
+
 	p("## The workload\n\n")
 	p("Every peer runs the same workload at the same time, each against its own simulated OpenAI-compatible provider ")
 	p("(`steadytest`, in memory) with the same limit: %d requests per %s (%s/s, %s, %s dialect), answering in %s. ", sc.Requests, fmtDur(sc.Window), trim(sc.Limit()), sc.Algorithm, sc.Dialect, fmtDur(sc.Latency))
