@@ -66,9 +66,12 @@ type Limit struct {
 	Kind     Kind
 	Requests int
 	Window   time.Duration
-	Burst    int // Leaky only: requests admitted at once beyond the first
-	Dialect  steadytest.Dialect
-	Latency  time.Duration
+	// Burst, for Leaky only, is how many requests are admitted at once
+	// beyond the first, as nginx's limit_req burst with nodelay (GCRA with
+	// a tolerance of Burst intervals): a full bucket admits Burst+1.
+	Burst   int
+	Dialect steadytest.Dialect
+	Latency time.Duration
 }
 
 // String describes l for tables, e.g. "fixed window 20/1s, heroku-seed".
