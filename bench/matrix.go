@@ -62,9 +62,16 @@ type LoopbackCase struct {
 	MaxLimits float64 // target: at most this share of attempts answered 429
 }
 
-// LoopbackCases returns the real-time batches. Each run is capped at 1.25
-// times its minimum plus 8 s, so that the whole set takes well under two
-// minutes whatever a peer does.
+// The cap of a loopback run: loopbackCapFactor times its minimum plus
+// loopbackCapSlack, so that the whole set takes well under two minutes
+// whatever a peer does, and still shows a peer's makespan up to well past
+// the targets.
+const (
+	loopbackCapFactor = 1.25
+	loopbackCapSlack  = 5 * time.Second
+)
+
+// LoopbackCases returns the real-time batches, each with its cap.
 func LoopbackCases() []LoopbackCase {
 	ms := time.Millisecond
 	heroku := Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * ms}
@@ -78,7 +85,7 @@ func LoopbackCases() []LoopbackCase {
 	}
 	for i := range cs {
 		b := &cs[i].Batch
-		b.Cap = b.Minimum(time.Unix(0, 0))*5/4 + 8*time.Second
+		b.Cap = time.Duration(loopbackCapFactor*float64(b.Minimum(time.Unix(0, 0)))) + loopbackCapSlack
 	}
 	return cs
 }

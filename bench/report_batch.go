@@ -222,7 +222,7 @@ func (r Report) writeLoopback(p func(string, ...any)) {
 		how = "one after another, each against a fresh server"
 	}
 	p("The same kind of batch in real time: each limit is served by an HTTP server on 127.0.0.1 (`net/http`), and the peers run %s (%s of real time in all). ", how, r.LoopbackWall.Round(time.Second))
-	p("Each run is capped at 1.25 times its minimum plus 8 s; calls still out then are cancelled and counted as unfinished. ")
+	p("Each run is capped at %s times its minimum plus %s; calls still out then are cancelled and counted as unfinished. ", trim(loopbackCapFactor), fmtDur(loopbackCapSlack))
 	p("The per-second windows announce Heroku-style headers (limit, remaining, reset as a Unix timestamp in whole seconds, with a whole-second `Date`); the 10-second windows OpenAI-style duration resets; the leaky bucket answers bare 429s with no header and its upstream takes %s.\n\n", fmtDur(50*time.Millisecond))
 	rows := make([]BatchRow, len(r.Loopback))
 	for i, l := range r.Loopback {
