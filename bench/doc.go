@@ -9,5 +9,13 @@
 //	go test -count=1 -run 'TestReport$' -report .
 //
 // writes ../BENCHMARKS.md with the results, the success-path overhead of
-// each peer (BenchmarkOverhead) and the machine it ran on.
+// each peer (BenchmarkOverhead) and the machine it ran on. It also runs a
+// matrix of finite batches against every kind of limit in fake time
+// (RunBatch, MatrixLimits, MatrixPatterns), each peer's makespan stated as
+// a multiple of the quota's physical minimum, and the same kind of batch in
+// real time against servers on 127.0.0.1 (LoopbackCases), which
+//
+//	go test -count=1 -run 'TestLoopback$' -loopback -v .
+//
+// runs alone.
 package bench

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -77,6 +79,68 @@ func Peers() []Peer {
 			},
 		},
 	}
+}
+
+// BatchPeers returns the bare SDK, go-retryablehttp, failsafe-go, and
+// steady in both forms: SDK middleware and the HTTP client's transport.
+func BatchPeers() []Peer {
+	ps := Peers()
+	for i := range ps {
+		if ps[i].Name == "steady" {
+			ps[i].Name = "steady (middleware)"
+		}
+	}
+	return append(ps, Peer{
+		Name:      "steady (transport)",
+		Setup:     "steady.New(steady.Config{}) as the HTTP client's transport (option.WithHTTPClient), SDK defaults left on",
+		Transport: func(base http.RoundTripper) http.RoundTripper { return steady.New(steady.Config{Base: base}) },
+		Options: func(base http.RoundTripper) []option.RequestOption {
+			return []option.RequestOption{option.WithHTTPClient(&http.Client{Transport: steady.New(steady.Config{Base: base})})}
+		},
+	})
+}
+
+// HoldPeer returns steady as SDK middleware with its breaker holding calls
+// until the circuit closes (while their deadline allows) instead of
+// failing them at once, and whether this build of steady has that option.
+func HoldPeer() (Peer, bool) {
+	var probe steady.Config
+	if !holdMode(&probe) {
+		return Peer{}, false
+	}
+	mk := func(base http.RoundTripper) *steady.Transport {
+		cfg := steady.Config{Base: base}
+		holdMode(&cfg)
+		return steady.New(cfg)
+	}
+	return Peer{
+		Name:      "steady, hold mode",
+		Setup:     "steady.New with the breaker's hold option on, as SDK middleware, SDK defaults left on",
+		Transport: func(base http.RoundTripper) http.RoundTripper { return mk(base) },
+		Options: func(base http.RoundTripper) []option.RequestOption {
+			return []option.RequestOption{
+				option.WithHTTPClient(&http.Client{Transport: base}),
+				option.WithMiddleware(mk(base).Middleware),
+			}
+		},
+	}, true
+}
+
+// holdMode turns on the breaker option that holds calls while the circuit
+// is open, and reports whether cfg has one: a bool field of BreakerConfig
+// whose name holds "Hold".
+func holdMode(cfg *steady.Config) bool {
+	// The breaker's hold option, if it is not a bool field named Hold...:
+	// set it here in one line and return true.
+	v := reflect.ValueOf(&cfg.Breaker).Elem()
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if strings.Contains(f.Name, "Hold") && f.Type.Kind() == reflect.Bool && f.IsExported() {
+			v.Field(i).SetBool(true)
+			return true
+		}
+	}
+	return false
 }
 
 // retryableClient is retryablehttp's default client sending through base,

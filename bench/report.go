@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,11 +64,26 @@ type Report struct {
 	Overhead []Overhead   // in the order of Peers; Peers[0] is the baseline
 	Sweep    Scenario     // the workload of the dialect sweep
 	Dialects []DialectRun // the sweep, one run per dialect
-	Machine  Machine
-	Date     time.Time
-	Command  string
-	Wall     time.Duration // real time the workload took
-	Took     time.Duration // real time the whole report took
+	// The fake-time batch matrix.
+	Matrix      []BatchRow
+	MatrixPeers []Peer
+	MatrixWall  time.Duration // real time the matrix took
+	Fleet       []BatchRow    // FleetBatches, with MatrixPeers
+	// The real-time batches on loopback.
+	Loopback           []LoopbackRow
+	LoopbackPeers      []Peer
+	LoopbackWall       time.Duration
+	LoopbackSequential bool
+	// The outage with deadlines that outlast it: fail-fast steady and
+	// steady holding calls; empty when steady has no hold option.
+	Hold         []Result
+	HoldScenario Scenario
+
+	Machine Machine
+	Date    time.Time
+	Command string
+	Wall    time.Duration // real time the workload took
+	Took    time.Duration // real time the whole report took
 }
 
 // Write writes r as Markdown.
@@ -85,7 +101,11 @@ func (r Report) Write(w io.Writer) error {
 	p("# Benchmarks: steady and the libraries users pick instead\n\n")
 	p("Reproduce, inside `bench/` (it took %s here, benchmarks included):\n\n", r.Took.Round(time.Second))
 	p("```\n%s\n```\n\n", r.Command)
+	p("The real-time batches on loopback alone, with their table in the test log (add `-sequential` to run the peers of each batch one after another): ")
+	p("`go test -count=1 -run 'TestLoopback$' -loopback -v .`\n\n")
 	p("Measured %s on %s, %d cores, %s, %s.\n\n", r.Date.UTC().Format("2006-01-02"), r.Machine.CPU, r.Machine.Cores, r.Machine.Go, r.Machine.OS)
+
+	r.writeTargets(p)
 
 	p("## The workload\n\n")
 	p("Every peer runs the same workload at the same time, each against its own simulated OpenAI-compatible provider ")
@@ -142,6 +162,15 @@ func (r Report) Write(w io.Writer) error {
 		}
 		return x.FailFast.Seconds(), fmt.Sprintf("%d, %s", x.FailedOutage, d)
 	})
+	row("from the upstream's recovery to the first success", func(x Result) (float64, string) {
+		return x.Reopened.Seconds(), reopened(x)
+	})
+	row("from the upstream's recovery to the last failed call", func(x Result) (float64, string) {
+		if x.LastFailure < 0 {
+			return 0, "none failed"
+		}
+		return x.LastFailure.Seconds(), fmtDur(x.LastFailure)
+	})
 	row("failed calls after the outage", func(x Result) (float64, string) {
 		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
 	})
@@ -174,12 +203,20 @@ func (r Report) Write(w io.Writer) error {
 			})
 		}
 	}
+	if notes := r.mainWorse(r.Results[ref], r.Results[0]); len(notes) > 0 {
+		p("\nWhere steady looks worse than the bare SDK in this table, from the figures above:\n\n")
+		for _, n := range notes {
+			p("- %s\n", n)
+		}
+	}
 	p("\nFailed calls are counted in the phase in which they ended; the time to fail is that of the calls that began during the outage. ")
 	p("Goodput counts successful calls; steady keeps %.0f%% of every limit unused by default (`PacingConfig.Headroom`). ", 100*steady.DefaultHeadroom)
 	p("With callers offering more than the limit, calls through steady wait their turn in its pacer instead of in retry loops after 429s, which shows in the latency rows.\n")
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
 	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions. ")
 	p("The last row, from `BenchmarkSDKCall/<peer>`, is a whole chat completion through the SDK and the peer to the same base, for scale.\n\n")
+
+	r.writeHold(p)
 
 	if len(r.Dialects) > 0 {
 		w := r.Sweep
@@ -206,8 +243,20 @@ func (r Report) Write(w io.Writer) error {
 		p("\n")
 	}
 
+	r.writeMatrix(p)
+	r.writeFleet(p)
+	r.writeLoopback(p)
+
 	p("## How each peer is set up\n\n")
-	for _, peer := range r.Peers {
+	peers := r.Peers
+	for _, extra := range [][]Peer{r.MatrixPeers, r.LoopbackPeers} {
+		for _, e := range extra {
+			if !slices.ContainsFunc(peers, func(q Peer) bool { return q.Setup == e.Setup }) {
+				peers = append(peers, e)
+			}
+		}
+	}
+	for _, peer := range peers {
 		p("- **%s**: %s.\n", peer.Name, peer.Setup)
 	}
 	p("\nThe peers that retry by themselves run with the SDK's retries off (`option.WithMaxRetries(0)`), as their users would set them; ")
@@ -231,6 +280,8 @@ func ratio(v, ref float64) string {
 		return "same"
 	case ref == 0:
 		return "steady: 0"
+	case ref < 0:
+		return "steady: below 0"
 	}
 	return fmt.Sprintf("%s×", trim(v/ref))
 }

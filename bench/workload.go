@@ -48,8 +48,18 @@ type Result struct {
 	Attempts       int           // requests that reached the provider
 	RateLimited    int           // of those, answered 429
 	OutageAttempts int           // requests that reached the provider during the outage
-	P50, P99       time.Duration // latency of successful calls
-	MaxInWindow    int64         // most requests the provider admitted in one window
+	// Reopened is the time from the upstream's recovery to the first
+	// attempt it answered 200: how long callers are kept from a healthy
+	// upstream. Negative when no attempt succeeded after the outage.
+	Reopened time.Duration
+	// LastFailure is the time from the upstream's recovery to the end of
+	// the last call that failed after it; negative when none did.
+	LastFailure time.Duration
+	// WhyOverload, WhyOutage and WhyRecovery count why calls failed in
+	// each phase (see failureKind).
+	WhyOverload, WhyOutage, WhyRecovery map[string]int
+	P50, P99                            time.Duration // latency of successful calls
+	MaxInWindow                         int64         // most requests the provider admitted in one window
 }
 
 // RateLimitedShare returns the share of upstream attempts answered 429.
@@ -74,11 +84,18 @@ type tally struct {
 	attempts    int
 	rateLimited int
 	outage      int
+	recovered   time.Time // when the outage ended
+	firstOK     time.Time // first attempt answered 200 after it
+	lastFail    time.Time // last call failed after it
+	why         [3]map[string]int
 }
 
 func (t *tally) setPhase(p int) {
 	t.mu.Lock()
 	t.phase = p
+	if p == 2 {
+		t.recovered = time.Now()
+	}
 	t.mu.Unlock()
 }
 
@@ -95,6 +112,13 @@ func (t *tally) call(started int, latency time.Duration, err error) {
 	if err != nil {
 		t.failed++
 		t.failedIn[t.phase]++
+		if t.why[t.phase] == nil {
+			t.why[t.phase] = map[string]int{}
+		}
+		t.why[t.phase][failureKind(err)]++
+		if t.phase == 2 {
+			t.lastFail = time.Now()
+		}
 		if started == 1 {
 			t.failOutage = append(t.failOutage, latency)
 		}
@@ -114,6 +138,9 @@ func (t *tally) attempt(status int) {
 	}
 	if status == http.StatusTooManyRequests {
 		t.rateLimited++
+	}
+	if t.phase == 2 && status == http.StatusOK && t.firstOK.IsZero() {
+		t.firstOK = time.Now()
 	}
 }
 
@@ -215,6 +242,17 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 			Attempts: t.attempts, RateLimited: t.rateLimited, OutageAttempts: t.outage,
 			P50: percentile(lat, 0.50), P99: percentile(lat, 0.99),
 			MaxInWindow: s.up.MaxInWindow(),
+			Reopened:    -1,
+			LastFailure: -1,
+			WhyOverload: t.why[0],
+			WhyOutage:   t.why[1],
+			WhyRecovery: t.why[2],
+		}
+		if !t.lastFail.IsZero() {
+			out[i].LastFailure = t.lastFail.Sub(t.recovered)
+		}
+		if !t.firstOK.IsZero() {
+			out[i].Reopened = t.firstOK.Sub(t.recovered)
 		}
 		if sc.Overload > 0 {
 			out[i].Goodput = float64(t.okIn[0]) / sc.Overload.Seconds() / sc.Limit()
@@ -235,7 +273,7 @@ func call(ctx context.Context, sdk openai.Client, sc Scenario, t *tally) {
 	cctx, cancel := context.WithTimeout(ctx, sc.CallTimeout)
 	defer cancel()
 	params := openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    "gpt-4o-mini",
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say ok.")},
 	}
 	if sc.MaxTokens > 0 {
