@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -291,17 +290,6 @@ func TestBatchTable(t *testing.T) {
 	}
 	if strings.Contains(out, "steady (middleware): failed") {
 		t.Errorf("names steady (middleware) as worse:\n%s", out)
-	}
-}
-
-func TestHoldMode(t *testing.T) {
-	var cfg steady.Config
-	ok := holdMode(&cfg)
-	if changed := !reflect.DeepEqual(cfg, steady.Config{}); changed != ok {
-		t.Errorf("holdMode reported %v but changed the config: %v", ok, changed)
-	}
-	if _, has := HoldPeer(); has != ok {
-		t.Errorf("HoldPeer says %v, holdMode %v", has, ok)
 	}
 }
 

@@ -174,7 +174,8 @@ func TestReport(t *testing.T) {
 			r.Dialects = append(r.Dialects, DialectRun{Dialect: d, Results: res})
 		})
 	}
-	if hold, ok := HoldPeer(); ok {
+	{
+		hold := HoldPeer()
 		r.HoldScenario = fullScenario
 		r.HoldScenario.CallTimeout = fullScenario.Outage + time.Minute
 		steadyPeer := Peers()[len(Peers())-1]

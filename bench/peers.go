@@ -2,8 +2,6 @@ package bench
 
 import (
 	"net/http"
-	"reflect"
-	"strings"
 	"time"
 
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
@@ -102,45 +100,22 @@ func BatchPeers() []Peer {
 
 // HoldPeer returns steady as SDK middleware with its breaker holding calls
 // until the circuit closes (while their deadline allows) instead of
-// failing them at once, and whether this build of steady has that option.
-func HoldPeer() (Peer, bool) {
-	var probe steady.Config
-	if !holdMode(&probe) {
-		return Peer{}, false
-	}
-	mk := func(base http.RoundTripper) *steady.Transport {
-		cfg := steady.Config{Base: base}
-		holdMode(&cfg)
-		return steady.New(cfg)
-	}
+// failing them at once.
+func HoldPeer() Peer {
+	hold := steady.BreakerConfig{Hold: true}
 	return Peer{
-		Name:      "steady, hold mode",
-		Setup:     "steady.New with the breaker's hold option on, as SDK middleware, SDK defaults left on",
-		Transport: func(base http.RoundTripper) http.RoundTripper { return mk(base) },
+		Name:  "steady, hold mode",
+		Setup: "steady.New(steady.Config{Breaker: steady.BreakerConfig{Hold: true}}) as SDK middleware, SDK defaults left on",
+		Transport: func(base http.RoundTripper) http.RoundTripper {
+			return steady.New(steady.Config{Base: base, Breaker: hold})
+		},
 		Options: func(base http.RoundTripper) []option.RequestOption {
 			return []option.RequestOption{
 				option.WithHTTPClient(&http.Client{Transport: base}),
-				option.WithMiddleware(mk(base).Middleware),
+				option.WithMiddleware(steady.New(steady.Config{Breaker: hold}).Middleware),
 			}
 		},
-	}, true
-}
-
-// holdMode turns on the breaker option that holds calls while the circuit
-// is open, and reports whether cfg has one: a bool field of BreakerConfig
-// whose name holds "Hold".
-func holdMode(cfg *steady.Config) bool {
-	// The breaker's hold option, if it is not a bool field named Hold...:
-	// set it here in one line and return true.
-	v := reflect.ValueOf(&cfg.Breaker).Elem()
-	for i := range v.NumField() {
-		f := v.Type().Field(i)
-		if strings.Contains(f.Name, "Hold") && f.Type.Kind() == reflect.Bool && f.IsExported() {
-			v.Field(i).SetBool(true)
-			return true
-		}
 	}
-	return false
 }
 
 // retryableClient is retryablehttp's default client sending through base,
