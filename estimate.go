@@ -2,6 +2,7 @@ package steady
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -633,4 +634,44 @@ func (s *reqScanner) structural(b []byte, i int) int {
 		}
 	}
 	return i + 1
+}
+
+// attemptRequest returns the request to send on an attempt of req, after
+// admission (and so after inspection): req itself on a first attempt whose
+// body was not inspected, else a clone whose body comes from rewindBody.
+// A first attempt whose body cannot be rewound is req as it is: inspection
+// could not read it either. inspected says whether pacing reads bodies.
+func attemptRequest(ctx context.Context, req *http.Request, attempt int, inspected bool) (*http.Request, error) {
+	if attempt == 1 && (!inspected || !hasBody(req) || req.GetBody == nil) {
+		return req, nil
+	}
+	if !hasBody(req) {
+		return req.Clone(ctx), nil
+	}
+	body, err := rewindBody(req)
+	if err != nil {
+		if attempt == 1 {
+			return req, nil
+		}
+		return nil, err
+	}
+	r := req.Clone(ctx)
+	r.Body = body
+	return r, nil
+}
+
+// closeUnsent closes the body of a request that went out with a body from
+// GetBody instead, unless it is that body.
+func closeUnsent(orig, sent io.ReadCloser) {
+	if orig != nil && !sameBody(orig, sent) {
+		orig.Close()
+	}
+}
+
+// closeFirst closes req's body when a first attempt ends before it is
+// sent; a later attempt has not yet taken a body.
+func closeFirst(req *http.Request, attempt int) {
+	if attempt == 1 {
+		closeBody(req)
+	}
 }

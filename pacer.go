@@ -535,3 +535,6 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 	slices.SortFunc(out, func(a, b PartitionSnapshot) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
+
+// inspects reports whether acquire reads request bodies.
+func (p *pacer) inspects() bool { return p != nil && !p.cfg.Disabled }

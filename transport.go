@@ -188,21 +188,9 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		prevWait time.Duration
 	)
 	for attempt := 1; ; attempt++ {
-		r := req
-		if attempt > 1 {
-			r = req.Clone(ctx)
-			if hasBody {
-				body, err := req.GetBody()
-				if err != nil {
-					return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "request body cannot be rewound: "+err.Error())
-				}
-				r.Body = body
-			}
-		}
-
 		done, err := br.allow()
 		if err != nil {
-			closeBody(r)
+			closeFirst(req, attempt)
 			if attempt > 1 {
 				return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "circuit open")
 			}
@@ -211,14 +199,25 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 			return t.fail(req, next, err)
 		}
 
-		pm, err := t.pacer.acquire(ctx, r)
+		pm, err := t.pacer.acquire(ctx, req)
 		if err != nil {
 			br.report(done, errBreakerExcluded)
-			closeBody(r)
+			closeFirst(req, attempt)
 			if attempt > 1 && ctx.Err() == nil {
 				return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "pacing: "+err.Error())
 			}
 			return t.fail(req, next, err)
+		}
+
+		// The attempt's body comes from GetBody after pacing read it.
+		r, err := attemptRequest(ctx, req, attempt, t.pacer.inspects())
+		if err != nil {
+			pm.settle(nil, nil)
+			br.report(done, errBreakerExcluded)
+			return t.giveUp(req, next, last, lastErr, lastF, attempt-1, "request body cannot be rewound: "+err.Error())
+		}
+		if attempt == 1 && r != req {
+			defer closeUnsent(req.Body, r.Body)
 		}
 
 		if attempt == 1 {
