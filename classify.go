@@ -23,10 +23,19 @@ import (
 // Failure describes a failed call: the status, what the provider's error
 // body says, and whether it is worth retrying and why.
 //
-// Retryable says whether the status, the body and the x-should-retry header
-// allow another attempt. A caller still compares RetryAfter with its own cap:
-// a 429 announcing a wait of a day is retryable in principle but not worth
-// waiting for.
+// Retryable says whether the status, the body and the provider's
+// x-should-retry header allow another attempt at the provider. A caller
+// still compares RetryAfter with its own cap: a 429 announcing a wait of a
+// day is retryable in principle but not worth waiting for.
+//
+// GaveUp says, separately, that steady has already given up on this
+// failure, and why: its retries ran out, the retry hint was above the cap,
+// the deadline or the retry budget did not allow another try. A failure
+// that came out of steady can be both Retryable and GaveUp: worth trying
+// again later, not now. Code that re-queues work should drop what is not
+// Retryable (a bad request, an account out of credit), and re-queue what
+// is, after RetryAfter when HasRetryAfter, without retrying at once what
+// steady GaveUp on: steady has just done that.
 type Failure struct {
 	Status    int    // HTTP status; 0 for a transport error
 	Type      string // provider's error type, e.g. "rate_limit_error"
@@ -45,6 +54,44 @@ type Failure struct {
 	// HasRetryAfter says whether the server gave a retry hint; a hint of
 	// zero means "retry at once".
 	HasRetryAfter bool
+	// GaveUp is why steady gave up on this failure, e.g. "retries
+	// exhausted", read from the X-Steady-Give-Up header steady sets on the
+	// response it hands back (or from the error it returns); empty when the
+	// failure did not come out of steady's give-up. At most 128 bytes.
+	GaveUp string
+}
+
+// giveUpHeader is the header steady sets, beside "X-Should-Retry: false",
+// on a failed response it hands back after deciding not to retry; its
+// value is the reason.
+const giveUpHeader = "X-Steady-Give-Up"
+
+// giveUpValue is reason made fit for a header value: printable, one line,
+// bounded.
+func giveUpValue(reason string) string {
+	if v := printable(reason, maxRequestID); v != "" {
+		return v
+	}
+	return "gave up"
+}
+
+// giveUpError is the error steady returns when it gives up on a failure
+// that has no response (a transport error): it reads as the error itself
+// and tells [ClassifyError] that steady gave up, and why.
+type giveUpError struct {
+	reason string
+	err    error
+}
+
+func (e *giveUpError) Error() string { return e.err.Error() }
+func (e *giveUpError) Unwrap() error { return e.err }
+
+// gaveUp returns err marked as given up for reason.
+func gaveUp(err error, reason string) error {
+	if err == nil {
+		return nil
+	}
+	return &giveUpError{reason: giveUpValue(reason), err: err}
 }
 
 // Bounds of what classification reads and keeps.
@@ -82,6 +129,11 @@ func (f Failure) String() string {
 	if f.HasRetryAfter {
 		b.WriteString(", retry after ")
 		b.WriteString(f.RetryAfter.String())
+	}
+	if f.GaveUp != "" {
+		b.WriteString(", steady gave up (")
+		b.WriteString(f.GaveUp)
+		b.WriteByte(')')
 	}
 	sep := "; "
 	for _, kv := range [3][2]string{{"type=", f.Type}, {"code=", f.Code}, {"request_id=", f.RequestID}} {
@@ -161,11 +213,24 @@ func ClassifyError(err error) Failure {
 				r.Body = &replayBody{prefix: body, err: rerr, rc: r.Body}
 			}
 		}
-		return classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
+		f := classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
+		if f.GaveUp == "" {
+			f.GaveUp = errGaveUp(err)
+		}
+		return f
 	}
-	f := Failure{Message: errorMessage(err)}
+	f := Failure{Message: errorMessage(err), GaveUp: errGaveUp(err)}
 	f.Retryable, f.Reason = classifyTransportError(err)
 	return f
+}
+
+// errGaveUp is the reason steady gave up on err, or "".
+func errGaveUp(err error) string {
+	var g *giveUpError
+	if errors.As(err, &g) && g != nil {
+		return g.reason
+	}
+	return ""
 }
 
 // classifyTransportError decides on an error that came without a response.
@@ -267,7 +332,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Message = printable(ef.message, maxMessage)
 
 	// Request ids in order of preference; the body's comes last.
-	var shouldRetry string
+	var shouldRetry, giveUp string
 	var ids [5]string
 	for k, vv := range h {
 		if len(vv) == 0 {
@@ -276,6 +341,8 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		switch {
 		case equalFold(k, "x-should-retry"):
 			keep(&shouldRetry, vv[0])
+		case equalFold(k, "x-steady-give-up"):
+			keep(&giveUp, vv[0])
 		case equalFold(k, "x-request-id"):
 			keep(&ids[0], vv[0])
 		case equalFold(k, "request-id"):
@@ -306,6 +373,16 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	// The status rule, which x-should-retry overrides both ways; then what
 	// no header overrides: an account out of credit stays out of credit.
 	f.Retryable, f.Reason = statusRule(status)
+	if giveUp != "" {
+		// steady gave up: the "X-Should-Retry: false" beside it is its
+		// own, telling the SDK not to retry. The provider's verdict, when
+		// it said not to retry, is the reason steady gave.
+		f.GaveUp = giveUpValue(giveUp)
+		shouldRetry = ""
+		if f.GaveUp == "x-should-retry: false" {
+			shouldRetry = "false"
+		}
+	}
 	switch strings.ToLower(trimOWS(shouldRetry)) {
 	case "true":
 		f.Retryable, f.Reason = true, "x-should-retry: true"

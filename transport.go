@@ -369,12 +369,17 @@ func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *
 			resp.Header = make(http.Header, 1)
 		}
 		resp.Header.Set("X-Should-Retry", "false")
+		resp.Header.Set(giveUpHeader, giveUpValue(reason))
 		return resp, nil
 	}
 	if err == nil {
 		err = errors.New("steady: " + reason)
 	}
-	return t.fail(req, next, err)
+	out, err := t.fail(req, next, gaveUp(err, reason))
+	if out != nil {
+		out.Header.Set(giveUpHeader, giveUpValue(reason))
+	}
+	return out, err
 }
 
 // fail returns a final error. As middleware it comes with a response
