@@ -152,19 +152,25 @@ func (f Failure) String() string {
 }
 
 // ClassifyResponse describes resp. For a status of 400 or more it reads at
-// most the first 64 KiB of the body and puts back a body that yields the
-// original bytes in full (what was read, then the rest) and whose Close
-// closes the original body. The body of a success is never read, so streams stay
-// untouched. A nil resp gives a Failure with Reason "no response".
+// most the first 64 KiB of the body, for at most 3 seconds (a body that
+// drips is classified from what arrived by then), and puts back a body
+// that yields the original bytes in full (what was read, then the rest)
+// and whose Close closes the original body. The body of a success is never
+// read, so streams stay untouched. A nil resp gives a Failure with Reason
+// "no response".
+//
+// A connection is reused only once its body has been read to the end: an
+// error body that is not read past its first 64 KiB (or its first 3
+// seconds) costs its connection when it is closed.
 func ClassifyResponse(resp *http.Response) Failure {
 	if resp == nil {
 		return Failure{Reason: "no response"}
 	}
 	var body []byte
 	if resp.StatusCode >= 400 && resp.Body != nil && resp.Body != http.NoBody {
-		var err error
-		body, err = readPrefix(resp.Body, resp.ContentLength, maxErrorBody)
-		resp.Body = &replayBody{prefix: body, err: err, rc: resp.Body}
+		var eb *errorBody
+		body, eb = readErrorBody(resp.Body, resp.ContentLength, maxErrorBody, errorBodyWait)
+		resp.Body = eb
 	}
 	return classify(resp.StatusCode, resp.Header, body, time.Now(), nil)
 }
@@ -208,9 +214,9 @@ func ClassifyError(err error) Failure {
 		if r := apiErr.Response; r != nil {
 			h = r.Header
 			if r.Body != nil && r.Body != http.NoBody {
-				var rerr error
-				body, rerr = readPrefix(r.Body, r.ContentLength, maxErrorBody)
-				r.Body = &replayBody{prefix: body, err: rerr, rc: r.Body}
+				var eb *errorBody
+				body, eb = readErrorBody(r.Body, r.ContentLength, maxErrorBody, errorBodyWait)
+				r.Body = eb
 			}
 		}
 		f := classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
@@ -983,19 +989,36 @@ func printable(s string, limit int) string {
 	return out
 }
 
-// readPrefix reads up to limit bytes of r, stopping early at EOF, an error
-// or contentLength bytes. err is nil when the limit or contentLength was
-// reached, io.EOF at the body's end, or the read error.
-func readPrefix(r io.Reader, contentLength int64, limit int) ([]byte, error) {
+// errorBodyWait bounds the time spent reading an error body for
+// classification: a body that drips stops being read after it, and the
+// caller gets the response with what was read.
+const errorBodyWait = 3 * time.Second
+
+// readErrorBody reads the start of an error body for classification: up to
+// limit bytes, stopping early at its end, an error, contentLength bytes or
+// after wait. It returns what it read and a body to put back in its place,
+// which yields those bytes and then the rest of rc, unread (a read still
+// under way at the wait's end included), or the error that ended the
+// reading; closing it closes rc.
+//
+// Each read runs in its own goroutine so that a body that stalls cannot
+// hold the caller past wait; a read still under way then completes into
+// the body put back.
+func readErrorBody(rc io.ReadCloser, contentLength int64, limit int, wait time.Duration) ([]byte, *errorBody) {
 	size := 512
 	if contentLength > 0 {
 		size = int(min(contentLength, int64(limit)))
 	}
 	buf := make([]byte, 0, size)
+	eb := &errorBody{rc: rc}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	results := make(chan readResult, 1)
 	empty := 0
 	for {
 		if len(buf) == limit || (contentLength > 0 && int64(len(buf)) >= contentLength) {
-			return buf, nil
+			eb.prefix = buf
+			return buf, eb
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -1003,38 +1026,127 @@ func readPrefix(r io.Reader, contentLength int64, limit int) ([]byte, error) {
 				buf = buf[:len(buf):limit]
 			}
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err != nil {
-			return buf, err
-		}
-		if n == 0 {
-			if empty++; empty >= 100 {
-				return buf, io.ErrNoProgress
+		p := buf[len(buf):cap(buf)]
+		go func() {
+			n, err := rc.Read(p)
+			results <- readResult{p: p[:max(0, min(n, len(p)))], err: err}
+		}()
+		select {
+		case r := <-results:
+			buf = buf[:len(buf)+len(r.p)]
+			if r.err != nil {
+				eb.prefix, eb.err, eb.ended = buf, r.err, true
+				return buf, eb
 			}
+			if len(r.p) == 0 {
+				if empty++; empty >= 100 {
+					eb.prefix, eb.err, eb.ended = buf, io.ErrNoProgress, true
+					return buf, eb
+				}
+			}
+		case <-timer.C:
+			eb.prefix, eb.pending, eb.slow = buf, results, true
+			return buf, eb
 		}
 	}
 }
 
-// replayBody yields prefix, then the rest of rc (or the error that ended
-// the prefix), and closes rc.
-type replayBody struct {
-	prefix []byte
-	off    int
-	err    error // error met while reading prefix; nil to read on from rc
-	rc     io.ReadCloser
+type readResult struct {
+	p   []byte
+	err error
 }
 
-func (b *replayBody) Read(p []byte) (int, error) {
+// errorBody is the body put back after classification: the bytes read,
+// then a read that was under way, then the rest of rc (or the error that
+// ended the reading).
+type errorBody struct {
+	prefix  []byte
+	off     int
+	err     error           // error met while reading prefix
+	ended   bool            // reading ended with err: rc is not read again
+	slow    bool            // reading stopped at the wait: rc was still being read
+	pending chan readResult // the read under way at the wait; nil once received
+	rest    []byte          // its bytes not yet returned
+	rc      io.ReadCloser
+}
+
+func (b *errorBody) Read(p []byte) (int, error) {
 	if b.off < len(b.prefix) {
 		n := copy(p, b.prefix[b.off:])
 		b.off += n
 		return n, nil
 	}
-	if b.err != nil {
+	if b.pending != nil {
+		r := <-b.pending
+		b.pending = nil
+		b.rest = r.p
+		if r.err != nil {
+			b.err, b.ended = r.err, true
+		}
+	}
+	if len(b.rest) > 0 {
+		n := copy(p, b.rest)
+		b.rest = b.rest[n:]
+		return n, nil
+	}
+	if b.ended {
 		return 0, b.err
 	}
 	return b.rc.Read(p)
 }
 
-func (b *replayBody) Close() error { return b.rc.Close() }
+// Close closes the original body. A read under way ends with it.
+func (b *errorBody) Close() error { return b.rc.Close() }
+
+// complete reports whether the body was read to its end: its connection
+// can then be reused without reading more.
+func (b *errorBody) complete() bool {
+	return b.ended && b.err == io.EOF
+}
+
+// read returns the bytes read for classification, and the error that
+// ended the reading (nil when the limit or the wait ended it).
+func (b *errorBody) read() ([]byte, error) {
+	if b.ended && b.err != io.EOF {
+		return b.prefix, b.err
+	}
+	return b.prefix, nil
+}
+
+// keepErrorBody returns the start of an error body, up to limit bytes read
+// within errorBodyWait (the bytes classification read, when it did), and
+// the error that ended the reading; it then drains and closes the body.
+func keepErrorBody(rc io.ReadCloser, limit int) ([]byte, error) {
+	eb, ok := rc.(*errorBody)
+	if !ok {
+		_, eb = readErrorBody(rc, -1, limit, errorBodyWait)
+	}
+	b, err := eb.read()
+	drainClose(eb, int64(limit))
+	return b, err
+}
+
+// drainClose reads what is left of a discarded error body, up to limit
+// bytes and for at most errorBodyWait, so that its connection can be
+// reused, and closes it. A body that was read to its end, failed, or
+// dripped during classification is closed at once; one that does not
+// finish within the wait is closed while it is read, which ends the read
+// and costs the connection.
+func drainClose(rc io.ReadCloser, limit int64) {
+	if eb, ok := rc.(*errorBody); ok && (eb.ended || eb.slow) {
+		rc.Close()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		io.CopyN(io.Discard, rc, limit)
+		close(done)
+	}()
+	timer := time.NewTimer(errorBodyWait)
+	select {
+	case <-done:
+	case <-timer.C:
+	}
+	timer.Stop()
+	rc.Close()
+}

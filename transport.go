@@ -425,14 +425,14 @@ func closeBody(r *http.Request) {
 	}
 }
 
-// discard drains (bounded) and closes a response so its connection can be
-// reused.
+// discard drains (bounded in bytes and time) and closes a response so its
+// connection can be reused; an error body over 64 KiB, or one that drips,
+// costs its connection.
 func discard(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
-	io.CopyN(io.Discard, resp.Body, maxDrain)
-	resp.Body.Close()
+	drainClose(resp.Body, maxDrain)
 }
 
 // bufferBody replaces resp's body with an in-memory copy of at most
@@ -443,8 +443,7 @@ func bufferBody(resp *http.Response) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
-	discard(resp)
+	b, err := keepErrorBody(resp.Body, maxDrain)
 	var r io.Reader = bytes.NewReader(b)
 	if err != nil {
 		r = io.MultiReader(r, errReader{err})
