@@ -1,11 +1,9 @@
 package steady
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -18,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/tidwall/gjson"
 )
 
 // Failure describes a failed call: the status, what the provider's error
@@ -460,39 +459,38 @@ func statusRule(status int) (bool, string) {
 	return false, strconv.Itoa(status) + " unexpected status"
 }
 
-// jsonError holds the members of an error object steady reads, as raw
-// JSON values, so that a member of an unexpected type spoils nothing else.
-type jsonError struct {
-	Type, Code, Message, Status, Details, Metadata, Error, RequestID []byte
+// errorObject holds the members of an error object steady reads, so that
+// a member of an unexpected type spoils nothing else.
+type errorObject struct {
+	typ, code, message, status, details, metadata, err, requestID gjson.Result
 }
 
-// readError fills e from the JSON object b; false when b is not one.
-// Member names match case-insensitively and the last of duplicates wins,
-// as with encoding/json.
-func readError(b []byte, e *jsonError) bool {
-	return jsonObject(b, e.member)
-}
-
-// member records one member of an error object.
-func (e *jsonError) member(key, val []byte) {
-	switch {
-	case keyIs(key, "type"):
-		e.Type = val
-	case keyIs(key, "code"):
-		e.Code = val
-	case keyIs(key, "message"):
-		e.Message = val
-	case keyIs(key, "status"):
-		e.Status = val
-	case keyIs(key, "details"):
-		e.Details = val
-	case keyIs(key, "metadata"):
-		e.Metadata = val
-	case keyIs(key, "error"):
-		e.Error = val
-	case keyIs(key, "request_id"):
-		e.RequestID = val
-	}
+// readErrorObject reads the members of obj. Member names match
+// case-insensitively and the last of duplicates wins, as with
+// encoding/json.
+func readErrorObject(obj gjson.Result) (e errorObject) {
+	obj.ForEach(func(k, v gjson.Result) bool {
+		switch key := k.String(); {
+		case keyIs(key, "type"):
+			e.typ = v
+		case keyIs(key, "code"):
+			e.code = v
+		case keyIs(key, "message"):
+			e.message = v
+		case keyIs(key, "status"):
+			e.status = v
+		case keyIs(key, "details"):
+			e.details = v
+		case keyIs(key, "metadata"):
+			e.metadata = v
+		case keyIs(key, "error"):
+			e.err = v
+		case keyIs(key, "request_id"):
+			e.requestID = v
+		}
+		return true
+	})
+	return e
 }
 
 // parseErrorBody reads what an error body says, whatever its shape.
@@ -502,44 +500,44 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 	if len(b) == 0 {
 		return ef
 	}
-	if b[0] == '[' {
-		// Gemini's OpenAI-compatible endpoint: an array of error objects.
-		if first, ok := jsonFirst(b); ok {
-			b = first
-		}
-	}
-	var top jsonError
-	if !readError(b, &top) {
+	if !gjson.ValidBytes(b) {
 		ef.message, ef.excerpt = excerpt(body), true
 		return ef
 	}
-	obj := &top
-	var inner jsonError
-	if e := top.Error; len(e) > 0 {
-		switch e[0] {
-		case '{':
-			// A member of an object readError checked: valid already.
-			jsonMembers(e, inner.member)
-			obj = &inner
-		case '"':
-			ef.message = jsonText(e)
-		}
+	doc := gjson.ParseBytes(b)
+	if doc.IsArray() {
+		// Gemini's OpenAI-compatible endpoint: an array of error objects.
+		doc = doc.Get("0")
 	}
-	ef.typ = jsonText(obj.Type)
-	ef.code = jsonText(obj.Code)
-	if m := jsonText(obj.Message); m != "" {
+	if !doc.IsObject() {
+		ef.message, ef.excerpt = excerpt(body), true
+		return ef
+	}
+	top := readErrorObject(doc)
+	obj := top
+	var inner errorObject
+	switch {
+	case top.err.IsObject():
+		inner = readErrorObject(top.err)
+		obj = inner
+	case top.err.Type == gjson.String:
+		ef.message = top.err.Str
+	}
+	ef.typ = jsonText(obj.typ)
+	ef.code = jsonText(obj.code)
+	if m := jsonText(obj.message); m != "" {
 		ef.message = m
 	}
 	if ef.typ == "" {
-		ef.typ = jsonText(obj.Status) // Gemini: "RESOURCE_EXHAUSTED"
+		ef.typ = jsonText(obj.status) // Gemini: "RESOURCE_EXHAUSTED"
 	}
-	ef.requestID = jsonText(top.RequestID)
+	ef.requestID = jsonText(top.requestID)
 	if ef.requestID == "" {
-		ef.requestID = jsonText(inner.RequestID)
+		ef.requestID = jsonText(inner.requestID)
 	}
-	ef.detailCode, ef.hint, ef.hasHint = readDetails(obj.Details)
+	ef.detailCode, ef.hint, ef.hasHint = readDetails(obj.details)
 	if !ef.hasHint {
-		ef.hint, ef.hasHint = metadataHint(obj.Metadata, now)
+		ef.hint, ef.hasHint = metadataHint(obj.metadata, now)
 	}
 	if ef.typ == "" && ef.code == "" && ef.message == "" {
 		ef.message, ef.excerpt = excerpt(body), true // JSON of a shape steady does not know
@@ -549,27 +547,26 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 
 // readDetails reads Anthropic's details.error_code and Gemini's RetryInfo
 // retryDelay, from an object or an array of objects.
-func readDetails(raw []byte) (code string, hint time.Duration, ok bool) {
-	one := func(obj []byte) {
-		jsonObject(obj, func(key, val []byte) {
-			switch {
+func readDetails(details gjson.Result) (code string, hint time.Duration, ok bool) {
+	one := func(_, obj gjson.Result) bool {
+		obj.ForEach(func(k, v gjson.Result) bool {
+			switch key := k.String(); {
 			case code == "" && keyIs(key, "error_code"):
-				code = jsonText(val)
+				code = jsonText(v)
 			case !ok && keyIs(key, "retrydelay"):
-				if v := jsonText(val); v != "" {
-					hint, ok = parseGoDuration(v)
+				if s := jsonText(v); s != "" {
+					hint, ok = parseGoDuration(s)
 				}
 			}
+			return true
 		})
+		return true
 	}
-	if len(raw) == 0 {
-		return "", 0, false
-	}
-	switch raw[0] {
-	case '{':
-		one(raw)
-	case '[':
-		jsonArray(raw, one)
+	switch {
+	case details.IsObject():
+		one(gjson.Result{}, details)
+	case details.IsArray():
+		details.ForEach(one)
 	}
 	return code, hint, ok
 }
@@ -577,20 +574,22 @@ func readDetails(raw []byte) (code string, hint time.Duration, ok bool) {
 // metadataHint reads the rate-limit headers OpenRouter copies into
 // error.metadata.headers: a retry hint, else the time until an exhausted
 // window resets.
-func metadataHint(raw []byte, now time.Time) (time.Duration, bool) {
+func metadataHint(metadata gjson.Result, now time.Time) (time.Duration, bool) {
 	var h http.Header
-	jsonObject(raw, func(key, val []byte) {
-		if !keyIs(key, "headers") {
-			return
+	metadata.ForEach(func(k, v gjson.Result) bool {
+		if !keyIs(k.String(), "headers") {
+			return true
 		}
-		jsonObject(val, func(k, v []byte) {
+		v.ForEach(func(name, val gjson.Result) bool {
 			if h == nil {
 				h = make(http.Header)
 			}
-			if s := jsonText(v); s != "" && len(h) < 32 {
-				h[string(k)] = []string{s}
+			if s := jsonText(val); s != "" && len(h) < 32 {
+				h[name.String()] = []string{s}
 			}
+			return true
 		})
+		return true
 	})
 	if len(h) == 0 {
 		return 0, false
@@ -611,219 +610,10 @@ func metadataHint(raw []byte, now time.Time) (time.Duration, bool) {
 	return wait, found
 }
 
-// maxJSONDepth bounds the nesting jsonSkip follows.
-const maxJSONDepth = 64
-
-// jsonWS skips JSON white space from b[i].
-func jsonWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// jsonSkip returns the index just past the JSON value that starts at b[i]
-// (after white space), or -1 when there is none. It checks the structure
-// (brackets, strings, separators), not every detail of number syntax.
-func jsonSkip(b []byte, i, depth int) int {
-	i = jsonWS(b, i)
-	if i >= len(b) {
-		return -1
-	}
-	switch c := b[i]; {
-	case c == '{' || c == '[':
-		if depth >= maxJSONDepth {
-			return -1
-		}
-		end := byte('}')
-		if c == '[' {
-			end = ']'
-		}
-		i = jsonWS(b, i+1)
-		if i < len(b) && b[i] == end {
-			return i + 1
-		}
-		for {
-			if c == '{' {
-				if i >= len(b) || b[i] != '"' {
-					return -1
-				}
-				if i = jsonSkip(b, i, depth+1); i < 0 {
-					return -1
-				}
-				if i = jsonWS(b, i); i >= len(b) || b[i] != ':' {
-					return -1
-				}
-				i++
-			}
-			if i = jsonSkip(b, i, depth+1); i < 0 {
-				return -1
-			}
-			if i = jsonWS(b, i); i >= len(b) {
-				return -1
-			}
-			if b[i] == end {
-				return i + 1
-			}
-			if b[i] != ',' {
-				return -1
-			}
-			i = jsonWS(b, i+1)
-		}
-	case c == '"':
-		for i++; i < len(b); i++ {
-			if plainInString[b[i]] {
-				continue
-			}
-			switch b[i] {
-			case '"':
-				return i + 1
-			case '\\':
-				if i++; i >= len(b) {
-					return -1
-				}
-				switch b[i] {
-				case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				case 'u':
-					if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-						return -1
-					}
-					i += 4
-				default:
-					return -1
-				}
-			default:
-				if b[i] < 0x20 {
-					return -1
-				}
-			}
-		}
-		return -1
-	case c == '-' || c >= '0' && c <= '9':
-		return jsonNumber(b, i)
-	}
-	for _, lit := range [3]string{"true", "false", "null"} {
-		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
-			return i + len(lit)
-		}
-	}
-	return -1
-}
-
-// plainInString marks the bytes a JSON string holds as they are: all but
-// control characters, the quote and the backslash.
-var plainInString = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
-}
-
-// jsonNumber returns the index past the number at b[i]:
-// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; -1 when there is none.
-func jsonNumber(b []byte, i int) int {
-	digits := func(i int) int {
-		j := i
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == i {
-			return -1
-		}
-		return j
-	}
-	if b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	default:
-		if i = digits(i); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && b[i] == '.' {
-		if i = digits(i + 1); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i = digits(i); i < 0 {
-			return -1
-		}
-	}
-	return i
-}
-
-// jsonObject calls fn with the name (raw, unquoted) and value of every
-// member of b, when b (around white space) is one valid JSON object; it
-// reports whether it was.
-func jsonObject(b []byte, fn func(key, val []byte)) bool {
-	b = trimSpaceBytes(b)
-	if len(b) == 0 || b[0] != '{' || jsonSkip(b, 0, 0) != len(b) {
-		return false
-	}
-	jsonMembers(b, fn)
-	return true
-}
-
-// jsonMembers is jsonObject for b known to be one valid object (a value
-// of an object jsonObject checked).
-func jsonMembers(b []byte, fn func(key, val []byte)) {
-	i := jsonWS(b, 1)
-	for b[i] != '}' {
-		kEnd := jsonSkip(b, i, 1)
-		key := b[i+1 : kEnd-1]
-		i = jsonWS(b, jsonWS(b, kEnd)+1) // past ':'
-		vEnd := jsonSkip(b, i, 1)
-		fn(key, b[i:vEnd])
-		if i = jsonWS(b, vEnd); b[i] == ',' {
-			i = jsonWS(b, i+1)
-		}
-	}
-}
-
-// jsonArray calls fn with every element of b, when b is one valid JSON
-// array; it reports whether it was.
-func jsonArray(b []byte, fn func(val []byte)) bool {
-	b = trimSpaceBytes(b)
-	if len(b) == 0 || b[0] != '[' || jsonSkip(b, 0, 0) != len(b) {
-		return false
-	}
-	i := jsonWS(b, 1)
-	for b[i] != ']' {
-		end := jsonSkip(b, i, 1)
-		fn(b[i:end])
-		if i = jsonWS(b, end); b[i] == ',' {
-			i = jsonWS(b, i+1)
-		}
-	}
-	return true
-}
-
-// jsonFirst returns the first element of the JSON array b.
-func jsonFirst(b []byte) (first []byte, ok bool) {
-	jsonArray(b, func(v []byte) {
-		if !ok {
-			first, ok = v, true
-		}
-	})
-	return first, ok
-}
-
 // keyIs reports whether a member name equals name (lower case), ignoring
 // ASCII case.
-func keyIs(key []byte, name string) bool {
-	return len(key) == len(name) && equalFold(string(key), name)
+func keyIs(key, name string) bool {
+	return len(key) == len(name) && equalFold(key, name)
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6
@@ -880,22 +670,12 @@ func indexFold(s, sub string) int {
 }
 
 // jsonText reads a JSON string or number as text; other values read as "".
-func jsonText(raw []byte) string {
-	raw = trimSpaceBytes(raw)
-	if len(raw) == 0 {
-		return ""
-	}
-	switch c := raw[0]; {
-	case c == '"':
-		if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
-			return string(raw[1 : len(raw)-1])
-		}
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-	case c == '-' || c >= '0' && c <= '9':
-		return string(raw)
+func jsonText(v gjson.Result) string {
+	switch v.Type {
+	case gjson.String:
+		return v.Str
+	case gjson.Number:
+		return v.Raw
 	}
 	return ""
 }
