@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestEstimateTokens(t *testing.T) {
@@ -504,3 +506,86 @@ func BenchmarkInspectImage4MiB(b *testing.B) { benchInspect(b, imageBody(4<<20))
 // BenchmarkInspectManyMessages1MiB is the costliest shape per byte: many
 // short messages.
 func BenchmarkInspectManyMessages1MiB(b *testing.B) { benchInspect(b, chatBody(1<<20)) }
+
+// gjsonEstimate is the default estimate computed with gjson on a body
+// held in memory: the alternative to the streaming scanner, kept to
+// compare the two in benchmarks.
+func gjsonEstimate(body []byte) (string, TokenEstimate) {
+	doc := gjson.ParseBytes(body)
+	if !doc.IsObject() {
+		return "", TokenEstimate{}
+	}
+	var model []byte
+	var chars, ints, maxOut int64
+	n := int64(1)
+	var walk func(v gjson.Result, count bool)
+	walk = func(v gjson.Result, count bool) {
+		switch v.Type {
+		case gjson.String:
+			if count {
+				chars += int64(len(v.Raw) - 2)
+			}
+		case gjson.Number:
+			if count {
+				ints++
+			}
+		case gjson.JSON:
+			obj := v.IsObject()
+			v.ForEach(func(k, e gjson.Result) bool {
+				walk(e, count && !(obj && textless([]byte(k.Raw[1:len(k.Raw)-1]))))
+				return true
+			})
+		}
+	}
+	num := func(v gjson.Result) int64 {
+		if v.Type != gjson.Number || strings.HasPrefix(v.Raw, "-") {
+			return 0
+		}
+		return min(max(int64(v.Num), 0), maxTokensValue)
+	}
+	doc.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "model":
+			if v.Type == gjson.String {
+				model = []byte(v.Raw[1 : len(v.Raw)-1])
+			}
+		case "messages", "input", "instructions", "prompt", "system", "tools", "functions":
+			walk(v, true)
+		case "max_completion_tokens", "max_tokens", "max_output_tokens":
+			maxOut = max(maxOut, num(v))
+		case "n":
+			if v.Type == gjson.Number {
+				n = max(1, min(num(v), maxN))
+			}
+		}
+		return true
+	})
+	prompt := min((chars+charsPerToken-1)/charsPerToken+ints, maxTokensValue)
+	return boundModel(model[:min(len(model), maxModel)], len(model), fnv64(model)),
+		TokenEstimate{Input: min(prompt*n, maxTokensValue), Output: min(maxOut*n, maxTokensValue)}
+}
+
+func TestGJSONEstimateAgrees(t *testing.T) {
+	for _, body := range [][]byte{chatBody(2048), longChatBody(2048), imageBody(4096), chatBody(1 << 20)} {
+		m1, e1 := scanRequest(body)
+		m2, e2 := gjsonEstimate(body)
+		if m1 != m2 || e1 != e2 {
+			t.Errorf("scanner %q %+v, gjson %q %+v", m1, e1, m2, e2)
+		}
+	}
+}
+
+func benchEstimateWith(b *testing.B, body []byte, fn func([]byte) (string, TokenEstimate)) {
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		fn(body)
+	}
+}
+
+// The streaming scanner against gjson on bodies in memory (gjson needs the
+// whole body; inspection through GetBody would add reading it).
+func BenchmarkEstimateScanner2KB(b *testing.B)  { benchEstimateWith(b, chatBody(2048), scanRequest) }
+func BenchmarkEstimateGJSON2KB(b *testing.B)    { benchEstimateWith(b, chatBody(2048), gjsonEstimate) }
+func BenchmarkEstimateScanner1MiB(b *testing.B) { benchEstimateWith(b, chatBody(1<<20), scanRequest) }
+func BenchmarkEstimateGJSON1MiB(b *testing.B)   { benchEstimateWith(b, chatBody(1<<20), gjsonEstimate) }
