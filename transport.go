@@ -353,6 +353,7 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 // retry loop retries it, or the error (with such a response when called as
 // middleware).
 func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *http.Response, err error, f Failure, attempt int, reason string) (*http.Response, error) {
+	reason = giveUpValue(reason) // may quote an error's text: bounded
 	t.emit(Event{
 		Kind:      EventGiveUp,
 		Upstream:  upstreamOf(nil, req.URL),
@@ -369,7 +370,7 @@ func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *
 			resp.Header = make(http.Header, 1)
 		}
 		resp.Header.Set("X-Should-Retry", "false")
-		resp.Header.Set(giveUpHeader, giveUpValue(reason))
+		resp.Header.Set(giveUpHeader, reason)
 		return resp, nil
 	}
 	if err == nil {
@@ -377,7 +378,7 @@ func (t *Transport) giveUp(req *http.Request, next option.MiddlewareNext, resp *
 	}
 	out, err := t.fail(req, next, gaveUp(err, reason))
 	if out != nil {
-		out.Header.Set(giveUpHeader, giveUpValue(reason))
+		out.Header.Set(giveUpHeader, reason)
 	}
 	return out, err
 }
