@@ -878,12 +878,6 @@ func (b *errorBody) Read(p []byte) (int, error) {
 // Close closes the original body. A read under way ends with it.
 func (b *errorBody) Close() error { return b.rc.Close() }
 
-// complete reports whether the body was read to its end: its connection
-// can then be reused without reading more.
-func (b *errorBody) complete() bool {
-	return b.ended && b.err == io.EOF
-}
-
 // read returns the bytes read for classification, and the error that
 // ended the reading (nil when the limit or the wait ended it).
 func (b *errorBody) read() ([]byte, error) {

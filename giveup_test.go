@@ -33,7 +33,7 @@ func sdkThroughSteady(t *testing.T, middleware bool, cfg steady.Config, rs ...st
 	}
 	client := openai.NewClient(opts...)
 	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4_1Mini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	if err == nil {
@@ -105,7 +105,7 @@ func ExampleClassifyError_requeue() {
 		option.WithAPIKey("sk-..."),
 	)
 	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4_1Mini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
 	f := steady.ClassifyError(err)
