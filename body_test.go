@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -103,4 +104,77 @@ func TestGetBodyCasesEndToEnd(t *testing.T) {
 			})
 		}
 	}
+}
+
+// okBase reads and closes each request body and answers 200.
+type okBase struct{}
+
+func (okBase) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// benchRoundTrip measures what steady allocates per attempt, pacing on,
+// for a body of the given shape: inspection, the attempt's body, the
+// permit; the base itself allocates only its response.
+func benchRoundTrip(b *testing.B, body []byte) {
+	tr := New(Config{Base: okBase{}})
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest(http.MethodPost, "https://api.example.com/v1/chat/completions", bytes.NewReader(body))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+}
+
+func BenchmarkRoundTripBody2KB(b *testing.B)       { benchRoundTrip(b, longChatBody(2048)) }
+func BenchmarkRoundTripBody1MiB(b *testing.B)      { benchRoundTrip(b, longChatBody(1<<20)) }
+func BenchmarkRoundTripBody4MiB(b *testing.B)      { benchRoundTrip(b, longChatBody(4<<20)) }
+func BenchmarkRoundTripBodyImage4MiB(b *testing.B) { benchRoundTrip(b, imageBody(4<<20)) }
+
+// TestLongModelsThroughTransport sends 100 requests with distinct 1 MiB
+// model names through a pacing transport: each makes its own partition,
+// and what the partitions keep stays bounded.
+func TestLongModelsThroughTransport(t *testing.T) {
+	const n = 100
+	name := bytes.Repeat([]byte("m"), 1<<20)
+	body := append(append([]byte(`{"model":"`), name...), `","messages":[{"content":"hi"}]}`...)
+	idx := len(`{"model":"`) + len(name) - 8
+	tr := New(Config{Base: okBase{}})
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		copy(body[idx:], fmt.Sprintf("%08d", i))
+		req, _ := http.NewRequest(http.MethodPost, "https://api.example.com/v1/chat/completions", bytes.NewReader(body))
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	snap := tr.Snapshot()
+	if len(snap) != n {
+		t.Errorf("%d partitions, want %d", len(snap), n)
+	}
+	for _, s := range snap {
+		if len(s.Model) > maxModel {
+			t.Fatalf("partition keeps a model of %d bytes", len(s.Model))
+		}
+	}
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("heap grew %d bytes for %d partitions of distinct 1 MiB model names", grew, n)
+	if grew > 10<<20 {
+		t.Errorf("heap grew %d bytes", grew)
+	}
+	runtime.KeepAlive(tr)
 }
