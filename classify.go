@@ -167,9 +167,7 @@ func ClassifyResponse(resp *http.Response) Failure {
 	}
 	var body []byte
 	if resp.StatusCode >= 400 && resp.Body != nil && resp.Body != http.NoBody {
-		var eb *errorBody
-		body, eb = readErrorBody(resp.Body, resp.ContentLength, maxErrorBody, errorBodyWait)
-		resp.Body = eb
+		body = readBodyForClassify(resp)
 	}
 	return classify(resp.StatusCode, resp.Header, body, time.Now(), nil)
 }
@@ -213,9 +211,7 @@ func ClassifyError(err error) Failure {
 		if r := apiErr.Response; r != nil {
 			h = r.Header
 			if r.Body != nil && r.Body != http.NoBody {
-				var eb *errorBody
-				body, eb = readErrorBody(r.Body, r.ContentLength, maxErrorBody, errorBodyWait)
-				r.Body = eb
+				body = readBodyForClassify(r)
 			}
 		}
 		f := classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
@@ -829,6 +825,18 @@ func readErrorBody(rc io.ReadCloser, contentLength int64, limit int, wait time.D
 			return buf, eb
 		}
 	}
+}
+
+// readBodyForClassify reads the start of resp's body with readErrorBody
+// and puts back the body that yields it all. A body classified before and
+// not read since is not read again: what was read then is used.
+func readBodyForClassify(resp *http.Response) []byte {
+	if eb, ok := resp.Body.(*errorBody); ok && eb.off == 0 && eb.rest == nil {
+		return eb.prefix
+	}
+	body, eb := readErrorBody(resp.Body, resp.ContentLength, maxErrorBody, errorBodyWait)
+	resp.Body = eb
+	return body
 }
 
 type readResult struct {

@@ -140,3 +140,21 @@ func TestKeepErrorBody(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// TestClassifyTwice classifies a dripping body, as steady does, then
+// again, as its caller may: the second reads nothing more.
+func TestClassifyTwice(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		resp := &http.Response{StatusCode: 503, Header: http.Header{}, Body: newDrip(dripBody, 50*time.Millisecond), ContentLength: -1}
+		f1 := ClassifyResponse(resp)
+		start := time.Now()
+		f2 := ClassifyResponse(resp)
+		if time.Since(start) != 0 || f1 != f2 {
+			t.Errorf("second classification took %v: %+v, first %+v", time.Since(start), f2, f1)
+		}
+		if got, err := io.ReadAll(resp.Body); err != nil || string(got) != dripBody {
+			t.Errorf("body: %d bytes, %v", len(got), err)
+		}
+		resp.Body.Close()
+	})
+}
