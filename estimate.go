@@ -141,6 +141,11 @@ type inspection struct {
 // without a body, without GetBody, or whose GetBody fails or returns nil
 // gives no model and, with the default, no estimate: such a body cannot
 // be replayed, so it is not retried either.
+//
+// The pacer keys and labels partitions with model as returned and keeps
+// nothing else of the body; the transport then sends the attempt with a
+// body from rewindBody (see attemptRequest), never req.Body once it was
+// inspected.
 func inspectRequest(req *http.Request, est Estimator) (model string, e TokenEstimate) {
 	var rc io.ReadCloser
 	if hasBody(req) {
@@ -567,7 +572,24 @@ func (s *reqScanner) feed(b []byte) {
 			}
 			s.valueDone()
 		default:
-			i = s.structural(b, i)
+			// The common steps first, inline; the rest in structural.
+			switch c := b[i]; {
+			case c == '"' && s.state == stKey:
+				s.startString(true)
+			case c == '"' && s.state == stValue && s.depth > 0:
+				s.startString(false)
+			case c == ':' && s.state == stColon:
+				s.state = stValue
+			case c == ',' && s.state == stAfter:
+				s.state = stValue
+				if s.isObject() {
+					s.state = stKey
+				}
+			default:
+				i = s.structural(b, i)
+				continue
+			}
+			i++
 		}
 	}
 }
