@@ -915,9 +915,12 @@ func keepErrorBody(rc io.ReadCloser, limit int) ([]byte, error) {
 // finish within the wait is closed while it is read, which ends the read
 // and costs the connection.
 func drainClose(rc io.ReadCloser, limit int64) {
-	if eb, ok := rc.(*errorBody); ok && (eb.ended || eb.slow) {
-		rc.Close()
-		return
+	if eb, ok := rc.(*errorBody); ok {
+		if eb.ended || eb.slow {
+			rc.Close()
+			return
+		}
+		eb.off = len(eb.prefix) // in memory already: drain what follows
 	}
 	done := make(chan struct{})
 	go func() {

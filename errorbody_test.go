@@ -158,3 +158,36 @@ func TestClassifyTwice(t *testing.T) {
 		resp.Body.Close()
 	})
 }
+
+// countingBody records how much of it was read and whether it was closed.
+type countingBody struct {
+	r      io.Reader
+	read   int
+	closed bool
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+
+func (c *countingBody) Close() error { c.closed = true; return nil }
+
+// TestDiscardDrainsPastPrefix drains an error body of 100 KiB to its end
+// after classification, so that its connection can be reused.
+func TestDiscardDrainsPastPrefix(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		data := strings.Repeat("x", 100<<10)
+		cb := &countingBody{r: strings.NewReader(data)}
+		resp := &http.Response{StatusCode: 500, Header: http.Header{}, Body: cb, ContentLength: int64(len(data))}
+		ClassifyResponse(resp)
+		b, err := keepErrorBody(resp.Body, maxDrain)
+		if len(b) != maxErrorBody || err != nil {
+			t.Errorf("kept %d bytes, %v", len(b), err)
+		}
+		if cb.read != len(data) || !cb.closed {
+			t.Errorf("read %d of %d bytes, closed %v", cb.read, len(data), cb.closed)
+		}
+	})
+}
