@@ -427,8 +427,8 @@ func closeBody(r *http.Request) {
 }
 
 // discard drains (bounded in bytes and time) and closes a response so its
-// connection can be reused; an error body over 64 KiB, or one that drips,
-// costs its connection.
+// connection can be reused: an error body longer than 64 KiB past what
+// classification read, or one that drips, costs its connection.
 func discard(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
