@@ -1,11 +1,9 @@
 package steady
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -18,15 +16,25 @@ import (
 	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/tidwall/gjson"
 )
 
 // Failure describes a failed call: the status, what the provider's error
 // body says, and whether it is worth retrying and why.
 //
-// Retryable says whether the status, the body and the x-should-retry header
-// allow another attempt. A caller still compares RetryAfter with its own cap:
-// a 429 announcing a wait of a day is retryable in principle but not worth
-// waiting for.
+// Retryable says whether the status, the body and the provider's
+// x-should-retry header allow another attempt at the provider. A caller
+// still compares RetryAfter with its own cap: a 429 announcing a wait of a
+// day is retryable in principle but not worth waiting for.
+//
+// GaveUp says, separately, that steady has already given up on this
+// failure, and why: its retries ran out, the retry hint was above the cap,
+// the deadline or the retry budget did not allow another try. A failure
+// that came out of steady can be both Retryable and GaveUp: worth trying
+// again later, not now. Code that re-queues work should drop what is not
+// Retryable (a bad request, an account out of credit), and re-queue what
+// is, after RetryAfter when HasRetryAfter, without retrying at once what
+// steady GaveUp on: steady has just done that.
 type Failure struct {
 	Status    int    // HTTP status; 0 for a transport error
 	Type      string // provider's error type, e.g. "rate_limit_error"
@@ -45,6 +53,44 @@ type Failure struct {
 	// HasRetryAfter says whether the server gave a retry hint; a hint of
 	// zero means "retry at once".
 	HasRetryAfter bool
+	// GaveUp is why steady gave up on this failure, e.g. "retries
+	// exhausted", read from the X-Steady-Give-Up header steady sets on the
+	// response it hands back (or from the error it returns); empty when the
+	// failure did not come out of steady's give-up. At most 128 bytes.
+	GaveUp string
+}
+
+// giveUpHeader is the header steady sets, beside "X-Should-Retry: false",
+// on a failed response it hands back after deciding not to retry; its
+// value is the reason.
+const giveUpHeader = "X-Steady-Give-Up"
+
+// giveUpValue is reason made fit for a header value: printable, one line,
+// bounded.
+func giveUpValue(reason string) string {
+	if v := printable(reason, maxRequestID); v != "" {
+		return v
+	}
+	return "gave up"
+}
+
+// giveUpError is the error steady returns when it gives up on a failure
+// that has no response (a transport error): it reads as the error itself
+// and tells [ClassifyError] that steady gave up, and why.
+type giveUpError struct {
+	reason string
+	err    error
+}
+
+func (e *giveUpError) Error() string { return e.err.Error() }
+func (e *giveUpError) Unwrap() error { return e.err }
+
+// gaveUp returns err marked as given up for reason.
+func gaveUp(err error, reason string) error {
+	if err == nil {
+		return nil
+	}
+	return &giveUpError{reason: giveUpValue(reason), err: err}
 }
 
 // Bounds of what classification reads and keeps.
@@ -83,6 +129,11 @@ func (f Failure) String() string {
 		b.WriteString(", retry after ")
 		b.WriteString(f.RetryAfter.String())
 	}
+	if f.GaveUp != "" {
+		b.WriteString(", steady gave up (")
+		b.WriteString(f.GaveUp)
+		b.WriteByte(')')
+	}
 	sep := "; "
 	for _, kv := range [3][2]string{{"type=", f.Type}, {"code=", f.Code}, {"request_id=", f.RequestID}} {
 		if kv[1] != "" {
@@ -100,19 +151,23 @@ func (f Failure) String() string {
 }
 
 // ClassifyResponse describes resp. For a status of 400 or more it reads at
-// most the first 64 KiB of the body and puts back a body that yields the
-// original bytes in full (what was read, then the rest) and whose Close
-// closes the original body. The body of a success is never read, so streams stay
-// untouched. A nil resp gives a Failure with Reason "no response".
+// most the first 64 KiB of the body, for at most 3 seconds (a body that
+// drips is classified from what arrived by then), and puts back a body
+// that yields the original bytes in full (what was read, then the rest)
+// and whose Close closes the original body. The body of a success is never
+// read, so streams stay untouched. A nil resp gives a Failure with Reason
+// "no response".
+//
+// A connection is reused only once its body has been read to the end: an
+// error body that is not read past its first 64 KiB (or its first 3
+// seconds) costs its connection when it is closed.
 func ClassifyResponse(resp *http.Response) Failure {
 	if resp == nil {
 		return Failure{Reason: "no response"}
 	}
 	var body []byte
 	if resp.StatusCode >= 400 && resp.Body != nil && resp.Body != http.NoBody {
-		var err error
-		body, err = readPrefix(resp.Body, resp.ContentLength, maxErrorBody)
-		resp.Body = &replayBody{prefix: body, err: err, rc: resp.Body}
+		body = readBodyForClassify(resp)
 	}
 	return classify(resp.StatusCode, resp.Header, body, time.Now(), nil)
 }
@@ -156,16 +211,27 @@ func ClassifyError(err error) Failure {
 		if r := apiErr.Response; r != nil {
 			h = r.Header
 			if r.Body != nil && r.Body != http.NoBody {
-				var rerr error
-				body, rerr = readPrefix(r.Body, r.ContentLength, maxErrorBody)
-				r.Body = &replayBody{prefix: body, err: rerr, rc: r.Body}
+				body = readBodyForClassify(r)
 			}
 		}
-		return classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
+		f := classify(apiErr.StatusCode, h, body, time.Now(), apiErr)
+		if f.GaveUp == "" {
+			f.GaveUp = errGaveUp(err)
+		}
+		return f
 	}
-	f := Failure{Message: errorMessage(err)}
+	f := Failure{Message: errorMessage(err), GaveUp: errGaveUp(err)}
 	f.Retryable, f.Reason = classifyTransportError(err)
 	return f
+}
+
+// errGaveUp is the reason steady gave up on err, or "".
+func errGaveUp(err error) string {
+	var g *giveUpError
+	if errors.As(err, &g) && g != nil {
+		return g.reason
+	}
+	return ""
 }
 
 // classifyTransportError decides on an error that came without a response.
@@ -267,7 +333,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Message = printable(ef.message, maxMessage)
 
 	// Request ids in order of preference; the body's comes last.
-	var shouldRetry string
+	var shouldRetry, giveUp string
 	var ids [5]string
 	for k, vv := range h {
 		if len(vv) == 0 {
@@ -276,6 +342,8 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		switch {
 		case equalFold(k, "x-should-retry"):
 			keep(&shouldRetry, vv[0])
+		case equalFold(k, "x-steady-give-up"):
+			keep(&giveUp, vv[0])
 		case equalFold(k, "x-request-id"):
 			keep(&ids[0], vv[0])
 		case equalFold(k, "request-id"):
@@ -306,6 +374,16 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	// The status rule, which x-should-retry overrides both ways; then what
 	// no header overrides: an account out of credit stays out of credit.
 	f.Retryable, f.Reason = statusRule(status)
+	if giveUp != "" {
+		// steady gave up: the "X-Should-Retry: false" beside it is its
+		// own, telling the SDK not to retry. The provider's verdict, when
+		// it said not to retry, is the reason steady gave.
+		f.GaveUp = giveUpValue(giveUp)
+		shouldRetry = ""
+		if f.GaveUp == "x-should-retry: false" {
+			shouldRetry = "false"
+		}
+	}
 	switch strings.ToLower(trimOWS(shouldRetry)) {
 	case "true":
 		f.Retryable, f.Reason = true, "x-should-retry: true"
@@ -377,39 +455,38 @@ func statusRule(status int) (bool, string) {
 	return false, strconv.Itoa(status) + " unexpected status"
 }
 
-// jsonError holds the members of an error object steady reads, as raw
-// JSON values, so that a member of an unexpected type spoils nothing else.
-type jsonError struct {
-	Type, Code, Message, Status, Details, Metadata, Error, RequestID []byte
+// errorObject holds the members of an error object steady reads, so that
+// a member of an unexpected type spoils nothing else.
+type errorObject struct {
+	typ, code, message, status, details, metadata, err, requestID gjson.Result
 }
 
-// readError fills e from the JSON object b; false when b is not one.
-// Member names match case-insensitively and the last of duplicates wins,
-// as with encoding/json.
-func readError(b []byte, e *jsonError) bool {
-	return jsonObject(b, e.member)
-}
-
-// member records one member of an error object.
-func (e *jsonError) member(key, val []byte) {
-	switch {
-	case keyIs(key, "type"):
-		e.Type = val
-	case keyIs(key, "code"):
-		e.Code = val
-	case keyIs(key, "message"):
-		e.Message = val
-	case keyIs(key, "status"):
-		e.Status = val
-	case keyIs(key, "details"):
-		e.Details = val
-	case keyIs(key, "metadata"):
-		e.Metadata = val
-	case keyIs(key, "error"):
-		e.Error = val
-	case keyIs(key, "request_id"):
-		e.RequestID = val
-	}
+// readErrorObject reads the members of obj. Member names match
+// case-insensitively and the last of duplicates wins, as with
+// encoding/json.
+func readErrorObject(obj gjson.Result) (e errorObject) {
+	obj.ForEach(func(k, v gjson.Result) bool {
+		switch key := k.String(); {
+		case keyIs(key, "type"):
+			e.typ = v
+		case keyIs(key, "code"):
+			e.code = v
+		case keyIs(key, "message"):
+			e.message = v
+		case keyIs(key, "status"):
+			e.status = v
+		case keyIs(key, "details"):
+			e.details = v
+		case keyIs(key, "metadata"):
+			e.metadata = v
+		case keyIs(key, "error"):
+			e.err = v
+		case keyIs(key, "request_id"):
+			e.requestID = v
+		}
+		return true
+	})
+	return e
 }
 
 // parseErrorBody reads what an error body says, whatever its shape.
@@ -419,44 +496,44 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 	if len(b) == 0 {
 		return ef
 	}
-	if b[0] == '[' {
-		// Gemini's OpenAI-compatible endpoint: an array of error objects.
-		if first, ok := jsonFirst(b); ok {
-			b = first
-		}
-	}
-	var top jsonError
-	if !readError(b, &top) {
+	if !gjson.ValidBytes(b) {
 		ef.message, ef.excerpt = excerpt(body), true
 		return ef
 	}
-	obj := &top
-	var inner jsonError
-	if e := top.Error; len(e) > 0 {
-		switch e[0] {
-		case '{':
-			// A member of an object readError checked: valid already.
-			jsonMembers(e, inner.member)
-			obj = &inner
-		case '"':
-			ef.message = jsonText(e)
-		}
+	doc := gjson.ParseBytes(b)
+	if doc.IsArray() {
+		// Gemini's OpenAI-compatible endpoint: an array of error objects.
+		doc = doc.Get("0")
 	}
-	ef.typ = jsonText(obj.Type)
-	ef.code = jsonText(obj.Code)
-	if m := jsonText(obj.Message); m != "" {
+	if !doc.IsObject() {
+		ef.message, ef.excerpt = excerpt(body), true
+		return ef
+	}
+	top := readErrorObject(doc)
+	obj := top
+	var inner errorObject
+	switch {
+	case top.err.IsObject():
+		inner = readErrorObject(top.err)
+		obj = inner
+	case top.err.Type == gjson.String:
+		ef.message = top.err.Str
+	}
+	ef.typ = jsonText(obj.typ)
+	ef.code = jsonText(obj.code)
+	if m := jsonText(obj.message); m != "" {
 		ef.message = m
 	}
 	if ef.typ == "" {
-		ef.typ = jsonText(obj.Status) // Gemini: "RESOURCE_EXHAUSTED"
+		ef.typ = jsonText(obj.status) // Gemini: "RESOURCE_EXHAUSTED"
 	}
-	ef.requestID = jsonText(top.RequestID)
+	ef.requestID = jsonText(top.requestID)
 	if ef.requestID == "" {
-		ef.requestID = jsonText(inner.RequestID)
+		ef.requestID = jsonText(inner.requestID)
 	}
-	ef.detailCode, ef.hint, ef.hasHint = readDetails(obj.Details)
+	ef.detailCode, ef.hint, ef.hasHint = readDetails(obj.details)
 	if !ef.hasHint {
-		ef.hint, ef.hasHint = metadataHint(obj.Metadata, now)
+		ef.hint, ef.hasHint = metadataHint(obj.metadata, now)
 	}
 	if ef.typ == "" && ef.code == "" && ef.message == "" {
 		ef.message, ef.excerpt = excerpt(body), true // JSON of a shape steady does not know
@@ -466,27 +543,26 @@ func parseErrorBody(body []byte, now time.Time) errFields {
 
 // readDetails reads Anthropic's details.error_code and Gemini's RetryInfo
 // retryDelay, from an object or an array of objects.
-func readDetails(raw []byte) (code string, hint time.Duration, ok bool) {
-	one := func(obj []byte) {
-		jsonObject(obj, func(key, val []byte) {
-			switch {
+func readDetails(details gjson.Result) (code string, hint time.Duration, ok bool) {
+	one := func(_, obj gjson.Result) bool {
+		obj.ForEach(func(k, v gjson.Result) bool {
+			switch key := k.String(); {
 			case code == "" && keyIs(key, "error_code"):
-				code = jsonText(val)
+				code = jsonText(v)
 			case !ok && keyIs(key, "retrydelay"):
-				if v := jsonText(val); v != "" {
-					hint, ok = parseGoDuration(v)
+				if s := jsonText(v); s != "" {
+					hint, ok = parseGoDuration(s)
 				}
 			}
+			return true
 		})
+		return true
 	}
-	if len(raw) == 0 {
-		return "", 0, false
-	}
-	switch raw[0] {
-	case '{':
-		one(raw)
-	case '[':
-		jsonArray(raw, one)
+	switch {
+	case details.IsObject():
+		one(gjson.Result{}, details)
+	case details.IsArray():
+		details.ForEach(one)
 	}
 	return code, hint, ok
 }
@@ -494,20 +570,22 @@ func readDetails(raw []byte) (code string, hint time.Duration, ok bool) {
 // metadataHint reads the rate-limit headers OpenRouter copies into
 // error.metadata.headers: a retry hint, else the time until an exhausted
 // window resets.
-func metadataHint(raw []byte, now time.Time) (time.Duration, bool) {
+func metadataHint(metadata gjson.Result, now time.Time) (time.Duration, bool) {
 	var h http.Header
-	jsonObject(raw, func(key, val []byte) {
-		if !keyIs(key, "headers") {
-			return
+	metadata.ForEach(func(k, v gjson.Result) bool {
+		if !keyIs(k.String(), "headers") {
+			return true
 		}
-		jsonObject(val, func(k, v []byte) {
+		v.ForEach(func(name, val gjson.Result) bool {
 			if h == nil {
 				h = make(http.Header)
 			}
-			if s := jsonText(v); s != "" && len(h) < 32 {
-				h[string(k)] = []string{s}
+			if s := jsonText(val); s != "" && len(h) < 32 {
+				h[name.String()] = []string{s}
 			}
+			return true
 		})
+		return true
 	})
 	if len(h) == 0 {
 		return 0, false
@@ -528,219 +606,10 @@ func metadataHint(raw []byte, now time.Time) (time.Duration, bool) {
 	return wait, found
 }
 
-// maxJSONDepth bounds the nesting jsonSkip follows.
-const maxJSONDepth = 64
-
-// jsonWS skips JSON white space from b[i].
-func jsonWS(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// jsonSkip returns the index just past the JSON value that starts at b[i]
-// (after white space), or -1 when there is none. It checks the structure
-// (brackets, strings, separators), not every detail of number syntax.
-func jsonSkip(b []byte, i, depth int) int {
-	i = jsonWS(b, i)
-	if i >= len(b) {
-		return -1
-	}
-	switch c := b[i]; {
-	case c == '{' || c == '[':
-		if depth >= maxJSONDepth {
-			return -1
-		}
-		end := byte('}')
-		if c == '[' {
-			end = ']'
-		}
-		i = jsonWS(b, i+1)
-		if i < len(b) && b[i] == end {
-			return i + 1
-		}
-		for {
-			if c == '{' {
-				if i >= len(b) || b[i] != '"' {
-					return -1
-				}
-				if i = jsonSkip(b, i, depth+1); i < 0 {
-					return -1
-				}
-				if i = jsonWS(b, i); i >= len(b) || b[i] != ':' {
-					return -1
-				}
-				i++
-			}
-			if i = jsonSkip(b, i, depth+1); i < 0 {
-				return -1
-			}
-			if i = jsonWS(b, i); i >= len(b) {
-				return -1
-			}
-			if b[i] == end {
-				return i + 1
-			}
-			if b[i] != ',' {
-				return -1
-			}
-			i = jsonWS(b, i+1)
-		}
-	case c == '"':
-		for i++; i < len(b); i++ {
-			if plainInString[b[i]] {
-				continue
-			}
-			switch b[i] {
-			case '"':
-				return i + 1
-			case '\\':
-				if i++; i >= len(b) {
-					return -1
-				}
-				switch b[i] {
-				case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				case 'u':
-					if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-						return -1
-					}
-					i += 4
-				default:
-					return -1
-				}
-			default:
-				if b[i] < 0x20 {
-					return -1
-				}
-			}
-		}
-		return -1
-	case c == '-' || c >= '0' && c <= '9':
-		return jsonNumber(b, i)
-	}
-	for _, lit := range [3]string{"true", "false", "null"} {
-		if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
-			return i + len(lit)
-		}
-	}
-	return -1
-}
-
-// plainInString marks the bytes a JSON string holds as they are: all but
-// control characters, the quote and the backslash.
-var plainInString = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c|0x20 >= 'a' && c|0x20 <= 'f'
-}
-
-// jsonNumber returns the index past the number at b[i]:
-// -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; -1 when there is none.
-func jsonNumber(b []byte, i int) int {
-	digits := func(i int) int {
-		j := i
-		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
-			j++
-		}
-		if j == i {
-			return -1
-		}
-		return j
-	}
-	if b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	default:
-		if i = digits(i); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && b[i] == '.' {
-		if i = digits(i + 1); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i = digits(i); i < 0 {
-			return -1
-		}
-	}
-	return i
-}
-
-// jsonObject calls fn with the name (raw, unquoted) and value of every
-// member of b, when b (around white space) is one valid JSON object; it
-// reports whether it was.
-func jsonObject(b []byte, fn func(key, val []byte)) bool {
-	b = trimSpaceBytes(b)
-	if len(b) == 0 || b[0] != '{' || jsonSkip(b, 0, 0) != len(b) {
-		return false
-	}
-	jsonMembers(b, fn)
-	return true
-}
-
-// jsonMembers is jsonObject for b known to be one valid object (a value
-// of an object jsonObject checked).
-func jsonMembers(b []byte, fn func(key, val []byte)) {
-	i := jsonWS(b, 1)
-	for b[i] != '}' {
-		kEnd := jsonSkip(b, i, 1)
-		key := b[i+1 : kEnd-1]
-		i = jsonWS(b, jsonWS(b, kEnd)+1) // past ':'
-		vEnd := jsonSkip(b, i, 1)
-		fn(key, b[i:vEnd])
-		if i = jsonWS(b, vEnd); b[i] == ',' {
-			i = jsonWS(b, i+1)
-		}
-	}
-}
-
-// jsonArray calls fn with every element of b, when b is one valid JSON
-// array; it reports whether it was.
-func jsonArray(b []byte, fn func(val []byte)) bool {
-	b = trimSpaceBytes(b)
-	if len(b) == 0 || b[0] != '[' || jsonSkip(b, 0, 0) != len(b) {
-		return false
-	}
-	i := jsonWS(b, 1)
-	for b[i] != ']' {
-		end := jsonSkip(b, i, 1)
-		fn(b[i:end])
-		if i = jsonWS(b, end); b[i] == ',' {
-			i = jsonWS(b, i+1)
-		}
-	}
-	return true
-}
-
-// jsonFirst returns the first element of the JSON array b.
-func jsonFirst(b []byte) (first []byte, ok bool) {
-	jsonArray(b, func(v []byte) {
-		if !ok {
-			first, ok = v, true
-		}
-	})
-	return first, ok
-}
-
 // keyIs reports whether a member name equals name (lower case), ignoring
 // ASCII case.
-func keyIs(key []byte, name string) bool {
-	return len(key) == len(name) && equalFold(string(key), name)
+func keyIs(key, name string) bool {
+	return len(key) == len(name) && equalFold(key, name)
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6
@@ -797,22 +666,12 @@ func indexFold(s, sub string) int {
 }
 
 // jsonText reads a JSON string or number as text; other values read as "".
-func jsonText(raw []byte) string {
-	raw = trimSpaceBytes(raw)
-	if len(raw) == 0 {
-		return ""
-	}
-	switch c := raw[0]; {
-	case c == '"':
-		if len(raw) >= 2 && raw[len(raw)-1] == '"' && bytes.IndexByte(raw, '\\') < 0 {
-			return string(raw[1 : len(raw)-1])
-		}
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-	case c == '-' || c >= '0' && c <= '9':
-		return string(raw)
+func jsonText(v gjson.Result) string {
+	switch v.Type {
+	case gjson.String:
+		return v.Str
+	case gjson.Number:
+		return v.Raw
 	}
 	return ""
 }
@@ -906,19 +765,36 @@ func printable(s string, limit int) string {
 	return out
 }
 
-// readPrefix reads up to limit bytes of r, stopping early at EOF, an error
-// or contentLength bytes. err is nil when the limit or contentLength was
-// reached, io.EOF at the body's end, or the read error.
-func readPrefix(r io.Reader, contentLength int64, limit int) ([]byte, error) {
+// errorBodyWait bounds the time spent reading an error body for
+// classification: a body that drips stops being read after it, and the
+// caller gets the response with what was read.
+const errorBodyWait = 3 * time.Second
+
+// readErrorBody reads the start of an error body for classification: up to
+// limit bytes, stopping early at its end, an error, contentLength bytes or
+// after wait. It returns what it read and a body to put back in its place,
+// which yields those bytes and then the rest of rc, unread (a read still
+// under way at the wait's end included), or the error that ended the
+// reading; closing it closes rc.
+//
+// Each read runs in its own goroutine so that a body that stalls cannot
+// hold the caller past wait; a read still under way then completes into
+// the body put back.
+func readErrorBody(rc io.ReadCloser, contentLength int64, limit int, wait time.Duration) ([]byte, *errorBody) {
 	size := 512
 	if contentLength > 0 {
 		size = int(min(contentLength, int64(limit)))
 	}
 	buf := make([]byte, 0, size)
+	eb := &errorBody{rc: rc}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	results := make(chan readResult, 1)
 	empty := 0
 	for {
 		if len(buf) == limit || (contentLength > 0 && int64(len(buf)) >= contentLength) {
-			return buf, nil
+			eb.prefix = buf
+			return buf, eb
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -926,38 +802,136 @@ func readPrefix(r io.Reader, contentLength int64, limit int) ([]byte, error) {
 				buf = buf[:len(buf):limit]
 			}
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err != nil {
-			return buf, err
-		}
-		if n == 0 {
-			if empty++; empty >= 100 {
-				return buf, io.ErrNoProgress
+		p := buf[len(buf):cap(buf)]
+		go func() {
+			n, err := rc.Read(p)
+			results <- readResult{p: p[:max(0, min(n, len(p)))], err: err}
+		}()
+		select {
+		case r := <-results:
+			buf = buf[:len(buf)+len(r.p)]
+			if r.err != nil {
+				eb.prefix, eb.err, eb.ended = buf, r.err, true
+				return buf, eb
 			}
+			if len(r.p) == 0 {
+				if empty++; empty >= 100 {
+					eb.prefix, eb.err, eb.ended = buf, io.ErrNoProgress, true
+					return buf, eb
+				}
+			}
+		case <-timer.C:
+			eb.prefix, eb.pending, eb.slow = buf, results, true
+			return buf, eb
 		}
 	}
 }
 
-// replayBody yields prefix, then the rest of rc (or the error that ended
-// the prefix), and closes rc.
-type replayBody struct {
-	prefix []byte
-	off    int
-	err    error // error met while reading prefix; nil to read on from rc
-	rc     io.ReadCloser
+// readBodyForClassify reads the start of resp's body with readErrorBody
+// and puts back the body that yields it all. A body classified before and
+// not read since is not read again: what was read then is used.
+func readBodyForClassify(resp *http.Response) []byte {
+	if eb, ok := resp.Body.(*errorBody); ok && eb.off == 0 && eb.rest == nil {
+		return eb.prefix
+	}
+	body, eb := readErrorBody(resp.Body, resp.ContentLength, maxErrorBody, errorBodyWait)
+	resp.Body = eb
+	return body
 }
 
-func (b *replayBody) Read(p []byte) (int, error) {
+type readResult struct {
+	p   []byte
+	err error
+}
+
+// errorBody is the body put back after classification: the bytes read,
+// then a read that was under way, then the rest of rc (or the error that
+// ended the reading).
+type errorBody struct {
+	prefix  []byte
+	off     int
+	err     error           // error met while reading prefix
+	ended   bool            // reading ended with err: rc is not read again
+	slow    bool            // reading stopped at the wait: rc was still being read
+	pending chan readResult // the read under way at the wait; nil once received
+	rest    []byte          // its bytes not yet returned
+	rc      io.ReadCloser
+}
+
+func (b *errorBody) Read(p []byte) (int, error) {
 	if b.off < len(b.prefix) {
 		n := copy(p, b.prefix[b.off:])
 		b.off += n
 		return n, nil
 	}
-	if b.err != nil {
+	if b.pending != nil {
+		r := <-b.pending
+		b.pending = nil
+		b.rest = r.p
+		if r.err != nil {
+			b.err, b.ended = r.err, true
+		}
+	}
+	if len(b.rest) > 0 {
+		n := copy(p, b.rest)
+		b.rest = b.rest[n:]
+		return n, nil
+	}
+	if b.ended {
 		return 0, b.err
 	}
 	return b.rc.Read(p)
 }
 
-func (b *replayBody) Close() error { return b.rc.Close() }
+// Close closes the original body. A read under way ends with it.
+func (b *errorBody) Close() error { return b.rc.Close() }
+
+// read returns the bytes read for classification, and the error that
+// ended the reading (nil when the limit or the wait ended it).
+func (b *errorBody) read() ([]byte, error) {
+	if b.ended && b.err != io.EOF {
+		return b.prefix, b.err
+	}
+	return b.prefix, nil
+}
+
+// keepErrorBody returns the start of an error body, up to limit bytes read
+// within errorBodyWait (the bytes classification read, when it did), and
+// the error that ended the reading; it then drains and closes the body.
+func keepErrorBody(rc io.ReadCloser, limit int) ([]byte, error) {
+	eb, ok := rc.(*errorBody)
+	if !ok {
+		_, eb = readErrorBody(rc, -1, limit, errorBodyWait)
+	}
+	b, err := eb.read()
+	drainClose(eb, int64(limit))
+	return b, err
+}
+
+// drainClose reads what is left of a discarded error body, up to limit
+// bytes and for at most errorBodyWait, so that its connection can be
+// reused, and closes it. A body that was read to its end, failed, or
+// dripped during classification is closed at once; one that does not
+// finish within the wait is closed while it is read, which ends the read
+// and costs the connection.
+func drainClose(rc io.ReadCloser, limit int64) {
+	if eb, ok := rc.(*errorBody); ok {
+		if eb.ended || eb.slow {
+			rc.Close()
+			return
+		}
+		eb.off = len(eb.prefix) // in memory already: drain what follows
+	}
+	done := make(chan struct{})
+	go func() {
+		io.CopyN(io.Discard, rc, limit)
+		close(done)
+	}()
+	timer := time.NewTimer(errorBodyWait)
+	select {
+	case <-done:
+	case <-timer.C:
+	}
+	timer.Stop()
+	rc.Close()
+}

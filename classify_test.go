@@ -198,6 +198,8 @@ func TestClassifyBounds(t *testing.T) {
 		"\x00\x01\xff\xfe bad \x1b[31m bytes \u2028 " + long,
 		"<html><title>" + long + "</title></html>",
 		strings.Repeat("<", 100000),
+		strings.Repeat("[", 64<<10),
+		`{"error": ` + strings.Repeat(`{"error": `, 20000) + `"deep"` + strings.Repeat("}", 20001),
 	} {
 		f := steady.ClassifyBody(500, hdr("x-request-id: "+strings.Repeat("i\n", 500)), []byte(body))
 		if len(f.Message) > 512 || !utf8.ValidString(f.Message) || strings.ContainsFunc(f.Message, isControl) {

@@ -100,9 +100,6 @@ const (
 // no hint and names no exhausted window.
 const defaultCooldown = time.Second
 
-// maxBodyRead bounds how much of a request body is read for an estimate.
-const maxBodyRead = 4 << 20
-
 // ErrWaitTooLong is matched, with errors.Is, by the error of a request whose
 // pacing wait would exceed [PacingConfig.MaxWait].
 var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
@@ -137,7 +134,6 @@ type pacer struct {
 	emit         func(Event)
 	breakerState func(upstream string) BreakerState
 	seed         maphash.Seed
-	bufs         sync.Pool // *[]byte
 
 	mu      sync.RWMutex
 	parts   map[uint64]*partition // guarded by mu
@@ -190,46 +186,6 @@ func (p *pacer) pace(limit float64, period time.Duration) (rate.Limit, int) {
 	return r, b
 }
 
-// readBody returns req's body, read through GetBody into buf, or nil.
-func readBody(req *http.Request, buf []byte) []byte {
-	if req.GetBody == nil || req.Body == nil || req.Body == http.NoBody {
-		return nil
-	}
-	rc, err := req.GetBody()
-	if err != nil || rc == nil {
-		return nil
-	}
-	b := buf[:0]
-	for len(b) < maxBodyRead {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := rc.Read(b[len(b):min(cap(b), maxBodyRead)])
-		b = b[:len(b)+n]
-		if err != nil {
-			break
-		}
-	}
-	rc.Close()
-	return b
-}
-
-func (p *pacer) getBuf() *[]byte {
-	if b, ok := p.bufs.Get().(*[]byte); ok {
-		return b
-	}
-	b := make([]byte, 0, 4096)
-	return &b
-}
-
-func (p *pacer) putBuf(b *[]byte, used []byte) {
-	if cap(used) > 64<<10 {
-		return // do not keep huge buffers alive
-	}
-	*b = used[:0]
-	p.bufs.Put(b)
-}
-
 // admitOpts are the breaker's say in a pacing wait. stop (may be nil) is
 // closed when the request must be decided at once: acquire then returns
 // errStopped, holding nothing. urgent marks a half-open probe: it goes
@@ -251,17 +207,9 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	if p == nil || p.cfg.Disabled {
 		return nil, nil
 	}
-	bp := p.getBuf()
-	body := readBody(req, *bp)
-	model, est := scanRequest(body)
-	if p.cfg.Estimator != nil {
-		est = p.cfg.Estimator(req, body)
-		est.Input = min(max(est.Input, 0), maxTokensValue)
-		est.Output = min(max(est.Output, 0), maxTokensValue)
-	}
+	model, est := inspectRequest(req, p.cfg.Estimator)
 	now := time.Now()
-	pt := p.partitionFor(req, model, now)
-	p.putBuf(bp, body)
+	pt := p.partitionFor(req, []byte(model), now)
 	pm, err := pt.acquire(ctx, p, req, est, now, o)
 	if err != nil {
 		pt.release()
@@ -622,3 +570,4 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 	slices.SortFunc(out, func(a, b PartitionSnapshot) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
+

@@ -788,8 +788,9 @@ func BenchmarkPacerParallel(b *testing.B) {
 func TestCustomEstimator(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var bodies []string
-		est := func(req *http.Request, body []byte) TokenEstimate {
-			bodies = append(bodies, string(body))
+		est := func(req *http.Request, body io.Reader) TokenEstimate {
+			b, _ := io.ReadAll(body)
+			bodies = append(bodies, string(b))
 			return TokenEstimate{Input: 500, Output: -7} // negative reads as 0
 		}
 		// 6000 tokens a minute: 120 of burst, then 98 a second.

@@ -194,13 +194,13 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 	}
 	c := t.start(req, next)
 	for c.attempt = 1; ; c.attempt++ {
-		r, err := c.prepare()
-		if err != nil {
-			return c.giveUpLast("request body cannot be rewound: " + err.Error())
-		}
-		a, err := c.admit(r)
+		a, err := c.admit()
 		if err != nil {
 			return c.refused(err) // circuit open, pacing refused, context done
+		}
+		r, err := c.prepare(a)
+		if err != nil {
+			return c.giveUpLast("request body cannot be rewound: " + err.Error())
 		}
 		resp, err := c.send(r, a)
 		v := c.judge(resp, err)
@@ -263,23 +263,17 @@ func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
 	return c
 }
 
-// prepare returns the request of this attempt: req itself first, then a
-// clone whose body comes from GetBody. A GetBody that returns no body
-// means the body cannot be replayed.
-func (c *call) prepare() (*http.Request, error) {
-	if c.attempt == 1 {
-		return c.req, nil
-	}
-	r := c.req.Clone(c.ctx)
-	if c.hasBody {
-		body, err := c.req.GetBody()
-		if err == nil && body == nil {
-			err = errors.New("GetBody returned no body")
-		}
-		if err != nil {
-			return nil, err
-		}
-		r.Body = body
+// prepare returns the request of this attempt, once admitted (pacing has
+// read what it needs of the body): req itself when its body was not read,
+// else a copy whose body comes from GetBody. A GetBody that fails or
+// returns no body means the body cannot be replayed: the admission is
+// then given back.
+func (c *call) prepare(a admission) (*http.Request, error) {
+	r, err := attemptRequest(c.ctx, c.req, c.attempt)
+	if err != nil {
+		a.pm.cancel()
+		c.br.report(a.slot, errBreakerExcluded)
+		return nil, err
 	}
 	return r, nil
 }
@@ -296,7 +290,8 @@ type admission struct {
 // sending, after the pacing wait, which ends early if the circuit opens
 // meanwhile. A half-open probe goes ahead of the pacing queue. On error, r
 // is closed and nothing is held.
-func (c *call) admit(r *http.Request) (admission, error) {
+func (c *call) admit() (admission, error) {
+	r := c.req
 	for {
 		v := c.br.look()
 		switch {
@@ -306,7 +301,7 @@ func (c *call) admit(r *http.Request) (admission, error) {
 				continue // the circuit opened during the wait
 			}
 			if err != nil {
-				closeBody(r)
+				closeFirst(r, c.attempt)
 				return admission{}, err
 			}
 			s, err := c.br.allow()
@@ -320,10 +315,10 @@ func (c *call) admit(r *http.Request) (admission, error) {
 			if err != nil {
 				continue // another request took the probe
 			}
-			return c.admitProbe(r, s)
+			return c.admitProbe(s)
 		}
 		if err := c.hold(v); err != nil {
-			closeBody(r)
+			closeFirst(r, c.attempt)
 			return admission{}, err
 		}
 	}
@@ -331,7 +326,8 @@ func (c *call) admit(r *http.Request) (admission, error) {
 
 // admitProbe takes r's pacing turn ahead of the queue. The breaker slot s
 // is given back if pacing refuses r or panics.
-func (c *call) admitProbe(r *http.Request, s breakerSlot) (admission, error) {
+func (c *call) admitProbe(s breakerSlot) (admission, error) {
+	r := c.req
 	admitted := false
 	defer func() {
 		if !admitted {
@@ -340,7 +336,7 @@ func (c *call) admitProbe(r *http.Request, s breakerSlot) (admission, error) {
 	}()
 	pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{urgent: true})
 	if err != nil {
-		closeBody(r)
+		closeFirst(r, c.attempt)
 		return admission{}, err
 	}
 	admitted = true
@@ -536,6 +532,7 @@ func (c *call) giveUpLast(reason string) (*http.Response, error) {
 // loop retries it, or the error (with such a response when called as
 // middleware).
 func (c *call) giveUp(resp *http.Response, err error, f Failure, attempt int, reason string) (*http.Response, error) {
+	reason = giveUpValue(reason) // may quote an error's text: bounded
 	ev := c.event(EventGiveUp, f, safeErr(err))
 	ev.Attempt, ev.Reason = attempt, reason
 	c.t.emit(ev)
@@ -549,7 +546,7 @@ func (c *call) giveUp(resp *http.Response, err error, f Failure, attempt int, re
 	if err == nil {
 		err = errors.New("steady: " + reason)
 	}
-	return fail(c.req, c.next, err, reason)
+	return fail(c.req, c.next, gaveUp(err, reason), reason)
 }
 
 // event returns an event of kind about this request's current attempt.
@@ -620,14 +617,14 @@ func closeBody(r *http.Request) {
 	}
 }
 
-// discard drains (bounded) and closes a response so its connection can be
-// reused.
+// discard drains (bounded in bytes and time) and closes a response so its
+// connection can be reused: an error body longer than 64 KiB past what
+// classification read, or one that drips, costs its connection.
 func discard(resp *http.Response) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
-	io.CopyN(io.Discard, resp.Body, maxDrain)
-	resp.Body.Close()
+	drainClose(resp.Body, maxDrain)
 }
 
 // bufferBody replaces resp's body with an in-memory copy of at most
@@ -638,8 +635,7 @@ func bufferBody(resp *http.Response) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxDrain))
-	discard(resp)
+	b, err := keepErrorBody(resp.Body, maxDrain)
 	var r io.Reader = bytes.NewReader(b)
 	if err != nil {
 		r = io.MultiReader(r, errReader{err})

@@ -55,7 +55,13 @@ func (in *Instrumentation) span(ev steady.Event, k attemptKey) {
 	if ev.Wait > 0 {
 		kv = append(kv, attribute.Float64(attrPacingWait, ev.Wait.Seconds()))
 	}
-	kv = append(kv, attribute.String(attrBreakerState, breakerStateName(in.t.BreakerState(ev.Upstream))))
+	// The breaker's decision at admission: an attempt goes out of a closed
+	// circuit, or as a half-open circuit's probe.
+	admitted := steady.BreakerClosed
+	if ev.Reason == probeReason {
+		admitted = steady.BreakerHalfOpen
+	}
+	kv = append(kv, attribute.String(attrBreakerState, breakerStateName(admitted)))
 	sp.SetAttributes(kv...)
 	if k.errType != "" {
 		sp.SetStatus(codes.Error, k.errType)
