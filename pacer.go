@@ -570,4 +570,3 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 	slices.SortFunc(out, func(a, b PartitionSnapshot) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }
-
