@@ -130,6 +130,11 @@ func runFleet(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return reportFleet(o, res, stdout)
+}
+
+// reportFleet writes the fleets' table, what it shows, and the plot.
+func reportFleet(o options, res []fleetResult, stdout io.Writer) error {
 	fmt.Fprintln(stdout)
 	if err := writeFleetTable(stdout, res); err != nil {
 		return err
