@@ -15,7 +15,18 @@
 //
 // With -base-url and OPENAI_API_KEY, the steady side talks to a real
 // OpenAI-compatible endpoint instead of its simulated provider (no outage
-// is injected there).
+// is injected there). With -metrics :9464, the steady side's metrics are
+// served at /metrics for Prometheus while the demo runs.
+//
+// With -fleet N, the demo runs two fleets of N worker processes (its own
+// binary, started again) side by side, each on one simulated provider
+// served on loopback, one key for the whole fleet: in one fleet every
+// process paces alone, in the other every process shares its pacing
+// through a steadyredis store, on an embedded Redis-compatible server or
+// the one -redis names:
+//
+//	go -C cmd/steady-demo run . -fleet 4
+//	go -C cmd/steady-demo run . -fleet 16 -plot fleet.svg
 package main
 
 import (
