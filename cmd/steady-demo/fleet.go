@@ -79,6 +79,7 @@ func fleetDefaults(fs *flag.FlagSet, o *options) error {
 // and its worker processes.
 type fleetSide struct {
 	name     string
+	n        int // processes
 	store    bool
 	provider *steadytest.Provider
 	url      string
@@ -139,9 +140,15 @@ func reportFleet(o options, res []fleetResult, stdout io.Writer) error {
 	if err := writeFleetTable(stdout, res); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nThe limit is %d requests per %s for the whole fleet, on one key. Goodput counts successful calls over whole windows.\n"+
-		"Each process paces under the limit the provider announces; alone, every process takes the whole limit for itself,\n"+
-		"so the fleet overshoots and meets 429s. With the store, the processes reserve their turns in one shared budget.\n", o.Requests, o.Window)
+	if o.Dead && len(res) == 3 {
+		fmt.Fprintf(stdout, "\nThe upstream was down for the whole run. Upstream attempts: %d from the fleet without the store, %d from the fleet\n"+
+			"with it, %d from one process alone. Each process's circuit breaker opens on its own failures; with the store,\n"+
+			"the circuit is shared, so one process's discovery opens it for the whole fleet.\n", res[0].Attempts, res[1].Attempts, res[2].Attempts)
+	} else {
+		fmt.Fprintf(stdout, "\nThe limit is %d requests per %s for the whole fleet, on one key. Goodput counts successful calls over whole windows.\n"+
+			"Each process paces under the limit the provider announces; alone, every process takes the whole limit for itself,\n"+
+			"so the fleet overshoots and meets 429s. With the store, the processes reserve their turns in one shared budget.\n", o.Requests, o.Window)
+	}
 	if o.Plot != "" {
 		c := chart{Title: fmt.Sprintf("Accepted requests per second of a %d-process fleet against the limit", o.Fleet),
 			Bucket: time.Second, End: o.Duration, Limit: float64(o.Requests) / o.Window.Seconds()}
@@ -185,12 +192,16 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 
 	// One provider per fleet, served on loopback.
 	pcfg := providerConfig{Requests: o.Requests, Tokens: o.Tokens, Window: o.Window, Dialect: o.Dialect, Algorithm: o.Algorithm, Latency: o.Latency}
-	sides := []*fleetSide{{name: "without store"}, {name: "with store", store: true}}
+	sides := []*fleetSide{{name: "without store", n: o.Fleet}, {name: "with store", n: o.Fleet, store: true}}
+	if o.Dead {
+		sides = append(sides, &fleetSide{name: "one process", n: 1})
+	}
 	for _, s := range sides {
 		up, err := newProvider(pcfg)
 		if err != nil {
 			return nil, err
 		}
+		up.setOutage(o.Dead)
 		s.provider = up.(simulated).Provider
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -204,11 +215,14 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 
 	limit := float64(o.Requests) / o.Window.Seconds()
 	offered := o.Offered * limit
-	fmt.Fprintf(stdout, "fleet: %d worker processes per fleet, two fleets side by side, each on its own simulated provider on loopback\n", o.Fleet)
+	fmt.Fprintf(stdout, "fleet: %d worker processes per fleet, %d fleets side by side, each on its own simulated provider on loopback\n", o.Fleet, len(sides))
 	fmt.Fprintf(stdout, "limit %d requests per %s (%.1f/s) on one key for the whole fleet, offered %.1f/s in total (%.1f/s per process, %d callers each) for %s\n",
 		o.Requests, o.Window, limit, offered, offered/float64(o.Fleet), o.Concurrency, o.Duration)
 	fmt.Fprintln(stdout, "without store: each process has steady.New(steady.Config{}) and paces alone")
 	fmt.Fprintf(stdout, "with store: each process sets Pacing.Store to steadyredis.New on %s\n", where)
+	if o.Dead {
+		fmt.Fprintln(stdout, "the providers are down: every request is answered 503; one process: the same workload of one process, alone")
+	}
 	if o.RedisOutage > 0 {
 		fmt.Fprintf(stdout, "the embedded server stops at %s for %s, then restarts empty\n", o.Duration/4, o.RedisOutage)
 	}
@@ -224,8 +238,8 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 		}
 	}()
 	for _, s := range sides {
-		for i := range o.Fleet {
-			spec := workerSpec{ID: i, BaseURL: s.url, FleetSize: o.Fleet, Duration: o.Duration, Window: o.Window,
+		for i := range s.n {
+			spec := workerSpec{ID: i, BaseURL: s.url, FleetSize: s.n, Duration: o.Duration, Window: o.Window,
 				Concurrency: o.Concurrency, Offered: offered / float64(o.Fleet), Timeout: o.Timeout, Model: o.Model,
 				Every: 200 * time.Millisecond}
 			if s.store {
@@ -444,8 +458,12 @@ func (s *fleetSide) progressLine(elapsed time.Duration) string {
 	if s.store {
 		store = fmt.Sprintf("shared %d/%d", shared, len(s.workers))
 	}
-	return fmt.Sprintf("%-13s %5.1fs  %2d processes  calls %5d  ok %5d  failed %4d  %5.1f ok/s  429s %5d = %5s of attempts  store %s",
-		s.name, elapsed.Seconds(), len(s.workers), sum.Calls, sum.OK, sum.Failed, sum.Rate, sum.RateLimited,
+	procs := "processes"
+	if len(s.workers) == 1 {
+		procs = "process  "
+	}
+	return fmt.Sprintf("%-13s %5.1fs  %2d %s  calls %5d  ok %5d  failed %4d  %5.1f ok/s  429s %5d = %5s of attempts  store %s",
+		s.name, elapsed.Seconds(), len(s.workers), procs, sum.Calls, sum.OK, sum.Failed, sum.Rate, sum.RateLimited,
 		percent(sum.RateLimited, sum.Attempts), store)
 }
 
@@ -538,10 +556,14 @@ func writeFleetTable(w io.Writer, res []fleetResult) error {
 	})
 	line("retries", func(r fleetResult) string { return fmt.Sprint(r.Retries) })
 	line("share of ok calls per process", func(r fleetResult) string {
+		if r.OK == 0 || r.Reported < 2 {
+			return "-"
+		}
 		return fmt.Sprintf("within ±%.1f%% of equal", 100*r.MaxShareDev)
 	})
 	line("p50 latency (ok calls)", func(r fleetResult) string { return fmtDur(r.P50) })
 	line("p99 latency (ok calls)", func(r fleetResult) string { return fmtDur(r.P99) })
+	line("requests the provider received", func(r fleetResult) string { return fmt.Sprint(r.Provider.Requests) })
 	line("most admitted in a window", func(r fleetResult) string { return fmt.Sprint(r.Provider.MaxRequestsInWindow) })
 	line("store: Redis answered at start", func(r fleetResult) string {
 		if !r.Store {

@@ -126,6 +126,45 @@ func TestFleetStoppedEarly(t *testing.T) {
 	}
 }
 
+// TestFleetDeadUpstream runs a small fleet against providers that
+// answer 503 to everything, beside one process alone.
+func TestFleetDeadUpstream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes and runs for seconds of real time")
+	}
+	o, err := parseFlags([]string{"-fleet", "2", "-dead-upstream", "-duration", "2s", "-window", "1s", "-requests", "20",
+		"-latency", "5ms", "-concurrency", "2", "-progress", "1s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := fleet(t.Context(), o, &out, io.Discard)
+	if err == nil {
+		err = reportFleet(o, res, &out)
+	}
+	t.Logf("output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 3 || res[2].Processes != 1 || res[2].Store {
+		t.Fatalf("fleets = %+v, want a third column of one process without the store", res)
+	}
+	for _, r := range res {
+		if r.OK != 0 || r.Attempts == 0 {
+			t.Errorf("%s: %d ok calls, %d attempts; want none ok, after some attempts", r.Name, r.OK, r.Attempts)
+		}
+		if int64(r.Attempts) != r.Provider.Requests {
+			t.Errorf("%s: the workers counted %d attempts, the provider received %d", r.Name, r.Attempts, r.Provider.Requests)
+		}
+	}
+	if res[0].Attempts <= res[2].Attempts {
+		t.Errorf("two processes pacing alone sent %d attempts, one process %d: want more", res[0].Attempts, res[2].Attempts)
+	}
+	if !strings.Contains(out.String(), "The upstream was down for the whole run") {
+		t.Error("output lacks the note on the dead upstream")
+	}
+}
+
 // notifyWriter calls fn once, when what is written contains after.
 type notifyWriter struct {
 	w     io.Writer

@@ -68,6 +68,7 @@ type options struct {
 	Fleet       int
 	Redis       string
 	RedisOutage time.Duration
+	Dead        bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Fleet, "fleet", 0, "run a fleet of this many worker processes on one provider, without and with a shared store (see -redis)")
 	fs.StringVar(&o.Redis, "redis", "", "with -fleet: the Redis the store uses, as redis://host:port (default: an embedded Redis-compatible server)")
 	fs.DurationVar(&o.RedisOutage, "redis-outage", 0, "with -fleet and the embedded server: stop it this long half way through, then restart it empty")
+	fs.BoolVar(&o.Dead, "dead-upstream", false, "with -fleet: the providers answer 503 to everything, and a third column shows one process alone")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -104,8 +106,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if err := fleetDefaults(fs, &o); err != nil {
 			return o, err
 		}
-	} else if o.Redis != "" || o.RedisOutage != 0 {
-		return o, errors.New("-redis and -redis-outage need -fleet")
+	} else if o.Redis != "" || o.RedisOutage != 0 || o.Dead {
+		return o, errors.New("-redis, -redis-outage and -dead-upstream need -fleet")
 	}
 	switch {
 	case o.Duration <= 0:
