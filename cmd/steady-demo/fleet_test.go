@@ -165,6 +165,34 @@ func TestFleetDeadUpstream(t *testing.T) {
 	}
 }
 
+// TestFleetOnRedis runs a small fleet whose store uses the Redis server
+// at 127.0.0.1:6379, when one answers.
+func TestFleetOnRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	const url = "redis://127.0.0.1:6379"
+	if err := pingRedis(t.Context(), url); err != nil {
+		t.Skipf("no Redis at %s (%v): start one to run this test", url, err)
+	}
+	o, err := parseFlags([]string{"-fleet", "2", "-redis", url, "-duration", "1s", "-window", "1s", "-requests", "20",
+		"-latency", "5ms", "-concurrency", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	res, err := fleet(t.Context(), o, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "steadyredis.New on "+url) {
+		t.Errorf("output does not name the Redis:\n%s", out.String())
+	}
+	if res[1].StorePing != 2 || res[1].Reported != 2 || res[1].OK == 0 {
+		t.Errorf("with the store on %s: %+v", url, res[1])
+	}
+}
+
 // notifyWriter calls fn once, when what is written contains after.
 type notifyWriter struct {
 	w     io.Writer
