@@ -321,7 +321,11 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 		io.WriteString(stdout, b.String())
 		printed = true
 	}
-	stopped := false
+	// A worker that outlives the run by far, or a stop by far, is killed.
+	const grace = 15 * time.Second
+	kill := time.NewTimer(time.Until(start.Add(o.Duration + grace)))
+	defer kill.Stop()
+	stopped, ctxDone := false, ctx.Done()
 wait:
 	for {
 		select {
@@ -329,12 +333,15 @@ wait:
 			break wait
 		case <-tick.C:
 			show()
-		case <-ctx.Done():
-			if !stopped {
-				stopped = true
-				for _, w := range all {
-					w.stdin.Close() // the workers stop and send what they have
-				}
+		case <-ctxDone:
+			stopped, ctxDone = true, nil
+			for _, w := range all {
+				w.stdin.Close() // the workers stop and send what they have
+			}
+			kill.Reset(grace)
+		case <-kill.C:
+			for _, w := range all {
+				w.cmd.Process.Kill()
 			}
 		}
 	}
@@ -586,12 +593,19 @@ func pingRedis(ctx context.Context, url string) error {
 	if err != nil {
 		return err
 	}
+	opt.DialerRetries, opt.MaxRetries = 1, -1
+	redis.SetLogger(quiet{}) // the error says what went wrong, once
 	c := redis.NewClient(opt)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err()
 }
+
+// quiet is a go-redis logger that drops what it is given.
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // redisOutage stops the embedded server at from for d, then restarts it
 // empty on the same address.
