@@ -283,3 +283,28 @@ func TestWriteFleetTable(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerProtocol checks a worker's side of the protocol in the
+// process: a bad spec, a bad Redis URL, and a parent that stops before
+// the start.
+func TestWorkerProtocol(t *testing.T) {
+	if code := workerMain("{", strings.NewReader(""), io.Discard, io.Discard); code != 2 {
+		t.Errorf("a bad spec: exit code %d, want 2", code)
+	}
+	var errOut bytes.Buffer
+	if code := workerMain(`{"Redis":"http://x"}`, strings.NewReader(""), io.Discard, &errOut); code != 1 || !strings.Contains(errOut.String(), "redis URL") {
+		t.Errorf("a bad Redis URL: exit code %d, stderr %q", code, errOut.String())
+	}
+	var out bytes.Buffer
+	spec := `{"ID":3,"BaseURL":"http://127.0.0.1:1/v1/","Duration":1000000000,"Concurrency":1,"Offered":1}`
+	if code := workerMain(spec, strings.NewReader(""), &out, io.Discard); code != 0 {
+		t.Errorf("stopped before the start: exit code %d", code)
+	}
+	if got := strings.TrimSpace(out.String()); got != `{"Kind":"ready","ID":3}` {
+		t.Errorf("reports %q, want only the ready line", got)
+	}
+	out.Reset()
+	if code := workerMain(spec, strings.NewReader("start soon\n"), &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "start line") {
+		t.Errorf("a bad start line: exit code %d, stderr %q", code, errOut.String())
+	}
+}
