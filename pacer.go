@@ -85,6 +85,11 @@ type PacingConfig struct {
 	// wait would be longer fails at once with a [*WaitError] matching
 	// [ErrWaitTooLong]. Zero means 2 minutes.
 	MaxWait time.Duration
+
+	// Store, if set, shares this Transport's pacing partitions with other
+	// processes through it (see package steadyredis). Nil means each
+	// Transport paces alone.
+	Store Store
 }
 
 // Defaults for [PacingConfig] fields left zero.

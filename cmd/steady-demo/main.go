@@ -15,7 +15,18 @@
 //
 // With -base-url and OPENAI_API_KEY, the steady side talks to a real
 // OpenAI-compatible endpoint instead of its simulated provider (no outage
-// is injected there).
+// is injected there). With -metrics :9464, the steady side's metrics are
+// served at /metrics for Prometheus while the demo runs.
+//
+// With -fleet N, the demo runs two fleets of N worker processes (its own
+// binary, started again) side by side, each on one simulated provider
+// served on loopback, one key for the whole fleet: in one fleet every
+// process paces alone, in the other every process shares its pacing
+// through a steadyredis store, on an embedded Redis-compatible server or
+// the one -redis names:
+//
+//	go -C cmd/steady-demo run . -fleet 4
+//	go -C cmd/steady-demo run . -fleet 16 -plot fleet.svg
 package main
 
 import (
@@ -53,6 +64,11 @@ type options struct {
 	BaseURL     string
 	Model       string
 	Interval    time.Duration
+	Metrics     string
+	Fleet       int
+	Redis       string
+	RedisOutage time.Duration
+	Dead        bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -75,8 +91,23 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.BaseURL, "base-url", "", "run the steady side against this OpenAI-compatible endpoint (needs OPENAI_API_KEY)")
 	fs.StringVar(&o.Model, "model", "gpt-5.4-mini", "model named in each request")
 	fs.DurationVar(&o.Interval, "progress", 0, "progress interval (0: 250ms on a terminal, 5s otherwise)")
+	fs.StringVar(&o.Metrics, "metrics", "", "serve the steady side's metrics for Prometheus at this address's /metrics (such as :9464)")
+	fs.IntVar(&o.Fleet, "fleet", 0, "run a fleet of this many worker processes on one provider, without and with a shared store (see -redis)")
+	fs.StringVar(&o.Redis, "redis", "", "with -fleet: the Redis the store uses, as redis://host:port (default: an embedded Redis-compatible server)")
+	fs.DurationVar(&o.RedisOutage, "redis-outage", 0, "with -fleet and the embedded server: stop it this long half way through, then restart it empty")
+	fs.BoolVar(&o.Dead, "dead-upstream", false, "with -fleet: the providers answer 503 to everything, and a third column shows one process alone")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if o.Fleet != 0 {
+		if err := fleetDefaults(fs, &o); err != nil {
+			return o, err
+		}
+	} else if o.Redis != "" || o.RedisOutage != 0 || o.Dead {
+		return o, errors.New("-redis, -redis-outage and -dead-upstream need -fleet")
 	}
 	switch {
 	case o.Duration <= 0:
@@ -102,6 +133,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 }
 
 func main() {
+	if spec := os.Getenv(workerEnv); spec != "" {
+		os.Exit(workerMain(spec, os.Stdin, os.Stdout, os.Stderr))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := demo(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
@@ -119,6 +153,9 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.Fleet > 0 {
+		return runFleet(ctx, o, stdout, stderr)
 	}
 	p := plan{
 		Duration:    o.Duration,
@@ -152,6 +189,14 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "steady hold: the same, with Breaker.Hold set: calls meeting an open circuit wait for recovery when their deadline allows")
 	}
 	fmt.Fprintf(stdout, "every call has a %s deadline; the bare SDK keeps its defaults (2 retries)\n", o.Timeout)
+	if o.Metrics != "" {
+		ms, err := serveMetrics(o.Metrics, clients[1].steady)
+		if err != nil {
+			return fmt.Errorf("-metrics: %w", err)
+		}
+		defer ms.close()
+		fmt.Fprintf(stdout, "metrics of the steady side (OpenTelemetry, Prometheus format) served at %s while the demo runs\n", ms.URL)
+	}
 
 	// Progress, until the run ends.
 	done := make(chan struct{})
@@ -250,6 +295,7 @@ func steadyClient(name string, cfg steady.Config, pcfg providerConfig, o options
 	}
 	cfg.OnEvent = c.rec.event
 	t := steady.New(cfg)
+	c.steady = t
 	c.sdk = openai.NewClient(
 		option.WithBaseURL(baseURL),
 		option.WithAPIKey(key),

@@ -16,7 +16,9 @@ type chart struct {
 	End    time.Duration // length of the run
 	Limit  float64       // requests per second; 0 hides the limit line
 	Outage period        // zero when the run had no outage
-	Series []series
+	// OutageLabel names the outage period; "" means "provider outage".
+	OutageLabel string
+	Series      []series
 }
 
 // series is one client's line.
@@ -69,7 +71,11 @@ func writeSVG(w io.Writer, c chart) error {
 	if c.Outage.To > c.Outage.From {
 		x0, x1 := x(c.Outage.From.Seconds()), x(c.Outage.To.Seconds())
 		p(`<rect class="outage" x="%.1f" y="%g" width="%.1f" height="%g" fill="#999" fill-opacity="0.15"/>`+"\n", x0, top, x1-x0, plotH)
-		p(`<text x="%.1f" y="%g" fill="#555" text-anchor="middle">provider outage</text>`+"\n", (x0+x1)/2, top+14)
+		label := c.OutageLabel
+		if label == "" {
+			label = "provider outage"
+		}
+		p(`<text x="%.1f" y="%g" fill="#555" text-anchor="middle">%s</text>`+"\n", (x0+x1)/2, top+14, html.EscapeString(label))
 	}
 	for i, s := range c.Series {
 		color := palette[i%len(palette)]

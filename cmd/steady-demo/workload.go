@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/steady-go/steady"
 )
 
 // plan is the workload every client runs.
@@ -38,6 +39,7 @@ type client struct {
 	sdk      openai.Client
 	upstream upstream // nil when the client talks to a real endpoint
 	rec      *recorder
+	steady   *steady.Transport // nil for the bare SDK
 }
 
 // call makes one chat completion and records it.
