@@ -150,7 +150,7 @@ func runSim(t *testing.T, p *pacer, s *simServer, workers int, d time.Duration) 
 			for ctx.Err() == nil {
 				req := chatRequest(t, context.Background(), "api.example.com", "sk-test", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`)
 				for attempt := 0; ; attempt++ {
-					pm, err := p.acquire(context.Background(), req)
+					pm, err := p.acquire(context.Background(), req, admitOpts{})
 					if err != nil {
 						mu.Lock()
 						failed++
@@ -237,7 +237,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		var mu sync.Mutex
 		p := newPacer(PacingConfig{RequestsPerMinute: 60}, func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -247,7 +247,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		dctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		_, err = p.acquire(dctx, chatRequest(t, dctx, "api.example.com", "k", smallChat))
+		_, err = p.acquire(dctx, chatRequest(t, dctx, "api.example.com", "k", smallChat), admitOpts{})
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 		}
@@ -272,7 +272,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 
 		// The refused request reserved nothing: a request without a
 		// deadline gets the next slot.
-		pm, err = p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat))
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -287,12 +287,12 @@ func TestAcquireMaxWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{RequestsPerMinute: 1, MaxWait: 10 * time.Second}, nil, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pm.settle(nil, nil)
-		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		var we *WaitError
 		if !errors.Is(err, ErrWaitTooLong) || !errors.As(err, &we) || we.Wait < time.Minute {
 			t.Fatalf("err = %v, want ErrWaitTooLong with a wait over a minute", err)
@@ -304,14 +304,14 @@ func TestAcquireCancelStopsWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{RequestsPerMinute: 6}, nil, nil)
 		ctx, cancel := context.WithCancel(context.Background())
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		pm.settle(nil, nil)
 		start := time.Now()
 		time.AfterFunc(time.Second, cancel)
-		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want context.Canceled", err)
 		}
@@ -341,7 +341,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 		}, nil)
 		ctx := context.Background()
 		start := time.Now()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -365,7 +365,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 		var permits []*permit
 		for range 6 {
 			sent.Go(func() {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -409,7 +409,7 @@ func TestColdStartBoundsInFlight(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 10 {
 			wg.Go(func() {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -447,7 +447,7 @@ func TestBindingWindowWins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{}, nil, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -460,7 +460,7 @@ func TestBindingWindowWins(t *testing.T) {
 		)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err = p.acquire(dctx, chatRequest(t, dctx, "h", "k", smallChat))
+		_, err = p.acquire(dctx, chatRequest(t, dctx, "h", "k", smallChat), admitOpts{})
 		var we *WaitError
 		if !errors.As(err, &we) || we.Wait < 25*time.Second {
 			t.Fatalf("err = %v, want a wait of about 30s set by the day window", err)
@@ -476,13 +476,13 @@ func TestSyncLowersToRemaining(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		now := time.Now()
 		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 5000, Reset: now.Add(10 * time.Second)})
-		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -492,7 +492,7 @@ func TestSyncLowersToRemaining(t *testing.T) {
 		// says 50 remain: a request of 100+2 tokens waits about half a
 		// second.
 		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 50, Reset: now.Add(59 * time.Second)})
-		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -507,7 +507,7 @@ func TestPartitionKeys(t *testing.T) {
 	p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
 	ctx := context.Background()
 	get := func(host, key, body string) *partition {
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, host, key, body))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, host, key, body), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -549,7 +549,7 @@ func TestAcquireLeavesBodyIntact(t *testing.T) {
 	p := newPacer(PacingConfig{}, nil, nil)
 	ctx := context.Background()
 	req := chatRequest(t, ctx, "h", "k", smallChat)
-	pm, err := p.acquire(ctx, req)
+	pm, err := p.acquire(ctx, req, admitOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +560,7 @@ func TestAcquireLeavesBodyIntact(t *testing.T) {
 	}
 	// A body that cannot be replayed is not read: one request, no tokens.
 	req, _ = http.NewRequest(http.MethodPost, "https://h/v1/x", io.NopCloser(strings.NewReader(smallChat)))
-	pm2, err := p.acquire(ctx, req)
+	pm2, err := p.acquire(ctx, req, admitOpts{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -577,13 +577,13 @@ func TestMaxPartitions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{MaxPartitions: 8, ColdStart: -1}, nil, nil)
 		ctx := context.Background()
-		busy, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"busy"}`))
+		busy, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"busy"}`), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range 100 {
 			time.Sleep(time.Second)
-			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", fmt.Sprintf(`{"model":"m%d"}`, i)))
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", fmt.Sprintf(`{"model":"m%d"}`, i)), admitOpts{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -617,7 +617,7 @@ func TestPartitionSize(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for _, req := range reqs {
-		pm, err := p.acquire(ctx, req)
+		pm, err := p.acquire(ctx, req, admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -660,7 +660,7 @@ func BenchmarkPacer(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				pm, err := p.acquire(ctx, req)
+				pm, err := p.acquire(ctx, req, admitOpts{})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -682,7 +682,7 @@ func FuzzObserve(f *testing.F) {
 			p := newPacer(PacingConfig{MaxWait: time.Minute, RequestsPerMinute: 100}, nil, nil)
 			ctx := context.Background()
 			for i := range 3 {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 				if err != nil {
 					var we *WaitError
 					if !errors.As(err, &we) || we.Wait <= time.Minute {
@@ -709,7 +709,7 @@ func TestInputOutputWindows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -721,7 +721,7 @@ func TestInputOutputWindows(t *testing.T) {
 			Window{Unit: UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
 			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(time.Minute)},
 		)
-		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -731,7 +731,7 @@ func TestInputOutputWindows(t *testing.T) {
 		pm.settle(nil, nil)
 		// A request that asks for no output does not wait for them.
 		now = time.Now()
-		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"gpt-4o-mini","input":"hi"}`))
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"gpt-4o-mini","input":"hi"}`), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -748,7 +748,7 @@ func TestRemainingOnly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
 		ctx := context.Background()
-		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -776,7 +776,7 @@ func BenchmarkPacerParallel(b *testing.B) {
 		req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(body))
 		req.Header.Set("Authorization", "Bearer sk-bench")
 		for pb.Next() {
-			pm, err := p.acquire(ctx, req)
+			pm, err := p.acquire(ctx, req, admitOpts{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -797,7 +797,7 @@ func TestCustomEstimator(t *testing.T) {
 		ctx := context.Background()
 		start := time.Now()
 		for range 2 {
-			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat))
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -814,25 +814,29 @@ func TestCustomEstimator(t *testing.T) {
 	})
 }
 
-func TestInferSlidingWindow(t *testing.T) {
+func TestInferWindowKind(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		samples [][2]int64 // remaining, reset in seconds
-		want    time.Duration
+		kind    windowKind
+		period  time.Duration
 	}{
-		{"sliding", [][2]int64{{90, 10}, {70, 10}, {40, 10}}, 10200 * time.Millisecond},
-		{"bucket", [][2]int64{{90, 1}, {70, 3}, {40, 6}}, 0},
-		{"one sample", [][2]int64{{50, 10}}, 0},
-		{"same remaining", [][2]int64{{50, 10}, {48, 10}}, 0},
-		{"no reset", [][2]int64{{90, 0}, {50, 0}}, 0},
-		{"beyond any period", [][2]int64{{90, 1 << 40}, {50, 1 << 40}}, 0},
+		{"sliding", [][2]int64{{90, 10}, {70, 10}, {40, 10}}, kindSliding, 10 * time.Second},
+		{"bucket", [][2]int64{{90, 1}, {70, 3}, {40, 6}}, kindBucket, 10 * time.Second},
+		{"fixed", [][2]int64{{90, 40}, {70, 39}, {40, 37}}, kindUnknown, 0},
+		{"one sample", [][2]int64{{50, 10}}, kindUnknown, 0},
+		{"same remaining", [][2]int64{{50, 10}, {49, 10}}, kindUnknown, 0},
+		{"no reset", [][2]int64{{90, 0}, {50, 0}}, kindUnknown, 0},
+		{"beyond any period", [][2]int64{{90, 1 << 40}, {50, 1 << 40}}, kindUnknown, 0},
 	} {
 		var w window
+		now := time.Unix(1e9, 0)
 		for _, s := range tc.samples {
-			w.inferLocked(100, s[0], time.Duration(s[1])*time.Second)
+			d := time.Duration(s[1]) * time.Second
+			w.learnLocked(100, s[0], d, now.Add(d), 0)
 		}
-		if got := w.inferred(); got != tc.want {
-			t.Errorf("%s: inferred %v, want %v", tc.name, got, tc.want)
+		if w.kind != tc.kind || w.period != tc.period {
+			t.Errorf("%s: kind %v period %v, want %v %v", tc.name, w.kind, w.period, tc.kind, tc.period)
 		}
 	}
 }

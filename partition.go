@@ -5,13 +5,12 @@ import (
 	"hash/maphash"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // maxWindows is how many rate-limit windows a partition tracks: the two
@@ -23,36 +22,265 @@ const maxWindows = 6
 // can make a wait unbounded.
 const (
 	minPeriod = time.Second
-	// shortPeriod is the longest window length inferred from headers that
-	// is believed over the default of one minute.
-	shortPeriod = 45 * time.Second
-	maxPeriod   = 31 * 24 * time.Hour
-	// minRate is the slowest a window is ever paced: one unit a day.
-	minRate = rate.Limit(1.0 / (24 * 60 * 60))
-	// maxBurst keeps every burst and cost within an int on any platform.
-	maxBurst = math.MaxInt32
+	maxPeriod = 31 * 24 * time.Hour
+	// maxCost keeps every cost within an int on any platform.
+	maxCost = math.MaxInt32
 )
 
-// window is one rate-limit window of a partition and the limiter that
-// paces it. All fields are guarded by the partition's mu.
+// windowKind is how a window refills, as its headers show it.
+type windowKind uint8
+
+const (
+	// kindUnknown refills, as far as is known, at its announced reset:
+	// the quota is whole again then. That is exact for a fixed window and
+	// safe for a sliding window or a bucket, whose reset is when they are
+	// whole again too.
+	kindUnknown windowKind = iota
+	// kindSliding gives back each unit one period after it was used.
+	kindSliding
+	// kindBucket refills continuously, its quota per period.
+	kindBucket
+	// kindLocal is a configured or inferred limit: this process keeps at
+	// most its quota in any period-long span, counting its own sends.
+	kindLocal
+)
+
+var kindNames = [...]string{"reset", "sliding", "bucket", "local"}
+
+// String names the kind for snapshots.
+func (k windowKind) String() string { return kindNames[k] }
+
+// stamp is a use of a window: n units at t (Unix nanoseconds).
+type stamp struct {
+	t int64
+	n float64
+}
+
+// window is one rate-limit window of a partition and its plan: how much
+// this process may use now, and when more comes. All fields are guarded by
+// the partition's mu.
 type window struct {
-	lim    *rate.Limiter // nil until the window's quota is known
 	unit   Unit
+	kind   windowKind
 	config bool   // stated by PacingConfig rather than announced
 	name   string // announced window name, if any
 	limit  int64  // announced or configured quota; -1 unknown
 	// remaining and reset are the latest announced values.
 	remaining int64
 	reset     time.Time
-	period    time.Duration
-	maxSeen   int64 // largest remaining ever announced: a quota estimate
-	// What the headers imply of a window whose length they do not state
-	// (see inferLocked): the longest reset announced, the remaining count
-	// announced with it, and whether the resets show a sliding window.
-	maxReset time.Duration
-	remAtMax int64
-	sliding  bool
+	period    time.Duration // stated, named or inferred length; 0 unknown
+	stated    bool          // period stated by the headers or configured
+	maxSeen   int64         // largest remaining ever announced: a quota estimate
+
+	// The plan. avail is what this process may still use at time at (less
+	// headroom and its share); next is when a window that refills at its
+	// reset is whole again (zero: not known); log holds this process's own
+	// uses in the last period, for windows that give each unit back one
+	// period after its use.
+	avail  float64
+	at     time.Time
+	next   time.Time
+	log    []stamp
+	head   int // log[head:] are live
+	share  float64
+	lastUp time.Time // the latest reset applied locally
+
+	// Samples from the headers, to tell the window's kind and length and
+	// whether others use the same key.
+	smp       bool
+	smpRem    int64
+	smpSent   int64 // units this process had sent when that sample was taken
+	smpFlying int64 // and had in flight when its response came
+	smpUntil  time.Duration
+	smpReset  time.Time
+	maxUntil  time.Duration
+	remAtMax  int64
 }
+
+// known reports whether the window's quota is known, so that it paces.
+func (w *window) known() bool { return w.limit > 0 || w.maxSeen > 0 }
+
+// quota is the window's limit, or the largest remaining seen.
+func (w *window) quota() float64 {
+	if w.limit > 0 {
+		return float64(w.limit)
+	}
+	return float64(max(w.maxSeen, 0))
+}
+
+// headroomUnits is what of the quota is kept unused: whole requests for a
+// requests window (rounded down: a quota of 20 at 2% keeps none).
+func (w *window) headroomUnits(h float64) float64 {
+	r := w.quota() * h
+	if w.unit == UnitRequests {
+		return math.Floor(r)
+	}
+	return r
+}
+
+// capacity is the most this process may use of a whole window.
+func (w *window) capacity(h float64) float64 {
+	return max(w.share*(w.quota()-w.headroomUnits(h)), 1)
+}
+
+// guessPeriod is the window's length as far as known: stated, inferred,
+// or the longest reset announced (at least a second).
+func (w *window) guessPeriod() time.Duration {
+	if w.period > 0 {
+		return w.period
+	}
+	return max(w.maxUntil, minPeriod)
+}
+
+// rate is the continuous refill of a bucket, units a second.
+func (w *window) rate(h float64) float64 {
+	return w.capacity(h) / w.guessPeriod().Seconds()
+}
+
+// advance brings avail to now: units given back by the log, a reset that
+// has passed, a bucket's refill. inflight is what this process has in
+// flight in the window's unit: at a reset it may still be counted in the
+// new window.
+func (w *window) advance(now time.Time, h float64, inflight float64) {
+	if !w.known() {
+		w.at = now
+		return
+	}
+	c := w.capacity(h)
+	switch w.kind {
+	case kindBucket:
+		if el := now.Sub(w.at); el > 0 {
+			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
+		}
+	case kindSliding, kindLocal:
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/50).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.avail = min(w.avail+w.log[w.head].n, c)
+			w.head++
+		}
+		w.compact()
+	}
+	if w.kind != kindBucket && w.kind != kindLocal && !w.next.IsZero() && !now.Before(w.next) {
+		// The window is whole again: what is still in flight may yet be
+		// counted in it.
+		w.lastUp = w.next
+		w.avail = max(w.avail, c-inflight)
+		w.head, w.log = 0, w.log[:0]
+		w.next = time.Time{}
+		if w.kind == kindUnknown && w.period > 0 {
+			// A stated length: the next reset follows, unless headers
+			// say otherwise first.
+			p := w.period
+			n := w.lastUp.Add(p)
+			for !n.After(now) {
+				n = n.Add(p)
+			}
+			w.next = n
+		}
+	}
+	if w.kind == kindUnknown && w.next.IsZero() && w.avail < c {
+		// No reset known: refill gradually over the window's length.
+		if el := now.Sub(w.at); el > 0 {
+			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
+		}
+	}
+	w.at = now
+}
+
+func (w *window) compact() {
+	if w.head == len(w.log) {
+		w.log, w.head = w.log[:0], 0
+	} else if w.head > 64 && w.head > len(w.log)/2 {
+		n := copy(w.log, w.log[w.head:])
+		w.log, w.head = w.log[:n], 0
+	}
+}
+
+// take uses n units now.
+func (w *window) take(now time.Time, n float64) {
+	if !w.known() || n <= 0 {
+		return
+	}
+	w.avail -= n
+	if w.kind == kindSliding || w.kind == kindLocal {
+		w.log = append(w.log, stamp{t: now.UnixNano(), n: n})
+	}
+}
+
+// give returns n units taken at t and not used.
+func (w *window) give(t time.Time, n float64, h float64) {
+	if !w.known() || n <= 0 || t.Before(w.lastUp) {
+		return // a reset since has made the window whole anyway
+	}
+	w.avail = min(w.avail+n, w.capacity(h))
+	if w.kind == kindSliding || w.kind == kindLocal {
+		for i := len(w.log) - 1; i >= w.head; i-- {
+			if w.log[i].t == t.UnixNano() && w.log[i].n == n {
+				w.log[i].n = 0
+				break
+			}
+		}
+	}
+}
+
+// when returns the earliest time, not before now, at which c units are
+// available (c counts what is queued ahead too). avail is current.
+func (w *window) when(now time.Time, c float64, h float64) time.Time {
+	if !w.known() || c <= w.avail {
+		return now
+	}
+	capa := w.capacity(h)
+	need := c - w.avail
+	p := w.guessPeriod()
+	switch w.kind {
+	case kindBucket:
+		return now.Add(durationOf(need / w.rate(h)))
+	case kindSliding, kindLocal:
+		t := now
+		cut := p + p/50
+		for _, e := range w.log[w.head:] {
+			need -= e.n
+			t = time.Unix(0, e.t).Add(cut)
+			if need <= 0 {
+				if !w.next.IsZero() && w.next.Before(t) && c-w.avail <= capa {
+					return w.next
+				}
+				return maxTime(t, now)
+			}
+		}
+		t = maxTime(t, now)
+		if !w.next.IsZero() && w.next.After(now) {
+			t = w.next
+		}
+		k := math.Ceil(need / capa)
+		return t.Add(durationOf(k * cut.Seconds()))
+	}
+	if w.next.IsZero() {
+		return now.Add(durationOf(need / w.rate(h)))
+	}
+	k := math.Ceil(need/capa) - 1
+	return w.next.Add(durationOf(k * p.Seconds()))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// durationOf converts seconds to a duration, saturating.
+func durationOf(secs float64) time.Duration {
+	if !(secs < maxDuration.Seconds()) {
+		return maxDuration
+	}
+	if secs <= 0 {
+		return 0
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+const maxDuration = time.Duration(math.MaxInt64)
 
 // partition holds the pacing state of one key: upstream host, credential
 // fingerprint and model, or a user key.
@@ -71,21 +299,24 @@ type partition struct {
 
 	mu sync.Mutex
 	// Guarded by mu:
-	windows  [maxWindows]window
-	nwin     int
-	known    bool      // limits are configured, announced, or will not be
-	probing  bool      // after a 429: few in flight until a success
-	probeSeq uint64    // permits up to this one were issued before the 429
-	cooldown time.Time // no request is sent before this time
-	inflight int       // sent and not yet settled
-	reserved int       // holding a reservation, waiting for its time
-	waiting  int       // goroutines waiting in acquire
-	// Cumulative costs of every permit issued (reserved) and sent, and
-	// the sequence number of the newest permit whose response updated the
+	windows   [maxWindows]window
+	nwin      int
+	known     bool      // limits are configured, announced, or will not be
+	probing   bool      // after a 429: few in flight until a success
+	probeSeq  uint64    // permits up to this one were issued before the 429
+	cooldown  time.Time // no request is sent before this time
+	hintUntil time.Time // the server's hint, uncapped: later than cooldown when huge
+	inflight  int       // sent and not yet settled
+	coldSince time.Time // when the head of the queue began waiting for a cold slot
+	// The queue of requests waiting for their turn, first come first
+	// served, and the total cost they will take.
+	q      queue
+	queued costs
+	// Cumulative costs of every permit sent, the costs in flight, and the
+	// sequence number of the newest permit whose response updated the
 	// windows.
-	issued, sent  costs
+	sent, flying  costs
 	seq, observed uint64
-	wake          chan struct{} // closed when a cold slot frees
 	// For a provider that announces no limits: successes per minute, and
 	// when the inferred quota last met a 429 or was raised.
 	ok                   successes
@@ -206,9 +437,8 @@ func (p *pacer) newPartition(req *http.Request, host string, model []byte, userK
 func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time.Time) {
 	w := &pt.windows[pt.nwin]
 	pt.nwin++
-	*w = window{unit: u, config: true, limit: perMinute, remaining: -1, period: time.Minute, maxSeen: -1}
-	r, b := p.pace(float64(perMinute), time.Minute)
-	w.lim = rate.NewLimiter(r, b)
+	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now}
+	w.avail = w.capacity(p.headroom)
 }
 
 // sweepEvery is how many new partitions are made between two sweeps of
@@ -257,50 +487,6 @@ func cost(u Unit, est TokenEstimate) int64 {
 	return 0
 }
 
-// delayLocked returns how long a request of estimate est must wait for
-// every window to have room: the binding window wins.
-func (pt *partition) delayLocked(now time.Time, est TokenEstimate) time.Duration {
-	var d time.Duration
-	for i := range pt.nwin {
-		w := &pt.windows[i]
-		n := min(cost(w.unit, est), maxBurst)
-		if n <= 0 || w.lim == nil {
-			continue
-		}
-		tok := w.lim.TokensAt(now)
-		if tok >= float64(n) {
-			continue
-		}
-		r := float64(w.lim.Limit())
-		if r <= 0 {
-			return maxDuration
-		}
-		secs := (float64(n) - tok) / r
-		if secs >= maxDuration.Seconds() {
-			return maxDuration
-		}
-		d = max(d, time.Duration(secs*float64(time.Second)))
-	}
-	return d
-}
-
-const maxDuration = time.Duration(math.MaxInt64)
-
-// takeLocked reserves est in every window. Far from the limits it only
-// calls AllowN, which does not allocate.
-func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
-	for i := range pt.nwin {
-		w := &pt.windows[i]
-		n := int(min(cost(w.unit, est), maxBurst))
-		if n <= 0 || w.lim == nil || w.lim.AllowN(now, n) {
-			continue
-		}
-		debit(w.lim, now, n)
-	}
-	pt.seq++
-	pt.issued.add(est)
-}
-
 // costs are cumulative costs in every unit.
 type costs struct{ req, in, out int64 }
 
@@ -308,6 +494,12 @@ func (c *costs) add(est TokenEstimate) {
 	c.req++
 	c.in += est.Input
 	c.out += est.Output
+}
+
+func (c *costs) sub(est TokenEstimate) {
+	c.req--
+	c.in -= est.Input
+	c.out -= est.Output
 }
 
 // of returns the cost in unit u.
@@ -325,22 +517,48 @@ func (c costs) of(u Unit) int64 {
 	return 0
 }
 
-// debit takes n from lim now, going into debt if needed, even when n is
-// larger than the burst: later reservations wait for the debt to be repaid.
-func debit(lim *rate.Limiter, now time.Time, n int) {
-	b := lim.Burst()
-	if n > b {
-		lim.SetBurstAt(now, n)
-		lim.ReserveN(now, n)
-		lim.SetBurstAt(now, b)
-		return
+// advanceLocked brings every window's plan to now.
+func (pt *partition) advanceLocked(p *pacer, now time.Time) {
+	for i := range pt.nwin {
+		w := &pt.windows[i]
+		w.advance(now, p.headroom, float64(pt.flying.of(w.unit)))
 	}
-	lim.ReserveN(now, n)
+}
+
+// readyAtLocked returns when a request of estimate est, with ahead queued
+// before it, may go by the windows and the cooldown: now or later. The
+// windows must be advanced to now.
+func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate) time.Time {
+	t := maxTime(now, pt.cooldown)
+	for i := range pt.nwin {
+		w := &pt.windows[i]
+		n := cost(w.unit, est)
+		if n <= 0 {
+			continue
+		}
+		c := float64(min(n, maxCost)) + float64(ahead.of(w.unit))
+		t = maxTime(t, w.when(now, c, p.headroom))
+	}
+	return t
+}
+
+var debugPacer = os.Getenv("STEADY_DEBUG") != ""
+
+// takeLocked uses est in every window: the request is sent now.
+func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
+	for i := range pt.nwin {
+		w := &pt.windows[i]
+		w.take(now, float64(min(cost(w.unit, est), maxCost)))
+	}
+	pt.seq++
+	pt.sent.add(est)
+	pt.flying.add(est)
+	pt.inflight++
 }
 
 // windowFor returns the announced window of unit u and name, adding it if
 // there is room; nil if there is none.
-func (pt *partition) windowFor(u Unit, name string) *window {
+func (pt *partition) windowFor(u Unit, name string, now time.Time) *window {
 	for i := range pt.nwin {
 		w := &pt.windows[i]
 		if !w.config && w.unit == u && w.name == name {
@@ -352,7 +570,7 @@ func (pt *partition) windowFor(u Unit, name string) *window {
 	}
 	w := &pt.windows[pt.nwin]
 	pt.nwin++
-	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1}
+	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1, share: 1, at: now}
 	return w
 }
 
@@ -371,36 +589,6 @@ func namedPeriod(name string) time.Duration {
 	return 0
 }
 
-// inferLocked learns from one announced window whether it is a sliding
-// window and how long, when the headers do not say. A reset is the time
-// until the quota is fully back. In a sliding window that is the window's
-// length whatever is used, since the newest request leaves the window last:
-// two samples whose remaining counts differ by a tenth of the limit or more
-// and whose resets are within 5% of each other show one, and the longest
-// reset is its length. (In a token bucket the reset shrinks with what is
-// left; the spread of what remains over the reset paces it well enough.)
-func (w *window) inferLocked(limit, remaining int64, untilReset time.Duration) {
-	if limit <= 0 || remaining < 0 || untilReset <= 0 || untilReset > maxPeriod {
-		return
-	}
-	if w.maxReset > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 1) &&
-		untilReset >= w.maxReset-w.maxReset/20 && untilReset <= w.maxReset+w.maxReset/20 {
-		w.sliding = true
-	}
-	if untilReset > w.maxReset {
-		w.maxReset, w.remAtMax = untilReset, remaining
-	}
-}
-
-// inferred is the length of a window found to be sliding, 2% longer for
-// the time a response takes to arrive, or 0.
-func (w *window) inferred() time.Duration {
-	if w.sliding {
-		return max(w.maxReset+w.maxReset/50, minPeriod)
-	}
-	return 0
-}
-
 func abs64(v int64) int64 {
 	if v < 0 {
 		return -v
@@ -408,126 +596,160 @@ func abs64(v int64) int64 {
 	return v
 }
 
-// roundPeriod rounds d up to a whole second, minute, hour or day.
-func roundPeriod(d time.Duration) time.Duration {
-	for _, p := range [...]time.Duration{time.Minute, time.Hour, 24 * time.Hour} {
-		if d <= p {
-			return p
+// learnLocked reads one fresh sample of a window whose length the headers
+// do not state: the kind and length its resets show, and whether others
+// use the same key. sent is what this process had sent in the window's
+// unit when the sampled request went out.
+//
+// A reset is the time until the quota is whole again. In a sliding window
+// that is its length whatever is used, since the newest use leaves it
+// last: two samples whose remaining counts differ by a tenth of the limit
+// or more and whose resets are within 5% of each other show one. In a
+// bucket the reset grows with what is used: resets in proportion to what
+// is used show one, and its length.
+func (w *window) learnLocked(limit, remaining int64, until time.Duration, resetAt time.Time, sent int64) {
+	if limit <= 0 || remaining < 0 || until <= 0 || until > maxPeriod {
+		return
+	}
+	if !w.stated && w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
+		used, usedMax := float64(limit-remaining), float64(limit-w.remAtMax)
+		switch {
+		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20:
+			w.kind, w.period = kindSliding, max(w.maxUntil, minPeriod)
+		case used > 0 && usedMax > 0:
+			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
+			if a > 0 && b > 0 && math.Abs(a-b) <= 0.15*max(a, b) {
+				w.kind = kindBucket
+				w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
+			}
 		}
 	}
-	return maxPeriod
+	if until > w.maxUntil {
+		w.maxUntil, w.remAtMax = until, remaining
+	}
+}
+
+// fleetLocked updates this process's share of the key from the samples
+// of one epoch: when remaining falls faster than this process sends,
+// others use the key too. A sample counts what this process had sent when
+// the sampled request went out (sent) and had in flight when its response
+// came (flying): those may or may not be in the server's count, so only a
+// fall beyond them shows others.
+func (w *window) fleetLocked(remaining, sent, flying int64, resetAt time.Time) {
+	sameEpoch := w.smp && w.kind == kindUnknown && !resetAt.IsZero() && !w.smpReset.IsZero() &&
+		resetAt.Sub(w.smpReset) < time.Second/2 && w.smpReset.Sub(resetAt) < time.Second/2
+	if !sameEpoch || remaining > w.smpRem {
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset = true, remaining, sent, flying, resetAt
+		return
+	}
+	own := sent - w.smpSent
+	others := (w.smpRem - remaining) - own
+	doubt := w.smpFlying + flying + 1
+	if own+others < 2*doubt {
+		return // too little has passed to tell
+	}
+	ratio := 1.0
+	if others > doubt {
+		ratio = float64(own) / float64(own+others)
+	}
+	w.share = min(max(0.5*w.share+0.5*ratio, 1.0/64), 1)
+	if ratio >= 1 && w.share > 0.95 {
+		w.share = 1
+	}
+	w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset = true, remaining, sent, flying, resetAt
 }
 
 // observeLocked applies one announced window, seen in the response to pm
 // at now. fresh is false for a response older than one already applied:
-// its remaining count is stale and only its quota is used.
+// what it says remains is stale, and only its quota is used.
 func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time, fresh bool) {
 	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens {
 		return
 	}
-	w := pt.windowFor(a.Unit, a.Name)
+	w := pt.windowFor(a.Unit, a.Name, now)
 	if w == nil {
 		return
 	}
+	w.advance(now, p.headroom, float64(pt.flying.of(w.unit)))
+	wasKnown := w.known()
 	if a.Limit > 0 {
 		w.limit = a.Limit
 	}
-	untilReset := time.Duration(-1)
-	if !a.Reset.IsZero() {
-		untilReset = min(max(a.Reset.Sub(now), 0), maxPeriod)
-		if fresh {
-			w.reset = now.Add(untilReset)
-		}
-	}
 	if a.Remaining >= 0 {
-		if fresh {
-			w.remaining = a.Remaining
-		}
 		w.maxSeen = max(w.maxSeen, a.Remaining)
 	}
-
-	// The window's length: announced, named, configured, or one minute,
-	// and never shorter than a reset it announced.
-	period := a.Period
-	if period <= 0 {
-		period = namedPeriod(a.Name)
-	}
-	if period <= 0 {
-		// A reset well beyond the period believed so far shows a longer
-		// window (per hour, per day); resets are rounded to the second,
-		// so a little beyond is not. A reset more than a day away is not
-		// believed: it is more likely misread than a longer window.
-		if fresh {
-			w.inferLocked(a.Limit, a.Remaining, untilReset)
+	if !w.stated {
+		period := a.Period
+		if period <= 0 {
+			period = namedPeriod(a.Name)
 		}
-		period = max(w.period, time.Minute)
-		if d := w.inferred(); d > 0 && d < shortPeriod && w.period <= time.Minute {
-			// A window clearly shorter than a minute, such as ten
-			// seconds. Near a minute, the minute is believed.
-			period = d
-		}
-		if untilReset > period+period/4 && untilReset <= 24*time.Hour {
-			period = roundPeriod(untilReset)
+		if period > 0 {
+			w.period, w.stated = min(max(period, minPeriod), maxPeriod), true
 		}
 	}
-	w.period = min(max(period, minPeriod), maxPeriod)
-
-	limit := w.limit
-	if limit <= 0 {
-		limit = w.maxSeen
+	untilReset := time.Duration(-1)
+	var resetAt time.Time
+	if !a.Reset.IsZero() {
+		untilReset = min(max(a.Reset.Sub(now), 0), maxPeriod)
+		resetAt = now.Add(untilReset)
 	}
-	if limit <= 0 {
+	if !fresh || !w.known() {
 		return
 	}
-	r, b := p.pace(float64(limit), w.period)
-	// Spread what remains over the time to the reset when that is faster
-	// than the window's steady rate (a fixed window with quota left). What
-	// was sent after this request may not be counted in what remains;
-	// what is still waiting for its turn will be paced at the new rate.
-	after := pt.issued.of(a.Unit) - pm.issued.of(a.Unit)
-	sentAfter := pt.sent.of(a.Unit) - pm.sent.of(a.Unit)
-	// The time is taken as at least a second, so that a reset a few
-	// milliseconds away does not let everything go at once.
-	if fresh && a.Remaining >= 0 && untilReset > 0 {
-		spare := float64(a.Remaining-sentAfter) - p.headroom*float64(limit)
-		if spread := rate.Limit(spare / max(untilReset.Seconds(), 1)); spread > r {
-			r = spread
-		}
-	}
-	created := w.lim == nil
-	if created {
-		w.lim = rate.NewLimiter(r, b)
-	} else {
-		if w.lim.Limit() != r {
-			w.lim.SetLimitAt(now, r)
-		}
-		if w.lim.Burst() != b {
-			w.lim.SetBurstAt(now, b)
-		}
-	}
-	if !fresh || a.Remaining < 0 {
+	// A request sent before a reset this partition already applied, whose
+	// reset is that one: an older epoch, which must not lower what is
+	// known of the new one.
+	if !w.lastUp.IsZero() && pm.sentAt.Before(w.lastUp) && !resetAt.IsZero() &&
+		resetAt.Before(w.lastUp.Add(min(w.guessPeriod()/2, 5*time.Second))) {
 		return
 	}
-	// What the server says remains, less what it has not seen yet (sent
-	// or still waiting: the limiter's tokens already count both), caps
-	// the limiter's tokens; a debt is repaid before the reset at most.
-	target := float64(a.Remaining - after)
-	if created {
-		// What this partition sent before the window was known (the cold
-		// start) still counts in it: start the limiter in debt by that
-		// much, as far as the server's count confirms it.
-		used := min(pt.issued.of(a.Unit), max(limit-a.Remaining, 0)+after)
-		target = min(target, float64(int64(b)-used))
+	sentBy := pm.sent.of(w.unit)
+	if a.Remaining >= 0 && untilReset >= 0 {
+		w.learnLocked(a.Limit, a.Remaining, untilReset, resetAt, sentBy)
 	}
-	floor := -float64(b)
-	if untilReset >= 0 {
-		floor = -float64(r) * untilReset.Seconds()
+	if a.Remaining >= 0 {
+		w.fleetLocked(a.Remaining, sentBy, pt.flying.of(w.unit), resetAt)
 	}
-	target = max(target, floor)
-	if cur := w.lim.TokensAt(now); cur > target {
-		if n := min(math.Ceil(cur-target), maxBurst); n >= 1 {
-			debit(w.lim, now, int(n))
+	if a.Remaining >= 0 {
+		w.remaining = a.Remaining
+	}
+	if !resetAt.IsZero() {
+		w.reset = resetAt
+	}
+	if w.kind == kindBucket || w.kind == kindSliding {
+		w.period = max(w.period, w.guessPeriod())
+	}
+	if a.Remaining < 0 {
+		if !wasKnown {
+			w.avail = w.capacity(p.headroom)
 		}
+		return
+	}
+	// What the server says remains, less the headroom, this process's
+	// share of it, and what this process has in flight: sent after this
+	// request, or before it and answered later, the server may not have
+	// counted it yet.
+	after := float64(pt.flying.of(w.unit))
+	hr := w.headroomUnits(p.headroom)
+	w.avail = min(w.share*(float64(a.Remaining)-hr)-after, w.capacity(p.headroom))
+	if w.kind == kindSliding {
+		// Uses the server may already have let go are in what remains:
+		// they must not come back a second time.
+		p := w.guessPeriod()
+		cut := now.Add(-p + p/50).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.head++
+		}
+		w.compact()
+	}
+	if debugPacer {
+		println("observe", w.unit.String(), pm.seq, "rem", a.Remaining, "until", untilReset.String(), "after", int(after), "avail", int(w.avail), "kind", w.kind.String(), "sent", pt.sent.req, "flying", pt.flying.req)
+	}
+	w.at = now
+	if untilReset > 0 && w.kind != kindBucket {
+		w.next = resetAt
+	} else if untilReset == 0 && w.kind != kindBucket {
+		w.next = time.Time{}
 	}
 }
 
@@ -542,14 +764,6 @@ func (pt *partition) exhaustedResetLocked(now time.Time) time.Time {
 		}
 	}
 	return t
-}
-
-// wakeLocked wakes goroutines waiting for a cold-start slot.
-func (pt *partition) wakeLocked() {
-	if pt.wake != nil {
-		close(pt.wake)
-		pt.wake = nil
-	}
 }
 
 // inferredName names the requests window a partition infers from its own
@@ -597,11 +811,12 @@ func (s *successes) lastMinute(now time.Time) int64 {
 // inferLocked adjusts the inferred requests window after a response, for a
 // partition whose provider announces no limits and that has none
 // configured. The first 429 sets the quota to what succeeded in the last
-// minute, if that is at least minInferred. Later 429s set it to the rate of successes since the 429s began:
-// while a provider refuses some requests, what it accepts is its limit. A
-// minute without 429 while requests wait for their turn raises the quota
-// by 2%, so that it is found again if it grows.
-func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
+// minute, if that is at least minInferred. Later 429s set it to the rate
+// of successes since the 429s began: while a provider refuses some
+// requests, what it accepts is its limit. A minute without 429 while
+// requests wait for their turn raises the quota by 2%, so that it is found
+// again if it grows. hint is the response's retry hint; negative if none.
+func (pt *partition) inferLocked(p *pacer, status int, hint time.Duration, now time.Time) {
 	var w *window
 	for i := range pt.nwin {
 		if pt.windows[i].name != inferredName || pt.windows[i].config {
@@ -620,11 +835,24 @@ func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 			if n < minInferred {
 				return // too few successes to tell a quota
 			}
-			w = pt.windowFor(UnitRequests, inferredName)
-			*w = window{unit: UnitRequests, name: inferredName, limit: n, remaining: -1, period: time.Minute, maxSeen: -1}
-			r, b := p.pace(float64(n), time.Minute)
-			w.lim = rate.NewLimiter(r, b)
-			debit(w.lim, now, b) // the window is full now
+			w = pt.windowFor(UnitRequests, inferredName, now)
+			*w = window{unit: UnitRequests, kind: kindLocal, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now}
+			// The window is full now: what succeeded in the last minute
+			// leaves it over the next, as it came. A retry hint tells
+			// when the first leaves; the rest are taken as sent evenly
+			// since then.
+			from := now.Add(-time.Minute)
+			if hint > 0 && hint < time.Minute {
+				from = now.Add(hint - time.Minute)
+			}
+			span := now.Sub(from)
+			k := min(n, 1024)
+			each := float64(n) / float64(k)
+			for i := range k {
+				t := from.Add(time.Duration(i) * span / time.Duration(k))
+				w.log = append(w.log, stamp{t: t.UnixNano(), n: each})
+			}
+			w.avail = w.capacity(p.headroom) - float64(n)
 			return
 		}
 		d := now.Sub(pt.limitedSince)
@@ -636,13 +864,9 @@ func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 			return
 		}
 		w.limit = max(perMinute, 1)
-	case status < 400 && w != nil && pt.waiting > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
+		w.avail = min(w.avail, w.capacity(p.headroom))
+	case status < 400 && w != nil && pt.q.n > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
 		pt.raised = now
 		w.limit += max(w.limit/50, 1)
-	default:
-		return
 	}
-	r, b := p.pace(float64(w.limit), time.Minute)
-	w.lim.SetLimitAt(now, r)
-	w.lim.SetBurstAt(now, b)
 }

@@ -211,7 +211,7 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 			return t.fail(req, next, err)
 		}
 
-		pm, err := t.pacer.acquire(ctx, r)
+		pm, err := t.pacer.acquire(ctx, r, admitOpts{})
 		if err != nil {
 			br.report(done, errBreakerExcluded)
 			closeBody(r)
