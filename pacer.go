@@ -442,7 +442,14 @@ func (pt *partition) leaveLocked(w *waiter) {
 func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate, start, now time.Time, w *waiter) *permit {
 	pt.takeLocked(now, est)
 	pt.coldSince = time.Time{}
-	pm := &permit{pt: pt, p: p, seq: pt.seq, sent: pt.sent, sentAt: now, est: est}
+	pm := &permit{pt: pt, p: p, seq: pt.seq, sent: pt.sent, sentAt: now, est: est, baseSeq: pt.instSeq, baseSent: pt.instSent}
+	pm.prev = pt.flyTail
+	if pt.flyTail != nil {
+		pt.flyTail.next = pm
+	} else {
+		pt.flyHead = pm
+	}
+	pt.flyTail = pm
 	if w != nil {
 		pt.leaveLocked(w)
 	}
@@ -526,6 +533,30 @@ type permit struct {
 	sent   costs
 	sentAt time.Time
 	est    TokenEstimate
+	// The first permit sent at the same moment, and the cumulative cost
+	// sent before it: the server may count those in any order.
+	baseSeq  uint64
+	baseSent costs
+	// The partition's permits in flight; guarded by its mu.
+	prev, next *permit
+}
+
+// landLocked takes pm out of the partition's permits in flight.
+func (pm *permit) landLocked() {
+	pt := pm.pt
+	pt.inflight--
+	pt.flying.sub(pm.est)
+	if pm.prev != nil {
+		pm.prev.next = pm.next
+	} else {
+		pt.flyHead = pm.next
+	}
+	if pm.next != nil {
+		pm.next.prev = pm.prev
+	} else {
+		pt.flyTail = pm.prev
+	}
+	pm.prev, pm.next = nil, nil
 }
 
 // settle reconciles the admission with what the attempt's response (or
@@ -554,8 +585,7 @@ func (pm *permit) cancel() {
 	}
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
-	pt.inflight--
-	pt.flying.sub(pm.est)
+	pm.landLocked()
 	for i := range pt.nwin {
 		w := &pt.windows[i]
 		w.give(pm.sentAt, float64(min(cost(w.unit, pm.est), maxCost)), p.headroom)
@@ -582,8 +612,11 @@ func (pm *permit) finish(responded bool, status int, rl RateLimits, now time.Tim
 func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Time) (Event, bool) {
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
-	pt.inflight--
-	pt.flying.sub(pm.est)
+	pm.landLocked()
+	for i := range pt.nwin {
+		w := &pt.windows[i]
+		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))
+	}
 	if responded {
 		// Limits are known once announced, or once a success shows
 		// that none will be: an error without headers (a gateway's 502)

@@ -95,6 +95,15 @@ type window struct {
 	smpReset  time.Time
 	maxUntil  time.Duration
 	remAtMax  int64
+	maxAt     time.Time
+	// The latest response applied: what remained, the moment its request
+	// was sent (the first permit of that moment), its own sequence number
+	// and the cumulative cost sent with it, and when it came.
+	obsRem  int64
+	obsBase uint64
+	obsSeq  uint64
+	obsSent int64
+	obsAt   time.Time
 }
 
 // known reports whether the window's quota is known, so that it paces.
@@ -153,7 +162,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
 		}
 	case kindSliding, kindLocal:
-		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/50).UnixNano()
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/100).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.avail = min(w.avail+w.log[w.head].n, c)
 			w.head++
@@ -202,7 +211,13 @@ func (w *window) take(now time.Time, n float64) {
 		return
 	}
 	w.avail -= n
-	if w.kind == kindSliding || w.kind == kindLocal {
+}
+
+// landed records that a use of n units has been answered at now: a window
+// that gives each use back one period later gives it back one period after
+// now, when the server surely counted it.
+func (w *window) landed(now time.Time, n float64) {
+	if w.known() && n > 0 && (w.kind == kindSliding || w.kind == kindLocal) {
 		w.log = append(w.log, stamp{t: now.UnixNano(), n: n})
 	}
 }
@@ -213,14 +228,6 @@ func (w *window) give(t time.Time, n float64, h float64) {
 		return // a reset since has made the window whole anyway
 	}
 	w.avail = min(w.avail+n, w.capacity(h))
-	if w.kind == kindSliding || w.kind == kindLocal {
-		for i := len(w.log) - 1; i >= w.head; i-- {
-			if w.log[i].t == t.UnixNano() && w.log[i].n == n {
-				w.log[i].n = 0
-				break
-			}
-		}
-	}
 }
 
 // when returns the earliest time, not before now, at which c units are
@@ -237,7 +244,7 @@ func (w *window) when(now time.Time, c float64, h float64) time.Time {
 		return now.Add(durationOf(need / w.rate(h)))
 	case kindSliding, kindLocal:
 		t := now
-		cut := p + p/50
+		cut := p + p/100
 		for _, e := range w.log[w.head:] {
 			need -= e.n
 			t = time.Unix(0, e.t).Add(cut)
@@ -317,6 +324,13 @@ type partition struct {
 	// windows.
 	sent, flying  costs
 	seq, observed uint64
+	// Permits in flight, oldest first, and the first permit sent at the
+	// latest moment with the cumulative cost sent before it.
+	flyHead, flyTail *permit
+	instAt           time.Time
+	instSeq          uint64
+	instSent         costs
+	moments          [3]moment // the latest moments before, newest first
 	// For a provider that announces no limits: successes per minute, and
 	// when the inferred quota last met a 429 or was raised.
 	ok                   successes
@@ -437,7 +451,7 @@ func (p *pacer) newPartition(req *http.Request, host string, model []byte, userK
 func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time.Time) {
 	w := &pt.windows[pt.nwin]
 	pt.nwin++
-	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now}
+	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	w.avail = w.capacity(p.headroom)
 }
 
@@ -485,6 +499,13 @@ func cost(u Unit, est TokenEstimate) int64 {
 		return est.Output
 	}
 	return 0
+}
+
+// moment is the permits sent at one moment: from base to end, with the
+// cumulative cost sent by the end.
+type moment struct {
+	base, end uint64
+	sent      costs
 }
 
 // costs are cumulative costs in every unit.
@@ -544,8 +565,19 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 
 var debugPacer = os.Getenv("STEADY_DEBUG") != ""
 
+// sameMoment is how close two sends must be for the server to count them
+// in either order.
+const sameMoment = 2 * time.Millisecond
+
 // takeLocked uses est in every window: the request is sent now.
 func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
+	if pt.instAt.IsZero() || now.Sub(pt.instAt) > sameMoment {
+		if pt.instSeq > 0 {
+			copy(pt.moments[1:], pt.moments[:])
+			pt.moments[0] = moment{base: pt.instSeq, end: pt.seq, sent: pt.sent}
+		}
+		pt.instAt, pt.instSeq, pt.instSent = now, pt.seq+1, pt.sent
+	}
 	for i := range pt.nwin {
 		w := &pt.windows[i]
 		w.take(now, float64(min(cost(w.unit, est), maxCost)))
@@ -570,7 +602,7 @@ func (pt *partition) windowFor(u Unit, name string, now time.Time) *window {
 	}
 	w := &pt.windows[pt.nwin]
 	pt.nwin++
-	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1, share: 1, at: now}
+	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	return w
 }
 
@@ -604,17 +636,22 @@ func abs64(v int64) int64 {
 // A reset is the time until the quota is whole again. In a sliding window
 // that is its length whatever is used, since the newest use leaves it
 // last: two samples whose remaining counts differ by a tenth of the limit
-// or more and whose resets are within 5% of each other show one. In a
+// or more, taken far enough apart, and whose resets are within 5% of
+// each other show one. In a
 // bucket the reset grows with what is used: resets in proportion to what
 // is used show one, and its length.
-func (w *window) learnLocked(limit, remaining int64, until time.Duration, resetAt time.Time, sent int64) {
+func (w *window) learnLocked(limit, remaining int64, until time.Duration, now time.Time) {
 	if limit <= 0 || remaining < 0 || until <= 0 || until > maxPeriod {
 		return
 	}
 	if !w.stated && w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
 		used, usedMax := float64(limit-remaining), float64(limit-w.remAtMax)
 		switch {
-		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20:
+		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20 &&
+			now.Sub(w.maxAt) >= w.maxUntil/8 && now.Sub(w.maxAt) < w.maxUntil-w.maxUntil/8:
+			// The samples are far enough apart that a window resetting
+			// at a fixed time would show a reset an eighth nearer, and
+			// near enough that it would not have reset in between.
 			w.kind, w.period = kindSliding, max(w.maxUntil, minPeriod)
 		case used > 0 && usedMax > 0:
 			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
@@ -625,7 +662,7 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, resetA
 		}
 	}
 	if until > w.maxUntil {
-		w.maxUntil, w.remAtMax = until, remaining
+		w.maxUntil, w.remAtMax, w.maxAt = until, remaining, now
 	}
 }
 
@@ -693,7 +730,22 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		untilReset = min(max(a.Reset.Sub(now), 0), maxPeriod)
 		resetAt = now.Add(untilReset)
 	}
-	if !fresh || !w.known() {
+	if !w.known() {
+		return
+	}
+	// Requests sent at one moment reach the server in any order: among
+	// their responses, the one with the least remaining was counted last.
+	// A response of a later moment is newer than all of them.
+	newer := w.obsRem < 0 || pm.baseSeq > w.obsBase ||
+		(pm.baseSeq == w.obsBase && a.Remaining >= 0 && a.Remaining < w.obsRem)
+	_ = fresh
+	if !newer {
+		// An older response: what it says is older than what is known,
+		// but its answer tells that fewer of the requests sent around
+		// the latest one are still unknown to the server.
+		if w.obsRem >= 0 && !w.obsAt.Before(w.lastUp) {
+			w.avail = max(w.avail, pt.estimateLocked(p, w))
+		}
 		return
 	}
 	// A request sent before a reset this partition already applied, whose
@@ -705,7 +757,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	sentBy := pm.sent.of(w.unit)
 	if a.Remaining >= 0 && untilReset >= 0 {
-		w.learnLocked(a.Limit, a.Remaining, untilReset, resetAt, sentBy)
+		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
 	}
 	if a.Remaining >= 0 {
 		w.fleetLocked(a.Remaining, sentBy, pt.flying.of(w.unit), resetAt)
@@ -726,24 +778,21 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		return
 	}
 	// What the server says remains, less the headroom, this process's
-	// share of it, and what this process has in flight: sent after this
-	// request, or before it and answered later, the server may not have
-	// counted it yet.
-	after := float64(pt.flying.of(w.unit))
-	hr := w.headroomUnits(p.headroom)
-	w.avail = min(w.share*(float64(a.Remaining)-hr)-after, w.capacity(p.headroom))
+	// share of it, and what the server may not have counted yet.
+	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
+	w.avail = pt.estimateLocked(p, w)
 	if w.kind == kindSliding {
 		// Uses the server may already have let go are in what remains:
 		// they must not come back a second time.
 		p := w.guessPeriod()
-		cut := now.Add(-p + p/50).UnixNano()
+		cut := now.Add(-p + p/100).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.head++
 		}
 		w.compact()
 	}
 	if debugPacer {
-		println("observe", w.unit.String(), pm.seq, "rem", a.Remaining, "until", untilReset.String(), "after", int(after), "avail", int(w.avail), "kind", w.kind.String(), "sent", pt.sent.req, "flying", pt.flying.req)
+		println("observe", w.unit.String(), pm.seq, "rem", a.Remaining, "until", untilReset.String(), "avail", int(w.avail), "kind", w.kind.String(), "sent", pt.sent.req, "flying", pt.flying.req)
 	}
 	w.at = now
 	if untilReset > 0 && w.kind != kindBucket {
@@ -751,6 +800,29 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	} else if untilReset == 0 && w.kind != kindBucket {
 		w.next = time.Time{}
 	}
+}
+
+// estimateLocked is what the window's latest response says this process
+// may use now: what remained, less headroom, its share, and every request
+// the server may not have counted in it: those sent after the response's
+// moment, and those sent at or before it and still in flight.
+func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
+	endSeq, endSent := w.obsSeq, w.obsSent
+	if w.obsBase == pt.instSeq {
+		endSeq, endSent = pt.seq, pt.sent.of(w.unit)
+	} else {
+		for _, m := range pt.moments {
+			if m.base == w.obsBase {
+				endSeq, endSent = m.end, m.sent.of(w.unit)
+				break
+			}
+		}
+	}
+	unseen := pt.sent.of(w.unit) - endSent
+	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
+		unseen += cost(w.unit, f.est)
+	}
+	return min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
 }
 
 // exhaustedResetLocked returns the earliest reset among windows with
@@ -836,7 +908,7 @@ func (pt *partition) inferLocked(p *pacer, status int, hint time.Duration, now t
 				return // too few successes to tell a quota
 			}
 			w = pt.windowFor(UnitRequests, inferredName, now)
-			*w = window{unit: UnitRequests, kind: kindLocal, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now}
+			*w = window{unit: UnitRequests, kind: kindLocal, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 			// The window is full now: what succeeded in the last minute
 			// leaves it over the next, as it came. A retry hint tells
 			// when the first leaves; the rest are taken as sent evenly
