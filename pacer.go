@@ -586,7 +586,7 @@ func (pm *permit) cancel() {
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
 	pm.landLocked()
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.give(pm.sentAt, float64(min(cost(w.unit, pm.est), maxCost)), p.headroom)
 	}
@@ -613,7 +613,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
 	pm.landLocked()
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))
 	}
@@ -637,11 +637,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 			pt.hintUntil = time.Time{}
 		}
 		if len(rl.Windows) == 0 {
-			hint := time.Duration(-1)
-			if rl.HasRetryAfter {
-				hint = rl.RetryAfter
-			}
-			pt.inferLocked(p, status, hint, now)
+			pt.inferLocked(p, status, now)
 		}
 	}
 	var ev Event
@@ -719,8 +715,9 @@ type WindowSnapshot struct {
 	// Reset is when the latest response said the window is replenished;
 	// zero when unknown.
 	Reset time.Time
-	// Period is the window's length, stated or inferred; zero when
-	// unknown.
+	// Period is the window's length: stated, inferred, or the longest
+	// reset announced so far (at least a second); zero while the window's
+	// quota is unknown.
 	Period time.Duration
 	// Kind is how the window is believed to refill: "reset" (whole again
 	// at its reset: a fixed window, or one not yet recognized), "sliding",
@@ -769,10 +766,13 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 			s.CooldownUntil = pt.cooldown
 		}
 		s.Known = pt.known
-		s.Windows = make([]WindowSnapshot, 0, pt.nwin)
-		for i := range pt.nwin {
+		s.Windows = make([]WindowSnapshot, 0, len(pt.windows))
+		for i := range pt.windows {
 			w := &pt.windows[i]
 			ws := WindowSnapshot{Unit: w.unit, Name: w.name, Limit: w.limit, Remaining: w.remaining, Reset: w.reset, Period: w.period, Kind: w.kind.String(), Share: w.share}
+			if w.known() {
+				ws.Period = w.guessPeriod()
+			}
 			if w.config {
 				ws.Name = "config"
 			}

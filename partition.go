@@ -23,6 +23,9 @@ const maxWindows = 6
 const (
 	minPeriod = time.Second
 	maxPeriod = 31 * 24 * time.Hour
+	// maxReset is the furthest reset believed: a longer one is more
+	// likely misread than a window longer than a day.
+	maxReset = 25 * time.Hour
 	// maxCost keeps every cost within an int on any platform.
 	maxCost = math.MaxInt32
 )
@@ -70,6 +73,8 @@ type window struct {
 	reset     time.Time
 	period    time.Duration // stated, named or inferred length; 0 unknown
 	stated    bool          // period stated by the headers or configured
+	smooth    bool          // a bucket paced evenly with a burst of the headroom
+	coarse    bool          // resets announced in whole seconds
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
 
 	// The plan. avail is what this process may still use at time at (less
@@ -127,8 +132,12 @@ func (w *window) headroomUnits(h float64) float64 {
 	return r
 }
 
-// capacity is the most this process may use of a whole window.
+// capacity is the most this process may use of a whole window; of a
+// smooth one, its burst.
 func (w *window) capacity(h float64) float64 {
+	if w.smooth {
+		return max(w.headroomUnits(h), 1)
+	}
 	return max(w.share*(w.quota()-w.headroomUnits(h)), 1)
 }
 
@@ -143,6 +152,9 @@ func (w *window) guessPeriod() time.Duration {
 
 // rate is the continuous refill of a bucket, units a second.
 func (w *window) rate(h float64) float64 {
+	if w.smooth {
+		return max(w.share*(w.quota()-w.headroomUnits(h)), 1) / w.guessPeriod().Seconds()
+	}
 	return w.capacity(h) / w.guessPeriod().Seconds()
 }
 
@@ -165,6 +177,14 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/100).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.avail = min(w.avail+w.log[w.head].n, c)
+			w.head++
+		}
+		w.compact()
+	case kindUnknown:
+		// Only kept for history: what the server gives back shows in
+		// the next response.
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/100).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.head++
 		}
 		w.compact()
@@ -216,11 +236,24 @@ func (w *window) take(now time.Time, n float64) {
 // landed records that a use of n units has been answered at now: a window
 // that gives each use back one period later gives it back one period after
 // now, when the server surely counted it.
+//
+// A window whose kind is not yet known keeps the log too, so that it has
+// its history when it turns out to be sliding. The log is bounded: past
+// maxLog uses, the newest is merged into the one before, which then comes
+// back later than it would have.
 func (w *window) landed(now time.Time, n float64) {
-	if w.known() && n > 0 && (w.kind == kindSliding || w.kind == kindLocal) {
-		w.log = append(w.log, stamp{t: now.UnixNano(), n: n})
+	if !w.known() || n <= 0 || w.kind == kindBucket {
+		return
 	}
+	if len(w.log)-w.head >= maxLog {
+		w.log[len(w.log)-1] = stamp{t: now.UnixNano(), n: w.log[len(w.log)-1].n + n}
+		return
+	}
+	w.log = append(w.log, stamp{t: now.UnixNano(), n: n})
 }
+
+// maxLog bounds the uses a window's log holds.
+const maxLog = 4096
 
 // give returns n units taken at t and not used.
 func (w *window) give(t time.Time, n float64, h float64) {
@@ -306,8 +339,7 @@ type partition struct {
 
 	mu sync.Mutex
 	// Guarded by mu:
-	windows   [maxWindows]window
-	nwin      int
+	windows   []window  // at most maxWindows
 	known     bool      // limits are configured, announced, or will not be
 	probing   bool      // after a 429: few in flight until a success
 	probeSeq  uint64    // permits up to this one were issued before the 429
@@ -444,13 +476,12 @@ func (p *pacer) newPartition(req *http.Request, host string, model []byte, userK
 	if p.cfg.TokensPerMinute > 0 {
 		pt.addConfigWindow(p, UnitTokens, p.cfg.TokensPerMinute, now)
 	}
-	pt.known = pt.nwin > 0 || p.coldStart <= 0
+	pt.known = len(pt.windows) > 0 || p.coldStart <= 0
 	return pt
 }
 
 func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time.Time) {
-	w := &pt.windows[pt.nwin]
-	pt.nwin++
+	w := pt.addWindow()
 	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	w.avail = w.capacity(p.headroom)
 }
@@ -485,6 +516,15 @@ func (p *pacer) evictLocked(now time.Time) {
 
 // release gives back the user a partitionFor call counted.
 func (pt *partition) release() { pt.users.Add(-1) }
+
+// addWindow adds a window, growing the slice by one: a partition keeps
+// only the windows it uses.
+func (pt *partition) addWindow() *window {
+	ws := make([]window, len(pt.windows)+1)
+	copy(ws, pt.windows)
+	pt.windows = ws
+	return &ws[len(ws)-1]
+}
 
 // cost returns what a request of estimate est counts in a window of unit u.
 func cost(u Unit, est TokenEstimate) int64 {
@@ -540,7 +580,7 @@ func (c costs) of(u Unit) int64 {
 
 // advanceLocked brings every window's plan to now.
 func (pt *partition) advanceLocked(p *pacer, now time.Time) {
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.advance(now, p.headroom, float64(pt.flying.of(w.unit)))
 	}
@@ -551,7 +591,7 @@ func (pt *partition) advanceLocked(p *pacer, now time.Time) {
 // windows must be advanced to now.
 func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate) time.Time {
 	t := maxTime(now, pt.cooldown)
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		n := cost(w.unit, est)
 		if n <= 0 {
@@ -578,7 +618,7 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 		}
 		pt.instAt, pt.instSeq, pt.instSent = now, pt.seq+1, pt.sent
 	}
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.take(now, float64(min(cost(w.unit, est), maxCost)))
 	}
@@ -591,17 +631,16 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 // windowFor returns the announced window of unit u and name, adding it if
 // there is room; nil if there is none.
 func (pt *partition) windowFor(u Unit, name string, now time.Time) *window {
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		if !w.config && w.unit == u && w.name == name {
 			return w
 		}
 	}
-	if pt.nwin == maxWindows {
+	if len(pt.windows) == maxWindows {
 		return nil
 	}
-	w := &pt.windows[pt.nwin]
-	pt.nwin++
+	w := pt.addWindow()
 	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	return w
 }
@@ -700,8 +739,8 @@ func (w *window) fleetLocked(remaining, sent, flying int64, resetAt time.Time) {
 // at now. fresh is false for a response older than one already applied:
 // what it says remains is stale, and only its quota is used.
 func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time, fresh bool) {
-	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens {
-		return
+	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
+		return // nothing to pace by
 	}
 	w := pt.windowFor(a.Unit, a.Name, now)
 	if w == nil {
@@ -726,8 +765,8 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	}
 	untilReset := time.Duration(-1)
 	var resetAt time.Time
-	if !a.Reset.IsZero() {
-		untilReset = min(max(a.Reset.Sub(now), 0), maxPeriod)
+	if !a.Reset.IsZero() && a.Reset.Sub(now) <= maxReset {
+		untilReset = max(a.Reset.Sub(now), 0)
 		resetAt = now.Add(untilReset)
 	}
 	if !w.known() {
@@ -756,6 +795,9 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		return
 	}
 	sentBy := pm.sent.of(w.unit)
+	if untilReset > 0 && (a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0) {
+		w.coarse = true
+	}
 	if a.Remaining >= 0 && untilReset >= 0 {
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
 	}
@@ -782,12 +824,25 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
 	w.avail = pt.estimateLocked(p, w)
 	if w.kind == kindSliding {
-		// Uses the server may already have let go are in what remains:
-		// they must not come back a second time.
+		// Uses the server has surely let go are in what remains: they
+		// must not come back a second time. Those it may have let go
+		// (the length may read a second long from whole-second resets)
+		// are taken as not yet back, and come back with the log.
 		p := w.guessPeriod()
-		cut := now.Add(-p + p/100).UnixNano()
-		for w.head < len(w.log) && w.log[w.head].t <= cut {
+		sure := now.Add(-p - p/100).UnixNano()
+		margin := p / 100
+		if w.coarse {
+			margin += min(time.Second, p/4)
+		}
+		maybe := now.Add(-p + margin).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= sure {
 			w.head++
+		}
+		for _, e := range w.log[w.head:] {
+			if e.t > maybe {
+				break
+			}
+			w.avail -= e.n
 		}
 		w.compact()
 	}
@@ -829,7 +884,7 @@ func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
 // nothing remaining, or the zero time.
 func (pt *partition) exhaustedResetLocked(now time.Time) time.Time {
 	var t time.Time
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		if w.remaining == 0 && w.reset.After(now) && (t.IsZero() || w.reset.Before(t)) {
 			t = w.reset
@@ -887,10 +942,10 @@ func (s *successes) lastMinute(now time.Time) int64 {
 // of successes since the 429s began: while a provider refuses some
 // requests, what it accepts is its limit. A minute without 429 while
 // requests wait for their turn raises the quota by 2%, so that it is found
-// again if it grows. hint is the response's retry hint; negative if none.
-func (pt *partition) inferLocked(p *pacer, status int, hint time.Duration, now time.Time) {
+// again if it grows.
+func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 	var w *window
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		if pt.windows[i].name != inferredName || pt.windows[i].config {
 			return // limits are configured or announced
 		}
@@ -908,23 +963,9 @@ func (pt *partition) inferLocked(p *pacer, status int, hint time.Duration, now t
 				return // too few successes to tell a quota
 			}
 			w = pt.windowFor(UnitRequests, inferredName, now)
-			*w = window{unit: UnitRequests, kind: kindLocal, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
-			// The window is full now: what succeeded in the last minute
-			// leaves it over the next, as it came. A retry hint tells
-			// when the first leaves; the rest are taken as sent evenly
-			// since then.
-			from := now.Add(-time.Minute)
-			if hint > 0 && hint < time.Minute {
-				from = now.Add(hint - time.Minute)
-			}
-			span := now.Sub(from)
-			k := min(n, 1024)
-			each := float64(n) / float64(k)
-			for i := range k {
-				t := from.Add(time.Duration(i) * span / time.Duration(k))
-				w.log = append(w.log, stamp{t: t.UnixNano(), n: each})
-			}
-			w.avail = w.capacity(p.headroom) - float64(n)
+			// Nothing is known of how the provider counts: pace evenly,
+			// from an empty bucket, which suits every kind of window.
+			*w = window{unit: UnitRequests, kind: kindBucket, smooth: true, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 			return
 		}
 		d := now.Sub(pt.limitedSince)
