@@ -114,6 +114,10 @@ const defaultCooldown = time.Second
 // waiting a day.
 const maxHintWait = time.Minute
 
+// rampDone is how many successes end the ramp after a cold start or a
+// 429.
+const rampDone = 64
+
 // coldStartWait is the longest the queue waits for a response to tell a
 // partition's limits before it sends anyway: a response that never comes
 // must not hold the partition forever.
@@ -357,8 +361,15 @@ func (pt *partition) wakeHeadLocked() {
 
 // coldOKLocked reports whether one more request may go while the
 // partition's limits are not known (cold start, or probing after a 429).
+//
+// After that, until rampDone requests have succeeded, at most twice as
+// many as have succeeded are in flight: each response may show that
+// others use the same key, before this process sends all that remains.
 func (pt *partition) coldOKLocked(p *pacer, now time.Time) bool {
-	if (pt.known && !pt.probing) || p.coldStart <= 0 || pt.inflight < p.coldStart {
+	if p.coldStart <= 0 || pt.inflight < p.coldStart {
+		return true
+	}
+	if pt.known && !pt.probing && (pt.ramp >= rampDone || pt.inflight < 2*pt.ramp) {
 		return true
 	}
 	return !pt.coldSince.IsZero() && now.Sub(pt.coldSince) >= coldStartWait
@@ -635,6 +646,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 			pt.ok.add(now)
 			pt.okTotal++
 			pt.hintUntil = time.Time{}
+			pt.ramp = min(pt.ramp+1, rampDone)
 		}
 		if len(rl.Windows) == 0 {
 			pt.inferLocked(p, status, now)
@@ -648,7 +660,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	if status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter) {
 		// Until a request succeeds again, only a few go out at once:
 		// when the cooldown ends, the waiters do not all rush in.
-		pt.probing, pt.probeSeq = true, pt.seq
+		pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
 		var until time.Time
 		if rl.HasRetryAfter {
 			hint := min(max(rl.RetryAfter, 0), MaxHint)

@@ -98,6 +98,7 @@ type window struct {
 	smpFlying int64 // and had in flight when its response came
 	smpUntil  time.Duration
 	smpReset  time.Time
+	smpAt     time.Time
 	maxUntil  time.Duration
 	remAtMax  int64
 	maxAt     time.Time
@@ -138,6 +139,9 @@ func (w *window) capacity(h float64) float64 {
 	if w.smooth {
 		return max(w.headroomUnits(h), 1)
 	}
+	if w.shared() {
+		return max(w.share*(w.quota()-w.headroomUnits(h))/8, 1)
+	}
 	return max(w.share*(w.quota()-w.headroomUnits(h)), 1)
 }
 
@@ -152,7 +156,7 @@ func (w *window) guessPeriod() time.Duration {
 
 // rate is the continuous refill of a bucket, units a second.
 func (w *window) rate(h float64) float64 {
-	if w.smooth {
+	if w.smooth || w.shared() {
 		return max(w.share*(w.quota()-w.headroomUnits(h)), 1) / w.guessPeriod().Seconds()
 	}
 	return w.capacity(h) / w.guessPeriod().Seconds()
@@ -168,7 +172,11 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		return
 	}
 	c := w.capacity(h)
-	switch w.kind {
+	kind := w.kind
+	if w.shared() {
+		kind = kindBucket
+	}
+	switch kind {
 	case kindBucket:
 		if el := now.Sub(w.at); el > 0 {
 			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
@@ -189,7 +197,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		}
 		w.compact()
 	}
-	if w.kind != kindBucket && w.kind != kindLocal && !w.next.IsZero() && !now.Before(w.next) {
+	if kind != kindBucket && kind != kindLocal && !w.next.IsZero() && !now.Before(w.next) {
 		// The window is whole again: what is still in flight may yet be
 		// counted in it.
 		w.lastUp = w.next
@@ -272,7 +280,11 @@ func (w *window) when(now time.Time, c float64, h float64) time.Time {
 	capa := w.capacity(h)
 	need := c - w.avail
 	p := w.guessPeriod()
-	switch w.kind {
+	kind := w.kind
+	if w.shared() {
+		kind = kindBucket
+	}
+	switch kind {
 	case kindBucket:
 		return now.Add(durationOf(need / w.rate(h)))
 	case kindSliding, kindLocal:
@@ -347,6 +359,7 @@ type partition struct {
 	hintUntil time.Time // the server's hint, uncapped: later than cooldown when huge
 	inflight  int       // sent and not yet settled
 	coldSince time.Time // when the head of the queue began waiting for a cold slot
+	ramp      int       // successes since the cold start or the latest 429, up to rampDone
 	// The queue of requests waiting for their turn, first come first
 	// served, and the total cost they will take.
 	q      queue
@@ -597,7 +610,9 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 		if n <= 0 {
 			continue
 		}
-		c := float64(min(n, maxCost)) + float64(ahead.of(w.unit))
+		// A request larger than what the window holds at once goes
+		// when it is full, into debt.
+		c := min(float64(min(n, maxCost)), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
 		t = maxTime(t, w.when(now, c, p.headroom))
 	}
 	return t
@@ -683,7 +698,7 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 	if limit <= 0 || remaining < 0 || until <= 0 || until > maxPeriod {
 		return
 	}
-	if !w.stated && w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
+	if w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
 		used, usedMax := float64(limit-remaining), float64(limit-w.remAtMax)
 		switch {
 		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20 &&
@@ -691,12 +706,17 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 			// The samples are far enough apart that a window resetting
 			// at a fixed time would show a reset an eighth nearer, and
 			// near enough that it would not have reset in between.
-			w.kind, w.period = kindSliding, max(w.maxUntil, minPeriod)
+			w.kind = kindSliding
+			if !w.stated {
+				w.period = max(w.maxUntil, minPeriod)
+			}
 		case used > 0 && usedMax > 0:
 			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
 			if a > 0 && b > 0 && math.Abs(a-b) <= 0.15*max(a, b) {
 				w.kind = kindBucket
-				w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
+				if !w.stated {
+					w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
+				}
 			}
 		}
 	}
@@ -710,30 +730,61 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 // others use the key too. A sample counts what this process had sent when
 // the sampled request went out (sent) and had in flight when its response
 // came (flying): those may or may not be in the server's count, so only a
-// fall beyond them shows others.
-func (w *window) fleetLocked(remaining, sent, flying int64, resetAt time.Time) {
-	sameEpoch := w.smp && w.kind == kindUnknown && !resetAt.IsZero() && !w.smpReset.IsZero() &&
-		resetAt.Sub(w.smpReset) < time.Second/2 && w.smpReset.Sub(resetAt) < time.Second/2
-	if !sameEpoch || remaining > w.smpRem {
-		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset = true, remaining, sent, flying, resetAt
+// fall beyond them shows others. Each sample is compared with the first of
+// its epoch, and the first ever with the whole quota. The share falls at
+// once and rises slowly.
+func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now time.Time, h float64) {
+	fromQuota := false
+	if !w.smp && limit > 0 && remaining >= limit/2 {
+		// The first response: compared once with the whole quota, when
+		// most of it remains (else it may be this key's earlier use).
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, limit, 0, 0, resetAt, now
+		fromQuota = true
+	}
+	tol := max(time.Second/2, w.guessPeriod()/10)
+	sameEpoch := w.smp && !resetAt.IsZero() && !w.smpReset.IsZero() &&
+		resetAt.Sub(w.smpReset) < tol && w.smpReset.Sub(resetAt) < tol
+	fell := w.smpRem - remaining
+	if w.kind == kindBucket {
+		// A bucket refilled meanwhile: more was used than it shows.
+		fell += int64(w.quota() / w.guessPeriod().Seconds() * now.Sub(w.smpAt).Seconds())
+	}
+	if !sameEpoch || fell < 0 {
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
 		return
 	}
 	own := sent - w.smpSent
-	others := (w.smpRem - remaining) - own
+	others := fell - own
 	doubt := w.smpFlying + flying + 1
 	if own+others < 2*doubt {
+		if fromQuota {
+			w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
+		}
 		return // too little has passed to tell
 	}
 	ratio := 1.0
 	if others > doubt {
-		ratio = float64(own) / float64(own+others)
+		ratio = float64(max(own, 1)) / float64(max(own, 1)+others)
 	}
-	w.share = min(max(0.5*w.share+0.5*ratio, 1.0/64), 1)
-	if ratio >= 1 && w.share > 0.95 {
-		w.share = 1
+	if ratio < w.share {
+		w.share = max(ratio, 1.0/64)
+	} else {
+		w.share = min(w.share+(ratio-w.share)/4, 1)
+		if w.share > 0.95 {
+			w.share = 1
+		}
 	}
-	w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset = true, remaining, sent, flying, resetAt
+	// The first sample of the epoch stays the base: over more of the
+	// epoch, what is in doubt weighs less.
+	if fromQuota {
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
+	}
 }
+
+// shared reports whether others use the window's key: this process then
+// paces its share evenly rather than sending what remains at once, so
+// that the processes sharing it do not all rush in together.
+func (w *window) shared() bool { return w.share < 1 }
 
 // observeLocked applies one announced window, seen in the response to pm
 // at now. fresh is false for a response older than one already applied:
@@ -802,7 +853,9 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
 	}
 	if a.Remaining >= 0 {
-		w.fleetLocked(a.Remaining, sentBy, pt.flying.of(w.unit), resetAt)
+		// What this process sent after this request, or has in flight,
+		// may or may not be in the server's count.
+		w.fleetLocked(a.Limit, a.Remaining, sentBy, pt.flying.of(w.unit)+pt.sent.of(w.unit)-sentBy, resetAt, now, p.headroom)
 	}
 	if a.Remaining >= 0 {
 		w.remaining = a.Remaining
