@@ -303,6 +303,11 @@ type waiter struct {
 	prev, next *waiter
 	est        TokenEstimate
 	wake       chan struct{} // buffered: a re-plan or its turn
+	deadline   time.Time     // its context's; zero if none
+	// swept is set when a re-plan took it out of the queue, its planned
+	// time (sweptAt) being past its deadline.
+	swept   bool
+	sweptAt time.Time
 }
 
 // queue is a partition's waiting requests, first come first served.
@@ -386,17 +391,21 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	now := start
 	pt.mu.Lock()
 	pt.advanceLocked(p, now)
-	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, costs{}, est).After(now) {
+	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, costs{}, est, false).After(now) {
 		return pt.admitLocked(p, req, est, start, now, nil), nil
 	}
 	ahead := pt.queued
 	if o.urgent {
 		ahead = costs{}
 	}
-	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, ahead, est), nil); err != nil {
+	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, ahead, est, true), nil); err != nil {
 		return nil, err
 	}
 	w := &waiter{est: est, wake: make(chan struct{}, 1)}
+	if dl, ok := ctx.Deadline(); ok {
+		w.deadline = dl
+		pt.deadlined++
+	}
 	if o.urgent {
 		pt.q.pushFront(w)
 	} else {
@@ -408,7 +417,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		d := time.Duration(-1) // until woken
 		if pt.q.head == w {
 			pt.advanceLocked(p, now)
-			at := pt.readyAtLocked(p, now, costs{}, est)
+			at := pt.readyAtLocked(p, now, costs{}, est, false)
 			if !pt.coldOKLocked(p, now) {
 				if pt.coldSince.IsZero() {
 					pt.coldSince = now
@@ -418,7 +427,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 				if !at.After(now) {
 					return pt.admitLocked(p, req, est, start, now, w), nil
 				}
-				if err := pt.refuseLocked(ctx, p, req, start, now, at, w); err != nil {
+				if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, costs{}, est, true), w); err != nil {
 					return nil, err
 				}
 				d = at.Sub(now)
@@ -428,11 +437,60 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		err := waitTurn(ctx, o.stop, w.wake, d)
 		pt.mu.Lock()
 		now = time.Now()
+		if w.swept {
+			// A re-plan found its time past its deadline and took it out
+			// of the queue.
+			if err == nil {
+				if err = pt.refuseLocked(ctx, p, req, start, now, w.sweptAt, nil); err != nil {
+					return nil, err
+				}
+				w.swept = false
+				pt.q.pushBack(w)
+				pt.queued.add(est)
+				pt.deadlined++
+				continue
+			}
+			pt.mu.Unlock()
+			return nil, err
+		}
 		if err != nil {
 			pt.leaveLocked(w)
 			pt.mu.Unlock()
 			return nil, err
 		}
+	}
+}
+
+// replanEvery is the least time between two re-plans of a whole queue.
+const replanEvery = 10 * time.Millisecond
+
+// replanLocked walks the queue after the partition learned something and
+// takes out, at once, every request whose planned time is now past its
+// deadline: it fails without waiting for its deadline. The head of the
+// queue re-plans for itself when woken.
+func (pt *partition) replanLocked(p *pacer, now time.Time) {
+	if pt.deadlined == 0 || (!pt.replanned.IsZero() && now.Sub(pt.replanned) < replanEvery) {
+		return
+	}
+	pt.replanned = now
+	pt.advanceLocked(p, now)
+	var ahead costs
+	for w := pt.q.head; w != nil; {
+		next := w.next
+		if !w.deadline.IsZero() {
+			if at := pt.readyAtLocked(p, now, ahead, w.est, true); at.After(w.deadline) {
+				pt.leaveLocked(w)
+				w.swept, w.sweptAt = true, at
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
+				w = next
+				continue
+			}
+		}
+		ahead.add(w.est)
+		w = next
 	}
 }
 
@@ -442,6 +500,9 @@ func (pt *partition) leaveLocked(w *waiter) {
 	wasHead := pt.q.head == w
 	pt.q.remove(w)
 	pt.queued.sub(w.est)
+	if !w.deadline.IsZero() {
+		pt.deadlined--
+	}
 	if wasHead {
 		pt.wakeHeadLocked()
 	}
@@ -685,6 +746,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Status: status, Until: until, Reason: "rate limited"}
 		}
 	}
+	pt.replanLocked(p, now)
 	pt.wakeHeadLocked()
 	pt.mu.Unlock()
 	return ev, emit
@@ -772,7 +834,7 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 		s.Waiting = pt.q.n
 		pt.advanceLocked(p, now)
 		if h := pt.q.head; h != nil && pt.coldOKLocked(p, now) {
-			s.NextAdmit = pt.readyAtLocked(p, now, costs{}, h.est)
+			s.NextAdmit = pt.readyAtLocked(p, now, costs{}, h.est, false)
 		}
 		if pt.cooldown.After(now) {
 			s.CooldownUntil = pt.cooldown

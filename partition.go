@@ -273,7 +273,7 @@ func (w *window) give(t time.Time, n float64, h float64) {
 
 // when returns the earliest time, not before now, at which c units are
 // available (c counts what is queued ahead too). avail is current.
-func (w *window) when(now time.Time, c float64, h float64) time.Time {
+func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time.Time {
 	if !w.known() || c <= w.avail {
 		return now
 	}
@@ -307,11 +307,16 @@ func (w *window) when(now time.Time, c float64, h float64) time.Time {
 		k := math.Ceil(need / capa)
 		return t.Add(durationOf(k * cut.Seconds()))
 	}
+	gradual := now.Add(durationOf(need / w.rate(h)))
 	if w.next.IsZero() {
-		return now.Add(durationOf(need / w.rate(h)))
+		return gradual
 	}
 	k := math.Ceil(need/capa) - 1
-	return w.next.Add(durationOf(k * p.Seconds()))
+	t := w.next.Add(durationOf(k * p.Seconds()))
+	if optimistic && gradual.Before(t) {
+		return gradual
+	}
+	return t
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -362,8 +367,10 @@ type partition struct {
 	ramp      int       // successes since the cold start or the latest 429, up to rampDone
 	// The queue of requests waiting for their turn, first come first
 	// served, and the total cost they will take.
-	q      queue
-	queued costs
+	q         queue
+	queued    costs
+	deadlined int       // waiters with a deadline
+	replanned time.Time // when the queue was last re-planned
 	// Cumulative costs of every permit sent, the costs in flight, and the
 	// sequence number of the newest permit whose response updated the
 	// windows.
@@ -601,8 +608,10 @@ func (pt *partition) advanceLocked(p *pacer, now time.Time) {
 
 // readyAtLocked returns when a request of estimate est, with ahead queued
 // before it, may go by the windows and the cooldown: now or later. The
-// windows must be advanced to now.
-func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate) time.Time {
+// windows must be advanced to now. An optimistic plan, for deciding to
+// refuse a request, takes a window of unknown kind to refill gradually
+// (as a bucket would) rather than at its reset only.
+func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate, optimistic bool) time.Time {
 	t := maxTime(now, pt.cooldown)
 	for i := range pt.windows {
 		w := &pt.windows[i]
@@ -613,7 +622,7 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 		// A request larger than what the window holds at once goes
 		// when it is full, into debt.
 		c := min(float64(min(n, maxCost)), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
-		t = maxTime(t, w.when(now, c, p.headroom))
+		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
 	}
 	return t
 }
