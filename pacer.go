@@ -737,9 +737,6 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		} else {
 			until = now.Add(defaultCooldown)
 		}
-		if debugPacer {
-			println("429", now.String(), "until", until.String(), "seq", pm.seq, "inflight", pt.inflight, "q", pt.q.n)
-		}
 		if until.After(pt.cooldown) {
 			pt.cooldown = until
 			emit = true

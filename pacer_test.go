@@ -160,9 +160,6 @@ func runSim(t *testing.T, p *pacer, s *simServer, workers int, d time.Duration) 
 					}
 					time.Sleep(s.latency / 2)
 					status, rl := s.admit(time.Now(), 1)
-					if debugPacer {
-						println("admit", time.Now().String(), pm.seq, status, rl.Windows[0].Remaining)
-					}
 					time.Sleep(s.latency / 2)
 					pm.done.Store(true)
 					pm.finish(true, status, rl, time.Now())

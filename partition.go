@@ -5,7 +5,6 @@ import (
 	"hash/maphash"
 	"math"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -627,8 +626,6 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 	return t
 }
 
-var debugPacer = os.Getenv("STEADY_DEBUG") != ""
-
 // sameMoment is how close two sends must be for the server to count them
 // in either order.
 const sameMoment = 2 * time.Millisecond
@@ -862,9 +859,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
 	}
 	if a.Remaining >= 0 {
-		// What this process sent after this request, or has in flight,
-		// may or may not be in the server's count.
-		w.fleetLocked(a.Limit, a.Remaining, sentBy, pt.flying.of(w.unit)+pt.sent.of(w.unit)-sentBy, resetAt, now, p.headroom)
+		// What this process sent at the same moment after this request,
+		// or before it and still in flight, may or may not be in the
+		// server's count; what it sent later is not.
+		_, endSent := pt.momentEndLocked(pm.baseSeq, pm.seq, sentBy, w.unit)
+		doubt := endSent - sentBy
+		for f := pt.flyHead; f != nil && f.seq < pm.seq; f = f.next {
+			doubt += cost(w.unit, f.est)
+		}
+		w.fleetLocked(a.Limit, a.Remaining, sentBy, doubt, resetAt, now, p.headroom)
 	}
 	if a.Remaining >= 0 {
 		w.remaining = a.Remaining
@@ -908,9 +911,6 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		}
 		w.compact()
 	}
-	if debugPacer {
-		println("observe", w.unit.String(), pm.seq, "rem", a.Remaining, "until", untilReset.String(), "avail", int(w.avail), "kind", w.kind.String(), "sent", pt.sent.req, "flying", pt.flying.req)
-	}
 	w.at = now
 	if untilReset > 0 && w.kind != kindBucket {
 		w.next = resetAt
@@ -924,22 +924,27 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 // the server may not have counted in it: those sent after the response's
 // moment, and those sent at or before it and still in flight.
 func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
-	endSeq, endSent := w.obsSeq, w.obsSent
-	if w.obsBase == pt.instSeq {
-		endSeq, endSent = pt.seq, pt.sent.of(w.unit)
-	} else {
-		for _, m := range pt.moments {
-			if m.base == w.obsBase {
-				endSeq, endSent = m.end, m.sent.of(w.unit)
-				break
-			}
-		}
-	}
+	endSeq, endSent := pt.momentEndLocked(w.obsBase, w.obsSeq, w.obsSent, w.unit)
 	unseen := pt.sent.of(w.unit) - endSent
 	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
 		unseen += cost(w.unit, f.est)
 	}
 	return min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
+}
+
+// momentEndLocked returns the last permit sent at the moment that began
+// with permit base, and the cumulative cost in unit u sent by then; seq and
+// sent (a permit of that moment) when the moment is too old to be known.
+func (pt *partition) momentEndLocked(base, seq uint64, sent int64, u Unit) (uint64, int64) {
+	if base == pt.instSeq {
+		return pt.seq, pt.sent.of(u)
+	}
+	for _, m := range pt.moments {
+		if m.base == base {
+			return m.end, m.sent.of(u)
+		}
+	}
+	return seq, sent
 }
 
 // exhaustedResetLocked returns the earliest reset among windows with

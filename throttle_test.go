@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -124,11 +123,6 @@ func runLoad(t *testing.T, tc loadCase) loadResult {
 		n := 0
 		for time.Now().Before(end) {
 			for _, p := range tr.Snapshot() {
-				if os.Getenv("SNAP") != "" {
-					for _, w := range p.Windows {
-						fmt.Printf("%v wait %d infl %d next %v cool %v | %s %s lim %d rem %d tok %.1f per %v\n", time.Since(start), p.Waiting, p.InFlight, p.NextAdmit.Sub(start), p.CooldownUntil.Sub(start), w.Unit, w.Kind, w.Limit, w.Remaining, w.Tokens, w.Period)
-					}
-				}
 				if p.InFlight < 0 || p.Waiting < 0 {
 					t.Errorf("snapshot: %+v", p)
 				}
