@@ -886,3 +886,145 @@ func TestInferWindowKind(t *testing.T) {
 		}
 	}
 }
+
+// TestAdmitStop: a request waiting in the queue whose stop channel closes
+// (its upstream's circuit opened) returns errStopped at once, holding
+// nothing: the queue behind it moves on.
+func TestAdmitStop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+		stop := make(chan struct{})
+		closed := make(chan struct{})
+		close(closed)
+		if _, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{stop: closed}); err != errStopped {
+			t.Fatalf("closed stop: err = %v, want errStopped", err)
+		}
+		time.AfterFunc(time.Second, func() { close(stop) })
+		start := time.Now()
+		_, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{stop: stop})
+		if err != errStopped || time.Since(start) != time.Second {
+			t.Fatalf("err = %v after %v, want errStopped after 1s", err, time.Since(start))
+		}
+		if s := p.snapshot(time.Now()); s[0].Waiting != 0 || s[0].InFlight != 0 {
+			t.Errorf("after stop: %+v", s[0])
+		}
+	})
+}
+
+// TestAdmitUrgent: an urgent request (a half-open probe) goes ahead of the
+// queue, but still waits for the limits.
+func TestAdmitUrgent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.settle(nil, nil)
+		start := time.Now()
+		var mu sync.Mutex
+		var order []string
+		var wg sync.WaitGroup
+		for _, name := range []string{"first", "second"} {
+			wg.Go(func() {
+				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+				if err == nil {
+					mu.Lock()
+					order = append(order, name)
+					mu.Unlock()
+					pm.settle(nil, nil)
+				}
+			})
+			synctest.Wait()
+		}
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{urgent: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el != 60600*time.Millisecond {
+			t.Errorf("urgent request waited %v, want the limit's 1m0.6s", el)
+		}
+		mu.Lock()
+		if len(order) != 0 {
+			t.Errorf("%v went before the urgent request", order)
+		}
+		mu.Unlock()
+		pm.settle(nil, nil)
+		wg.Wait()
+		if len(order) != 2 || order[0] != "first" {
+			t.Errorf("order %v, want first, second", order)
+		}
+	})
+}
+
+// TestPermitCancel: a permit cancelled before its request is sent gives
+// its reservation back, so the next request goes at once; cancel and
+// settle are idempotent and nil-safe.
+func TestPermitCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.cancel()
+		pm.cancel()
+		pm.settle(nil, nil)
+		var nilPermit *permit
+		nilPermit.cancel()
+		nilPermit.settle(nil, nil)
+		start := time.Now()
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el != 0 {
+			t.Errorf("after a cancel the next request waited %v", el)
+		}
+		pm.settle(nil, nil)
+		pm.cancel() // after settle: nothing
+		if s := p.snapshot(time.Now()); s[0].InFlight != 0 || s[0].Windows[0].Tokens != 0 {
+			t.Errorf("after settle and cancel: %+v", s[0])
+		}
+	})
+}
+
+// TestHugeHint: a 429 asking for a day's pause fails at once the requests
+// whose deadline comes sooner, and makes one without a deadline wait only
+// maxHintWait before asking again.
+func TestHugeHint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		ctx := context.Background()
+		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pm.done.Store(true)
+		pm.finish(true, http.StatusTooManyRequests, RateLimits{RetryAfter: 24 * time.Hour, HasRetryAfter: true}, time.Now())
+		start := time.Now()
+		hctx, cancel := context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+		_, err = p.acquire(hctx, chatRequest(t, hctx, "h", "k", smallChat), admitOpts{})
+		var we *WaitError
+		if !errors.As(err, &we) || !errors.Is(err, context.DeadlineExceeded) || we.Wait != 24*time.Hour || time.Since(start) != 0 {
+			t.Fatalf("err = %v after %v, want a refusal at once telling 24h", err, time.Since(start))
+		}
+		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if el := time.Since(start); el != maxHintWait {
+			t.Errorf("without a deadline waited %v, want %v", el, maxHintWait)
+		}
+		pm.settle(nil, nil)
+	})
+}

@@ -95,7 +95,6 @@ type window struct {
 	smpRem    int64
 	smpSent   int64 // units this process had sent when that sample was taken
 	smpFlying int64 // and had in flight when its response came
-	smpUntil  time.Duration
 	smpReset  time.Time
 	smpAt     time.Time
 	maxUntil  time.Duration

@@ -26,7 +26,7 @@ func TestFixedWindow(t *testing.T) {
 			return resp
 		}
 		time.Sleep(3 * time.Second) // into the first window
-		end := time.Unix(0, 0).Add(time.Now().Sub(time.Unix(0, 0)).Truncate(10 * time.Second)).Add(10 * time.Second)
+		end := time.Unix(0, 0).Add(time.Since(time.Unix(0, 0)).Truncate(10 * time.Second)).Add(10 * time.Second)
 		for i := range 10 {
 			resp := call()
 			if resp.StatusCode != 200 {
