@@ -714,6 +714,11 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 			w.kind = kindSliding
 			if !w.stated {
 				w.period = max(w.maxUntil, minPeriod)
+				if w.coarse {
+					// Resets rounded up to whole seconds read up to a
+					// second long: windows are whole seconds long.
+					w.period = max(w.maxUntil.Truncate(time.Second), minPeriod)
+				}
 			}
 		case used > 0 && usedMax > 0:
 			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
