@@ -208,7 +208,7 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 		p.maxParts = math.MaxInt
 	}
 	if p.idle < 0 {
-		p.idle = maxDuration
+		p.idle = 100 * 365 * 24 * time.Hour // never, without overflowing a time
 	}
 	if p.emit == nil {
 		p.emit = func(Event) {}

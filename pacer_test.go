@@ -1028,3 +1028,20 @@ func TestHugeHint(t *testing.T) {
 		pm.settle(nil, nil)
 	})
 }
+
+// TestConfigRule: zero means the default and a negative value means none,
+// for every numeric pacing field.
+func TestConfigRule(t *testing.T) {
+	zero := newPacer(PacingConfig{}, nil, nil)
+	if zero.headroom != DefaultHeadroom || zero.coldStart != DefaultColdStart || zero.maxParts != DefaultMaxPartitions || zero.idle != DefaultIdleTimeout || zero.maxWait != 0 {
+		t.Errorf("zero config: %+v", zero)
+	}
+	none := newPacer(PacingConfig{Headroom: -1, ColdStart: -1, MaxPartitions: -1, IdleTimeout: -1, MaxWait: -1}, nil, nil)
+	if none.headroom != 0 || none.coldStart > 0 || none.maxParts < 1<<30 || none.idle < 50*365*24*time.Hour || none.maxWait != 0 {
+		t.Errorf("negative config: %+v", none)
+	}
+	now := time.Now()
+	if cut := now.Add(-none.idle); !cut.Before(now) {
+		t.Errorf("idle cutoff %v is not before now", cut)
+	}
+}
