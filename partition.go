@@ -627,7 +627,7 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 
 // sameMoment is how close two sends must be for the server to count them
 // in either order.
-const sameMoment = 2 * time.Millisecond
+const sameMoment = 20 * time.Millisecond
 
 // takeLocked uses est in every window: the request is sent now.
 func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
