@@ -783,7 +783,9 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 	}
 	if ratio < w.share {
 		w.share = max(ratio, 1.0/64)
-	} else {
+	} else if float64(remaining) >= w.quota()/4 {
+		// Only while much remains: near empty, a window that refills as
+		// it is used hides what others take.
 		w.share = min(w.share+(ratio-w.share)/4, 1)
 		if w.share > 0.95 {
 			w.share = 1
