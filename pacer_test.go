@@ -236,7 +236,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		var events []Event
 		var mu sync.Mutex
 		// Two a minute: both go at once, and each comes back a minute
-		// (and 1%) after it was used.
+		// (and 0.5%) after it was used.
 		p := newPacer(PacingConfig{RequestsPerMinute: 2}, func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }, nil)
 		ctx := context.Background()
 		start := time.Now()
@@ -261,10 +261,10 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		if !errors.As(err, &we) {
 			t.Fatalf("err = %T, want *WaitError", err)
 		}
-		if we.Wait != 60600*time.Millisecond {
-			t.Errorf("Wait = %v, want 1m0.6s", we.Wait)
+		if we.Wait != 60300*time.Millisecond {
+			t.Errorf("Wait = %v, want 1m0.3s", we.Wait)
 		}
-		if !strings.Contains(err.Error(), "steady: ") || !strings.Contains(err.Error(), "1m0.6s") {
+		if !strings.Contains(err.Error(), "steady: ") || !strings.Contains(err.Error(), "1m0.3s") {
 			t.Errorf("error %q does not say how long", err)
 		}
 		if el := time.Since(start); el != 0 {
@@ -285,8 +285,8 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if el := time.Since(start); el != 60600*time.Millisecond {
-			t.Errorf("next request waited %v, want 1m0.6s", el)
+		if el := time.Since(start); el != 60300*time.Millisecond {
+			t.Errorf("next request waited %v, want 1m0.3s", el)
 		}
 		pm.settle(nil, nil)
 		pm, err = p.acquire(ctx, chatRequest(t, ctx, "api.example.com", "k", smallChat), admitOpts{})
@@ -298,8 +298,8 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if el := time.Since(start); el != 2*60600*time.Millisecond {
-			t.Errorf("request without a deadline waited %v, want 2m1.2s", el)
+		if el := time.Since(start); el != 2*60300*time.Millisecond {
+			t.Errorf("request without a deadline waited %v, want 2m0.6s", el)
 		}
 		pm.settle(nil, nil)
 	})
@@ -850,8 +850,8 @@ func TestCustomEstimator(t *testing.T) {
 			}
 			pm.settle(nil, nil)
 		}
-		if el := time.Since(start); el != 60600*time.Millisecond {
-			t.Errorf("twelve requests of 500 tokens took %v, want 1m0.6s", el)
+		if el := time.Since(start); el != 60300*time.Millisecond {
+			t.Errorf("twelve requests of 500 tokens took %v, want 1m0.3s", el)
 		}
 		if len(bodies) != 12 || bodies[0] != smallChat {
 			t.Errorf("estimator saw %q", bodies)
@@ -948,8 +948,8 @@ func TestAdmitUrgent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if el := time.Since(start); el != 60600*time.Millisecond {
-			t.Errorf("urgent request waited %v, want the limit's 1m0.6s", el)
+		if el := time.Since(start); el != 60300*time.Millisecond {
+			t.Errorf("urgent request waited %v, want the limit's 1m0.3s", el)
 		}
 		mu.Lock()
 		if len(order) != 0 {

@@ -180,7 +180,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
 		}
 	case kindSliding, kindLocal:
-		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/100).UnixNano()
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.avail = min(w.avail+w.log[w.head].n, c)
 			w.head++
@@ -189,7 +189,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 	case kindUnknown:
 		// Only kept for history: what the server gives back shows in
 		// the next response.
-		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/100).UnixNano()
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.head++
 		}
@@ -287,7 +287,7 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 		return now.Add(durationOf(need / w.rate(h)))
 	case kindSliding, kindLocal:
 		t := now
-		cut := p + p/100
+		cut := p + p/200
 		for _, e := range w.log[w.head:] {
 			need -= e.n
 			t = time.Unix(0, e.t).Add(cut)
@@ -905,8 +905,8 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		// (the length may read a second long from whole-second resets)
 		// are taken as not yet back, and come back with the log.
 		p := w.guessPeriod()
-		sure := now.Add(-p - p/100).UnixNano()
-		margin := p / 100
+		sure := now.Add(-p - p/200).UnixNano()
+		margin := p / 200
 		if w.coarse {
 			margin += min(time.Second, p/4)
 		}
