@@ -751,14 +751,10 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, limit, 0, 0, resetAt, now
 		fromQuota = true
 	}
-	// A window that resets whole starts a new epoch when its reset moves
-	// on by much; one that refills gradually (a bucket, a sliding window)
-	// only when what remains grows.
-	sameEpoch := w.smp
-	if w.kind == kindUnknown && !resetAt.IsZero() && !w.smpReset.IsZero() {
-		tol := max(time.Second/2, w.guessPeriod()/2)
-		sameEpoch = sameEpoch && resetAt.Sub(w.smpReset) < tol && w.smpReset.Sub(resetAt) < tol
-	}
+	// A new epoch: the first sample's reset has passed (the window may be
+	// whole again), or what remains grew (it refilled faster than it was
+	// used).
+	sameEpoch := w.smp && (w.smpReset.IsZero() || now.Before(w.smpReset))
 	fell := w.smpRem - remaining
 	if w.kind == kindBucket {
 		// A bucket refilled meanwhile: more was used than it shows.
