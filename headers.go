@@ -99,8 +99,9 @@ const MaxHint = 365 * 24 * time.Hour
 // four months of the server's clock (in seconds or milliseconds since the
 // epoch) reads as an epoch time whatever its size. Relative resets are
 // counted from now. Absolute resets are read against the server's clock:
-// when the response has a readable Date header, a reset is now plus its
-// distance from Date, so a skewed client clock does not shift it. A reset
+// when the response has a readable Date header more than 2 s away from the
+// local clock, a reset is now plus its distance from Date, so a skewed
+// client clock does not shift it. A reset
 // in the past reads as now; one beyond [MaxHint] is clamped.
 //
 // Header names are matched case-insensitively. A value that cannot be read
@@ -563,7 +564,7 @@ func (s *headerScan) appendWindows(dst []Window, now time.Time) []Window {
 }
 
 // serverNow is the server's clock at the response: its Date header when
-// readable, else now.
+// readable and more than maxSkew away from now, else now.
 func (s *headerScan) serverNow(now time.Time) time.Time {
 	if !s.dateDone {
 		s.dateDone = true
@@ -573,11 +574,16 @@ func (s *headerScan) serverNow(now time.Time) time.Time {
 			}
 		}
 	}
-	if s.dateOK {
+	if s.dateOK && (s.dateTime.Sub(now) > maxSkew || now.Sub(s.dateTime) > maxSkew) {
 		return s.dateTime
 	}
 	return now
 }
+
+// maxSkew is the clock skew a Date header must show before absolute resets
+// are read against it rather than the local clock: Date has whole seconds,
+// and reading against it would shift every reset by up to a second.
+const maxSkew = 2 * time.Second
 
 // untilAbs gives how long from the server's now the absolute time t is,
 // clamped to [0, MaxHint].

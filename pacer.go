@@ -13,23 +13,28 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // PacingConfig configures proactive throttling. Limits are kept per
 // partition (by default: upstream host, credential fingerprint and model).
-// Before each attempt a request reserves one request and its estimated
-// tokens in every window of its partition, and waits for its turn when
-// the limits announced by the provider's headers, or stated here, require
-// it. Each window is paced at its quota less headroom, spread evenly over
-// its period (or faster, when what remains can be spread over the time to
-// its reset), with a burst no larger than the headroom; every response's
-// headers correct what is left. A 429 or Retry-After pauses the whole
-// partition until the hinted time. When a provider announces no limits and
-// none are configured, a requests quota is inferred from what it accepts
-// once it starts refusing. The zero value paces by the headers alone, with
-// the defaults documented on each field.
+// Requests of a partition wait their turn in one queue, first come first
+// served. What the provider announces as remaining is sent at once (less
+// headroom); then the queue waits for the quota to come back: at the
+// announced reset for a window that resets, gradually for a token bucket,
+// one period after each use for a sliding window (recognized from how the
+// headers change). Every response re-plans the queue: the request at its
+// head wakes when it may go, or when news arrives, and checks the latest
+// state before it goes. A 429 or Retry-After pauses the partition until the
+// hinted time. When several processes share a key without coordination and
+// what remains falls faster than this process sends, it paces its share.
+//
+// The caller's context governs how long a request may wait: a request
+// fails in pacing only when the time planned for it is past its context's
+// deadline (then at once) or its context ends. A request on a context
+// without a deadline waits its turn, however long the queue. When a
+// provider announces no limits and none are configured, a requests quota
+// is inferred from what it accepts once it starts refusing. The zero value
+// paces by the headers alone, with the defaults documented on each field.
 type PacingConfig struct {
 	// Disabled turns pacing off: requests are sent at once and headers
 	// are not read. False (the zero value) paces.
@@ -42,7 +47,8 @@ type PacingConfig struct {
 	// RequestsPerMinute and TokensPerMinute state a known tier's limits
 	// for every partition. They apply from the first request, before any
 	// header arrives, and alongside what headers announce: the stricter
-	// wins. Zero means not known.
+	// wins. This process sends at most the quota (less headroom) in any
+	// minute. Zero or negative means not known.
 	RequestsPerMinute int64
 	TokensPerMinute   int64
 
@@ -68,11 +74,12 @@ type PacingConfig struct {
 	// bound by the number of partitions busy at once. Idle partitions are
 	// also swept every 256 new partitions. There are no background
 	// goroutines: all of this happens when a partition is made. Zero
-	// means 1024.
+	// means 1024; a negative value means no bound.
 	MaxPartitions int
 
 	// IdleTimeout is how long a partition stays unused before it may be
-	// dropped. Zero means 10 minutes.
+	// dropped. Zero means 10 minutes; a negative value means never (only
+	// MaxPartitions drops partitions).
 	IdleTimeout time.Duration
 
 	// ColdStart is how many requests of a partition may be in flight
@@ -81,9 +88,10 @@ type PacingConfig struct {
 	// value means no bound.
 	ColdStart int
 
-	// MaxWait caps any single pacing wait or cooldown. A request whose
-	// wait would be longer fails at once with a [*WaitError] matching
-	// [ErrWaitTooLong]. Zero means 2 minutes.
+	// MaxWait is an optional load-shedding cap on how long a request may
+	// wait in pacing: a request whose planned wait is longer fails at once
+	// with a [*WaitError] matching [ErrWaitTooLong]. Zero (the default) and
+	// negative mean no cap: only the caller's context bounds the wait.
 	MaxWait time.Duration
 
 	// Store, if set, shares this Transport's pacing partitions with other
@@ -98,20 +106,41 @@ const (
 	DefaultMaxPartitions = 1024             // PacingConfig.MaxPartitions
 	DefaultIdleTimeout   = 10 * time.Minute // PacingConfig.IdleTimeout
 	DefaultColdStart     = 4                // PacingConfig.ColdStart
-	DefaultMaxWait       = 2 * time.Minute  // PacingConfig.MaxWait
 )
 
 // defaultCooldown is how long a partition pauses after a 429 that carries
 // no hint and names no exhausted window.
 const defaultCooldown = time.Second
 
+// maxHintWait bounds a cooldown read from a server's hint. A longer hint
+// (Retry-After: 86400) fails at once the requests whose deadline comes
+// before it; the others wait this long, and then a few go out to ask again,
+// so that a caller without a deadline gets the server's answer rather than
+// waiting a day.
+const maxHintWait = time.Minute
+
+// rampDone is how many successes end the ramp after a cold start or a
+// 429.
+const rampDone = 64
+
+// coldStartWait is the longest the queue waits for a response to tell a
+// partition's limits before it sends anyway: a response that never comes
+// must not hold the partition forever.
+const coldStartWait = 30 * time.Second
+
+
 // ErrWaitTooLong is matched, with errors.Is, by the error of a request whose
 // pacing wait would exceed [PacingConfig.MaxWait].
 var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
 
+// errStopped is acquire's error when its admitOpts.stop is closed: the
+// request must be decided at once (its upstream's circuit opened). It holds
+// no reservation and nothing in flight.
+var errStopped = errors.New("steady: pacing stopped")
+
 // WaitError reports a request refused by pacing without being sent,
-// because the wait it needed would pass its context's deadline (Err is
-// context.DeadlineExceeded) or exceed MaxWait (Err is ErrWaitTooLong).
+// because the time planned for it is past its context's deadline (Err is
+// context.DeadlineExceeded) or beyond MaxWait (Err is ErrWaitTooLong).
 type WaitError struct {
 	Wait      time.Duration // how long the request would have had to wait
 	Partition string        // the partition's label
@@ -126,16 +155,25 @@ func (e *WaitError) Error() string {
 // Unwrap returns context.DeadlineExceeded or ErrWaitTooLong.
 func (e *WaitError) Unwrap() error { return e.Err }
 
+// admitOpts are the options of one acquire. stop (nil: never) is closed
+// when the request must be decided at once: acquire then returns
+// errStopped. urgent puts the request ahead of its partition's queue (a
+// half-open probe); it still counts in the limits.
+type admitOpts struct {
+	stop   <-chan struct{}
+	urgent bool
+}
+
 // pacer keeps the limits of every partition and makes requests wait for
-// their turn. The transport calls acquire before each attempt and settle on
-// the permit after it.
+// their turn. The transport calls acquire before each attempt and settle
+// (or cancel) on the permit after it.
 type pacer struct {
 	cfg          PacingConfig
 	headroom     float64
 	coldStart    int
 	maxParts     int
 	idle         time.Duration
-	maxWait      time.Duration
+	maxWait      time.Duration // 0: no cap
 	emit         func(Event)
 	breakerState func(upstream string) BreakerState
 	seed         maphash.Seed
@@ -151,10 +189,10 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	p := &pacer{
 		cfg:          cfg,
 		headroom:     cfg.Headroom,
-		coldStart:    cfg.ColdStart,
-		maxParts:     cfg.MaxPartitions,
-		idle:         cfg.IdleTimeout,
-		maxWait:      cfg.MaxWait,
+		coldStart:    cmp.Or(cfg.ColdStart, DefaultColdStart),
+		maxParts:     cmp.Or(cfg.MaxPartitions, DefaultMaxPartitions),
+		idle:         cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout),
+		maxWait:      max(cfg.MaxWait, 0),
 		emit:         emit,
 		breakerState: breakerState,
 		seed:         maphash.MakeSeed(),
@@ -168,10 +206,12 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	case p.headroom > 0.5:
 		p.headroom = 0.5
 	}
-	p.coldStart = cmp.Or(p.coldStart, DefaultColdStart)
-	p.maxParts = positiveOr(p.maxParts, DefaultMaxPartitions)
-	p.idle = positiveOr(p.idle, DefaultIdleTimeout)
-	p.maxWait = positiveOr(p.maxWait, DefaultMaxWait)
+	if p.maxParts < 0 {
+		p.maxParts = math.MaxInt
+	}
+	if p.idle < 0 {
+		p.idle = 100 * 365 * 24 * time.Hour // never, without overflowing a time
+	}
 	if p.emit == nil {
 		p.emit = func(Event) {}
 	}
@@ -181,41 +221,21 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	return p
 }
 
-// pace returns the limiter settings for a window of quota limit per
-// period: the quota less headroom spread evenly over the period, and a
-// burst no larger than the headroom, so that no span of one period ever
-// admits more than the quota.
-func (p *pacer) pace(limit float64, period time.Duration) (rate.Limit, int) {
-	r := max(rate.Limit(limit*(1-p.headroom)/period.Seconds()), minRate)
-	b := int(min(max(math.Floor(limit*p.headroom), 1), maxBurst))
-	return r, b
-}
-
-// admitOpts are the breaker's say in a pacing wait. stop (may be nil) is
-// closed when the request must be decided at once: acquire then returns
-// errStopped, holding nothing. urgent marks a half-open probe: it goes
-// ahead of the partition's queue, still counted in the limits.
-type admitOpts struct {
-	stop   <-chan struct{}
-	urgent bool
-}
-
-// errStopped is returned by acquire when admitOpts.stop was closed during
-// the wait.
-var errStopped = errors.New("steady: pacing wait stopped")
-
-// acquire waits until req may be sent. A nil permit is valid. The error is
-// final: ctx's error when it ends during a wait, errStopped when o.stop is
-// closed, or a *WaitError when the wait would pass ctx's deadline or
-// MaxWait.
+// acquire waits until req may be sent, in its partition's queue. A nil
+// permit is valid. The error is final: ctx's error when it ends during a
+// wait, errStopped when o.stop is closed, or a *WaitError when the time
+// planned for req is past ctx's deadline or MaxWait.
 func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*permit, error) {
 	if p == nil || p.cfg.Disabled {
 		return nil, nil
 	}
+	if stopped(o.stop) {
+		return nil, errStopped
+	}
 	model, est := inspectRequest(req, p.cfg.Estimator)
 	now := time.Now()
 	pt := p.partitionFor(req, []byte(model), now)
-	pm, err := pt.acquire(ctx, p, req, est, now, o)
+	pm, err := pt.acquire(ctx, p, req, est, o, now)
 	if err != nil {
 		pt.release()
 		return nil, err
@@ -223,73 +243,242 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	return pm, nil
 }
 
-// acquire waits for pt's cooldown, a cold-start slot and the windows, in
-// that order, and returns the permit.
-func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, est TokenEstimate, start time.Time, o admitOpts) (*permit, error) {
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// waiter is a request waiting in its partition's queue.
+type waiter struct {
+	prev, next *waiter
+	est        TokenEstimate
+	wake       chan struct{} // buffered: a re-plan or its turn
+	deadline   time.Time     // its context's; zero if none
+	// swept is set when a re-plan took it out of the queue, its planned
+	// time (sweptAt) being past its deadline.
+	swept   bool
+	sweptAt time.Time
+}
+
+// queue is a partition's waiting requests, first come first served.
+type queue struct {
+	head, tail *waiter
+	n          int
+}
+
+func (q *queue) pushBack(w *waiter) {
+	w.prev, w.next = q.tail, nil
+	if q.tail != nil {
+		q.tail.next = w
+	} else {
+		q.head = w
+	}
+	q.tail = w
+	q.n++
+}
+
+func (q *queue) pushFront(w *waiter) {
+	w.prev, w.next = nil, q.head
+	if q.head != nil {
+		q.head.prev = w
+	} else {
+		q.tail = w
+	}
+	q.head = w
+	q.n++
+}
+
+func (q *queue) remove(w *waiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		q.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		q.tail = w.prev
+	}
+	w.prev, w.next = nil, nil
+	q.n--
+}
+
+// wakeHeadLocked tells the request at the head of the queue to look again:
+// the plan changed, or its turn came.
+func (pt *partition) wakeHeadLocked() {
+	if h := pt.q.head; h != nil {
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// coldOKLocked reports whether one more request may go while the
+// partition's limits are not known (cold start, or probing after a 429).
+//
+// After that, until rampDone requests have succeeded, at most twice as
+// many as have succeeded are in flight: each response may show that
+// others use the same key, before this process sends all that remains.
+func (pt *partition) coldOKLocked(p *pacer, now time.Time) bool {
+	if p.coldStart <= 0 || pt.inflight < p.coldStart {
+		return true
+	}
+	if pt.known && !pt.probing && (pt.ramp >= rampDone || pt.inflight < 2*pt.ramp) {
+		return true
+	}
+	return !pt.coldSince.IsZero() && now.Sub(pt.coldSince) >= coldStartWait
+}
+
+// acquire waits for req's turn in pt's queue and returns its permit. A
+// request goes at once when nothing waits before it and the windows, the
+// cooldown and the cold start allow it; otherwise it joins the queue,
+// unless the time planned for it is already past its deadline. Only the
+// request at the head of the queue keeps a timer, for the time planned for
+// it; the others wait for their turn. Every change in what the partition
+// knows wakes the head, which looks again.
+func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, est TokenEstimate, o admitOpts, start time.Time) (*permit, error) {
 	now := start
-	var pm *permit
-	coldDone := false
 	pt.mu.Lock()
+	pt.advanceLocked(p, now)
+	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, costs{}, est, false).After(now) {
+		return pt.admitLocked(p, req, est, start, now, nil), nil
+	}
+	ahead := pt.queued
+	if o.urgent {
+		ahead = costs{}
+	}
+	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, ahead, est, true), nil); err != nil {
+		return nil, err
+	}
+	w := &waiter{est: est, wake: make(chan struct{}, 1)}
+	if dl, ok := ctx.Deadline(); ok {
+		w.deadline = dl
+		pt.deadlined++
+	}
+	if o.urgent {
+		pt.q.pushFront(w)
+	} else {
+		pt.q.pushBack(w)
+	}
+	pt.queued.add(est)
 	for {
 		// pt.mu is held here.
-		if now.Before(pt.cooldown) && !o.urgent {
-			d := pt.cooldown.Sub(now)
-			if err := pt.refuseLocked(ctx, p, req, now, d, pm); err != nil {
-				return nil, err
-			}
-			if err := pt.waitLocked(func() error { return sleep(ctx, d, o.stop) }); err != nil {
-				pt.dropLocked(pm)
-				pt.mu.Unlock()
-				return nil, err
-			}
-			now = time.Now()
-			continue
-		}
-		if pm != nil {
-			break // reserved and past any cooldown
-		}
-		if (!pt.known || pt.probing) && !coldDone && !o.urgent && p.coldStart > 0 && pt.inflight+pt.reserved >= p.coldStart {
-			if pt.wake == nil {
-				pt.wake = make(chan struct{})
-			}
-			wake := pt.wake
-			if err := pt.waitLocked(func() error { return waitCold(ctx, wake, p.maxWait, o.stop) }); err != nil {
-				pt.mu.Unlock()
-				return nil, err
-			}
-			now = time.Now()
-			// After MaxWait of cold start, go: a slow first response
-			// must not hold the partition forever.
-			coldDone = now.Sub(start) >= p.maxWait
-			continue
-		}
-		d := pt.delayLocked(now, est)
-		if o.urgent {
-			d = 0
-		}
-		if d > 0 {
-			if err := pt.refuseLocked(ctx, p, req, now, d, nil); err != nil {
-				return nil, err
+		d := time.Duration(-1) // until woken
+		if pt.q.head == w {
+			pt.advanceLocked(p, now)
+			at := pt.readyAtLocked(p, now, costs{}, est, false)
+			if !pt.coldOKLocked(p, now) {
+				if pt.coldSince.IsZero() {
+					pt.coldSince = now
+				}
+				d = coldStartWait - now.Sub(pt.coldSince)
+			} else {
+				if !at.After(now) {
+					return pt.admitLocked(p, req, est, start, now, w), nil
+				}
+				if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, costs{}, est, true), w); err != nil {
+					return nil, err
+				}
+				d = at.Sub(now)
 			}
 		}
-		pt.takeLocked(now, est)
-		pm = &permit{pt: pt, p: p, seq: pt.seq, issued: pt.issued}
-		pt.reserved++
-		if d <= 0 {
-			break
-		}
-		if err := pt.waitLocked(func() error { return sleep(ctx, d, o.stop) }); err != nil {
-			pt.dropLocked(pm)
+		pt.mu.Unlock()
+		err := waitTurn(ctx, o.stop, w.wake, d)
+		pt.mu.Lock()
+		now = time.Now()
+		if w.swept {
+			// A re-plan found its time past its deadline and took it out
+			// of the queue.
+			if err == nil {
+				if err = pt.refuseLocked(ctx, p, req, start, now, w.sweptAt, nil); err != nil {
+					return nil, err
+				}
+				w.swept = false
+				pt.q.pushBack(w)
+				pt.queued.add(est)
+				pt.deadlined++
+				continue
+			}
 			pt.mu.Unlock()
 			return nil, err
 		}
-		now = time.Now()
-		// loop: a cooldown may have begun while this request waited
+		if err != nil {
+			pt.leaveLocked(w)
+			pt.mu.Unlock()
+			return nil, err
+		}
 	}
-	pt.reserved--
-	pt.inflight++
-	pt.sent.add(est)
-	pm.sent = pt.sent
+}
+
+// replanEvery is the least time between two re-plans of a whole queue.
+const replanEvery = 10 * time.Millisecond
+
+// replanLocked walks the queue after the partition learned something and
+// takes out, at once, every request whose planned time is now past its
+// deadline: it fails without waiting for its deadline. The head of the
+// queue re-plans for itself when woken.
+func (pt *partition) replanLocked(p *pacer, now time.Time) {
+	if pt.deadlined == 0 || (!pt.replanned.IsZero() && now.Sub(pt.replanned) < replanEvery) {
+		return
+	}
+	pt.replanned = now
+	pt.advanceLocked(p, now)
+	var ahead costs
+	for w := pt.q.head; w != nil; {
+		next := w.next
+		if !w.deadline.IsZero() {
+			if at := pt.readyAtLocked(p, now, ahead, w.est, true); at.After(w.deadline) {
+				pt.leaveLocked(w)
+				w.swept, w.sweptAt = true, at
+				select {
+				case w.wake <- struct{}{}:
+				default:
+				}
+				w = next
+				continue
+			}
+		}
+		ahead.add(w.est)
+		w = next
+	}
+}
+
+// leaveLocked takes w out of the queue and, if it was the head, wakes the
+// next one.
+func (pt *partition) leaveLocked(w *waiter) {
+	wasHead := pt.q.head == w
+	pt.q.remove(w)
+	pt.queued.sub(w.est)
+	if !w.deadline.IsZero() {
+		pt.deadlined--
+	}
+	if wasHead {
+		pt.wakeHeadLocked()
+	}
+}
+
+// admitLocked sends a request now: it takes its cost, leaves the queue
+// (w, if it waited in it) and wakes the next head, which may go too. It
+// returns the permit with pt.mu released.
+func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate, start, now time.Time, w *waiter) *permit {
+	pt.takeLocked(now, est)
+	pt.coldSince = time.Time{}
+	pm := &permit{pt: pt, p: p, seq: pt.seq, sent: pt.sent, sentAt: now, est: est, baseSeq: pt.instSeq, baseSent: pt.instSent}
+	pm.prev = pt.flyTail
+	if pt.flyTail != nil {
+		pt.flyTail.next = pm
+	} else {
+		pt.flyHead = pm
+	}
+	pt.flyTail = pm
+	if w != nil {
+		pt.leaveLocked(w)
+	}
 	pt.mu.Unlock()
 	if waited := now.Sub(start); waited > 0 {
 		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: waited}
@@ -298,36 +487,39 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		p.emit(ev)
 	}
-	return pm, nil
+	return pm
 }
 
-// waitLocked runs wait with pt.mu released, counted as waiting, and
-// returns with pt.mu held again.
-func (pt *partition) waitLocked(wait func() error) error {
-	pt.waiting++
-	pt.mu.Unlock()
-	err := wait()
-	pt.mu.Lock()
-	pt.waiting--
-	return err
-}
-
-// refuseLocked returns, with pt.mu released, the error for a wait of d
-// that would pass ctx's deadline or MaxWait; or nil with pt.mu still held.
-func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Request, now time.Time, d time.Duration, pm *permit) error {
+// refuseLocked returns, with pt.mu released and w out of the queue, the
+// error for a request planned to go at at when that is past ctx's
+// deadline, beyond MaxWait, or before a server hint longer than the
+// cooldown honours; or nil with pt.mu still held.
+func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Request, start, now, at time.Time, w *waiter) error {
+	dl, hasDL := ctx.Deadline()
 	var err error
-	if d > p.maxWait {
-		err = ErrWaitTooLong
-	} else if dl, ok := ctx.Deadline(); ok && now.Add(d).After(dl) {
+	d := at.Sub(now)
+	switch {
+	case hasDL && at.After(dl):
 		err = context.DeadlineExceeded
-	} else {
+	case hasDL && pt.hintUntil.After(dl) && pt.hintUntil.After(at):
+		// The server asked for a pause longer than is honoured at once,
+		// and this request cannot outlast it.
+		err, d = context.DeadlineExceeded, pt.hintUntil.Sub(now)
+	case p.maxWait > 0 && at.Sub(start) > p.maxWait:
+		err = ErrWaitTooLong
+	default:
 		return nil
 	}
-	pt.dropLocked(pm)
+	if w != nil {
+		pt.leaveLocked(w)
+	}
 	label, upstream := pt.label, pt.upstream
 	pt.mu.Unlock()
 	we := &WaitError{Wait: d, Partition: label, Err: err}
-	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait", Err: we}
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait past the deadline", Err: we}
+	if err == ErrWaitTooLong {
+		ev.Reason = "pacing wait beyond MaxWait"
+	}
 	if req != nil && req.URL != nil {
 		ev.Method, ev.Path = req.Method, req.URL.Path
 	}
@@ -335,40 +527,20 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Reque
 	return we
 }
 
-// dropLocked forgets a reservation whose request will not be sent. Its
-// cost stays spent: the limiter cannot tell whether the server saw it.
-func (pt *partition) dropLocked(pm *permit) {
-	if pm == nil {
-		return
+// waitTurn waits until woken, d passes (d < 0: no timer), ctx ends or stop
+// is closed.
+func waitTurn(ctx context.Context, stop, wake <-chan struct{}, d time.Duration) error {
+	var tc <-chan time.Time
+	if d >= 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		tc = t.C
 	}
-	pm.done.Store(true)
-	pt.reserved--
-	pt.wakeLocked()
-}
-
-// sleep waits d or until ctx ends or stop is closed.
-func sleep(ctx context.Context, d time.Duration, stop <-chan struct{}) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-tc:
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-stop:
-		return errStopped
-	}
-}
-
-// waitCold waits for a cold-start slot, ctx's end, stop, or max.
-func waitCold(ctx context.Context, wake <-chan struct{}, max time.Duration, stop <-chan struct{}) error {
-	t := time.NewTimer(max)
-	defer t.Stop()
-	select {
 	case <-wake:
 		return nil
-	case <-t.C:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-stop:
@@ -376,20 +548,46 @@ func waitCold(ctx context.Context, wake <-chan struct{}, max time.Duration, stop
 	}
 }
 
-// permit is one attempt's reservation in its partition.
+// permit is one attempt's admission in its partition.
 type permit struct {
 	pt   *partition
 	p    *pacer
 	done atomic.Bool
-	// The partition's sequence number and cumulative costs right after
-	// this permit was issued, and right after it was sent.
-	seq          uint64
-	issued, sent costs
+	// The partition's sequence number and cumulative sent costs right
+	// after this permit was sent, when, and its cost.
+	seq    uint64
+	sent   costs
+	sentAt time.Time
+	est    TokenEstimate
+	// The first permit sent at the same moment, and the cumulative cost
+	// sent before it: the server may count those in any order.
+	baseSeq  uint64
+	baseSent costs
+	// The partition's permits in flight; guarded by its mu.
+	prev, next *permit
 }
 
-// settle reconciles the reservation with what the attempt's response (or
-// error) says: the rate-limit headers, usage, a 429 cooldown. nil-safe;
-// calls after the first do nothing.
+// landLocked takes pm out of the partition's permits in flight.
+func (pm *permit) landLocked() {
+	pt := pm.pt
+	pt.inflight--
+	pt.flying.sub(pm.est)
+	if pm.prev != nil {
+		pm.prev.next = pm.next
+	} else {
+		pt.flyHead = pm.next
+	}
+	if pm.next != nil {
+		pm.next.prev = pm.prev
+	} else {
+		pt.flyTail = pm.prev
+	}
+	pm.prev, pm.next = nil, nil
+}
+
+// settle reconciles the admission with what the attempt's response (or
+// error) says: the rate-limit headers, a 429 cooldown. nil-safe; calls
+// after the first, or after cancel, do nothing.
 func (pm *permit) settle(resp *http.Response, err error) {
 	if pm == nil || pm.done.Swap(true) {
 		return
@@ -405,16 +603,20 @@ func (pm *permit) settle(resp *http.Response, err error) {
 	pm.finish(resp != nil, status, rl, now)
 }
 
-// cancel gives back the permit of a request that will not be sent. Its
-// cost stays spent. nil-safe; calls after settle or cancel do nothing.
+// cancel gives the admission back unused: the request was not sent.
+// nil-safe; calls after the first, or after settle, do nothing.
 func (pm *permit) cancel() {
 	if pm == nil || pm.done.Swap(true) {
 		return
 	}
-	pt := pm.pt
+	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
-	pt.inflight--
-	pt.wakeLocked()
+	pm.landLocked()
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		w.give(pm.sentAt, float64(min(cost(w.unit, pm.est), maxCost)), p.headroom)
+	}
+	pt.wakeHeadLocked()
 	pt.mu.Unlock()
 	pt.release()
 }
@@ -430,12 +632,17 @@ func (pm *permit) finish(responded bool, status int, rl RateLimits, now time.Tim
 }
 
 // observe applies one attempt's outcome to the partition: status is the
-// response's (0 without one) and rl what its headers announced. It returns
-// a cooldown event to emit after the lock is released.
+// response's (0 without one) and rl what its headers announced. It wakes
+// the head of the queue, which re-plans, and returns a cooldown event to
+// emit after the lock is released.
 func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Time) (Event, bool) {
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
-	pt.inflight--
+	pm.landLocked()
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))
+	}
 	if responded {
 		// Limits are known once announced, or once a success shows
 		// that none will be: an error without headers (a gateway's 502)
@@ -443,7 +650,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		if len(rl.Windows) > 0 || status < 400 {
 			pt.known = true
 		}
-		fresh := pm.seq >= pt.observed
+		fresh := pm.seq > pt.observed
 		if fresh {
 			pt.observed = pm.seq
 		}
@@ -453,6 +660,8 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		if status < 400 {
 			pt.ok.add(now)
 			pt.okTotal++
+			pt.hintUntil = time.Time{}
+			pt.ramp = min(pt.ramp+1, rampDone)
 		}
 		if len(rl.Windows) == 0 {
 			pt.inferLocked(p, status, now)
@@ -466,25 +675,30 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	if status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter) {
 		// Until a request succeeds again, only a few go out at once:
 		// when the cooldown ends, the waiters do not all rush in.
-		pt.probing, pt.probeSeq = true, pt.seq
+		pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
 		var until time.Time
 		if rl.HasRetryAfter {
-			until = now.Add(min(max(rl.RetryAfter, 0), p.maxWait))
+			hint := min(max(rl.RetryAfter, 0), MaxHint)
+			until = now.Add(hint)
+			if hint > maxHintWait {
+				if until.After(pt.hintUntil) {
+					pt.hintUntil = until
+				}
+				until = now.Add(maxHintWait)
+			}
 		} else if t := pt.exhaustedResetLocked(now); !t.IsZero() {
 			until = t
 		} else {
 			until = now.Add(defaultCooldown)
 		}
-		if until.Sub(now) > p.maxWait {
-			until = now.Add(p.maxWait)
-		}
 		if until.After(pt.cooldown) {
 			pt.cooldown = until
 			emit = true
-			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Status: status, Until: until}
+			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Status: status, Until: until, Reason: "rate limited"}
 		}
 	}
-	pt.wakeLocked()
+	pt.replanLocked(p, now)
+	pt.wakeHeadLocked()
 	pt.mu.Unlock()
 	return ev, emit
 }
@@ -498,8 +712,12 @@ type PartitionSnapshot struct {
 	// announced by the latest headers.
 	Windows []WindowSnapshot
 	// InFlight counts requests sent and not yet settled; Waiting counts
-	// requests waiting for their turn.
+	// requests waiting for their turn in the partition's queue.
 	InFlight, Waiting int
+	// NextAdmit is when the request at the head of the queue is planned
+	// to go, as far as is known now; zero when none waits or while the
+	// partition waits for a response to tell its limits.
+	NextAdmit time.Time
 	// CooldownUntil is when a cooldown after a 429 ends; zero if none.
 	CooldownUntil time.Time
 	// Known is false while the partition waits for its first response to
@@ -521,13 +739,27 @@ type WindowSnapshot struct {
 	Remaining int64
 	// Reset is when the latest response said the window is replenished;
 	// zero when unknown.
-	Reset  time.Time
+	Reset time.Time
+	// Period is the window's length: stated, inferred, or the longest
+	// reset announced so far (at least a second); zero while the window's
+	// quota is unknown.
 	Period time.Duration
-	// Rate is the pace in units per second, and Tokens what the limiter
-	// holds now (negative while requests wait for their reservations);
-	// both are zero while the window's quota is unknown.
-	Rate   float64
-	Tokens float64
+	// Kind is how the window is believed to refill: "reset" (whole again
+	// at its reset: a fixed window, or one not yet recognized), "sliding",
+	// "bucket", or "local" (a configured or inferred limit, counted from
+	// this process's own sends).
+	Kind string
+	// Tokens is what this process may use of the window now (negative in
+	// debt), and NextRefill when a window that refills at its reset is
+	// whole again (zero when not known or not such a window).
+	Tokens     float64
+	NextRefill time.Time
+	// Rate is the gradual refill in units per second of a bucket or local
+	// window; zero for the others and while the quota is unknown.
+	Rate float64
+	// Share is this process's share of the window, below 1 when what
+	// remains falls faster than it sends: others use the same key.
+	Share float64
 }
 
 // Snapshot returns the state of every pacing partition, sorted by key.
@@ -550,21 +782,31 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 		s := PartitionSnapshot{Key: pt.label, Upstream: pt.upstream, Model: pt.model}
 		pt.mu.Lock()
 		s.InFlight = pt.inflight
-		s.Waiting = pt.waiting
+		s.Waiting = pt.q.n
+		pt.advanceLocked(p, now)
+		if h := pt.q.head; h != nil && pt.coldOKLocked(p, now) {
+			s.NextAdmit = pt.readyAtLocked(p, now, costs{}, h.est, false)
+		}
 		if pt.cooldown.After(now) {
 			s.CooldownUntil = pt.cooldown
 		}
 		s.Known = pt.known
-		s.Windows = make([]WindowSnapshot, 0, pt.nwin)
-		for i := range pt.nwin {
+		s.Windows = make([]WindowSnapshot, 0, len(pt.windows))
+		for i := range pt.windows {
 			w := &pt.windows[i]
-			ws := WindowSnapshot{Unit: w.unit, Name: w.name, Limit: w.limit, Remaining: w.remaining, Reset: w.reset, Period: w.period}
+			ws := WindowSnapshot{Unit: w.unit, Name: w.name, Limit: w.limit, Remaining: w.remaining, Reset: w.reset, Period: w.period, Kind: w.kind.String(), Share: w.share}
+			if w.known() {
+				ws.Period = w.guessPeriod()
+			}
 			if w.config {
 				ws.Name = "config"
 			}
-			if w.lim != nil {
-				ws.Rate = float64(w.lim.Limit())
-				ws.Tokens = w.lim.TokensAt(now)
+			if w.known() {
+				ws.Tokens = w.avail
+				ws.NextRefill = w.next
+				if w.kind == kindBucket || w.kind == kindLocal {
+					ws.Rate = w.rate(p.headroom)
+				}
 			}
 			s.Windows = append(s.Windows, ws)
 		}

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // maxWindows is how many rate-limit windows a partition tracks: the two
@@ -23,36 +21,321 @@ const maxWindows = 6
 // can make a wait unbounded.
 const (
 	minPeriod = time.Second
-	// shortPeriod is the longest window length inferred from headers that
-	// is believed over the default of one minute.
-	shortPeriod = 45 * time.Second
-	maxPeriod   = 31 * 24 * time.Hour
-	// minRate is the slowest a window is ever paced: one unit a day.
-	minRate = rate.Limit(1.0 / (24 * 60 * 60))
-	// maxBurst keeps every burst and cost within an int on any platform.
-	maxBurst = math.MaxInt32
+	maxPeriod = 31 * 24 * time.Hour
+	// maxReset is the furthest reset believed: a longer one is more
+	// likely misread than a window longer than a day.
+	maxReset = 25 * time.Hour
+	// maxCost keeps every cost within an int on any platform.
+	maxCost = math.MaxInt32
 )
 
-// window is one rate-limit window of a partition and the limiter that
-// paces it. All fields are guarded by the partition's mu.
+// windowKind is how a window refills, as its headers show it.
+type windowKind uint8
+
+const (
+	// kindUnknown refills, as far as is known, at its announced reset:
+	// the quota is whole again then. That is exact for a fixed window and
+	// safe for a sliding window or a bucket, whose reset is when they are
+	// whole again too.
+	kindUnknown windowKind = iota
+	// kindSliding gives back each unit one period after it was used.
+	kindSliding
+	// kindBucket refills continuously, its quota per period.
+	kindBucket
+	// kindLocal is a configured or inferred limit: this process keeps at
+	// most its quota in any period-long span, counting its own sends.
+	kindLocal
+)
+
+var kindNames = [...]string{"reset", "sliding", "bucket", "local"}
+
+// String names the kind for snapshots.
+func (k windowKind) String() string { return kindNames[k] }
+
+// stamp is a use of a window: n units at t (Unix nanoseconds).
+type stamp struct {
+	t int64
+	n float64
+}
+
+// window is one rate-limit window of a partition and its plan: how much
+// this process may use now, and when more comes. All fields are guarded by
+// the partition's mu.
 type window struct {
-	lim    *rate.Limiter // nil until the window's quota is known
 	unit   Unit
+	kind   windowKind
 	config bool   // stated by PacingConfig rather than announced
 	name   string // announced window name, if any
 	limit  int64  // announced or configured quota; -1 unknown
 	// remaining and reset are the latest announced values.
 	remaining int64
 	reset     time.Time
-	period    time.Duration
-	maxSeen   int64 // largest remaining ever announced: a quota estimate
-	// What the headers imply of a window whose length they do not state
-	// (see inferLocked): the longest reset announced, the remaining count
-	// announced with it, and whether the resets show a sliding window.
-	maxReset time.Duration
-	remAtMax int64
-	sliding  bool
+	period    time.Duration // stated, named or inferred length; 0 unknown
+	stated    bool          // period stated by the headers or configured
+	smooth    bool          // a bucket paced evenly with a burst of the headroom
+	coarse    bool          // resets announced in whole seconds
+	maxSeen   int64         // largest remaining ever announced: a quota estimate
+
+	// The plan. avail is what this process may still use at time at (less
+	// headroom and its share); next is when a window that refills at its
+	// reset is whole again (zero: not known); log holds this process's own
+	// uses in the last period, for windows that give each unit back one
+	// period after its use.
+	avail  float64
+	at     time.Time
+	next   time.Time
+	log    []stamp
+	head   int // log[head:] are live
+	share  float64
+	lastUp time.Time // the latest reset applied locally
+
+	// Samples from the headers, to tell the window's kind and length and
+	// whether others use the same key.
+	smp       bool
+	smpRem    int64
+	smpSent   int64 // units this process had sent when that sample was taken
+	smpFlying int64 // and had in flight when its response came
+	smpReset  time.Time
+	smpAt     time.Time
+	maxUntil  time.Duration
+	remAtMax  int64
+	maxAt     time.Time
+	// The latest response applied: what remained, the moment its request
+	// was sent (the first permit of that moment), its own sequence number
+	// and the cumulative cost sent with it, and when it came.
+	obsRem  int64
+	obsBase uint64
+	obsSeq  uint64
+	obsSent int64
+	obsAt   time.Time
 }
+
+// known reports whether the window's quota is known, so that it paces.
+func (w *window) known() bool { return w.limit > 0 || w.maxSeen > 0 }
+
+// quota is the window's limit, or the largest remaining seen.
+func (w *window) quota() float64 {
+	if w.limit > 0 {
+		return float64(w.limit)
+	}
+	return float64(max(w.maxSeen, 0))
+}
+
+// headroomUnits is what of the quota is kept unused: whole requests for a
+// requests window (rounded down: a quota of 20 at 2% keeps none).
+func (w *window) headroomUnits(h float64) float64 {
+	r := w.quota() * h
+	if w.unit == UnitRequests {
+		return math.Floor(r)
+	}
+	return r
+}
+
+// capacity is the most this process may use of a whole window; of a
+// smooth one, its burst.
+func (w *window) capacity(h float64) float64 {
+	if w.smooth {
+		return max(w.headroomUnits(h), 1)
+	}
+	if w.shared() {
+		return max(w.share*(w.quota()-w.headroomUnits(h))/8, 1)
+	}
+	return max(w.share*(w.quota()-w.headroomUnits(h)), 1)
+}
+
+// guessPeriod is the window's length as far as known: stated, inferred,
+// or the longest reset announced (at least a second).
+func (w *window) guessPeriod() time.Duration {
+	if w.period > 0 {
+		return w.period
+	}
+	return max(w.maxUntil, minPeriod)
+}
+
+// rate is the continuous refill of a bucket, units a second.
+func (w *window) rate(h float64) float64 {
+	if w.smooth || w.shared() {
+		return max(w.share*(w.quota()-w.headroomUnits(h)), 1) / w.guessPeriod().Seconds()
+	}
+	return w.capacity(h) / w.guessPeriod().Seconds()
+}
+
+// advance brings avail to now: units given back by the log, a reset that
+// has passed, a bucket's refill. inflight is what this process has in
+// flight in the window's unit: at a reset it may still be counted in the
+// new window.
+func (w *window) advance(now time.Time, h float64, inflight float64) {
+	if !w.known() {
+		w.at = now
+		return
+	}
+	c := w.capacity(h)
+	kind := w.kind
+	if w.shared() {
+		kind = kindBucket
+	}
+	switch kind {
+	case kindBucket:
+		if el := now.Sub(w.at); el > 0 {
+			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
+		}
+	case kindSliding, kindLocal:
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.avail = min(w.avail+w.log[w.head].n, c)
+			w.head++
+		}
+		w.compact()
+	case kindUnknown:
+		// Only kept for history: what the server gives back shows in
+		// the next response.
+		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.head++
+		}
+		w.compact()
+	}
+	if kind != kindBucket && kind != kindLocal && !w.next.IsZero() && !now.Before(w.next) {
+		// The window is whole again: what is still in flight may yet be
+		// counted in it.
+		w.lastUp = w.next
+		w.avail = max(w.avail, c-inflight)
+		w.head, w.log = 0, w.log[:0]
+		w.next = time.Time{}
+		if w.kind == kindUnknown && w.period > 0 {
+			// A stated length: the next reset follows, unless headers
+			// say otherwise first.
+			p := w.period
+			n := w.lastUp.Add(p)
+			for !n.After(now) {
+				n = n.Add(p)
+			}
+			w.next = n
+		}
+	}
+	if w.kind == kindUnknown && w.next.IsZero() && w.avail < c {
+		// No reset known: refill gradually over the window's length.
+		if el := now.Sub(w.at); el > 0 {
+			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
+		}
+	}
+	w.at = now
+}
+
+func (w *window) compact() {
+	if w.head == len(w.log) {
+		w.log, w.head = w.log[:0], 0
+	} else if w.head > 64 && w.head > len(w.log)/2 {
+		n := copy(w.log, w.log[w.head:])
+		w.log, w.head = w.log[:n], 0
+	}
+}
+
+// take uses n units now.
+func (w *window) take(now time.Time, n float64) {
+	if !w.known() || n <= 0 {
+		return
+	}
+	w.avail -= n
+}
+
+// landed records that a use of n units has been answered at now: a window
+// that gives each use back one period later gives it back one period after
+// now, when the server surely counted it.
+//
+// A window whose kind is not yet known keeps the log too, so that it has
+// its history when it turns out to be sliding. The log is bounded: past
+// maxLog uses, the newest is merged into the one before, which then comes
+// back later than it would have.
+func (w *window) landed(now time.Time, n float64) {
+	if !w.known() || n <= 0 || w.kind == kindBucket {
+		return
+	}
+	if len(w.log)-w.head >= maxLog {
+		w.log[len(w.log)-1] = stamp{t: now.UnixNano(), n: w.log[len(w.log)-1].n + n}
+		return
+	}
+	w.log = append(w.log, stamp{t: now.UnixNano(), n: n})
+}
+
+// maxLog bounds the uses a window's log holds.
+const maxLog = 4096
+
+// give returns n units taken at t and not used.
+func (w *window) give(t time.Time, n float64, h float64) {
+	if !w.known() || n <= 0 || t.Before(w.lastUp) {
+		return // a reset since has made the window whole anyway
+	}
+	w.avail = min(w.avail+n, w.capacity(h))
+}
+
+// when returns the earliest time, not before now, at which c units are
+// available (c counts what is queued ahead too). avail is current.
+func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time.Time {
+	if !w.known() || c <= w.avail {
+		return now
+	}
+	capa := w.capacity(h)
+	need := c - w.avail
+	p := w.guessPeriod()
+	kind := w.kind
+	if w.shared() {
+		kind = kindBucket
+	}
+	switch kind {
+	case kindBucket:
+		return now.Add(durationOf(need / w.rate(h)))
+	case kindSliding, kindLocal:
+		t := now
+		cut := p + p/200
+		for _, e := range w.log[w.head:] {
+			need -= e.n
+			t = time.Unix(0, e.t).Add(cut)
+			if need <= 0 {
+				if !w.next.IsZero() && w.next.Before(t) && c-w.avail <= capa {
+					return w.next
+				}
+				return maxTime(t, now)
+			}
+		}
+		t = maxTime(t, now)
+		if !w.next.IsZero() && w.next.After(now) {
+			t = w.next
+		}
+		k := math.Ceil(need / capa)
+		return t.Add(durationOf(k * cut.Seconds()))
+	}
+	gradual := now.Add(durationOf(need / w.rate(h)))
+	if w.next.IsZero() {
+		return gradual
+	}
+	k := math.Ceil(need/capa) - 1
+	t := w.next.Add(durationOf(k * p.Seconds()))
+	if optimistic && gradual.Before(t) {
+		return gradual
+	}
+	return t
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// durationOf converts seconds to a duration, saturating.
+func durationOf(secs float64) time.Duration {
+	if !(secs < maxDuration.Seconds()) {
+		return maxDuration
+	}
+	if secs <= 0 {
+		return 0
+	}
+	return time.Duration(secs * float64(time.Second))
+}
+
+const maxDuration = time.Duration(math.MaxInt64)
 
 // partition holds the pacing state of one key: upstream host, credential
 // fingerprint and model, or a user key.
@@ -71,21 +354,33 @@ type partition struct {
 
 	mu sync.Mutex
 	// Guarded by mu:
-	windows  [maxWindows]window
-	nwin     int
-	known    bool      // limits are configured, announced, or will not be
-	probing  bool      // after a 429: few in flight until a success
-	probeSeq uint64    // permits up to this one were issued before the 429
-	cooldown time.Time // no request is sent before this time
-	inflight int       // sent and not yet settled
-	reserved int       // holding a reservation, waiting for its time
-	waiting  int       // goroutines waiting in acquire
-	// Cumulative costs of every permit issued (reserved) and sent, and
-	// the sequence number of the newest permit whose response updated the
+	windows   []window  // at most maxWindows
+	known     bool      // limits are configured, announced, or will not be
+	probing   bool      // after a 429: few in flight until a success
+	probeSeq  uint64    // permits up to this one were issued before the 429
+	cooldown  time.Time // no request is sent before this time
+	hintUntil time.Time // the server's hint, uncapped: later than cooldown when huge
+	inflight  int       // sent and not yet settled
+	coldSince time.Time // when the head of the queue began waiting for a cold slot
+	ramp      int       // successes since the cold start or the latest 429, up to rampDone
+	// The queue of requests waiting for their turn, first come first
+	// served, and the total cost they will take.
+	q         queue
+	queued    costs
+	deadlined int       // waiters with a deadline
+	replanned time.Time // when the queue was last re-planned
+	// Cumulative costs of every permit sent, the costs in flight, and the
+	// sequence number of the newest permit whose response updated the
 	// windows.
-	issued, sent  costs
+	sent, flying  costs
 	seq, observed uint64
-	wake          chan struct{} // closed when a cold slot frees
+	// Permits in flight, oldest first, and the first permit sent at the
+	// latest moment with the cumulative cost sent before it.
+	flyHead, flyTail *permit
+	instAt           time.Time
+	instSeq          uint64
+	instSent         costs
+	moments          [3]moment // the latest moments before, newest first
 	// For a provider that announces no limits: successes per minute, and
 	// when the inferred quota last met a 429 or was raised.
 	ok                   successes
@@ -199,16 +494,14 @@ func (p *pacer) newPartition(req *http.Request, host string, model []byte, userK
 	if p.cfg.TokensPerMinute > 0 {
 		pt.addConfigWindow(p, UnitTokens, p.cfg.TokensPerMinute, now)
 	}
-	pt.known = pt.nwin > 0 || p.coldStart <= 0
+	pt.known = len(pt.windows) > 0 || p.coldStart <= 0
 	return pt
 }
 
 func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time.Time) {
-	w := &pt.windows[pt.nwin]
-	pt.nwin++
-	*w = window{unit: u, config: true, limit: perMinute, remaining: -1, period: time.Minute, maxSeen: -1}
-	r, b := p.pace(float64(perMinute), time.Minute)
-	w.lim = rate.NewLimiter(r, b)
+	w := pt.addWindow()
+	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
+	w.avail = w.capacity(p.headroom)
 }
 
 // sweepEvery is how many new partitions are made between two sweeps of
@@ -242,6 +535,15 @@ func (p *pacer) evictLocked(now time.Time) {
 // release gives back the user a partitionFor call counted.
 func (pt *partition) release() { pt.users.Add(-1) }
 
+// addWindow adds a window, growing the slice by one: a partition keeps
+// only the windows it uses.
+func (pt *partition) addWindow() *window {
+	ws := make([]window, len(pt.windows)+1)
+	copy(ws, pt.windows)
+	pt.windows = ws
+	return &ws[len(ws)-1]
+}
+
 // cost returns what a request of estimate est counts in a window of unit u.
 func cost(u Unit, est TokenEstimate) int64 {
 	switch u {
@@ -257,48 +559,11 @@ func cost(u Unit, est TokenEstimate) int64 {
 	return 0
 }
 
-// delayLocked returns how long a request of estimate est must wait for
-// every window to have room: the binding window wins.
-func (pt *partition) delayLocked(now time.Time, est TokenEstimate) time.Duration {
-	var d time.Duration
-	for i := range pt.nwin {
-		w := &pt.windows[i]
-		n := min(cost(w.unit, est), maxBurst)
-		if n <= 0 || w.lim == nil {
-			continue
-		}
-		tok := w.lim.TokensAt(now)
-		if tok >= float64(n) {
-			continue
-		}
-		r := float64(w.lim.Limit())
-		if r <= 0 {
-			return maxDuration
-		}
-		secs := (float64(n) - tok) / r
-		if secs >= maxDuration.Seconds() {
-			return maxDuration
-		}
-		d = max(d, time.Duration(secs*float64(time.Second)))
-	}
-	return d
-}
-
-const maxDuration = time.Duration(math.MaxInt64)
-
-// takeLocked reserves est in every window. Far from the limits it only
-// calls AllowN, which does not allocate.
-func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
-	for i := range pt.nwin {
-		w := &pt.windows[i]
-		n := int(min(cost(w.unit, est), maxBurst))
-		if n <= 0 || w.lim == nil || w.lim.AllowN(now, n) {
-			continue
-		}
-		debit(w.lim, now, n)
-	}
-	pt.seq++
-	pt.issued.add(est)
+// moment is the permits sent at one moment: from base to end, with the
+// cumulative cost sent by the end.
+type moment struct {
+	base, end uint64
+	sent      costs
 }
 
 // costs are cumulative costs in every unit.
@@ -308,6 +573,12 @@ func (c *costs) add(est TokenEstimate) {
 	c.req++
 	c.in += est.Input
 	c.out += est.Output
+}
+
+func (c *costs) sub(est TokenEstimate) {
+	c.req--
+	c.in -= est.Input
+	c.out -= est.Output
 }
 
 // of returns the cost in unit u.
@@ -325,34 +596,72 @@ func (c costs) of(u Unit) int64 {
 	return 0
 }
 
-// debit takes n from lim now, going into debt if needed, even when n is
-// larger than the burst: later reservations wait for the debt to be repaid.
-func debit(lim *rate.Limiter, now time.Time, n int) {
-	b := lim.Burst()
-	if n > b {
-		lim.SetBurstAt(now, n)
-		lim.ReserveN(now, n)
-		lim.SetBurstAt(now, b)
-		return
+// advanceLocked brings every window's plan to now.
+func (pt *partition) advanceLocked(p *pacer, now time.Time) {
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		w.advance(now, p.headroom, float64(pt.flying.of(w.unit)))
 	}
-	lim.ReserveN(now, n)
+}
+
+// readyAtLocked returns when a request of estimate est, with ahead queued
+// before it, may go by the windows and the cooldown: now or later. The
+// windows must be advanced to now. An optimistic plan, for deciding to
+// refuse a request, takes a window of unknown kind to refill gradually
+// (as a bucket would) rather than at its reset only.
+func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate, optimistic bool) time.Time {
+	t := maxTime(now, pt.cooldown)
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		n := cost(w.unit, est)
+		if n <= 0 {
+			continue
+		}
+		// A request larger than what the window holds at once goes
+		// when it is full, into debt.
+		c := min(float64(min(n, maxCost)), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
+		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
+	}
+	return t
+}
+
+// sameMoment is how close two sends must be for the server to count them
+// in either order.
+const sameMoment = 20 * time.Millisecond
+
+// takeLocked uses est in every window: the request is sent now.
+func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
+	if pt.instAt.IsZero() || now.Sub(pt.instAt) > sameMoment {
+		if pt.instSeq > 0 {
+			copy(pt.moments[1:], pt.moments[:])
+			pt.moments[0] = moment{base: pt.instSeq, end: pt.seq, sent: pt.sent}
+		}
+		pt.instAt, pt.instSeq, pt.instSent = now, pt.seq+1, pt.sent
+	}
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		w.take(now, float64(min(cost(w.unit, est), maxCost)))
+	}
+	pt.seq++
+	pt.sent.add(est)
+	pt.flying.add(est)
+	pt.inflight++
 }
 
 // windowFor returns the announced window of unit u and name, adding it if
 // there is room; nil if there is none.
-func (pt *partition) windowFor(u Unit, name string) *window {
-	for i := range pt.nwin {
+func (pt *partition) windowFor(u Unit, name string, now time.Time) *window {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		if !w.config && w.unit == u && w.name == name {
 			return w
 		}
 	}
-	if pt.nwin == maxWindows {
+	if len(pt.windows) == maxWindows {
 		return nil
 	}
-	w := &pt.windows[pt.nwin]
-	pt.nwin++
-	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1}
+	w := pt.addWindow()
+	*w = window{unit: u, name: name, limit: -1, remaining: -1, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	return w
 }
 
@@ -371,36 +680,6 @@ func namedPeriod(name string) time.Duration {
 	return 0
 }
 
-// inferLocked learns from one announced window whether it is a sliding
-// window and how long, when the headers do not say. A reset is the time
-// until the quota is fully back. In a sliding window that is the window's
-// length whatever is used, since the newest request leaves the window last:
-// two samples whose remaining counts differ by a tenth of the limit or more
-// and whose resets are within 5% of each other show one, and the longest
-// reset is its length. (In a token bucket the reset shrinks with what is
-// left; the spread of what remains over the reset paces it well enough.)
-func (w *window) inferLocked(limit, remaining int64, untilReset time.Duration) {
-	if limit <= 0 || remaining < 0 || untilReset <= 0 || untilReset > maxPeriod {
-		return
-	}
-	if w.maxReset > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 1) &&
-		untilReset >= w.maxReset-w.maxReset/20 && untilReset <= w.maxReset+w.maxReset/20 {
-		w.sliding = true
-	}
-	if untilReset > w.maxReset {
-		w.maxReset, w.remAtMax = untilReset, remaining
-	}
-}
-
-// inferred is the length of a window found to be sliding, 2% longer for
-// the time a response takes to arrive, or 0.
-func (w *window) inferred() time.Duration {
-	if w.sliding {
-		return max(w.maxReset+w.maxReset/50, minPeriod)
-	}
-	return 0
-}
-
 func abs64(v int64) int64 {
 	if v < 0 {
 		return -v
@@ -408,148 +687,284 @@ func abs64(v int64) int64 {
 	return v
 }
 
-// roundPeriod rounds d up to a whole second, minute, hour or day.
-func roundPeriod(d time.Duration) time.Duration {
-	for _, p := range [...]time.Duration{time.Minute, time.Hour, 24 * time.Hour} {
-		if d <= p {
-			return p
+// learnLocked reads one fresh sample of a window whose length the headers
+// do not state: the kind and length its resets show, and whether others
+// use the same key. sent is what this process had sent in the window's
+// unit when the sampled request went out.
+//
+// A reset is the time until the quota is whole again. In a sliding window
+// that is its length whatever is used, since the newest use leaves it
+// last: two samples whose remaining counts differ by a tenth of the limit
+// or more, taken far enough apart, and whose resets are within 5% of
+// each other show one. In a
+// bucket the reset grows with what is used: resets in proportion to what
+// is used show one, and its length.
+func (w *window) learnLocked(limit, remaining int64, until time.Duration, now time.Time) {
+	if limit <= 0 || remaining < 0 || until <= 0 || until > maxPeriod {
+		return
+	}
+	if w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
+		used, usedMax := float64(limit-remaining), float64(limit-w.remAtMax)
+		switch {
+		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20 &&
+			now.Sub(w.maxAt) >= w.maxUntil/8 && now.Sub(w.maxAt) < w.maxUntil-w.maxUntil/8:
+			// The samples are far enough apart that a window resetting
+			// at a fixed time would show a reset an eighth nearer, and
+			// near enough that it would not have reset in between.
+			w.kind = kindSliding
+			if !w.stated {
+				w.period = max(w.maxUntil, minPeriod)
+				if w.coarse {
+					// Resets rounded up to whole seconds read up to a
+					// second long: windows are whole seconds long.
+					w.period = max(w.maxUntil.Truncate(time.Second), minPeriod)
+				}
+			}
+		case used > 0 && usedMax > 0:
+			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
+			if a > 0 && b > 0 && math.Abs(a-b) <= 0.15*max(a, b) {
+				w.kind = kindBucket
+				if !w.stated {
+					w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
+				}
+			}
 		}
 	}
-	return maxPeriod
+	if until > w.maxUntil {
+		w.maxUntil, w.remAtMax, w.maxAt = until, remaining, now
+	}
 }
+
+// fleetLocked updates this process's share of the key from the samples
+// of one epoch: when remaining falls faster than this process sends,
+// others use the key too. A sample counts what this process had sent when
+// the sampled request went out (sent) and had in flight when its response
+// came (flying): those may or may not be in the server's count, so only a
+// fall beyond them shows others. Each sample is compared with the first of
+// its epoch, and the first ever with the whole quota. The share falls at
+// once and rises slowly.
+func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now time.Time, h float64) {
+	fromQuota := false
+	if !w.smp && limit > 0 && remaining >= limit/2 {
+		// The first response: compared once with the whole quota, when
+		// most of it remains (else it may be this key's earlier use).
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, limit, 0, 0, resetAt, now
+		fromQuota = true
+	}
+	// A new epoch: the first sample's reset has passed (the window may be
+	// whole again), or what remains grew (it refilled faster than it was
+	// used).
+	sameEpoch := w.smp && (w.smpReset.IsZero() || now.Before(w.smpReset))
+	fell := w.smpRem - remaining
+	if w.kind == kindBucket {
+		// A bucket refilled meanwhile: more was used than it shows.
+		fell += int64(w.quota() / w.guessPeriod().Seconds() * now.Sub(w.smpAt).Seconds())
+	}
+	if !sameEpoch || fell < 0 {
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
+		return
+	}
+	own := sent - w.smpSent
+	others := fell - own
+	doubt := w.smpFlying + flying + 1
+	if own+others < 2*doubt {
+		if fromQuota {
+			w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
+		}
+		return // too little has passed to tell
+	}
+	ratio := 1.0
+	if others > doubt {
+		ratio = float64(max(own, 1)) / float64(max(own, 1)+others)
+	}
+	if ratio < w.share {
+		w.share = max(ratio, 1.0/64)
+	} else if float64(remaining) >= w.quota()/4 {
+		// Only while much remains: near empty, a window that refills as
+		// it is used hides what others take.
+		w.share = min(w.share+(ratio-w.share)/4, 1)
+		if w.share > 0.95 {
+			w.share = 1
+		}
+	}
+	// The first sample of the epoch stays the base: over more of the
+	// epoch, what is in doubt weighs less.
+	if fromQuota {
+		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
+	}
+}
+
+// shared reports whether others use the window's key: this process then
+// paces its share evenly rather than sending what remains at once, so
+// that the processes sharing it do not all rush in together.
+func (w *window) shared() bool { return w.share < 1 }
 
 // observeLocked applies one announced window, seen in the response to pm
 // at now. fresh is false for a response older than one already applied:
-// its remaining count is stale and only its quota is used.
+// what it says remains is stale, and only its quota is used.
 func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time, fresh bool) {
-	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens {
-		return
+	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
+		return // nothing to pace by
 	}
-	w := pt.windowFor(a.Unit, a.Name)
+	w := pt.windowFor(a.Unit, a.Name, now)
 	if w == nil {
 		return
 	}
+	w.advance(now, p.headroom, float64(pt.flying.of(w.unit)))
+	wasKnown := w.known()
 	if a.Limit > 0 {
 		w.limit = a.Limit
 	}
-	untilReset := time.Duration(-1)
-	if !a.Reset.IsZero() {
-		untilReset = min(max(a.Reset.Sub(now), 0), maxPeriod)
-		if fresh {
-			w.reset = now.Add(untilReset)
-		}
-	}
 	if a.Remaining >= 0 {
-		if fresh {
-			w.remaining = a.Remaining
-		}
 		w.maxSeen = max(w.maxSeen, a.Remaining)
 	}
-
-	// The window's length: announced, named, configured, or one minute,
-	// and never shorter than a reset it announced.
-	period := a.Period
-	if period <= 0 {
-		period = namedPeriod(a.Name)
-	}
-	if period <= 0 {
-		// A reset well beyond the period believed so far shows a longer
-		// window (per hour, per day); resets are rounded to the second,
-		// so a little beyond is not. A reset more than a day away is not
-		// believed: it is more likely misread than a longer window.
-		if fresh {
-			w.inferLocked(a.Limit, a.Remaining, untilReset)
+	if !w.stated {
+		period := a.Period
+		if period <= 0 {
+			period = namedPeriod(a.Name)
 		}
-		period = max(w.period, time.Minute)
-		if d := w.inferred(); d > 0 && d < shortPeriod && w.period <= time.Minute {
-			// A window clearly shorter than a minute, such as ten
-			// seconds. Near a minute, the minute is believed.
-			period = d
-		}
-		if untilReset > period+period/4 && untilReset <= 24*time.Hour {
-			period = roundPeriod(untilReset)
+		if period > 0 {
+			w.period, w.stated = min(max(period, minPeriod), maxPeriod), true
 		}
 	}
-	w.period = min(max(period, minPeriod), maxPeriod)
-
-	limit := w.limit
-	if limit <= 0 {
-		limit = w.maxSeen
+	untilReset := time.Duration(-1)
+	var resetAt time.Time
+	if !a.Reset.IsZero() && a.Reset.Sub(now) <= maxReset {
+		untilReset = max(a.Reset.Sub(now), 0)
+		resetAt = now.Add(untilReset)
 	}
-	if limit <= 0 {
+	if !w.known() {
 		return
 	}
-	r, b := p.pace(float64(limit), w.period)
-	// Spread what remains over the time to the reset when that is faster
-	// than the window's steady rate (a fixed window with quota left). What
-	// was sent after this request may not be counted in what remains;
-	// what is still waiting for its turn will be paced at the new rate.
-	after := pt.issued.of(a.Unit) - pm.issued.of(a.Unit)
-	sentAfter := pt.sent.of(a.Unit) - pm.sent.of(a.Unit)
-	// The time is taken as at least a second, so that a reset a few
-	// milliseconds away does not let everything go at once.
-	if fresh && a.Remaining >= 0 && untilReset > 0 {
-		spare := float64(a.Remaining-sentAfter) - p.headroom*float64(limit)
-		if spread := rate.Limit(spare / max(untilReset.Seconds(), 1)); spread > r {
-			r = spread
+	// Requests sent at one moment reach the server in any order: among
+	// their responses, the one with the least remaining was counted last.
+	// A response of a later moment is newer than all of them.
+	newer := w.obsRem < 0 || pm.baseSeq > w.obsBase ||
+		(pm.baseSeq == w.obsBase && a.Remaining >= 0 && a.Remaining < w.obsRem)
+	_ = fresh
+	if !newer {
+		// An older response: what it says is older than what is known,
+		// but its answer tells that fewer of the requests sent around
+		// the latest one are still unknown to the server.
+		if w.obsRem >= 0 && !w.obsAt.Before(w.lastUp) {
+			w.avail = max(w.avail, pt.estimateLocked(p, w))
 		}
-	}
-	created := w.lim == nil
-	if created {
-		w.lim = rate.NewLimiter(r, b)
-	} else {
-		if w.lim.Limit() != r {
-			w.lim.SetLimitAt(now, r)
-		}
-		if w.lim.Burst() != b {
-			w.lim.SetBurstAt(now, b)
-		}
-	}
-	if !fresh || a.Remaining < 0 {
 		return
 	}
-	// What the server says remains, less what it has not seen yet (sent
-	// or still waiting: the limiter's tokens already count both), caps
-	// the limiter's tokens; a debt is repaid before the reset at most.
-	target := float64(a.Remaining - after)
-	if created {
-		// What this partition sent before the window was known (the cold
-		// start) still counts in it: start the limiter in debt by that
-		// much, as far as the server's count confirms it.
-		used := min(pt.issued.of(a.Unit), max(limit-a.Remaining, 0)+after)
-		target = min(target, float64(int64(b)-used))
+	// A request sent before a reset this partition already applied, whose
+	// reset is that one: an older epoch, which must not lower what is
+	// known of the new one.
+	if !w.lastUp.IsZero() && pm.sentAt.Before(w.lastUp) && !resetAt.IsZero() &&
+		resetAt.Before(w.lastUp.Add(min(w.guessPeriod()/2, 5*time.Second))) {
+		return
 	}
-	floor := -float64(b)
-	if untilReset >= 0 {
-		floor = -float64(r) * untilReset.Seconds()
+	sentBy := pm.sent.of(w.unit)
+	if untilReset > 0 && (a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0) {
+		w.coarse = true
 	}
-	target = max(target, floor)
-	if cur := w.lim.TokensAt(now); cur > target {
-		if n := min(math.Ceil(cur-target), maxBurst); n >= 1 {
-			debit(w.lim, now, int(n))
+	if a.Remaining >= 0 && untilReset >= 0 {
+		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
+	}
+	if a.Remaining >= 0 {
+		// What this process sent at the same moment after this request,
+		// or before it and still in flight, may or may not be in the
+		// server's count; what it sent later is not.
+		_, endSent := pt.momentEndLocked(pm.baseSeq, pm.seq, sentBy, w.unit)
+		doubt := endSent - sentBy
+		for f := pt.flyHead; f != nil && f.seq < pm.seq; f = f.next {
+			doubt += cost(w.unit, f.est)
+		}
+		w.fleetLocked(a.Limit, a.Remaining, sentBy, doubt, resetAt, now, p.headroom)
+	}
+	if a.Remaining >= 0 {
+		w.remaining = a.Remaining
+	}
+	if !resetAt.IsZero() {
+		w.reset = resetAt
+	}
+	if w.kind == kindBucket || w.kind == kindSliding {
+		w.period = max(w.period, w.guessPeriod())
+	}
+	if a.Remaining < 0 {
+		if !wasKnown {
+			w.avail = w.capacity(p.headroom)
+		}
+		return
+	}
+	// What the server says remains, less the headroom, this process's
+	// share of it, and what the server may not have counted yet.
+	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
+	w.avail = pt.estimateLocked(p, w)
+	if w.kind == kindSliding {
+		// Uses the server has surely let go are in what remains: they
+		// must not come back a second time. Those it may have let go
+		// (the length may read a second long from whole-second resets)
+		// are taken as not yet back, and come back with the log.
+		p := w.guessPeriod()
+		sure := now.Add(-p - p/200).UnixNano()
+		margin := p / 200
+		if w.coarse {
+			margin += min(time.Second, p/4)
+		}
+		maybe := now.Add(-p + margin).UnixNano()
+		for w.head < len(w.log) && w.log[w.head].t <= sure {
+			w.head++
+		}
+		for _, e := range w.log[w.head:] {
+			if e.t > maybe {
+				break
+			}
+			w.avail -= e.n
+		}
+		w.compact()
+	}
+	w.at = now
+	if untilReset > 0 && w.kind != kindBucket {
+		w.next = resetAt
+	} else if untilReset == 0 && w.kind != kindBucket {
+		w.next = time.Time{}
+	}
+}
+
+// estimateLocked is what the window's latest response says this process
+// may use now: what remained, less headroom, its share, and every request
+// the server may not have counted in it: those sent after the response's
+// moment, and those sent at or before it and still in flight.
+func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
+	endSeq, endSent := pt.momentEndLocked(w.obsBase, w.obsSeq, w.obsSent, w.unit)
+	unseen := pt.sent.of(w.unit) - endSent
+	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
+		unseen += cost(w.unit, f.est)
+	}
+	return min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
+}
+
+// momentEndLocked returns the last permit sent at the moment that began
+// with permit base, and the cumulative cost in unit u sent by then; seq and
+// sent (a permit of that moment) when the moment is too old to be known.
+func (pt *partition) momentEndLocked(base, seq uint64, sent int64, u Unit) (uint64, int64) {
+	if base == pt.instSeq {
+		return pt.seq, pt.sent.of(u)
+	}
+	for _, m := range pt.moments {
+		if m.base == base {
+			return m.end, m.sent.of(u)
 		}
 	}
+	return seq, sent
 }
 
 // exhaustedResetLocked returns the earliest reset among windows with
 // nothing remaining, or the zero time.
 func (pt *partition) exhaustedResetLocked(now time.Time) time.Time {
 	var t time.Time
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		w := &pt.windows[i]
 		if w.remaining == 0 && w.reset.After(now) && (t.IsZero() || w.reset.Before(t)) {
 			t = w.reset
 		}
 	}
 	return t
-}
-
-// wakeLocked wakes goroutines waiting for a cold-start slot.
-func (pt *partition) wakeLocked() {
-	if pt.wake != nil {
-		close(pt.wake)
-		pt.wake = nil
-	}
 }
 
 // inferredName names the requests window a partition infers from its own
@@ -597,13 +1012,14 @@ func (s *successes) lastMinute(now time.Time) int64 {
 // inferLocked adjusts the inferred requests window after a response, for a
 // partition whose provider announces no limits and that has none
 // configured. The first 429 sets the quota to what succeeded in the last
-// minute, if that is at least minInferred. Later 429s set it to the rate of successes since the 429s began:
-// while a provider refuses some requests, what it accepts is its limit. A
-// minute without 429 while requests wait for their turn raises the quota
-// by 2%, so that it is found again if it grows.
+// minute, if that is at least minInferred. Later 429s set it to the rate
+// of successes since the 429s began: while a provider refuses some
+// requests, what it accepts is its limit. A minute without 429 while
+// requests wait for their turn raises the quota by 2%, so that it is found
+// again if it grows.
 func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 	var w *window
-	for i := range pt.nwin {
+	for i := range pt.windows {
 		if pt.windows[i].name != inferredName || pt.windows[i].config {
 			return // limits are configured or announced
 		}
@@ -620,11 +1036,10 @@ func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 			if n < minInferred {
 				return // too few successes to tell a quota
 			}
-			w = pt.windowFor(UnitRequests, inferredName)
-			*w = window{unit: UnitRequests, name: inferredName, limit: n, remaining: -1, period: time.Minute, maxSeen: -1}
-			r, b := p.pace(float64(n), time.Minute)
-			w.lim = rate.NewLimiter(r, b)
-			debit(w.lim, now, b) // the window is full now
+			w = pt.windowFor(UnitRequests, inferredName, now)
+			// Nothing is known of how the provider counts: pace evenly,
+			// from an empty bucket, which suits every kind of window.
+			*w = window{unit: UnitRequests, kind: kindBucket, smooth: true, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 			return
 		}
 		d := now.Sub(pt.limitedSince)
@@ -636,13 +1051,9 @@ func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
 			return
 		}
 		w.limit = max(perMinute, 1)
-	case status < 400 && w != nil && pt.waiting > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
+		w.avail = min(w.avail, w.capacity(p.headroom))
+	case status < 400 && w != nil && pt.q.n > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
 		pt.raised = now
 		w.limit += max(w.limit/50, 1)
-	default:
-		return
 	}
-	r, b := p.pace(float64(w.limit), time.Minute)
-	w.lim.SetLimitAt(now, r)
-	w.lim.SetBurstAt(now, b)
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -379,7 +381,7 @@ func TestThrottleHostileHeaders(t *testing.T) {
 		}
 		for _, p := range tr.Snapshot() {
 			for _, w := range p.Windows {
-				if w.Period <= 0 || w.Period > 31*24*time.Hour || w.Rate < 0 || (w.Rate == 0 && (w.Limit > 0 || w.Remaining > 0)) {
+				if w.Period <= 0 || w.Period > 31*24*time.Hour || w.Rate < 0 || math.IsNaN(w.Tokens) || math.IsInf(w.Tokens, 0) || !(w.Share > 0 && w.Share <= 1) {
 					t.Errorf("window from hostile headers: %+v", w)
 				}
 			}
@@ -392,8 +394,8 @@ func TestThrottleHostileHeaders(t *testing.T) {
 // context.DeadlineExceeded and says how long it would have waited.
 func TestThrottleDeadlineThroughSDK(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60})
-		tr := steady.New(steady.Config{Pacing: steady.PacingConfig{RequestsPerMinute: 60}})
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 1})
+		tr := steady.New(steady.Config{Pacing: steady.PacingConfig{RequestsPerMinute: 1}})
 		client := openai.NewClient(
 			option.WithMiddleware(tr.Middleware),
 			option.WithHTTPClient(&http.Client{Transport: prov}),
@@ -415,8 +417,8 @@ func TestThrottleDeadlineThroughSDK(t *testing.T) {
 			t.Fatalf("err = %v, want context.DeadlineExceeded", err)
 		}
 		var we *steady.WaitError
-		if !errors.As(err, &we) || we.Wait < 500*time.Millisecond {
-			t.Fatalf("err = %v, want a *steady.WaitError telling a wait of about 1s", err)
+		if !errors.As(err, &we) || we.Wait < time.Minute {
+			t.Fatalf("err = %v, want a *steady.WaitError telling a wait of about a minute", err)
 		}
 		if el := time.Since(start); el != 0 {
 			t.Errorf("failed after %v, want at once", el)
@@ -482,6 +484,53 @@ func TestThrottleInferredTokenBucket(t *testing.T) {
 		})
 		if res.goodput < 0.97 || res.rejected > 0.02 || res.failed > 0 {
 			t.Errorf("goodput %.1f%%, 429s %.2f%%, %d failed; want >= 97%%, <= 2%%, none", 100*res.goodput, 100*res.rejected, res.failed)
+		}
+	})
+}
+
+// TestThrottleTokensFixedWindow: 4,000 tokens a minute in a fixed window
+// fit seven requests of about 505 tokens. A batch launched at once, without
+// deadlines, sends seven a window and no more, from what the latest
+// remaining tokens say when each request's turn comes: no 429, no failure.
+func TestThrottleTokensFixedWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{
+			RequestsPerWindow: 1000, TokensPerWindow: 4000, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond,
+		})
+		tr := steady.New(steady.Config{})
+		client := openai.NewClient(
+			option.WithMiddleware(tr.Middleware),
+			option.WithHTTPClient(&http.Client{Transport: prov}),
+			option.WithBaseURL("https://llm.example.test/v1/"),
+			option.WithAPIKey("sk-tokens"),
+		)
+		time.Sleep(17 * time.Second) // into the first window
+		start := time.Now()
+		var failed atomic.Int64
+		var wg sync.WaitGroup
+		for range 35 {
+			wg.Go(func() {
+				_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+					Model:               "gpt-4o-mini",
+					Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+					MaxCompletionTokens: openai.Int(500),
+				})
+				if err != nil {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		st := prov.Stats()
+		// Seven in the first (partial) window, then seven a minute: the
+		// fifth window, which begins 43s + 3m after the start.
+		el := time.Since(start)
+		t.Logf("35 calls in %v; %d attempts, %d 429s; most tokens in a window-long span %d", el, st.Requests, st.RateLimited, st.MaxTokensInWindow)
+		if failed.Load() != 0 || st.RateLimited != 0 {
+			t.Errorf("%d failed, %d 429s; want none", failed.Load(), st.RateLimited)
+		}
+		if want := 43*time.Second + 3*time.Minute + 50*time.Millisecond; el > want+time.Second {
+			t.Errorf("took %v, want about %v", el, want)
 		}
 	})
 }

@@ -146,10 +146,35 @@ type decision struct {
 	length   time.Duration // the window's length
 }
 
+// FixedWindow counts each limit in consecutive windows aligned to the
+// Unix epoch (a one-minute window starts at every whole minute, a
+// one-second window at every whole second) and forgets the count when a
+// window ends: up to twice the limit can be admitted in one window-long
+// span that straddles two windows. Resets are the end of the current
+// window.
+const FixedWindow Algorithm = 3
+
+// fixed is the count of the current window of a FixedWindow limit.
+type fixed struct {
+	end       time.Time // when the current window ends
+	req, toks int64
+}
+
+// roll starts a new window when the current one has ended.
+func (f *fixed) roll(now time.Time, length time.Duration) {
+	if now.Before(f.end) {
+		return
+	}
+	ns, l := now.UnixNano(), int64(length)
+	start := ns - ((ns%l)+l)%l
+	f.end, f.req, f.toks = time.Unix(0, start+l), 0, 0
+}
+
 // limits enforces a ProviderConfig's requests and tokens limits.
 type limits struct {
 	win            window
 	reqB, tokB     bucket
+	fix            fixed
 	maxReq, maxTok int64
 }
 
@@ -167,6 +192,19 @@ func (l *limits) decide(now time.Time, cfg *ProviderConfig, cost int64, try bool
 		// Only report.
 	} else if tl > 0 && cost > tl {
 		d.tooLarge, d.which = true, "tokens"
+	} else if cfg.Algorithm == FixedWindow {
+		l.fix.roll(now, length)
+		if rl > 0 && l.fix.req+1 > rl {
+			d.wait, d.which = l.fix.end.Sub(now), "requests"
+		}
+		if tl > 0 && l.fix.toks+cost > tl && d.wait <= 0 {
+			d.wait, d.which = l.fix.end.Sub(now), "tokens"
+		}
+		d.admit = d.wait <= 0
+		if d.admit {
+			l.fix.req++
+			l.fix.toks += cost
+		}
 	} else if cfg.Algorithm == TokenBucket {
 		if rl > 0 {
 			l.reqB.refill(now, rl, length)
@@ -209,7 +247,16 @@ func (l *limits) decide(now time.Time, cfg *ProviderConfig, cost int64, try bool
 		l.maxTok = max(l.maxTok, l.win.tokens)
 	}
 
-	if cfg.Algorithm == TokenBucket {
+	if cfg.Algorithm == FixedWindow {
+		l.fix.roll(now, length)
+		reset := l.fix.end.Sub(now)
+		if rl > 0 {
+			d.req.remaining, d.req.reset = max(rl-l.fix.req, 0), reset
+		}
+		if tl > 0 {
+			d.tok.remaining, d.tok.reset = max(tl-l.fix.toks, 0), reset
+		}
+	} else if cfg.Algorithm == TokenBucket {
 		if rl > 0 {
 			l.reqB.refill(now, rl, length)
 			d.req.remaining, d.req.reset = l.reqB.remaining(), l.reqB.full(rl, length)

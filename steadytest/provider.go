@@ -28,13 +28,15 @@ const (
 	TokenBucket
 )
 
-// String returns "sliding-window" or "token-bucket".
+// String returns "sliding-window", "token-bucket" or "fixed-window".
 func (a Algorithm) String() string {
 	switch a {
 	case SlidingWindow:
 		return "sliding-window"
 	case TokenBucket:
 		return "token-bucket"
+	case FixedWindow:
+		return "fixed-window"
 	}
 	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
 }
@@ -42,12 +44,12 @@ func (a Algorithm) String() string {
 // ParseAlgorithm returns the algorithm named s (see [Algorithm.String]),
 // compared without regard to case.
 func ParseAlgorithm(s string) (Algorithm, error) {
-	for _, a := range []Algorithm{SlidingWindow, TokenBucket} {
+	for _, a := range []Algorithm{SlidingWindow, TokenBucket, FixedWindow} {
 		if strings.EqualFold(s, a.String()) {
 			return a, nil
 		}
 	}
-	return 0, fmt.Errorf("steadytest: unknown algorithm %q (want sliding-window or token-bucket)", s)
+	return 0, fmt.Errorf("steadytest: unknown algorithm %q (want sliding-window, token-bucket or fixed-window)", s)
 }
 
 // ProviderConfig configures a [Provider]. The zero value is an unlimited

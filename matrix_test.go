@@ -1,0 +1,311 @@
+package steady_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// Callers: how a scenario's finite batch is launched.
+const (
+	callWorkers  = "workers"        // 16 workers share the batch
+	callBurst    = "burst"          // every call at once, no deadline
+	callLong     = "burst-deadline" // every call at once, deadlines past the quota's need
+	callShort    = "short-deadline" // every call at once, deadlines a little over one window
+	matrixLat    = 20 * time.Millisecond
+	matrixOffset = 37 // percent of a window the batch starts into it
+)
+
+// scenario is one row of the pacing matrix: a simulated provider, the
+// processes sharing its key (one Transport each, uncoordinated) and how
+// the batch is launched, through the real SDK in one of its two forms.
+type scenario struct {
+	algo    steadytest.Algorithm
+	window  time.Duration
+	dialect steadytest.Dialect
+	callers string
+	procs   int
+	form    string // "middleware" or "roundtripper"
+	limit   int    // requests per window
+	calls   int    // the batch
+}
+
+func (s scenario) name() string {
+	announced := "unannounced"
+	if s.dialect == steadytest.DialectIETF {
+		announced = "announced"
+	}
+	return fmt.Sprintf("%s/%v/%s/%s/%s/procs=%d/%s", s.algo, s.window, announced, s.dialect, s.callers, s.procs, s.form)
+}
+
+// scenarioResult is what one row achieved.
+type scenarioResult struct {
+	ok, failed, failedAtOnce int // failedAtOnce: before their deadline
+	attempts, rejected       int64
+	makespan, quotaMin       time.Duration
+	servable                 int // short deadlines: what the quota admits before them
+}
+
+func (r scenarioResult) ratio() float64 {
+	return float64(r.makespan) / float64(r.quotaMin)
+}
+
+func (r scenarioResult) rejectedShare() float64 {
+	if r.attempts == 0 {
+		return 0
+	}
+	return float64(r.rejected) / float64(r.attempts)
+}
+
+// quotaMin is the least time, from start, until the last of n requests is
+// answered: the provider's quota admitting requests as fast as it can,
+// plus one response's latency.
+func (s scenario) quotaMin(start time.Time) time.Duration {
+	n, l, p := s.calls, s.limit, s.window
+	var d time.Duration
+	switch s.algo {
+	case steadytest.SlidingWindow:
+		d = time.Duration((n+l-1)/l-1) * p
+	case steadytest.FixedWindow:
+		if n > l {
+			end := windowEnd(start, p)
+			d = end.Sub(start) + time.Duration((n+l-1)/l-2)*p
+		}
+	case steadytest.TokenBucket:
+		d = time.Duration(float64(max(n-l, 0)) * float64(p) / float64(l))
+	}
+	return d + matrixLat
+}
+
+// servable is how many requests the quota admits from start until the
+// deadline d later, less 2% headroom per window, answered by then.
+func (s scenario) servable(start time.Time, d time.Duration) int {
+	l, p := s.limit, s.window
+	per := l - int(math.Floor(float64(l)*0.02))
+	d -= matrixLat
+	var n int
+	switch s.algo {
+	case steadytest.SlidingWindow:
+		n = per * (1 + int(d/p))
+	case steadytest.FixedWindow:
+		n = per
+		for end := windowEnd(start, p); !end.After(start.Add(d)); end = end.Add(p) {
+			n += per
+		}
+	case steadytest.TokenBucket:
+		n = per + int(float64(d)*float64(per)/float64(p))
+	}
+	return min(n, s.calls)
+}
+
+// windowEnd is the end of the epoch-aligned window of length p holding t.
+func windowEnd(t time.Time, p time.Duration) time.Time {
+	ns := t.UnixNano()
+	return time.Unix(0, ns-ns%int64(p)+int64(p))
+}
+
+// run launches the batch and measures it. It must run in a synctest
+// bubble.
+func (s scenario) run(t *testing.T) scenarioResult {
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{
+		RequestsPerWindow: s.limit, Window: s.window, Algorithm: s.algo, Dialect: s.dialect, Latency: matrixLat,
+	})
+	clients := make([]openai.Client, s.procs)
+	for i := range clients {
+		base := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-matrix")}
+		if s.form == "middleware" {
+			tr := steady.New(steady.Config{})
+			clients[i] = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))...)
+		} else {
+			tr := steady.New(steady.Config{Base: prov})
+			clients[i] = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}))...)
+		}
+	}
+	// Start part of the way into a window, as a batch would.
+	time.Sleep(time.Duration(int64(s.window) * matrixOffset / 100))
+	start := time.Now()
+	res := scenarioResult{quotaMin: s.quotaMin(start)}
+	var deadline time.Time
+	switch s.callers {
+	case callLong:
+		deadline = start.Add(2*res.quotaMin + s.window)
+	case callShort:
+		deadline = start.Add(s.window + s.window/5)
+		res.servable = s.servable(start, deadline.Sub(start))
+	}
+	var mu sync.Mutex
+	var last time.Time
+	call := func(i int) {
+		ctx := context.Background()
+		if !deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
+		began := time.Now()
+		_, err := clients[i%s.procs].Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			res.failed++
+			if !deadline.IsZero() && time.Now().Before(deadline) {
+				res.failedAtOnce++
+			}
+			if s.callers != callShort && res.failed <= 2 {
+				t.Logf("call %d failed after %v: %v", i, time.Since(began), err)
+			}
+			return
+		}
+		res.ok++
+		last = time.Now()
+	}
+	var wg sync.WaitGroup
+	if s.callers == callWorkers {
+		var next atomic.Int64
+		for range 16 {
+			wg.Go(func() {
+				for i := int(next.Add(1)) - 1; i < s.calls; i = int(next.Add(1)) - 1 {
+					call(i)
+				}
+			})
+		}
+	} else {
+		for i := range s.calls {
+			wg.Go(func() { call(i) })
+		}
+	}
+	wg.Wait()
+	st := prov.Stats()
+	res.attempts, res.rejected = st.Requests, st.RateLimited
+	res.makespan = last.Sub(start)
+	return res
+}
+
+// matrix is the scenario matrix: window kind × length × callers, with the
+// dialect and the form of plugging steady in taking turns; every dialect
+// on a per-second fixed window; and 4 and 16 processes sharing a key.
+func matrix() []scenario {
+	dialects := []steadytest.Dialect{
+		steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectAnthropic,
+		steadytest.DialectIETF, steadytest.DialectHerokuDocs,
+	}
+	limits := map[time.Duration]int{time.Second: 20, 10 * time.Second: 100, time.Minute: 60, time.Hour: 120}
+	forms := []string{"middleware", "roundtripper"}
+	var rows []scenario
+	i := 0
+	for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
+		for _, w := range []time.Duration{time.Second, 10 * time.Second, time.Minute, time.Hour} {
+			for _, c := range []string{callWorkers, callBurst, callLong, callShort} {
+				l := limits[w]
+				rows = append(rows, scenario{algo: a, window: w, dialect: dialects[i%len(dialects)], callers: c, procs: 1, form: forms[i%2], limit: l, calls: l * 5 / 2})
+				i++
+			}
+		}
+	}
+	for _, d := range dialects {
+		rows = append(rows, scenario{algo: steadytest.FixedWindow, window: time.Second, dialect: d, callers: callWorkers, procs: 1, form: forms[i%2], limit: 20, calls: 120})
+		i++
+	}
+	for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
+		for _, procs := range []int{4, 16} {
+			for _, w := range []time.Duration{10 * time.Second, time.Minute} {
+				rows = append(rows, scenario{algo: a, window: w, dialect: dialects[i%len(dialects)], callers: callBurst, procs: procs, form: forms[i%2], limit: 240, calls: 600})
+				i++
+			}
+		}
+	}
+	return rows
+}
+
+// TestPacingMatrix runs the scenario matrix in fake time and holds each
+// row to the pacing targets: no call fails that the quota could serve
+// before its deadline; a finite batch takes at most 1.05 times the quota's
+// minimum; 429s are at most 1% of attempts for one process and 3% for
+// several uncoordinated ones. Rows that cannot meet a target say why in
+// known. STEADY_MATRIX=1 prints the table.
+func TestPacingMatrix(t *testing.T) {
+	var table strings.Builder
+	fmt.Fprintf(&table, "%-70s %5s %6s %6s %8s %9s %9s %6s\n", "row", "ok", "failed", "429%", "attempts", "makespan", "quotamin", "ratio")
+	for _, s := range matrix() {
+		t.Run(s.name(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := s.run(t)
+				line := fmt.Sprintf("%-70s %5d %6d %5.2f%% %8d %9v %9v %6.3f", s.name(), r.ok, r.failed, 100*r.rejectedShare(), r.attempts,
+					r.makespan.Round(time.Millisecond), r.quotaMin.Round(time.Millisecond), r.ratio())
+				if s.callers == callShort {
+					line += fmt.Sprintf(" servable %d, failed before the deadline %d of %d", r.servable, r.failedAtOnce, r.failed)
+				}
+				t.Log(line)
+				table.WriteString(line + "\n")
+				maxRejected, maxRatio, maxFailed := 0.01, 1.05, 0
+				if s.procs > 1 {
+					maxRejected = 0.03
+				}
+				k := known(s)
+				check := func(ok, within bool, format string, args ...any) {
+					switch {
+					case ok:
+					case within && k.why != "":
+						t.Logf("known miss: "+format+": %s", append(args, k.why)...)
+					default:
+						t.Errorf(format, args...)
+					}
+				}
+				check(r.rejectedShare() <= maxRejected, r.rejectedShare() <= k.rejected, "429s %.2f%% of attempts, want <= %.0f%%", 100*r.rejectedShare(), 100*maxRejected)
+				if s.callers == callShort {
+					check(r.ok >= r.servable-1, false, "%d calls served before their deadline, the quota serves %d", r.ok, r.servable)
+					return
+				}
+				check(r.failed <= maxFailed, r.failed <= k.failed, "%d of %d calls failed", r.failed, s.calls)
+				check(r.ratio() <= maxRatio, r.ratio() <= k.ratio, "makespan %v is %.3f times the quota minimum %v", r.makespan, r.ratio(), r.quotaMin)
+			})
+		})
+	}
+	if os.Getenv("STEADY_MATRIX") != "" {
+		fmt.Print(table.String())
+	}
+}
+
+// knownMiss is why a row misses a target, and the looser bounds it is
+// held to instead.
+type knownMiss struct {
+	why      string
+	rejected float64 // share of attempts
+	ratio    float64 // of the quota minimum
+	failed   int
+}
+
+// known returns why a row is expected to miss a target, if it is.
+func known(s scenario) knownMiss {
+	coarse := s.dialect == steadytest.DialectHerokuSeed || s.dialect == steadytest.DialectAnthropic ||
+		s.dialect == steadytest.DialectHerokuDocs || s.dialect == steadytest.DialectIETF
+	switch {
+	case s.procs > 1 && s.algo == steadytest.TokenBucket:
+		return knownMiss{why: "uncoordinated processes on a bucket pace their shares evenly once they see each other, slower than the bucket's first burst allows; their first requests and ramps overlap", rejected: 0.12, ratio: 1.25, failed: s.calls / 40}
+	case s.procs > 1:
+		return knownMiss{why: "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap, and a call whose retries meet 429s again may spend the retry budget", rejected: 0.20, ratio: 1.15, failed: s.calls / 40}
+	case coarse && s.window == time.Second && s.algo != steadytest.TokenBucket:
+		return knownMiss{why: "resets in whole seconds: in a one-second window each refill is read up to a second late", ratio: 1.85}
+	case coarse && s.window == 10*time.Second && s.algo == steadytest.SlidingWindow:
+		return knownMiss{why: "resets in whole seconds: each refill of a sliding window is read up to a second late", ratio: 1.10}
+	case s.algo == steadytest.TokenBucket && s.window == time.Second:
+		return knownMiss{why: "a one-second bucket is nearly empty before its kind shows in the headers: the batch waits for its reset once", ratio: 1.6}
+	}
+	return knownMiss{}
+}
