@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -124,4 +125,37 @@ func (failingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.Body.Close()
 	}
 	return &http.Response{StatusCode: 503, Header: http.Header{}, Body: http.NoBody, Request: req}, nil
+}
+
+// BenchmarkNewPartition sends every request to a partition not seen before
+// (a new model), with the partition table already full: the cost of
+// making one and dropping another, at several caps.
+func BenchmarkNewPartition(b *testing.B) {
+	for _, cap := range []int{1024, 10_000, 100_000} {
+		b.Run(strconv.Itoa(cap), func(b *testing.B) {
+			st := steady.New(steady.Config{Base: newBase(), Pacing: steady.PacingConfig{MaxPartitions: cap}})
+			body := func(i int) []byte {
+				return []byte(`{"model":"m-` + strconv.Itoa(i) + `","messages":[{"role":"user","content":"hi"}]}`)
+			}
+			send := func(b *testing.B, i int) {
+				req, _ := http.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", bytes.NewReader(body(i)))
+				req.Header.Set("Authorization", "Bearer sk-bench")
+				resp, err := st.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+			for i := range cap {
+				send(b, i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := cap
+			for b.Loop() {
+				send(b, i)
+				i++
+			}
+		})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"hash/fnv"
 	"io"
 	"math/bits"
 	"net/http"
@@ -312,6 +313,17 @@ func (s *reqScanner) model() string {
 		return ""
 	}
 	return boundModel(s.modelBuf[:min(s.modelLen, maxModel)], s.modelLen, s.modelHash)
+}
+
+// boundLabel bounds a partition key returned by PacingConfig.Key as model
+// names are bounded.
+func boundLabel(key string) string {
+	if len(key) <= maxModel && printableName([]byte(key)) {
+		return key
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return boundModel([]byte(key[:min(len(key), maxModel)]), len(key), h.Sum64())
 }
 
 // boundModel returns a model name of total bytes whose first bytes are

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -128,7 +127,6 @@ const rampDone = 64
 // must not hold the partition forever.
 const coldStartWait = 30 * time.Second
 
-
 // ErrWaitTooLong is matched, with errors.Is, by the error of a request whose
 // pacing wait would exceed [PacingConfig.MaxWait].
 var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
@@ -178,9 +176,7 @@ type pacer struct {
 	breakerState func(upstream string) BreakerState
 	seed         maphash.Seed
 
-	mu      sync.RWMutex
-	parts   map[uint64]*partition // guarded by mu
-	inserts int                   // partitions made; guarded by mu
+	parts *table[*partition]
 }
 
 // newPacer returns a pacer. emit delivers events (never call it under a
@@ -196,7 +192,6 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 		emit:         emit,
 		breakerState: breakerState,
 		seed:         maphash.MakeSeed(),
-		parts:        make(map[uint64]*partition),
 	}
 	switch {
 	case p.headroom == 0 || math.IsNaN(p.headroom):
@@ -212,6 +207,7 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	if p.idle < 0 {
 		p.idle = 100 * 365 * 24 * time.Hour // never, without overflowing a time
 	}
+	p.parts = newTable[*partition](p.maxParts, p.idle)
 	if p.emit == nil {
 		p.emit = func(Event) {}
 	}
@@ -234,7 +230,7 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	}
 	model, est := inspectRequest(req, p.cfg.Estimator)
 	now := time.Now()
-	pt := p.partitionFor(req, []byte(model), now)
+	pt := p.partitionFor(req, model, now)
 	pm, err := pt.acquire(ctx, p, req, est, o, now)
 	if err != nil {
 		pt.release()
@@ -771,12 +767,8 @@ func (t *Transport) Snapshot() []PartitionSnapshot {
 }
 
 func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
-	p.mu.RLock()
-	parts := make([]*partition, 0, len(p.parts))
-	for _, pt := range p.parts {
-		parts = append(parts, pt)
-	}
-	p.mu.RUnlock()
+	parts := make([]*partition, 0, p.parts.len())
+	p.parts.each(func(pt *partition) { parts = append(parts, pt) })
 	out := make([]PartitionSnapshot, 0, len(parts))
 	for _, pt := range parts {
 		s := PartitionSnapshot{Key: pt.label, Upstream: pt.upstream, Model: pt.model}

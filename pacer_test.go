@@ -621,10 +621,8 @@ func TestMaxPartitions(t *testing.T) {
 			}
 			pm.settle(nil, nil)
 		}
-		p.mu.RLock()
-		n := len(p.parts)
-		_, kept := p.parts[busy.pt.key]
-		p.mu.RUnlock()
+		n := p.parts.len()
+		_, kept := p.parts.get(busy.pt.key)
 		if n > 8 {
 			t.Errorf("%d partitions kept, want at most 8", n)
 		}

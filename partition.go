@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -340,17 +339,11 @@ const maxDuration = time.Duration(math.MaxInt64)
 // partition holds the pacing state of one key: upstream host, credential
 // fingerprint and model, or a user key.
 type partition struct {
-	key      uint64
-	label    string
-	upstream string // scheme://host, for the breaker state
-	host     string
-	model    string
-
-	// users counts acquires in progress and permits not yet settled; a
-	// partition with users is never dropped. lastUsed is in Unix
-	// nanoseconds. Both are written under pacer.mu's read lock.
-	users    atomic.Int32
-	lastUsed atomic.Int64
+	entrySlot // key, users and last use, kept by the pacer's table
+	label     string
+	upstream  string // scheme://host, for the breaker state
+	host      string
+	model     string
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -423,53 +416,30 @@ func requestHost(req *http.Request) string {
 
 // partitionFor returns req's partition, creating it if needed, with one
 // user counted for the caller.
-func (p *pacer) partitionFor(req *http.Request, model []byte, now time.Time) *partition {
+func (p *pacer) partitionFor(req *http.Request, model string, now time.Time) *partition {
 	host := requestHost(req)
 	var userKey string
 	var h maphash.Hash
 	h.SetSeed(p.seed)
 	if p.cfg.Key != nil {
-		userKey = p.cfg.Key(req, string(model))
+		userKey = boundLabel(p.cfg.Key(req, model))
 		h.WriteString(userKey)
 	} else {
 		h.WriteString(host)
 		h.WriteByte(0)
 		h.WriteString(credential(req.Header))
 		h.WriteByte(0)
-		h.Write(model)
+		h.WriteString(model)
 	}
 	key := h.Sum64()
 
-	p.mu.RLock()
-	pt := p.parts[key]
-	if pt != nil {
-		pt.users.Add(1)
-		pt.lastUsed.Store(now.UnixNano())
-	}
-	p.mu.RUnlock()
-	if pt != nil {
-		return pt
-	}
-
-	pt = p.newPartition(req, host, model, userKey, key, now)
-	p.mu.Lock()
-	if old := p.parts[key]; old != nil {
-		pt = old // another goroutine made it first
-	} else {
-		p.inserts++
-		if len(p.parts) >= p.maxParts || p.inserts%sweepEvery == 0 {
-			p.evictLocked(now)
-		}
-		p.parts[key] = pt
-	}
-	pt.users.Add(1)
-	pt.lastUsed.Store(now.UnixNano())
-	p.mu.Unlock()
-	return pt
+	return p.parts.acquire(key, now, func() *partition {
+		return p.newPartition(req, host, model, userKey, now)
+	})
 }
 
-func (p *pacer) newPartition(req *http.Request, host string, model []byte, userKey string, key uint64, now time.Time) *partition {
-	pt := &partition{key: key, host: host, model: string(model)}
+func (p *pacer) newPartition(req *http.Request, host string, model string, userKey string, now time.Time) *partition {
+	pt := &partition{host: host, model: model}
 	scheme := "https"
 	if req.URL != nil && req.URL.Scheme != "" {
 		scheme = req.URL.Scheme
@@ -502,34 +472,6 @@ func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time
 	w := pt.addWindow()
 	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	w.avail = w.capacity(p.headroom)
-}
-
-// sweepEvery is how many new partitions are made between two sweeps of
-// the idle ones when the map is not full.
-const sweepEvery = 256
-
-// evictLocked drops idle partitions: every one unused for IdleTimeout, and
-// if the map is still full, the least recently used one. Partitions with
-// requests in flight or waiting are kept. p.mu is held for writing.
-func (p *pacer) evictLocked(now time.Time) {
-	cutoff := now.Add(-p.idle).UnixNano()
-	var lru *partition
-	for k, pt := range p.parts {
-		if pt.users.Load() != 0 {
-			continue
-		}
-		last := pt.lastUsed.Load()
-		if last <= cutoff {
-			delete(p.parts, k)
-			continue
-		}
-		if lru == nil || last < lru.lastUsed.Load() {
-			lru = pt
-		}
-	}
-	if len(p.parts) >= p.maxParts && lru != nil {
-		delete(p.parts, lru.key)
-	}
 }
 
 // release gives back the user a partitionFor call counted.
