@@ -34,9 +34,10 @@ const (
 	EventRejected
 	// EventAttempt reports one upstream attempt that finished: Status is
 	// its response's (0 when it failed with Err), Duration how long the
-	// attempt took, Attempt its number; Reason is "half-open probe" for a
-	// circuit breaker's probe. It is delivered only to observers
-	// ([Transport.Observe]) and OnEvent, and logged at Debug level.
+	// attempt took, Attempt its number, Partition its pacing partition and
+	// Wait how long it waited to be admitted (pacing, and the breaker);
+	// Reason is "half-open probe" for a circuit breaker's probe. It is
+	// logged at Debug level.
 	EventAttempt
 )
 

@@ -283,6 +283,7 @@ func (c *call) prepare(a admission) (*http.Request, error) {
 type admission struct {
 	pm   *permit
 	slot breakerSlot
+	wait time.Duration // how long admission took, when observed
 }
 
 // admit waits until r may be sent: the circuit must let it through, and
@@ -291,6 +292,17 @@ type admission struct {
 // meanwhile. A half-open probe goes ahead of the pacing queue. On error, r
 // is closed and nothing is held.
 func (c *call) admit() (admission, error) {
+	if !c.t.observed() {
+		return c.admitNow()
+	}
+	start := time.Now()
+	a, err := c.admitNow()
+	a.wait = time.Since(start)
+	return a, err
+}
+
+// admitNow is admit, unobserved.
+func (c *call) admitNow() (admission, error) {
 	r := c.req
 	for {
 		v := c.br.look()
@@ -414,6 +426,10 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		}
 		if a.slot.probe {
 			ev.Reason = "half-open probe"
+		}
+		ev.Wait = a.wait
+		if a.pm != nil {
+			ev.Partition = a.pm.pt.label
 		}
 		c.t.emit(ev)
 	}
