@@ -74,6 +74,7 @@ type window struct {
 	stated    bool          // period stated by the headers or configured
 	smooth    bool          // a bucket paced evenly with a burst of the headroom
 	coarse    bool          // resets announced in whole seconds
+	wholeRun  uint8         // whole-second resets in a row, up to 8
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
 
 	// The plan. avail is what this process may still use at time at (less
@@ -859,8 +860,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		return
 	}
 	sentBy := pm.sent.of(w.unit)
-	if untilReset > 0 && (a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0) {
-		w.coarse = true
+	if untilReset > 0 {
+		// Resets in whole seconds, time after time (one can be by
+		// chance), are rounded: up to a second late.
+		if a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0 {
+			w.wholeRun = min(w.wholeRun+1, 8)
+		} else {
+			w.wholeRun = 0
+		}
+		w.coarse = w.wholeRun >= 8
 	}
 	if a.Remaining >= 0 && untilReset >= 0 {
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
