@@ -371,10 +371,9 @@ type partition struct {
 	deadlined int       // waiters with a deadline
 	replanned time.Time // when the queue was last re-planned
 	// Cumulative costs of every permit sent, the costs in flight, and the
-	// sequence number of the newest permit whose response updated the
-	// windows.
-	sent, flying  costs
-	seq, observed uint64
+	// sequence number of the newest permit.
+	sent, flying costs
+	seq          uint64
 	// Permits in flight, oldest first, and the first permit sent at the
 	// latest moment with the cumulative cost sent before it.
 	flyHead, flyTail *permit
@@ -801,9 +800,9 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 func (w *window) shared() bool { return w.share < 1 }
 
 // observeLocked applies one announced window, seen in the response to pm
-// at now. fresh is false for a response older than one already applied:
-// what it says remains is stale, and only its quota is used.
-func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time, fresh bool) {
+// at now. A response older than the newest applied (see below) only
+// updates the quota and what is in doubt.
+func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time) {
 	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
 		return // nothing to pace by
 	}
@@ -842,7 +841,6 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// A response of a later moment is newer than all of them.
 	newer := w.obsRem < 0 || pm.baseSeq > w.obsBase ||
 		(pm.baseSeq == w.obsBase && a.Remaining >= 0 && a.Remaining < w.obsRem)
-	_ = fresh
 	if !newer {
 		// An older response: what it says is older than what is known,
 		// but its answer tells that fewer of the requests sent around
