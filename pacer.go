@@ -646,12 +646,8 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		if len(rl.Windows) > 0 || status < 400 {
 			pt.known = true
 		}
-		fresh := pm.seq > pt.observed
-		if fresh {
-			pt.observed = pm.seq
-		}
 		for _, w := range rl.Windows {
-			pt.observeLocked(p, pm, w, now, fresh)
+			pt.observeLocked(p, pm, w, now)
 		}
 		if status < 400 {
 			pt.ok.add(now)

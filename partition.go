@@ -73,6 +73,7 @@ type window struct {
 	stated    bool          // period stated by the headers or configured
 	smooth    bool          // a bucket paced evenly with a burst of the headroom
 	coarse    bool          // resets announced in whole seconds
+	wholeRun  uint8         // whole-second resets in a row, up to 8
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
 
 	// The plan. avail is what this process may still use at time at (less
@@ -363,10 +364,9 @@ type partition struct {
 	deadlined int       // waiters with a deadline
 	replanned time.Time // when the queue was last re-planned
 	// Cumulative costs of every permit sent, the costs in flight, and the
-	// sequence number of the newest permit whose response updated the
-	// windows.
-	sent, flying  costs
-	seq, observed uint64
+	// sequence number of the newest permit.
+	sent, flying costs
+	seq          uint64
 	// Permits in flight, oldest first, and the first permit sent at the
 	// latest moment with the cumulative cost sent before it.
 	flyHead, flyTail *permit
@@ -742,9 +742,9 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 func (w *window) shared() bool { return w.share < 1 }
 
 // observeLocked applies one announced window, seen in the response to pm
-// at now. fresh is false for a response older than one already applied:
-// what it says remains is stale, and only its quota is used.
-func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time, fresh bool) {
+// at now. A response older than the newest applied (see below) only
+// updates the quota and what is in doubt.
+func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time) {
 	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
 		return // nothing to pace by
 	}
@@ -783,7 +783,6 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// A response of a later moment is newer than all of them.
 	newer := w.obsRem < 0 || pm.baseSeq > w.obsBase ||
 		(pm.baseSeq == w.obsBase && a.Remaining >= 0 && a.Remaining < w.obsRem)
-	_ = fresh
 	if !newer {
 		// An older response: what it says is older than what is known,
 		// but its answer tells that fewer of the requests sent around
@@ -801,8 +800,15 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		return
 	}
 	sentBy := pm.sent.of(w.unit)
-	if untilReset > 0 && (a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0) {
-		w.coarse = true
+	if untilReset > 0 {
+		// Resets in whole seconds, time after time (one can be by
+		// chance), are rounded: up to a second late.
+		if a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0 {
+			w.wholeRun = min(w.wholeRun+1, 8)
+		} else {
+			w.wholeRun = 0
+		}
+		w.coarse = w.wholeRun >= 8
 	}
 	if a.Remaining >= 0 && untilReset >= 0 {
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
