@@ -57,13 +57,21 @@ func (tl *timeline) count(what string, from, to time.Time) int {
 }
 
 // afterFirst returns the marks after the first one of what, and whether
-// there is one.
+// there is one. Marks at the same instant are concurrent with it, not
+// after it (an attempt admitted as another's failure trips the circuit),
+// and are left out.
 func (tl *timeline) afterFirst(what string) ([]mark, bool) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	for i, m := range tl.marks {
 		if m.what == what {
-			return append([]mark(nil), tl.marks[i+1:]...), true
+			var after []mark
+			for _, n := range tl.marks[i+1:] {
+				if n.at.After(m.at) {
+					after = append(after, n)
+				}
+			}
+			return after, true
 		}
 	}
 	return nil, false
