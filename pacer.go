@@ -258,6 +258,8 @@ type waiter struct {
 	// time (sweptAt) being past its deadline.
 	swept   bool
 	sweptAt time.Time
+	// granted is its permit when the request before it admitted it.
+	granted *permit
 }
 
 // queue is a partition's waiting requests, first come first served.
@@ -387,6 +389,16 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		err := waitTurn(ctx, o.stop, w.wake, d)
 		pt.mu.Lock()
 		now = time.Now()
+		if pm := w.granted; pm != nil {
+			// Admitted by the request before it.
+			pt.mu.Unlock()
+			if err != nil {
+				pm.cancel()
+				return nil, err
+			}
+			pt.paced(p, req, start, now)
+			return pm, nil
+		}
 		if w.swept {
 			// A re-plan found its time past its deadline and took it out
 			// of the queue.
@@ -458,10 +470,29 @@ func (pt *partition) leaveLocked(w *waiter) {
 	}
 }
 
-// admitLocked sends a request now: it takes its cost, leaves the queue
-// (w, if it waited in it) and wakes the next head, which may go too. It
-// returns the permit with pt.mu released.
+// admitLocked sends a request now: it takes its cost and leaves the queue
+// (w, if it waited in it). Waiters behind it that may go now too are
+// admitted with it, handed their permits directly (one goroutine admits a
+// run of requests, instead of each waking the next in turn), and the next
+// head is woken. It returns the permit with pt.mu released.
 func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate, start, now time.Time, w *waiter) *permit {
+	pm := pt.permitLocked(p, est, now)
+	if w != nil {
+		pt.q.remove(w)
+		pt.queued.sub(w.est)
+		if !w.deadline.IsZero() {
+			pt.deadlined--
+		}
+		pt.grantLocked(p, now)
+		pt.wakeHeadLocked()
+	}
+	pt.mu.Unlock()
+	pt.paced(p, req, start, now)
+	return pm
+}
+
+// permitLocked takes est's cost now and returns its permit, in flight.
+func (pt *partition) permitLocked(p *pacer, est TokenEstimate, now time.Time) *permit {
 	pt.takeLocked(now, est)
 	pt.coldSince = time.Time{}
 	pm := &permit{pt: pt, p: p, seq: pt.seq, sent: pt.sent, sentAt: now, est: est, baseSeq: pt.instSeq, baseSent: pt.instSent}
@@ -472,10 +503,31 @@ func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate,
 		pt.flyHead = pm
 	}
 	pt.flyTail = pm
-	if w != nil {
-		pt.leaveLocked(w)
+	return pm
+}
+
+// grantLocked admits, in queue order, the waiters that may go now, and
+// hands each its permit.
+func (pt *partition) grantLocked(p *pacer, now time.Time) {
+	for h := pt.q.head; h != nil; h = pt.q.head {
+		if !pt.coldOKLocked(p, now) || pt.readyAtLocked(p, now, costs{}, h.est, false).After(now) {
+			return
+		}
+		h.granted = pt.permitLocked(p, h.est, now)
+		pt.q.remove(h)
+		pt.queued.sub(h.est)
+		if !h.deadline.IsZero() {
+			pt.deadlined--
+		}
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
 	}
-	pt.mu.Unlock()
+}
+
+// paced reports the wait of a request admitted at now, if it waited.
+func (pt *partition) paced(p *pacer, req *http.Request, start, now time.Time) {
 	if waited := now.Sub(start); waited > 0 {
 		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: waited}
 		if req != nil && req.URL != nil {
@@ -483,7 +535,6 @@ func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate,
 		}
 		p.emit(ev)
 	}
-	return pm
 }
 
 // refuseLocked returns, with pt.mu released and w out of the queue, the
