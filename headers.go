@@ -74,11 +74,11 @@ type RateLimits struct {
 	HasRetryAfter bool
 }
 
-// MaxHint bounds every wait and reset read from a server. A longer
-// Retry-After, or a reset further ahead, is clamped to MaxHint: it still
+// maxHint bounds every wait and reset read from a server. A longer
+// Retry-After, or a reset further ahead, is clamped to maxHint: it still
 // reads as very long (so that a caller comparing it with its own cap gives
 // up), but no arithmetic on it can overflow.
-const MaxHint = 365 * 24 * time.Hour
+const maxHint = 365 * 24 * time.Hour
 
 // ParseRateLimits reads every rate-limit dialect in h: OpenAI and Groq
 // (x-ratelimit-{limit,remaining,reset}-{requests,tokens}, Go-style duration
@@ -102,7 +102,7 @@ const MaxHint = 365 * 24 * time.Hour
 // when the response has a readable Date header more than 2 s away from the
 // local clock, a reset is now plus its distance from Date, so a skewed
 // client clock does not shift it. A reset
-// in the past reads as now; one beyond [MaxHint] is clamped.
+// in the past reads as now; one beyond maxHint (a year) is clamped.
 //
 // Header names are matched case-insensitively. A value that cannot be read
 // (garbage, negative, NaN) is ignored; a window with no readable value is
@@ -138,7 +138,7 @@ func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
 // seconds, float seconds, or an HTTP-date in any of the three formats of
 // RFC 9110. An HTTP-date is read against the response's Date header when it
 // has one (else against now); a date in the past gives 0. A hint beyond
-// [MaxHint] is clamped to it. A source that cannot be read is skipped; ok is
+// maxHint (a year) is clamped to it. A source that cannot be read is skipped; ok is
 // false when no source is readable.
 func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	var s headerScan
@@ -586,7 +586,7 @@ func (s *headerScan) serverNow(now time.Time) time.Time {
 const maxSkew = 2 * time.Second
 
 // untilAbs gives how long from the server's now the absolute time t is,
-// clamped to [0, MaxHint].
+// clamped to [0, maxHint].
 func (s *headerScan) untilAbs(t time.Time, now time.Time) time.Duration {
 	return clampHint(t.Sub(s.serverNow(now)))
 }
@@ -1129,32 +1129,32 @@ func clampCount(f float64) int64 {
 	return int64(f)
 }
 
-// secondsDuration converts seconds to a Duration clamped to [0, MaxHint];
+// secondsDuration converts seconds to a Duration clamped to [0, maxHint];
 // NaN reads as 0.
 func secondsDuration(sec float64) time.Duration {
 	if !(sec > 0) {
 		return 0
 	}
-	if sec >= MaxHint.Seconds() {
-		return MaxHint
+	if sec >= maxHint.Seconds() {
+		return maxHint
 	}
 	return time.Duration(sec*1e9 + 0.5)
 }
 
-// clampHint clamps d to [0, MaxHint].
+// clampHint clamps d to [0, maxHint].
 func clampHint(d time.Duration) time.Duration {
 	if d < 0 {
 		return 0
 	}
-	if d > MaxHint {
-		return MaxHint
+	if d > maxHint {
+		return maxHint
 	}
 	return d
 }
 
 // parseGoDuration reads a duration the way Go prints them ("1s", "6m0s",
 // "20ms", "2m59.56s", "1h2m3.5s"), without a sign. It is clamped to
-// MaxHint.
+// maxHint.
 func parseGoDuration(s string) (time.Duration, bool) {
 	if s == "" || len(s) > 64 {
 		return 0, false

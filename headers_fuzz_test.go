@@ -84,7 +84,7 @@ func FuzzParseRateLimits(f *testing.F) {
 
 func checkRateLimits(t *testing.T, rl RateLimits) {
 	t.Helper()
-	if rl.RetryAfter < 0 || rl.RetryAfter > MaxHint || (!rl.HasRetryAfter && rl.RetryAfter != 0) {
+	if rl.RetryAfter < 0 || rl.RetryAfter > maxHint || (!rl.HasRetryAfter && rl.RetryAfter != 0) {
 		t.Fatalf("retry after %v (%v)", rl.RetryAfter, rl.HasRetryAfter)
 	}
 	if len(rl.Windows) > maxSlots+maxIETF {
@@ -97,10 +97,10 @@ func checkRateLimits(t *testing.T, rl RateLimits) {
 		if w.Limit < -1 || w.Remaining < -1 || w.Limit > maxCount || w.Remaining > maxCount {
 			t.Fatalf("counts %+v", w)
 		}
-		if !w.Reset.IsZero() && (w.Reset.Before(fuzzNow) || w.Reset.After(fuzzNow.Add(MaxHint))) {
+		if !w.Reset.IsZero() && (w.Reset.Before(fuzzNow) || w.Reset.After(fuzzNow.Add(maxHint))) {
 			t.Fatalf("reset %v", w.Reset)
 		}
-		if w.Period < 0 || w.Period > MaxHint {
+		if w.Period < 0 || w.Period > maxHint {
 			t.Fatalf("period %v", w.Period)
 		}
 		if strings.ContainsFunc(w.Name, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
@@ -126,7 +126,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 			h["Date"] = []string{date}
 		}
 		d, ok := ParseRetryAfter(h, fuzzNow)
-		if d < 0 || d > MaxHint || (!ok && d != 0) {
+		if d < 0 || d > maxHint || (!ok && d != 0) {
 			t.Fatalf("%q: %v, %v", value, d, ok)
 		}
 		if rl := ParseRateLimits(h, fuzzNow); rl.RetryAfter != d || rl.HasRetryAfter != ok {
@@ -175,7 +175,7 @@ func FuzzClassifyBody(f *testing.F) {
 		if len(fl.Message) > maxMessage || len(fl.RequestID) > maxRequestID || len(fl.Type) > maxRequestID || len(fl.Code) > maxRequestID {
 			t.Fatalf("too long: %+v", fl)
 		}
-		if fl.RetryAfter < 0 || fl.RetryAfter > MaxHint {
+		if fl.RetryAfter < 0 || fl.RetryAfter > maxHint {
 			t.Fatalf("retry after %v", fl.RetryAfter)
 		}
 		_ = fl.String()

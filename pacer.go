@@ -101,10 +101,10 @@ type PacingConfig struct {
 
 // Defaults for [PacingConfig] fields left zero.
 const (
-	DefaultHeadroom      = 0.02             // PacingConfig.Headroom
-	DefaultMaxPartitions = 1024             // PacingConfig.MaxPartitions
-	DefaultIdleTimeout   = 10 * time.Minute // PacingConfig.IdleTimeout
-	DefaultColdStart     = 4                // PacingConfig.ColdStart
+	defaultHeadroom      = 0.02             // PacingConfig.Headroom
+	defaultMaxPartitions = 1024             // PacingConfig.MaxPartitions
+	defaultIdleTimeout   = 10 * time.Minute // PacingConfig.IdleTimeout
+	defaultColdStart     = 4                // PacingConfig.ColdStart
 )
 
 // defaultCooldown is how long a partition pauses after a 429 that carries
@@ -147,7 +147,11 @@ type WaitError struct {
 
 // Error describes the refused wait.
 func (e *WaitError) Error() string {
-	return fmt.Sprintf("steady: pacing would wait %v in partition %q: %v", e.Wait, e.Partition, e.Err)
+	why := "past the deadline"
+	if e.Err == ErrWaitTooLong {
+		why = "beyond PacingConfig.MaxWait"
+	}
+	return fmt.Sprintf("steady: pacing wait of %v in partition %q is %s", e.Wait, e.Partition, why)
 }
 
 // Unwrap returns context.DeadlineExceeded or ErrWaitTooLong.
@@ -185,9 +189,9 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	p := &pacer{
 		cfg:          cfg,
 		headroom:     cfg.Headroom,
-		coldStart:    cmp.Or(cfg.ColdStart, DefaultColdStart),
-		maxParts:     cmp.Or(cfg.MaxPartitions, DefaultMaxPartitions),
-		idle:         cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout),
+		coldStart:    cmp.Or(cfg.ColdStart, defaultColdStart),
+		maxParts:     cmp.Or(cfg.MaxPartitions, defaultMaxPartitions),
+		idle:         cmp.Or(cfg.IdleTimeout, defaultIdleTimeout),
 		maxWait:      max(cfg.MaxWait, 0),
 		emit:         emit,
 		breakerState: breakerState,
@@ -195,7 +199,7 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 	}
 	switch {
 	case p.headroom == 0 || math.IsNaN(p.headroom):
-		p.headroom = DefaultHeadroom
+		p.headroom = defaultHeadroom
 	case p.headroom < 0:
 		p.headroom = 0
 	case p.headroom > 0.5:
@@ -721,7 +725,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
 		var until time.Time
 		if rl.HasRetryAfter {
-			hint := min(max(rl.RetryAfter, 0), MaxHint)
+			hint := min(max(rl.RetryAfter, 0), maxHint)
 			until = now.Add(hint)
 			if hint > maxHintWait {
 				if until.After(pt.hintUntil) {

@@ -446,8 +446,8 @@ func TestColdStartBoundsInFlight(t *testing.T) {
 		n := len(permits)
 		first := permits[0]
 		mu.Unlock()
-		if n != DefaultColdStart {
-			t.Fatalf("%d requests out before any response, want %d", n, DefaultColdStart)
+		if n != defaultColdStart {
+			t.Fatalf("%d requests out before any response, want %d", n, defaultColdStart)
 		}
 		s := p.snapshot(time.Now())
 		if len(s) != 1 || s[0].Known || s[0].InFlight != 4 || s[0].Waiting != 6 {
@@ -1032,7 +1032,7 @@ func TestHugeHint(t *testing.T) {
 // for every numeric pacing field.
 func TestConfigRule(t *testing.T) {
 	zero := newPacer(PacingConfig{}, nil, nil)
-	if zero.headroom != DefaultHeadroom || zero.coldStart != DefaultColdStart || zero.maxParts != DefaultMaxPartitions || zero.idle != DefaultIdleTimeout || zero.maxWait != 0 {
+	if zero.headroom != defaultHeadroom || zero.coldStart != defaultColdStart || zero.maxParts != defaultMaxPartitions || zero.idle != defaultIdleTimeout || zero.maxWait != 0 {
 		t.Errorf("zero config: %+v", zero)
 	}
 	none := newPacer(PacingConfig{Headroom: -1, ColdStart: -1, MaxPartitions: -1, IdleTimeout: -1, MaxWait: -1}, nil, nil)

@@ -199,7 +199,7 @@ func storeObservation(rl RateLimits, now time.Time) *StoreObservation {
 		}
 		reset := time.Duration(-1)
 		if !w.Reset.IsZero() {
-			reset = min(max(w.Reset.Sub(now), 0), MaxHint)
+			reset = min(max(w.Reset.Sub(now), 0), maxHint)
 		}
 		o.Windows = append(o.Windows, StoreObservedWindow{ID: StoreWindowID(w.Unit, w.Name),
 			Limit: w.Limit, Remaining: w.Remaining, Reset: reset, Period: max(w.Period, 0), Issued: -1})
@@ -223,7 +223,7 @@ func (o *StoreObservation) rateLimits(now time.Time) RateLimits {
 		}
 		w := Window{Unit: u, Name: name, Limit: max(sw.Limit, -1), Remaining: max(sw.Remaining, -1), Period: max(sw.Period, 0)}
 		if sw.Reset >= 0 {
-			w.Reset = now.Add(min(sw.Reset, MaxHint))
+			w.Reset = now.Add(min(sw.Reset, maxHint))
 		}
 		rl.Windows = append(rl.Windows, w)
 	}

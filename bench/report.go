@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -210,7 +209,7 @@ func (r Report) Write(w io.Writer) error {
 		}
 	}
 	p("\nFailed calls are counted in the phase in which they ended; the time to fail is that of the calls that began during the outage. ")
-	p("Goodput counts successful calls; steady keeps %.0f%% of every limit unused by default (`PacingConfig.Headroom`). ", 100*steady.DefaultHeadroom)
+	p("Goodput counts successful calls; steady keeps %.0f%% of every limit unused by default (`PacingConfig.Headroom`). ", 100*defaultHeadroom)
 	p("With callers offering more than the limit, calls through steady wait their turn in its pacer instead of in retry loops after 429s, which shows in the latency rows.\n")
 	p("\nThe success-path rows come from `BenchmarkOverhead/<peer>`: one request with a 2 KB chat body through the peer's ")
 	p("`http.RoundTripper` to an in-memory base that answers 200 at once; in brackets under the figure, what the peer adds to the bare base, and the ratio compares those additions. ")

@@ -3,8 +3,6 @@ package bench
 import (
 	"fmt"
 	"time"
-
-	"github.com/steady-go/steady"
 )
 
 // topKind returns the most common reason in why and its count.
@@ -27,7 +25,7 @@ func because(why map[string]int) string {
 func (r Report) mainWorse(s, b Result) []string {
 	var out []string
 	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	headroom := steady.DefaultHeadroom
+	headroom := defaultHeadroom
 	goodput := func(label string, sv, bv float64) {
 		if sv >= bv-0.005 {
 			return
@@ -98,3 +96,7 @@ func failTime(d time.Duration) string {
 	}
 	return fmtDur(d)
 }
+
+// defaultHeadroom is the share of every limit steady keeps unused when
+// PacingConfig.Headroom is zero, as its doc says.
+const defaultHeadroom = 0.02
