@@ -522,18 +522,16 @@ func BenchmarkDiscoverer(b *testing.B) {
 // measured rate. Until the first throttle nothing is paced. It ignores
 // Retry-After.
 type awsAdaptive struct {
-	enabled             bool
-	fill, calc          float64
-	tokens, capacity    float64
-	refilled            time.Time
-	measured, bucket    float64
-	count               float64
-	lastMax             float64
-	lastThrottle        time.Time
-	window              float64
-	started             bool
-	lastMaxInitialized  bool
-	measuredInitialized bool
+	enabled          bool
+	fill, calc       float64
+	tokens, capacity float64
+	refilled         time.Time
+	measured, bucket float64
+	count            float64
+	lastMax          float64
+	lastThrottle     time.Time
+	window           float64
+	started          bool
 }
 
 func (a *awsAdaptive) init(now time.Time) {

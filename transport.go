@@ -170,17 +170,6 @@ func (t *Transport) Middleware(req *http.Request, next option.MiddlewareNext) (*
 	return t.do(req, next)
 }
 
-// positiveOr returns v, or d when v is zero or negative: the rule of every
-// Config field whose zero (and negative) value means its default. Fields
-// where only zero means the default, and a negative value something else,
-// use cmp.Or.
-func positiveOr[T ~int | ~int64 | ~uint32](v, d T) T {
-	if v <= 0 {
-		return d
-	}
-	return v
-}
-
 // maxDrain bounds what is read of a discarded response body.
 const maxDrain = 64 << 10
 
@@ -586,7 +575,7 @@ func (c *call) event(kind EventKind, f Failure, err error) Event {
 // "X-Steady-Give-Up" says why, for [ClassifyResponse].
 func markGiveUp(h http.Header, reason string) {
 	h.Set("X-Should-Retry", "false")
-	h.Set("X-Steady-Give-Up", cmp.Or(printable(reason, maxGiveUpReason), "gave up"))
+	h.Set(giveUpHeader, cmp.Or(printable(reason, maxGiveUpReason), "gave up"))
 }
 
 // maxGiveUpReason bounds the X-Steady-Give-Up header.
