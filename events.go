@@ -38,6 +38,10 @@ const (
 	// circuit breaker's probe. It is delivered only to observers
 	// ([Transport.Observe]) and OnEvent, and logged at Debug level.
 	EventAttempt
+	// EventStore reports the pacing [Store] falling back to local pacing
+	// at this process's share of the limits (Reason "fallback", with Err)
+	// or rejoining the fleet (Reason "rejoined").
+	EventStore
 )
 
 // String returns the kind's name, such as "retry".
@@ -57,6 +61,8 @@ func (k EventKind) String() string {
 		return "rejected"
 	case EventAttempt:
 		return "attempt"
+	case EventStore:
+		return "store"
 	}
 	return "unknown"
 }
@@ -114,6 +120,9 @@ type Event struct {
 // emit delivers ev to OnEvent and Logger. It must never be called with a
 // lock held.
 func (t *Transport) emit(ev Event) {
+	if ev.Kind == EventBreakerState && ev.To == BreakerOpen {
+		t.pacer.storeBreakerOpen(ev.Upstream, ev.Wait) // the fleet's circuit opens too
+	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}

@@ -146,8 +146,8 @@ func (p *pending) add(st steady.StoreSettlement) {
 	copy(c.Windows, o.Windows)
 	for i := range c.Windows {
 		w := &c.Windows[i]
-		if w.Issued > 0 {
-			continue
+		if w.Issued >= 0 {
+			continue // stated by the caller
 		}
 		w.Issued = -1
 		for j, rw := range st.Windows {
