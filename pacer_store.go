@@ -79,10 +79,11 @@ const (
 )
 
 // storeWindowsLocked returns pt's windows with a known quota as the
-// store sees them, with what est costs in each: the fleet's rate (the
-// quota less headroom per period) and a burst of the headroom, so that
-// the fleet is paced evenly and never sends more than the quota in any
-// window's length.
+// store sees them, with what est costs in each: the fleet is paced evenly
+// at the quota less headroom per window length, with a burst of the
+// headroom (or of the request's own cost, if larger), so that it never
+// sends more than the quota in any span of the window's length, whatever
+// kind of window it is.
 func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWindow {
 	var ws []StoreWindow
 	for i := range pt.windows {
@@ -102,7 +103,7 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 			ID:    StoreWindowID(w.unit, name),
 			Cost:  min(cost(w.unit, est), maxCost),
 			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
-			Burst: max(int64(w.headroomUnits(p.headroom)), 1),
+			Burst: max(int64(w.headroomUnits(p.headroom)), min(cost(w.unit, est), maxCost), 1),
 		})
 	}
 	return ws

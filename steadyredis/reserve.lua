@@ -132,7 +132,8 @@ end
 -- for another does not count the request as sent earlier than it is.
 -- A window reserved for the first time starts from the newest reading of
 -- it, when there is one: what the fleet sent before it reserved in the
--- window (its cold start) is in what the reading says remains.
+-- window (its cold start) is in what the reading says remains, and the
+-- rest of the limit is taken as used, given back at the window's rate.
 local function first(id, r, bu)
   local o = redis.call('HMGET', p, 'o', 'ot')
   if not o[1] then return 0 end
@@ -142,7 +143,12 @@ local function first(id, r, bu)
     if w[1] == id and rem >= 0 and iss >= 0 then
       local per = 1000000 / r
       local target = rem - math.max(num(redis.call('HGET', p, 'n:' .. id), 0) - iss, 0)
-      local tmin = ot + (bu - target) * per
+      local lim = w[2]
+      if not lim or lim <= 0 then lim = bu end
+      -- The reservations made before any window was known were sent
+      -- too, though the reading may not count them all yet.
+      local cold = math.min(num(redis.call('HGET', p, 'seq'), 0), lim)
+      local tmin = ot + math.max(lim - target, cold) * per
       if reset >= 0 then tmin = math.min(tmin, ot + bu * per + reset) end
       return tmin
     end

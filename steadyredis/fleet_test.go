@@ -1,0 +1,250 @@
+package steadyredis
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/redis/go-redis/v9"
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// These tests run a fleet of Transports, as separate processes would be,
+// each with a Store of its own on the real Redis, against one simulated
+// provider, through the OpenAI SDK. They run in real time (a Redis
+// connection cannot live in a synctest bubble) with windows of a second or
+// two, so that each takes a few seconds.
+
+// fleetMember is one process of a test fleet.
+type fleetMember struct {
+	t      *steady.Transport
+	store  *Store
+	sdk    openai.Client
+	ok     atomic.Int64
+	failed atomic.Int64
+	events struct {
+		sync.Mutex
+		list []steady.Event
+	}
+}
+
+// fleetOpts set up a test fleet.
+type fleetOpts struct {
+	n          int
+	client     redis.UniversalClient // nil: no store
+	prefix     string
+	middleware bool // steady as SDK middleware rather than the RoundTripper
+	breaker    steady.BreakerConfig
+	storeOpts  []Option
+}
+
+func newFleet(t *testing.T, rt http.RoundTripper, o fleetOpts) []*fleetMember {
+	t.Helper()
+	ms := make([]*fleetMember, o.n)
+	for i := range ms {
+		m := &fleetMember{}
+		cfg := steady.Config{Base: rt, Breaker: o.breaker, OnEvent: func(ev steady.Event) {
+			if ev.Kind == steady.EventStore || ev.Kind == steady.EventBreakerState || ev.Kind == steady.EventRejected {
+				m.events.Lock()
+				m.events.list = append(m.events.list, ev)
+				m.events.Unlock()
+			}
+		}}
+		if o.client != nil {
+			opts := append([]Option{WithPrefix(o.prefix), WithInstanceID("p" + strconv.Itoa(i)), WithFleetHint(o.n)}, o.storeOpts...)
+			m.store = New(o.client, opts...)
+			t.Cleanup(func() { m.store.Close() })
+			cfg.Pacing.Store = m.store
+		}
+		opts := []option.RequestOption{option.WithBaseURL("http://provider.test/v1"), option.WithAPIKey("sk-fleet"), option.WithMaxRetries(0)}
+		if o.middleware {
+			cfg.Base = nil
+			m.t = steady.New(cfg)
+			opts = append(opts, option.WithHTTPClient(&http.Client{Transport: rt}), option.WithMiddleware(m.t.Middleware))
+		} else {
+			m.t = steady.New(cfg)
+			opts = append(opts, option.WithHTTPClient(&http.Client{Transport: m.t}))
+		}
+		m.sdk = openai.NewClient(opts...)
+		ms[i] = m
+	}
+	return ms
+}
+
+// run has callers in every member call the provider in a loop until d
+// passes.
+func runFleet(fleet []*fleetMember, callers int, d time.Duration) {
+	// No deadline: a deadline would fail at once the calls planned
+	// past it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer time.AfterFunc(d, cancel).Stop()
+	var wg sync.WaitGroup
+	for _, m := range fleet {
+		for range callers {
+			wg.Go(func() {
+				for ctx.Err() == nil {
+					_, err := m.sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+						Model:    "steady-test-model",
+						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+					})
+					switch {
+					case err == nil:
+						m.ok.Add(1)
+					case ctx.Err() == nil:
+						m.failed.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+}
+
+func (m *fleetMember) eventsOf(kind steady.EventKind) []steady.Event {
+	m.events.Lock()
+	defer m.events.Unlock()
+	var out []steady.Event
+	for _, ev := range m.events.list {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestFleetSharesQuota runs four Transports on one key at four times the
+// limit, both forms: with the store they meet (almost) no 429, use the
+// limit and share it evenly; the same fleet without the store meets many
+// 429s, which shows that the test can tell.
+func TestFleetSharesQuota(t *testing.T) {
+	c := needRedis(t)
+	const (
+		n      = 4
+		limit  = 40
+		window = 2 * time.Second
+		run    = 6 * time.Second
+	)
+	for _, form := range []string{"roundtripper", "middleware"} {
+		t.Run(form, func(t *testing.T) {
+			prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: window, Latency: 20 * time.Millisecond})
+			fleet := newFleet(t, prov, fleetOpts{n: n, client: c, prefix: testPrefix(t, c), middleware: form == "middleware"})
+			runFleet(fleet, 4, run)
+			st := prov.Stats()
+			var ok, failed int64
+			for _, m := range fleet {
+				ok += m.ok.Load()
+				failed += m.failed.Load()
+				if evs := m.eventsOf(steady.EventStore); len(evs) > 0 {
+					t.Errorf("store events with Redis up: %+v", evs)
+				}
+			}
+			t.Logf("%s: %d attempts, %d 429s, %d ok, %d failed, most in a window %d", form, st.Requests, st.RateLimited, ok, failed, st.MaxRequestsInWindow)
+			if failed != 0 {
+				t.Errorf("%d calls failed", failed)
+			}
+			if st.RateLimited*100 > st.Requests {
+				t.Errorf("%d 429s of %d attempts: more than 1%%", st.RateLimited, st.Requests)
+			}
+			// The whole run holds a few windows; the first is partly
+			// spent learning the limit.
+			if want := int64(float64(limit) * run.Seconds() / window.Seconds() * 0.85); ok < want {
+				t.Errorf("%d calls ok in %v, want at least %d (85%% of the limit)", ok, run, want)
+			}
+			for i, m := range fleet {
+				share := float64(m.ok.Load()) / float64(ok) * n
+				if share < 0.75 || share > 1.25 {
+					t.Errorf("process %d had %.2f of an equal share", i, share)
+				}
+			}
+		})
+	}
+	t.Run("control without store", func(t *testing.T) {
+		prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: window, Latency: 20 * time.Millisecond})
+		fleet := newFleet(t, prov, fleetOpts{n: n})
+		runFleet(fleet, 4, run)
+		st := prov.Stats()
+		t.Logf("without store: %d attempts, %d 429s", st.Requests, st.RateLimited)
+		if st.RateLimited*100 <= st.Requests {
+			t.Errorf("without the store only %d 429s of %d attempts: the fleet test cannot tell", st.RateLimited, st.Requests)
+		}
+	})
+}
+
+// TestFleetRedisUnreachable runs a fleet whose Redis does not answer from
+// the start: no call fails, each process paces at its share of the limit
+// (the fleet hint), and each says so in an EventStore.
+func TestFleetRedisUnreachable(t *testing.T) {
+	needRedis(t) // the tests that need Redis run together
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 50 * time.Millisecond, ContextTimeoutEnabled: true})
+	defer dead.Close()
+	const (
+		n      = 4
+		limit  = 40
+		window = 2 * time.Second
+		run    = 5 * time.Second
+	)
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: window, Latency: 20 * time.Millisecond})
+	fleet := newFleet(t, prov, fleetOpts{n: n, client: dead, prefix: "steadytest:dead:"})
+	runFleet(fleet, 4, run)
+	st := prov.Stats()
+	var ok, failed int64
+	for i, m := range fleet {
+		ok += m.ok.Load()
+		failed += m.failed.Load()
+		evs := m.eventsOf(steady.EventStore)
+		if len(evs) != 1 || evs[0].Reason != "fallback" || evs[0].Err == nil {
+			t.Errorf("process %d: store events %+v, want one fallback with its error", i, evs)
+		}
+	}
+	t.Logf("%d attempts, %d 429s, %d ok, %d failed", st.Requests, st.RateLimited, ok, failed)
+	if failed != 0 {
+		t.Errorf("%d calls failed because Redis is unreachable", failed)
+	}
+	if ok == 0 {
+		t.Error("no call succeeded")
+	}
+	if st.RateLimited*20 > st.Requests {
+		t.Errorf("%d 429s of %d attempts pacing at the fleet hint's share: more than 5%%", st.RateLimited, st.Requests)
+	}
+}
+
+// TestFleetDeadUpstream runs a fleet against a dead upstream: one process's
+// circuit opens the fleet's, so the fleet sends at most about twice what
+// one process alone sends; Hold or not, calls fail with ErrCircuitOpen
+// once it is open.
+func TestFleetDeadUpstream(t *testing.T) {
+	c := needRedis(t)
+	const run = 4 * time.Second
+	br := steady.BreakerConfig{ConsecutiveFailures: 5}
+	alone := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
+	runFleet(newFleet(t, alone, fleetOpts{n: 1, breaker: br}), 2, run)
+	one := alone.Stats().Requests
+
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
+	fleet := newFleet(t, prov, fleetOpts{n: 8, client: c, prefix: testPrefix(t, c), breaker: br})
+	runFleet(fleet, 2, run)
+	all := prov.Stats().Requests
+	fleetRejected := 0
+	for _, m := range fleet {
+		for _, ev := range m.eventsOf(steady.EventRejected) {
+			if errors.Is(ev.Err, steady.ErrCircuitOpen) {
+				fleetRejected++
+			}
+		}
+	}
+	t.Logf("one process alone: %d attempts; fleet of 8: %d attempts, %d rejected by an open circuit", one, all, fleetRejected)
+	if all > 2*one {
+		t.Errorf("the fleet sent %d attempts to a dead upstream, one process %d: more than twice", all, one)
+	}
+	if fleetRejected == 0 {
+		t.Error("no request was rejected by an open circuit")
+	}
+}
