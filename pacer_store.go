@@ -80,10 +80,11 @@ const (
 
 // storeWindowsLocked returns pt's windows with a known quota as the
 // store sees them, with what est costs in each: the fleet is paced evenly
-// at the quota less headroom per window length, with a burst of the
-// headroom (or of the request's own cost, if larger), so that it never
-// sends more than the quota in any span of the window's length, whatever
-// kind of window it is.
+// at the quota less headroom (at least one unit) per window length, with
+// a burst of half the headroom (or of the request's own cost, if larger),
+// so that it never sends more than the quota in any span of the window's
+// length, whatever kind of window it is, even when requests sent in turn
+// reach the server a little out of step.
 func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWindow {
 	var ws []StoreWindow
 	for i := range pt.windows {
@@ -98,12 +99,13 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 		if w.config {
 			name = "config"
 		}
-		q := w.quota() - w.headroomUnits(p.headroom)
+		h := w.headroomUnits(p.headroom)
+		q := w.quota() - max(h, 1)
 		ws = append(ws, StoreWindow{
 			ID:    StoreWindowID(w.unit, name),
 			Cost:  min(cost(w.unit, est), maxCost),
 			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
-			Burst: max(int64(w.headroomUnits(p.headroom)), min(cost(w.unit, est), maxCost), 1),
+			Burst: max(int64(h/2), min(cost(w.unit, est), maxCost), 1),
 		})
 	}
 	return ws
@@ -115,6 +117,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	pt := pm.pt
 	pt.mu.Lock()
 	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est)}
+	known := len(st.windows) > 0
 	seq := pt.fleetSeq
 	pt.mu.Unlock()
 
@@ -146,7 +149,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		p.storeApplyLocked(pt, pm, g, now)
 		// A partition that learned its windows from the fleet's reading
 		// reserves in them at once, rather than send uncounted.
-		if try > 0 || len(r.Windows) > 0 || !g.Shared || g.Refused || g.Breaker != BreakerClosed {
+		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != BreakerClosed {
 			break
 		}
 		ws := pt.storeWindowsLocked(p, pm.est)
@@ -156,9 +159,9 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			st.cold = g.Observed == nil && r.ObservedSeq == 0
 			break
 		}
-		r.Windows, r.ObservedSeq, st.windows = ws, pt.fleetSeq, ws
 		pt.mu.Unlock()
-		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Grant: g})
+		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Windows: st.windows, Grant: g})
+		r.Windows, r.ObservedSeq, st.windows = ws, pt.fleetSeq, ws
 	}
 	st.grant = g
 	pt.mu.Unlock()
@@ -251,6 +254,7 @@ func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status i
 		s.Cooldown = max(pt.cooldown.Sub(now), 0)
 	}
 	pt.mu.Unlock()
+	s.Failed = (resp != nil && status >= 500) || (resp == nil && err != nil && !errors.Is(err, context.Canceled))
 	if st.grant.Breaker == BreakerHalfOpen {
 		switch {
 		case resp != nil && status < 500:

@@ -83,7 +83,8 @@ func sdkChat(ctx context.Context, c openai.Client) error {
 }
 
 // TestStoreReservesEveryAttempt: each attempt is reserved once, in the
-// windows the partition knows (none before its first response), waits the
+// windows the partition knows (none before its first response), waits
+// the
 // store's wait, and is settled with what its response announced, under
 // the grant's Seq.
 func TestStoreReservesEveryAttempt(t *testing.T) {

@@ -89,6 +89,20 @@ if ARGV[3] ~= '' then
   if s.k and redis.call('HGET', brk, 'st') == 'half' then
     redis.call('DEL', brk)
   end
+  -- Failures in a row at the upstream, across the fleet: enough of them
+  -- open its circuit, as one process's breaker would.
+  if s.r then redis.call('HDEL', brk, 'f') end
+  if s.f and s.f > 0 and s.n and s.n > 0 then
+    local f = redis.call('HINCRBY', brk, 'f', s.f)
+    if f >= s.n and not redis.call('HGET', brk, 'st') then
+      local untl = now + s.d
+      redis.call('HSET', brk, 'st', 'open', 'u', fmt(untl))
+      redis.call('HDEL', brk, 'f')
+      expire(brk, untl)
+    else
+      expire(brk, now)
+    end
+  end
   expire(p, latest)
 end
 
