@@ -39,6 +39,10 @@ const (
 	// Reason is "half-open probe" for a circuit breaker's probe. It is
 	// logged at Debug level.
 	EventAttempt
+	// EventStore reports the pacing [Store] falling back to local pacing
+	// at this process's share of the limits (Reason "fallback", with Err)
+	// or rejoining the fleet (Reason "rejoined").
+	EventStore
 )
 
 // String returns the kind's name, such as "retry".
@@ -58,6 +62,8 @@ func (k EventKind) String() string {
 		return "rejected"
 	case EventAttempt:
 		return "attempt"
+	case EventStore:
+		return "store"
 	}
 	return "unknown"
 }
@@ -115,6 +121,9 @@ type Event struct {
 // emit delivers ev to OnEvent and Logger. It must never be called with a
 // lock held.
 func (t *Transport) emit(ev Event) {
+	if ev.Kind == EventBreakerState && ev.To == BreakerOpen {
+		t.pacer.storeBreakerOpen(ev.Upstream, ev.Wait) // the fleet's circuit opens too
+	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}

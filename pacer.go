@@ -181,6 +181,12 @@ type pacer struct {
 	seed         maphash.Seed
 
 	parts *table[*partition]
+
+	// With a Store: noBreaker ignores the fleet's circuit (this
+	// Transport has none); storeState is storeShared or storeLocal after
+	// the first grant.
+	noBreaker  bool
+	storeState atomic.Int32
 }
 
 // newPacer returns a pacer. emit delivers events (never call it under a
@@ -239,6 +245,11 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	if err != nil {
 		pt.release()
 		return nil, err
+	}
+	if p.cfg.Store != nil {
+		if err := p.storeAcquire(ctx, req, pm, o, now); err != nil {
+			return nil, err
+		}
 	}
 	return pm, nil
 }
@@ -604,6 +615,9 @@ type permit struct {
 	pt   *partition
 	p    *pacer
 	done atomic.Bool
+	// stored: the permit holds a reservation in the pacer's Store, kept
+	// in its partition's turns.
+	stored bool
 	// The partition's sequence number and cumulative sent costs right
 	// after this permit was sent, when, and its cost.
 	seq    uint64
@@ -652,6 +666,9 @@ func (pm *permit) settle(resp *http.Response, err error) {
 		rl = appendRateLimits(buf[:0], resp.Header, now)
 	}
 	pm.finish(resp != nil, status, rl, now)
+	if pm.stored {
+		pm.p.storeSettle(pm, resp, err, status, rl, now)
+	}
 }
 
 // cancel gives the admission back unused: the request was not sent.
@@ -670,6 +687,9 @@ func (pm *permit) cancel() {
 	pt.wakeHeadLocked()
 	pt.mu.Unlock()
 	pt.release()
+	if pm.stored {
+		p.storeCancel(pm)
+	}
 }
 
 // finish is settle after the headers are read: status is the response's

@@ -380,6 +380,12 @@ type partition struct {
 	okTotal, okAtLimited int64
 	last429, raised      time.Time
 	limitedSince         time.Time
+	// With a Store: the Seq of the newest fleet reading applied, and
+	// whether the store's last grant was shared (the fleet is paced by
+	// it, not by a share guessed from the headers).
+	fleetSeq    uint64
+	storeShared bool
+	turns       map[*permit]*storeTurn // permits' reservations in the store
 }
 
 // credential returns the request's credential header value: Authorization,
@@ -553,6 +559,9 @@ func (pt *partition) advanceLocked(p *pacer, now time.Time) {
 // (as a bucket would) rather than at its reset only.
 func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate, optimistic bool) time.Time {
 	t := maxTime(now, pt.cooldown)
+	if pt.storeShared {
+		return t // the store paces the fleet by the windows
+	}
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		n := cost(w.unit, est)
@@ -822,7 +831,9 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		for f := pt.flyHead; f != nil && f.seq < pm.seq; f = f.next {
 			doubt += cost(w.unit, f.est)
 		}
-		w.fleetLocked(a.Limit, a.Remaining, sentBy, doubt, resetAt, now, p.headroom)
+		if !pt.storeShared {
+			w.fleetLocked(a.Limit, a.Remaining, sentBy, doubt, resetAt, now, p.headroom)
+		}
 	}
 	if a.Remaining >= 0 {
 		w.remaining = a.Remaining

@@ -162,6 +162,11 @@ type StoreSettlement struct {
 	// grant with Breaker BreakerHalfOpen) succeeded. Ignored when the
 	// circuit is not half-open.
 	BreakerClosed bool
+	// Failed reports a sent attempt that failed at the upstream (a status
+	// of 500 or more, or a transport error). A store may open the fleet's
+	// circuit after enough failures in a row across the fleet; a sent
+	// attempt that did not fail ends the run.
+	Failed bool
 }
 
 // StoreWindowID returns the name of a window shared through a [Store]:

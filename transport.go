@@ -123,6 +123,7 @@ func New(cfg Config) *Transport {
 	}
 	t.breakers = newBreakers(cfg.Breaker, t.emit)
 	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
+	t.pacer.noBreaker = t.breakers == nil
 	return t
 }
 
@@ -300,6 +301,14 @@ func (c *call) admitNow() (admission, error) {
 			pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{stop: v.opened})
 			if err == errStopped {
 				continue // the circuit opened during the wait
+			}
+			if fo, ok := err.(*fleetOpenError); ok {
+				// Another process of the fleet opened the circuit:
+				// decided as if this one were open.
+				err = c.hold(view{state: BreakerOpen, until: fo.until})
+				if err == nil {
+					continue
+				}
 			}
 			if err != nil {
 				closeFirst(r, c.attempt)

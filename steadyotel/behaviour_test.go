@@ -269,3 +269,32 @@ func TestConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// localStore is a pacing store whose backend never answers: it decides
+// every reservation locally, as a store that fell back does.
+type localStore struct{}
+
+func (localStore) Reserve(context.Context, steady.StoreReservation) (steady.StoreGrant, error) {
+	return steady.StoreGrant{Fleet: 1}, nil
+}
+
+func (localStore) Settle(context.Context, steady.StoreSettlement) {}
+
+// TestStoreFallback: a store that cannot reach its backend is counted once
+// as a fall back, however many requests it then decides alone.
+func TestStoreFallback(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, steadytest.ChatCompletion("Hi"), steadytest.ChatCompletion("Hi"))
+		h := newHarness(t, steady.Config{Pacing: steady.PacingConfig{Store: localStore{}}})
+		c := h.client("middleware", fake)
+		for range 2 {
+			if err := chat(c, context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rm := h.collect(t)
+		if got := sum(t, find(t, rm, "steady.store.fallbacks"), "server.address=api.openai.com"); got != 1 {
+			t.Errorf("store fallbacks = %d, want 1", got)
+		}
+	})
+}

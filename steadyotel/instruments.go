@@ -26,6 +26,7 @@ type instruments struct {
 	breakerChanges  metric.Int64Counter
 	budgetExhausted metric.Int64Counter
 	events          metric.Int64Counter
+	storeFallbacks  metric.Int64Counter
 
 	waiting      metric.Int64ObservableGauge
 	inFlight     metric.Int64ObservableGauge
@@ -63,6 +64,7 @@ func (i *instruments) create(m metric.Meter) error {
 	i.breakerChanges = counter(metricBreakerChanges, unitTransitions, descBreakerChanges)
 	i.budgetExhausted = counter(metricBudgetExhausted, unitRequests, descBudgetExhausted)
 	i.events = counter(metricEvents, unitEvents, descEvents)
+	i.storeFallbacks = counter(metricStoreFallbacks, unitFallbacks, descStoreFallbacks)
 
 	gauge := func(name, unit, desc string) metric.Int64ObservableGauge {
 		g, err := m.Int64ObservableGauge(name, metric.WithUnit(unit), metric.WithDescription(desc))

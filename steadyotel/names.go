@@ -33,6 +33,7 @@ const (
 	metricBreakerChanges  = "steady.breaker.transitions"
 	metricBudgetExhausted = "steady.retry_budget.exhausted"
 	metricEvents          = "steady.events"
+	metricStoreFallbacks  = "steady.store.fallbacks"
 )
 
 // Metric descriptions.
@@ -53,6 +54,7 @@ const (
 	descBreakerChanges  = "Circuit breaker state changes."
 	descBudgetExhausted = "Failed attempts not retried because the retry budget was spent."
 	descEvents          = "Every event steady reports except attempts, by kind: the catch-all that also counts event kinds added later."
+	descStoreFallbacks  = "Times the shared pacing store could not be reached and pacing fell back to this process's share of the limits."
 )
 
 // Metric units, in UCUM with annotations as the conventions write them.
@@ -66,6 +68,7 @@ const (
 	unitTransitions = "{transition}"
 	unitEvents      = "{event}"
 	unitStates      = "{state}"
+	unitFallbacks   = "{fallback}"
 )
 
 // Attribute keys.

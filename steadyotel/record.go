@@ -49,6 +49,10 @@ func (in *Instrumentation) observe(ev steady.Event) {
 		in.inst.pacingWait.Record(ctx, ev.Wait.Seconds(), in.withReason(h, ev, ""))
 	case steady.EventCooldown:
 		in.inst.cooldowns.Add(ctx, 1, in.withReason(h, ev, ""))
+	case steady.EventStore:
+		if ev.Reason == "fallback" {
+			in.inst.storeFallbacks.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(h.attrs...)))
+		}
 	case steady.EventBreakerState:
 		in.inst.breakerChanges.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(append(h.attrs[:len(h.attrs):len(h.attrs)],
 			attribute.String(attrBreakerState, breakerStateName(ev.To)),

@@ -29,7 +29,7 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 		pt.mu.Lock()
 		pend := pt.takeLocked()
 		pt.mu.Unlock()
-		v, err := s.run(ctx, pt.keys, s.args(r, encodeSettle(pend, 0, 0, false)))
+		v, err := s.run(ctx, pt.keys, s.args(r, s.encode(pend, 0, 0, false)))
 		if err != nil && ctx.Err() != nil {
 			s.abort()
 			return steady.StoreGrant{}, ctx.Err()
@@ -70,7 +70,10 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 		pt.settleLocal(st, s.cfg.fleetHint)
 	}
 	closeProbe := st.BreakerClosed && st.Grant.Breaker == steady.BreakerHalfOpen
-	if st.Cooldown <= 0 && st.BreakerOpen <= 0 && !closeProbe {
+	if st.Sent && s.cfg.fleetFailures > 0 {
+		pt.pend.outcome(st.Failed)
+	}
+	if st.Cooldown <= 0 && st.BreakerOpen <= 0 && !closeProbe && !(st.Failed && st.Sent && s.cfg.fleetFailures > 0) {
 		if !pt.pend.empty() && pt.timer == nil {
 			pt.timer = time.AfterFunc(s.cfg.flushDelay, func() { s.flush(pt) })
 		}
@@ -83,7 +86,7 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 		return
 	}
 	// What a response told is shared even when its caller has gone.
-	_, err := s.run(context.WithoutCancel(ctx), pt.keys, s.settleArgs(encodeSettle(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
+	_, err := s.run(context.WithoutCancel(ctx), pt.keys, s.settleArgs(s.encode(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
 	s.end(err, s.cfg.now())
 }
 
@@ -96,7 +99,7 @@ func (s *Store) flush(pt *part) {
 	if pend.empty() || !s.begin(s.cfg.now()) {
 		return
 	}
-	_, err := s.run(context.Background(), pt.keys, s.settleArgs(encodeSettle(pend, 0, 0, false)))
+	_, err := s.run(context.Background(), pt.keys, s.settleArgs(s.encode(pend, 0, 0, false)))
 	s.end(err, s.cfg.now())
 }
 
@@ -113,9 +116,34 @@ func (s *Store) abort() {
 type pending struct {
 	units map[string]int64 // cost to charge (or give back, negative) per window
 	obs   *steady.StoreObservation
+	// The upstream's failures in a row since the last success, and
+	// whether a success ended the fleet's run before them.
+	fails int64
+	ok    bool
+	// threshold and openFor (us) open the fleet's circuit after that
+	// many failures in a row; set when encoding.
+	threshold, openFor int64
 }
 
-func (p *pending) empty() bool { return len(p.units) == 0 && p.obs == nil }
+func (p *pending) empty() bool { return len(p.units) == 0 && p.obs == nil && p.fails == 0 && !p.ok }
+
+// outcome records whether a sent attempt failed at the upstream.
+func (p *pending) outcome(failed bool) {
+	if failed {
+		p.fails++
+	} else {
+		p.ok, p.fails = true, 0
+	}
+}
+
+// encode returns the settlement JSON with the store's fleet breaker
+// settings, or "" when there is nothing.
+func (s *Store) encode(p pending, cool, open time.Duration, closed bool) string {
+	if p.fails > 0 {
+		p.threshold, p.openFor = int64(s.cfg.fleetFailures), micros(s.cfg.fleetOpen)
+	}
+	return encodeSettle(p, cool, open, closed)
+}
 
 // add merges a shared reservation's settlement.
 func (p *pending) add(st steady.StoreSettlement) {
@@ -146,8 +174,8 @@ func (p *pending) add(st steady.StoreSettlement) {
 	copy(c.Windows, o.Windows)
 	for i := range c.Windows {
 		w := &c.Windows[i]
-		if w.Issued > 0 {
-			continue
+		if w.Issued >= 0 {
+			continue // stated by the caller
 		}
 		w.Issued = -1
 		for j, rw := range st.Windows {
@@ -173,6 +201,10 @@ type settleMsg struct {
 	C int64    `json:"c,omitempty"` // cooldown, us
 	T int64    `json:"t,omitempty"` // breaker open, us
 	K bool     `json:"k,omitempty"` // probe succeeded
+	F int64    `json:"f,omitempty"` // failures in a row at the upstream
+	R bool     `json:"r,omitempty"` // a success ended the run of failures first
+	N int64    `json:"n,omitempty"` // failures in a row that open the circuit
+	D int64    `json:"d,omitempty"` // how long they open it, us
 }
 
 type obsMsg struct {
@@ -185,7 +217,7 @@ func encodeSettle(p pending, cool, open time.Duration, closed bool) string {
 	if p.empty() && cool <= 0 && open <= 0 && !closed {
 		return ""
 	}
-	m := settleMsg{C: micros(cool), T: micros(open), K: closed}
+	m := settleMsg{C: micros(cool), T: micros(open), K: closed, F: p.fails, R: p.ok, N: p.threshold, D: p.openFor}
 	for id, n := range p.units {
 		m.U = append(m.U, [2]any{id, n})
 	}

@@ -89,6 +89,20 @@ if ARGV[3] ~= '' then
   if s.k and redis.call('HGET', brk, 'st') == 'half' then
     redis.call('DEL', brk)
   end
+  -- Failures in a row at the upstream, across the fleet: enough of them
+  -- open its circuit, as one process's breaker would.
+  if s.r then redis.call('HDEL', brk, 'f') end
+  if s.f and s.f > 0 and s.n and s.n > 0 then
+    local f = redis.call('HINCRBY', brk, 'f', s.f)
+    if f >= s.n and not redis.call('HGET', brk, 'st') then
+      local untl = now + s.d
+      redis.call('HSET', brk, 'st', 'open', 'u', fmt(untl))
+      redis.call('HDEL', brk, 'f')
+      expire(brk, untl)
+    else
+      expire(brk, now)
+    end
+  end
   expire(p, latest)
 end
 
@@ -130,6 +144,32 @@ end
 -- every window's theoretical arrival time, less its burst, has come. Then
 -- every window is charged at that time, so that a window that had to wait
 -- for another does not count the request as sent earlier than it is.
+-- A window reserved for the first time starts from the newest reading of
+-- it, when there is one: what the fleet sent before it reserved in the
+-- window (its cold start) is in what the reading says remains, and the
+-- rest of the limit is taken as used, given back at the window's rate.
+local function first(id, r, bu)
+  local o = redis.call('HMGET', p, 'o', 'ot')
+  if not o[1] then return 0 end
+  local ot = num(o[2], now)
+  for _, w in ipairs(cjson.decode(o[1])) do
+    local rem, reset, iss = w[3], w[4], w[5]
+    if w[1] == id and rem >= 0 and iss >= 0 then
+      local per = 1000000 / r
+      local target = rem - math.max(num(redis.call('HGET', p, 'n:' .. id), 0) - iss, 0)
+      local lim = w[2]
+      if not lim or lim <= 0 then lim = bu end
+      -- The reservations made before any window was known were sent
+      -- too, though the reading may not count them all yet.
+      local cold = math.min(num(redis.call('HGET', p, 'seq'), 0), lim)
+      local tmin = ot + math.max(lim - target, cold) * per
+      if reset >= 0 then tmin = math.min(tmin, ot + bu * per + reset) end
+      return tmin
+    end
+  end
+  return 0
+end
+
 local start = math.max(now, num(cur[1], 0))
 local go = start
 local tats = {}
@@ -137,7 +177,7 @@ for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(tonumber(ARGV[a + 4]), 1)
   if cost > 0 and r > 0 then
-    tats[i] = num(cur[2 + i], 0)
+    tats[i] = num(cur[2 + i], nil) or first(ARGV[a + 1], r, bu)
     go = math.max(go, math.max(tats[i], start) + (cost - bu) * 1000000 / r)
   end
 end

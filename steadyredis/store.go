@@ -48,6 +48,8 @@ const (
 	DefaultHeartbeatTTL  = 10 * time.Second
 	DefaultProbeTimeout  = 30 * time.Second
 	DefaultFlushDelay    = 100 * time.Millisecond
+	DefaultFleetFailures = 10
+	DefaultFleetOpen     = time.Second
 )
 
 //go:embed reserve.lua
@@ -71,10 +73,14 @@ type config struct {
 	probeTimeout time.Duration
 	flushDelay   time.Duration
 	fleetHint    int
-	instance     string
-	logger       *slog.Logger
-	notify       func(Change)
-	now          func() time.Time
+	// fleetFailures (<= 0: off) failures in a row across the fleet open
+	// the upstream's circuit for fleetOpen.
+	fleetFailures int
+	fleetOpen     time.Duration
+	instance      string
+	logger        *slog.Logger
+	notify        func(Change)
+	now           func() time.Time
 }
 
 // WithPrefix sets the prefix of every key. Empty means "steady:". The
@@ -112,6 +118,16 @@ func WithFlushDelay(d time.Duration) Option { return func(c *config) { c.flushDe
 // never answered for it, so that a process that starts with Redis down
 // paces at its share. Zero or less means 1 (the whole limit).
 func WithFleetHint(n int) Option { return func(c *config) { c.fleetHint = n } }
+
+// WithFleetFailures opens the upstream's circuit for the whole fleet
+// after n attempts in a row failed at the upstream (statuses 500 and
+// above, transport errors) across the fleet, for open; a probe then goes
+// as after any open period. Zero means 10 failures and one second (as a
+// steady Transport's own breaker); n less than zero turns it off, leaving
+// each process's own breaker to open the fleet's circuit.
+func WithFleetFailures(n int, open time.Duration) Option {
+	return func(c *config) { c.fleetFailures, c.fleetOpen = n, open }
+}
 
 // WithInstanceID names this process in heartbeats. Empty means a random ID.
 func WithInstanceID(id string) Option { return func(c *config) { c.instance = id } }
@@ -172,6 +188,10 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 	cfg.probeTimeout = positiveOr(cfg.probeTimeout, DefaultProbeTimeout)
 	cfg.flushDelay = positiveOr(cfg.flushDelay, DefaultFlushDelay)
 	cfg.fleetHint = max(cfg.fleetHint, 1)
+	if cfg.fleetFailures == 0 {
+		cfg.fleetFailures = DefaultFleetFailures
+	}
+	cfg.fleetOpen = positiveOr(cfg.fleetOpen, DefaultFleetOpen)
 	if cfg.instance == "" {
 		var b [8]byte
 		rand.Read(b[:])

@@ -385,7 +385,7 @@ func TestObservationAfterOthers(t *testing.T) {
 	}
 	// The response to g says 5 remain: the 4 sent since leave 1.
 	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second}}}})
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second, Issued: -1}}}})
 	if g := mustReserve(t, a, r); g.Wait > 10*time.Millisecond {
 		t.Errorf("wait %v with one left, want none", g.Wait)
 	}

@@ -1,0 +1,295 @@
+package steady
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// This file wires a [Store] into the pacer: after a request's local turn
+// comes, the store reserves it in the fleet's shared budget (one call per
+// attempt), and the request waits for the fleet's turn too; after the
+// attempt, the store is told what the response showed.
+
+// errStoreLocal is the Err of an EventStore reporting a fall back: the
+// store could not reach its backend and paces at this process's share.
+var errStoreLocal = errors.New("steady: store unreachable; pacing at this process's share of the limits")
+
+// fleetReopen is how long a failed fleet probe opens the fleet's circuit
+// again when the local circuit stays closed.
+const fleetReopen = 2 * time.Second
+
+// storeTurn is a permit's reservation in the store.
+type storeTurn struct {
+	part    StorePartition
+	windows []StoreWindow
+	grant   StoreGrant
+	// cold: reserved before the fleet knew any window; what its response
+	// shows was issued before every reservation in a window.
+	cold bool
+}
+
+// storeApplyLocked applies a grant to pt: whether the store paces the
+// fleet, and a newer reading of the fleet's windows.
+func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time) {
+	if g.Shared != pt.storeShared {
+		pt.storeShared = g.Shared
+		if g.Shared {
+			// The store paces the fleet: this process no longer paces
+			// a share it guesses from the headers.
+			for i := range pt.windows {
+				pt.windows[i].share = 1
+			}
+		}
+	}
+	if g.Observed != nil && g.Observed.Seq > pt.fleetSeq {
+		pt.fleetSeq = g.Observed.Seq
+		rl := g.Observed.rateLimits(now)
+		for _, w := range rl.Windows {
+			pt.observeLocked(p, pm, w, now, true)
+		}
+		if len(rl.Windows) > 0 {
+			pt.known = true
+		}
+		pt.wakeHeadLocked()
+	}
+}
+
+// fleetOpenError is acquire's error when the fleet's circuit for the
+// upstream is open: another process found it failing. It matches
+// [ErrCircuitOpen]; the transport treats it like its own open circuit.
+type fleetOpenError struct {
+	upstream string
+	until    time.Time
+}
+
+func (e *fleetOpenError) Error() string {
+	return "steady: circuit open: " + e.upstream + ": opened by the fleet"
+}
+
+func (e *fleetOpenError) Unwrap() error { return ErrCircuitOpen }
+
+// storeState is what the pacer last knew of its store: unknown, shared or
+// local.
+const (
+	storeUnknown int32 = iota
+	storeShared
+	storeLocal
+)
+
+// storeWindowsLocked returns pt's windows with a known quota as the
+// store sees them, with what est costs in each: the fleet is paced evenly
+// at the quota less headroom (at least one unit) per window length, with
+// a burst of half the headroom (or of the request's own cost, if larger),
+// so that it never sends more than the quota in any span of the window's
+// length, whatever kind of window it is, even when requests sent in turn
+// reach the server a little out of step.
+func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWindow {
+	var ws []StoreWindow
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		if !w.known() {
+			continue
+		}
+		if ws == nil {
+			ws = make([]StoreWindow, 0, len(pt.windows))
+		}
+		name := w.name
+		if w.config {
+			name = "config"
+		}
+		h := w.headroomUnits(p.headroom)
+		q := w.quota() - max(h, 1)
+		ws = append(ws, StoreWindow{
+			ID:    StoreWindowID(w.unit, name),
+			Cost:  min(cost(w.unit, est), maxCost),
+			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
+			Burst: max(int64(h/2), min(cost(w.unit, est), maxCost), 1),
+		})
+	}
+	return ws
+}
+
+// storeAcquire reserves the turn of pm, just admitted locally, in the
+// fleet's shared budget, and waits for it. On error pm is given back.
+func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit, o admitOpts, start time.Time) error {
+	pt := pm.pt
+	pt.mu.Lock()
+	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est)}
+	known := len(st.windows) > 0
+	seq := pt.fleetSeq
+	pt.mu.Unlock()
+
+	now := time.Now()
+	r := StoreReservation{Partition: st.part, Windows: st.windows, ObservedSeq: seq}
+	if p.maxWait > 0 {
+		r.MaxWait = max(p.maxWait-now.Sub(start), time.Nanosecond)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		left := max(dl.Sub(now), time.Nanosecond)
+		if r.MaxWait == 0 || left < r.MaxWait {
+			r.MaxWait = left
+		}
+	}
+	var g StoreGrant
+	for try := 0; ; try++ {
+		var err error
+		g, err = p.cfg.Store.Reserve(ctx, r)
+		if err != nil {
+			if ctx.Err() != nil {
+				pm.cancel()
+				return ctx.Err()
+			}
+			return nil // the store decides nothing: paced locally
+		}
+		now = time.Now()
+		p.storeChanged(pt, g.Shared, now)
+		pt.mu.Lock()
+		p.storeApplyLocked(pt, pm, g, now)
+		// A partition that learned its windows from the fleet's reading
+		// reserves in them at once, rather than send uncounted.
+		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != BreakerClosed {
+			break
+		}
+		ws := pt.storeWindowsLocked(p, pm.est)
+		if len(ws) == 0 {
+			// Nothing known anywhere yet: what this request shows is
+			// news to the fleet, before any reservation in a window.
+			st.cold = g.Observed == nil && r.ObservedSeq == 0
+			break
+		}
+		pt.mu.Unlock()
+		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Windows: st.windows, Grant: g})
+		r.Windows, r.ObservedSeq, st.windows = ws, pt.fleetSeq, ws
+	}
+	st.grant = g
+	pt.mu.Unlock()
+
+	switch {
+	case g.Breaker == BreakerOpen && p.noBreaker:
+		return nil // nothing reserved; this Transport has no circuit breaker
+	case g.Breaker == BreakerOpen:
+		pm.cancel()
+		return &fleetOpenError{upstream: pt.upstream, until: now.Add(g.Wait)}
+	case g.Refused:
+		pm.cancel()
+		werr := context.DeadlineExceeded
+		reason := "pacing wait past the deadline"
+		if dl, ok := ctx.Deadline(); !ok || !now.Add(g.Wait).After(dl) {
+			werr, reason = ErrWaitTooLong, "pacing wait beyond MaxWait"
+		}
+		we := &WaitError{Wait: g.Wait, Partition: pt.label, Err: werr}
+		ev := Event{Kind: EventRejected, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: g.Wait, Reason: reason + " (fleet)", Err: we}
+		if req != nil && req.URL != nil {
+			ev.Method, ev.Path = req.Method, req.URL.Path
+		}
+		p.emit(ev)
+		return we
+	}
+	pt.mu.Lock()
+	if pt.turns == nil {
+		pt.turns = make(map[*permit]*storeTurn)
+	}
+	pt.turns[pm] = st
+	pt.mu.Unlock()
+	pm.stored = true
+	if g.Wait <= 0 {
+		return nil
+	}
+	if err := waitTurn(ctx, o.stop, nil, g.Wait); err != nil {
+		pm.cancel()
+		return err
+	}
+	ev := Event{Kind: EventPace, Time: time.Now(), Upstream: pt.upstream, Partition: pt.label, Wait: g.Wait, Reason: "fleet"}
+	if req != nil && req.URL != nil {
+		ev.Method, ev.Path = req.Method, req.URL.Path
+	}
+	p.emit(ev)
+	return nil
+}
+
+// storeChanged emits EventStore when the store falls back to local pacing
+// or rejoins the fleet.
+func (p *pacer) storeChanged(pt *partition, shared bool, now time.Time) {
+	s := storeLocal
+	if shared {
+		s = storeShared
+	}
+	old := p.storeState.Swap(s)
+	if old == s || (old == storeUnknown && shared) {
+		return
+	}
+	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Reason: "rejoined"}
+	if !shared {
+		ev.Reason, ev.Err = "fallback", errStoreLocal
+	}
+	p.emit(ev)
+}
+
+// storeSettle tells the store how pm's attempt ended: what its response
+// announced, a cooldown after a 429, and the verdict of a fleet probe.
+func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status int, rl RateLimits, now time.Time) {
+	pt := pm.pt
+	pt.mu.Lock()
+	st := pt.takeTurnLocked(pm)
+	if st == nil {
+		pt.mu.Unlock()
+		return
+	}
+	s := StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true}
+	if o := storeObservation(rl, now); o != nil && st.grant.Seq > 0 {
+		o.Seq = st.grant.Seq
+		if st.cold {
+			for i := range o.Windows {
+				o.Windows[i].Issued = 0
+			}
+		}
+		s.Observed = o
+	}
+	if s.Observed != nil && st.grant.Seq > pt.fleetSeq {
+		pt.fleetSeq = st.grant.Seq // this process applied it already
+	}
+	if status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter) {
+		s.Cooldown = max(pt.cooldown.Sub(now), 0)
+	}
+	pt.mu.Unlock()
+	s.Failed = (resp != nil && status >= 500) || (resp == nil && err != nil && !errors.Is(err, context.Canceled))
+	if st.grant.Breaker == BreakerHalfOpen {
+		switch {
+		case resp != nil && status < 500:
+			s.BreakerClosed = true
+		case resp != nil || (err != nil && !errors.Is(err, context.Canceled)):
+			s.BreakerOpen = fleetReopen
+		}
+	}
+	p.cfg.Store.Settle(context.Background(), s)
+}
+
+// storeCancel gives pm's reservation in the store back: the request was
+// not sent.
+func (p *pacer) storeCancel(pm *permit) {
+	pm.pt.mu.Lock()
+	st := pm.pt.takeTurnLocked(pm)
+	pm.pt.mu.Unlock()
+	if st == nil {
+		return
+	}
+	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant})
+}
+
+// takeTurnLocked returns pm's reservation and forgets it.
+func (pt *partition) takeTurnLocked(pm *permit) *storeTurn {
+	st := pt.turns[pm]
+	delete(pt.turns, pm)
+	return st
+}
+
+// storeBreakerOpen opens the fleet's circuit for upstream for d: this
+// process's circuit opened.
+func (p *pacer) storeBreakerOpen(upstream string, d time.Duration) {
+	if p == nil || p.cfg.Store == nil || p.cfg.Disabled || d <= 0 {
+		return
+	}
+	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: StorePartition{Upstream: upstream}, BreakerOpen: d})
+}

@@ -1,0 +1,297 @@
+package steady_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// scriptStore is an in-memory Store: it answers each reservation with
+// grant(n) (n counts from 0) and records what it is asked and told.
+type scriptStore struct {
+	grant func(n int) steady.StoreGrant
+
+	mu      sync.Mutex
+	reserve []steady.StoreReservation
+	settle  []steady.StoreSettlement
+}
+
+func (s *scriptStore) Reserve(ctx context.Context, r steady.StoreReservation) (steady.StoreGrant, error) {
+	if err := ctx.Err(); err != nil {
+		return steady.StoreGrant{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.reserve)
+	s.reserve = append(s.reserve, r)
+	g := steady.StoreGrant{Shared: true, Fleet: 1, Seq: uint64(n + 1)}
+	if s.grant != nil {
+		g = s.grant(n)
+	}
+	return g, nil
+}
+
+func (s *scriptStore) Settle(_ context.Context, st steady.StoreSettlement) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settle = append(s.settle, st)
+}
+
+func (s *scriptStore) calls() ([]steady.StoreReservation, []steady.StoreSettlement) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]steady.StoreReservation(nil), s.reserve...), append([]steady.StoreSettlement(nil), s.settle...)
+}
+
+// limited is a completion announcing a requests window.
+func limited(remaining string) steadytest.Response {
+	return steadytest.ChatCompletion("Hi").WithHeader(
+		"X-Ratelimit-Limit-Requests", "60",
+		"X-Ratelimit-Remaining-Requests", remaining,
+		"X-Ratelimit-Reset-Requests", "1s",
+	)
+}
+
+// storeClient returns an SDK client through a Transport of cfg, sending
+// to rt, in the given form.
+func storeClient(cfg steady.Config, rt http.RoundTripper, form string) openai.Client {
+	opts := []option.RequestOption{option.WithBaseURL("https://api.test/v1"), option.WithAPIKey("sk-test"), option.WithMaxRetries(0)}
+	if form == "middleware" {
+		t := steady.New(cfg)
+		return openai.NewClient(append(opts, option.WithHTTPClient(&http.Client{Transport: rt}), option.WithMiddleware(t.Middleware))...)
+	}
+	cfg.Base = rt
+	return openai.NewClient(append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}))...)
+}
+
+func sdkChat(ctx context.Context, c openai.Client) error {
+	_, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    "m",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
+	})
+	return err
+}
+
+// TestStoreReservesEveryAttempt: each attempt is reserved once, in the
+// windows the partition knows (none before its first response), waits
+// the
+// store's wait, and is settled with what its response announced, under
+// the grant's Seq.
+func TestStoreReservesEveryAttempt(t *testing.T) {
+	for _, form := range []string{"roundtripper", "middleware"} {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := &scriptStore{grant: func(n int) steady.StoreGrant {
+					return steady.StoreGrant{Shared: true, Fleet: 2, Seq: uint64(10 + n), Wait: time.Duration(n) * time.Second}
+				}}
+				fake := steadytest.NewFakeT(t, limited("59"), limited("58"), limited("57"))
+				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, form)
+				start := time.Now()
+				for range 3 {
+					if err := sdkChat(context.Background(), c); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if took := time.Since(start); took != 3*time.Second {
+					t.Errorf("three calls took %v, want the store's waits: 0+1+2s", took)
+				}
+				rs, ss := store.calls()
+				if len(rs) != 3 || len(ss) != 3 {
+					t.Fatalf("%d reservations and %d settlements, want 3 and 3", len(rs), len(ss))
+				}
+				if len(rs[0].Windows) != 0 {
+					t.Errorf("first reservation has windows %+v before any response", rs[0].Windows)
+				}
+				for i, r := range rs[1:] {
+					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(steady.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst < 1 {
+						t.Errorf("reservation %d: windows %+v, want one requests window", i+1, r.Windows)
+					}
+					if r.Partition.Upstream != "https://api.test" || r.Partition.Key == "" {
+						t.Errorf("reservation %d: partition %+v", i+1, r.Partition)
+					}
+				}
+				for i, s := range ss {
+					if !s.Sent || s.Observed == nil || s.Observed.Seq != uint64(10+i) || s.Grant.Seq != uint64(10+i) {
+						t.Errorf("settlement %d: sent %v, observed %+v, grant seq %d", i, s.Sent, s.Observed, s.Grant.Seq)
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestStoreRefusal: a reservation the store refuses (its wait passes the
+// deadline) fails the call without sending it, with a *WaitError.
+func TestStoreRefusal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &scriptStore{grant: func(int) steady.StoreGrant {
+			return steady.StoreGrant{Shared: true, Fleet: 4, Refused: true, Wait: time.Minute}
+		}}
+		fake := steadytest.NewFakeT(t, limited("59"))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		err := sdkChat(ctx, storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, "roundtripper"))
+		var we *steady.WaitError
+		if !errors.As(err, &we) || !errors.Is(err, context.DeadlineExceeded) || we.Wait != time.Minute {
+			t.Fatalf("err = %v, want a WaitError for the store's minute", err)
+		}
+		if fake.Calls() != 0 {
+			t.Errorf("%d requests sent", fake.Calls())
+		}
+		if _, ss := store.calls(); len(ss) != 0 {
+			t.Errorf("refused reservation settled: %+v", ss)
+		}
+	})
+}
+
+// TestStoreFleetCircuit: when the fleet's circuit is open, a call fails at
+// once with ErrCircuitOpen, or with Hold waits for the next probe; the
+// fleet's probe that succeeds closes it; a local circuit that opens opens
+// the fleet's.
+func TestStoreFleetCircuit(t *testing.T) {
+	t.Run("open fails at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			store := &scriptStore{grant: func(int) steady.StoreGrant {
+				return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerOpen, Wait: 5 * time.Second}
+			}}
+			fake := steadytest.NewFakeT(t, limited("59"))
+			start := time.Now()
+			err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, "roundtripper"))
+			if !errors.Is(err, steady.ErrCircuitOpen) || time.Since(start) != 0 {
+				t.Fatalf("err = %v after %v, want ErrCircuitOpen at once", err, time.Since(start))
+			}
+			if fake.Calls() != 0 {
+				t.Errorf("%d requests sent through an open circuit", fake.Calls())
+			}
+		})
+	})
+	t.Run("hold waits, probe closes", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			store := &scriptStore{grant: func(n int) steady.StoreGrant {
+				switch n {
+				case 0:
+					return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerOpen, Wait: 5 * time.Second}
+				case 1:
+					return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerHalfOpen, Seq: 7}
+				}
+				return steady.StoreGrant{Shared: true, Fleet: 4, Seq: uint64(7 + n)}
+			}}
+			fake := steadytest.NewFakeT(t, limited("59"))
+			start := time.Now()
+			if err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{Hold: true}}, fake, "middleware")); err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(start); took != 5*time.Second {
+				t.Errorf("held %v, want the fleet's 5s", took)
+			}
+			_, ss := store.calls()
+			if len(ss) != 1 || !ss[0].BreakerClosed || ss[0].Grant.Breaker != steady.BreakerHalfOpen {
+				t.Errorf("settlements %+v, want the probe's success", ss)
+			}
+		})
+	})
+	t.Run("local open opens the fleet", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			store := &scriptStore{}
+			fake := steadytest.NewFakeT(t)
+			fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return steadytest.ServerError(503) })
+			opens := 0
+			onEvent := func(ev steady.Event) {
+				if ev.Kind == steady.EventBreakerState && ev.To == steady.BreakerOpen {
+					opens++ // delivered on the caller's goroutine
+				}
+			}
+			_ = sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 3}, OnEvent: onEvent}, fake, "roundtripper"))
+			_, ss := store.calls()
+			opened := 0
+			for _, s := range ss {
+				if s.BreakerOpen > 0 {
+					opened++
+					if s.Partition.Key != "" || s.Partition.Upstream != "https://api.test" {
+						t.Errorf("breaker settlement for %+v, want the upstream alone", s.Partition)
+					}
+				}
+			}
+			if opened == 0 || opened != opens {
+				t.Errorf("%d settlements opened the fleet's circuit, want one for each of the %d local opens", opened, opens)
+			}
+		})
+	})
+}
+
+// TestStoreCooldownAndCancel: a 429 sends its cooldown to the fleet; a
+// request whose context ends during the store's wait gives its
+// reservation back unsent.
+func TestStoreCooldownAndCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &scriptStore{grant: func(n int) steady.StoreGrant {
+			g := steady.StoreGrant{Shared: true, Fleet: 2, Seq: uint64(n + 1)}
+			if n == 1 {
+				g.Wait = time.Hour
+			}
+			return g
+		}}
+		fake := steadytest.NewFakeT(t, steadytest.RateLimited(3*time.Second))
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Retry: steady.RetryConfig{MaxRetries: -1}}, fake, "roundtripper")
+		if err := sdkChat(context.Background(), c); err == nil {
+			t.Fatal("the 429 succeeded")
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(5*time.Second, cancel) // after the local 3s cooldown, during the store's wait
+		if err := sdkChat(ctx, c); !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want the context's end", err)
+		}
+		_, ss := store.calls()
+		if len(ss) != 2 {
+			t.Fatalf("%d settlements, want 2: %+v", len(ss), ss)
+		}
+		if !ss[0].Sent || ss[0].Cooldown < 2*time.Second {
+			t.Errorf("429 settled with cooldown %v (sent %v), want the 3s hint", ss[0].Cooldown, ss[0].Sent)
+		}
+		if ss[1].Sent || ss[1].Grant.Seq != 2 {
+			t.Errorf("canceled request settled %+v, want its reservation given back", ss[1])
+		}
+		if fake.Calls() != 1 {
+			t.Errorf("%d requests sent, want 1", fake.Calls())
+		}
+	})
+}
+
+// TestStoreEvents: the store falling back to local pacing and rejoining is
+// reported once each, with a reason.
+func TestStoreEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := &scriptStore{grant: func(n int) steady.StoreGrant {
+			return steady.StoreGrant{Shared: n == 0 || n >= 3, Fleet: 2}
+		}}
+		fake := steadytest.NewFakeT(t)
+		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
+		var mu sync.Mutex
+		var evs []steady.Event
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, OnEvent: func(ev steady.Event) {
+			if ev.Kind == steady.EventStore {
+				mu.Lock()
+				evs = append(evs, ev)
+				mu.Unlock()
+			}
+		}}, fake, "middleware")
+		for range 5 {
+			if err := sdkChat(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(evs) != 2 || evs[0].Reason != "fallback" || evs[0].Err == nil || evs[1].Reason != "rejoined" || evs[1].Kind.String() != "store" {
+			t.Errorf("store events %+v, want a fallback then a rejoin", evs)
+		}
+	})
+}
