@@ -47,7 +47,7 @@ func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now ti
 		pt.fleetSeq = g.Observed.Seq
 		rl := g.Observed.rateLimits(now)
 		for _, w := range rl.Windows {
-			pt.observeLocked(p, pm, w, now, true)
+			pt.observeLocked(p, pm, w, now)
 		}
 		if len(rl.Windows) > 0 {
 			pt.known = true
