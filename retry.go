@@ -124,6 +124,9 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 	} else {
 		wait = p.backoff(c.attempt, c.prevWait)
 	}
+	if f.Status == http.StatusTooManyRequests && c.t.pacer.paces() {
+		wait = pacedRetryWait(f)
+	}
 	if dl, ok := c.ctx.Deadline(); ok && !time.Now().Add(wait).Before(dl) {
 		return 0, "deadline before retry in " + wait.String()
 	}
@@ -133,6 +136,23 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 		return 0, "retry budget exhausted"
 	}
 	return wait, ""
+}
+
+// pacedRetryWait is how long the retry of a 429 waits before it goes back
+// into its partition's queue, when pacing is on: the server's hint, and
+// no backoff. The pacer has already read the 429 and planned the
+// partition by it: a pause for the hint, a window's reset, or, for a
+// provider that announces nothing, a cut of the discovered pace (and a
+// pause for a window). The retry waits its turn in the queue like any
+// request, and the pacer refuses it, at once, only if its turn is past
+// its deadline. The hint and the pacer's pause end together, so the two
+// waits overlap rather than add up; a backoff on top of the plan would
+// wait twice.
+func pacedRetryWait(f Failure) time.Duration {
+	if !f.HasRetryAfter {
+		return 0
+	}
+	return max(f.RetryAfter, 0)
 }
 
 // backoff returns the wait before retry n (1 for the first retry); prev is
