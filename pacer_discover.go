@@ -64,8 +64,14 @@ func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool,
 		if status >= 400 && status != http.StatusTooManyRequests {
 			return false, Event{}, false // a 5xx without headers tells nothing
 		}
-		pt.disc = new(discoverer)
+		// Requests sent before this answer went out unpaced, together
+		// (the cold start): their 429s say that they were too many at
+		// once, not what rate the server accepts. The discoverer takes
+		// them as it takes 429s to requests sent before a cut: only a
+		// Retry-After long enough to mean a window counts.
+		pt.disc = &discoverer{epoch: now.UnixNano()}
 	}
+	was := pt.discovering()
 	var ev Event
 	emit := false
 	switch {
@@ -92,6 +98,11 @@ func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool,
 	}
 	if !pt.discovering() {
 		return false, Event{}, false
+	}
+	if !was {
+		// From now on the discoverer holds the pauses: a cooldown taken
+		// from a 429 of the cold start ends.
+		pt.cooldown, pt.probing = time.Time{}, false
 	}
 	pt.known = pt.disc.warm() || p.coldStart <= 0
 	return true, ev, emit
