@@ -383,3 +383,43 @@ func discoverKnown(r discoverRow) discoverMiss {
 	}
 	return discoverMiss{}
 }
+
+// TestRetryOf429WaitsItsTurn: with pacing on, the retry of a 429 waits the
+// server's hint (which the pacer's pause ends with) and no backoff: a bare
+// 429's retry goes back into the partition's queue at once, and the pacer
+// decides when it goes. Without pacing, the retry backs off.
+func TestRetryOf429WaitsItsTurn(t *testing.T) {
+	bare := steadytest.OpenAIError(http.StatusTooManyRequests, "requests", "rate_limit_exceeded", "Rate limit reached")
+	for _, tc := range []struct {
+		name     string
+		pacing   steady.PacingConfig
+		r429     steadytest.Response
+		min, max time.Duration // the retry's own wait
+	}{
+		{"paced/bare", steady.PacingConfig{}, bare, 0, 0},
+		{"paced/hint", steady.PacingConfig{}, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
+		{"unpaced/bare", steady.PacingConfig{Disabled: true}, bare, 500 * time.Millisecond, 30 * time.Second},
+		{"unpaced/hint", steady.PacingConfig{Disabled: true}, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
+				synctest.Test(t, func(t *testing.T) {
+					fake := steadytest.NewFakeT(t, tc.r429, steadytest.ChatCompletion("ok"))
+					var ev eventLog
+					c := client(steady.Config{
+						Pacing:  tc.pacing,
+						Retry:   steady.RetryConfig{Jitter: steady.JitterDecorrelated}, // a backoff of at least BaseDelay
+						OnEvent: ev.add,
+					}, fake)
+					if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
+						t.Fatal(err)
+					}
+					retries := ev.of(steady.EventRetry)
+					if len(retries) != 1 || retries[0].Wait < tc.min || retries[0].Wait > tc.max {
+						t.Fatalf("retries = %+v, want one waiting %v to %v", retries, tc.min, tc.max)
+					}
+				})
+			})
+		})
+	}
+}
