@@ -50,6 +50,8 @@ type RetryConfig struct {
 
 	// BaseDelay is the first backoff step. Zero means 500ms; negative
 	// means none: a failure without a server hint is retried at once.
+	// With pacing on, a 429 is never backed off: its retry waits the
+	// server's hint, if any, and then its turn in the pacing queue.
 	BaseDelay time.Duration
 
 	// MaxDelay caps a computed backoff. Zero means 30s; negative means no
