@@ -384,35 +384,44 @@ func discoverKnown(r discoverRow) discoverMiss {
 	return discoverMiss{}
 }
 
-// TestRetryOf429WaitsItsTurn: with pacing on, the retry of a 429 waits the
-// server's hint (which the pacer's pause ends with) and no backoff: a bare
-// 429's retry goes back into the partition's queue at once, and the pacer
-// decides when it goes. Without pacing, the retry backs off.
+// TestRetryOf429WaitsItsTurn: with pacing on, the retry of a 429 waits no
+// backoff: it goes back into the partition's queue, and the pacer decides
+// when it goes. It waits the server's hint (which the pacer's pause ends
+// with) unless its partition is paced by a discovered rate, whose
+// discoverer reads the hint itself. Without pacing, the retry backs off.
 func TestRetryOf429WaitsItsTurn(t *testing.T) {
 	bare := steadytest.OpenAIError(http.StatusTooManyRequests, "requests", "rate_limit_exceeded", "Rate limit reached")
 	for _, tc := range []struct {
 		name     string
 		pacing   steady.PacingConfig
+		warm     bool // a success without rate-limit headers first: the partition's rate is discovered
 		r429     steadytest.Response
 		min, max time.Duration // the retry's own wait
 	}{
-		{"paced/bare", steady.PacingConfig{}, bare, 0, 0},
-		{"paced/hint", steady.PacingConfig{}, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
-		{"unpaced/bare", steady.PacingConfig{Disabled: true}, bare, 500 * time.Millisecond, 30 * time.Second},
-		{"unpaced/hint", steady.PacingConfig{Disabled: true}, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
+		{"paced/bare", steady.PacingConfig{}, false, bare, 0, 0},
+		{"paced/hint", steady.PacingConfig{}, false, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
+		{"paced/discovered/hint", steady.PacingConfig{}, true, steadytest.RateLimited(time.Second), 0, 0},
+		{"unpaced/bare", steady.PacingConfig{Disabled: true}, false, bare, 500 * time.Millisecond, 30 * time.Second},
+		{"unpaced/hint", steady.PacingConfig{Disabled: true}, false, steadytest.RateLimited(2 * time.Second), 2 * time.Second, 2 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			forms(t, func(t *testing.T, client func(steady.Config, *steadytest.Fake) openai.Client) {
 				synctest.Test(t, func(t *testing.T) {
-					fake := steadytest.NewFakeT(t, tc.r429, steadytest.ChatCompletion("ok"))
+					fake := steadytest.NewFakeT(t)
+					if tc.warm {
+						fake.Add(steadytest.ChatCompletion("first"))
+					}
+					fake.Add(tc.r429, steadytest.ChatCompletion("ok"))
 					var ev eventLog
 					c := client(steady.Config{
 						Pacing:  tc.pacing,
 						Retry:   steady.RetryConfig{Jitter: steady.JitterDecorrelated}, // a backoff of at least BaseDelay
 						OnEvent: ev.add,
 					}, fake)
-					if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
-						t.Fatal(err)
+					for range 1 + map[bool]int{true: 1}[tc.warm] {
+						if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
+							t.Fatal(err)
+						}
 					}
 					retries := ev.of(steady.EventRetry)
 					if len(retries) != 1 || retries[0].Wait < tc.min || retries[0].Wait > tc.max {

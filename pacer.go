@@ -564,6 +564,9 @@ type permit struct {
 	baseSent costs
 	// The partition's permits in flight; guarded by its mu.
 	prev, next *permit
+	// disc is set by settle when the partition is paced by a discovered
+	// rate (pacer_discover.go).
+	disc bool
 }
 
 // landLocked takes pm out of the partition's permits in flight.
@@ -664,6 +667,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	// A partition that announces nothing is paced by its discoverer,
 	// which holds the pauses after a 429 itself.
 	discovering, ev, emit := pt.discoverObserveLocked(p, pm, responded, status, rl, now)
+	pm.disc = discovering
 	if responded && status != http.StatusTooManyRequests && pm.seq > pt.probeSeq {
 		pt.probing = false
 	}

@@ -127,3 +127,8 @@ const discoveredName = "discovered"
 // paces reports whether p paces requests: a 429's retry then waits its
 // turn in the partition's queue (see pacedRetryWait).
 func (p *pacer) paces() bool { return p != nil && !p.cfg.Disabled }
+
+// discoveredPace reports whether pm's partition was paced by a discovered
+// rate when pm's answer was applied (see pacedRetryWait). nil-safe; call
+// it after settle, from the goroutine that settled pm.
+func (pm *permit) discoveredPace() bool { return pm != nil && pm.disc }
