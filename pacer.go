@@ -552,6 +552,9 @@ type permit struct {
 	pt   *partition
 	p    *pacer
 	done atomic.Bool
+	// disc is set by settle when the partition is paced by a discovered
+	// rate (pacer_discover.go).
+	disc bool
 	// The partition's sequence number and cumulative sent costs right
 	// after this permit was sent, when, and its cost.
 	seq    uint64
@@ -564,9 +567,6 @@ type permit struct {
 	baseSent costs
 	// The partition's permits in flight; guarded by its mu.
 	prev, next *permit
-	// disc is set by settle when the partition is paced by a discovered
-	// rate (pacer_discover.go).
-	disc bool
 }
 
 // landLocked takes pm out of the partition's permits in flight.
