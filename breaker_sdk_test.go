@@ -217,8 +217,12 @@ func TestHalfOpenWaitersFollowTheVerdict(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
 					fake := steadytest.NewFakeT(t, steadytest.ServerError(503))
 					probe := steadytest.ServerError(503).WithDelay(5 * time.Second)
+					// The provider announces its limits: the waiters then go
+					// together (one that announces nothing would pace them as
+					// its rate is discovered).
+					limits := []string{"x-ratelimit-limit-requests", "10000", "x-ratelimit-remaining-requests", "9990"}
 					if recovered {
-						probe = steadytest.ChatCompletion("probe").WithDelay(5 * time.Second)
+						probe = steadytest.ChatCompletion("probe").WithDelay(5 * time.Second).WithHeader(limits...)
 					}
 					fake.Add(probe)
 					c := client(steady.Config{
@@ -238,7 +242,7 @@ func TestHalfOpenWaitersFollowTheVerdict(t *testing.T) {
 					ended := make([]time.Time, 5)
 					if recovered {
 						for range errs {
-							fake.Add(steadytest.ChatCompletion("after"))
+							fake.Add(steadytest.ChatCompletion("after").WithHeader(limits...))
 						}
 					}
 					start := time.Now()

@@ -31,9 +31,11 @@ import (
 // fails in pacing only when the time planned for it is past its context's
 // deadline (then at once) or its context ends. A request on a context
 // without a deadline waits its turn, however long the queue. When a
-// provider announces no limits and none are configured, a requests quota
-// is inferred from what it accepts once it starts refusing. The zero value
-// paces by the headers alone, with the defaults documented on each field.
+// provider announces no limits and none are configured, the partition's
+// pace is discovered from what the provider accepts and refuses (as
+// congestion control finds a link's rate): it never refuses a request,
+// only shapes when requests go. The zero value paces by the headers
+// alone, with the defaults documented on each field.
 type PacingConfig struct {
 	// Disabled turns pacing off: requests are sent at once and headers
 	// are not read. False (the zero value) paces.
@@ -82,9 +84,10 @@ type PacingConfig struct {
 	IdleTimeout time.Duration
 
 	// ColdStart is how many requests of a partition may be in flight
-	// before its first response tells its limits, and after a 429 until
-	// a request succeeds again; the rest wait. Zero means 4; a negative
-	// value means no bound.
+	// before its first response tells its limits (for a provider that
+	// announces nothing, until its pace rests on a 429 or enough
+	// successes), and after a 429 until a request succeeds again; the
+	// rest wait. Zero means 4; a negative value means no bound.
 	ColdStart int
 
 	// MaxWait is an optional load-shedding cap on how long a request may
@@ -618,6 +621,9 @@ type permit struct {
 	// stored: the permit holds a reservation in the pacer's Store, kept
 	// in its partition's turns.
 	stored bool
+	// disc is set by settle when the partition is paced by a discovered
+	// rate (pacer_discover.go).
+	disc bool
 	// The partition's sequence number and cumulative sent costs right
 	// after this permit was sent, when, and its cost.
 	seq    uint64
@@ -725,21 +731,18 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 			pt.observeLocked(p, pm, w, now)
 		}
 		if status < 400 {
-			pt.ok.add(now)
-			pt.okTotal++
 			pt.hintUntil = time.Time{}
 			pt.ramp = min(pt.ramp+1, rampDone)
 		}
-		if len(rl.Windows) == 0 {
-			pt.inferLocked(p, status, now)
-		}
 	}
-	var ev Event
-	emit := false
+	// A partition that announces nothing is paced by its discoverer,
+	// which holds the pauses after a 429 itself.
+	discovering, ev, emit := pt.discoverObserveLocked(p, pm, responded, status, rl, now)
+	pm.disc = discovering
 	if responded && status != http.StatusTooManyRequests && pm.seq > pt.probeSeq {
 		pt.probing = false
 	}
-	if status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter) {
+	if !discovering && (status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter)) {
 		// Until a request succeeds again, only a few go out at once:
 		// when the cooldown ends, the waiters do not all rush in.
 		pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
@@ -788,7 +791,8 @@ type PartitionSnapshot struct {
 	// CooldownUntil is when a cooldown after a 429 ends; zero if none.
 	CooldownUntil time.Time
 	// Known is false while the partition waits for its first response to
-	// tell its limits (cold start).
+	// tell its limits (cold start), and while the pace of a provider that
+	// announces nothing rests on too few answers.
 	Known   bool
 	Breaker BreakerState // the upstream's circuit breaker state
 }
@@ -797,7 +801,8 @@ type PartitionSnapshot struct {
 type WindowSnapshot struct {
 	Unit Unit
 	// Name is the announced window's name; "config" for a configured
-	// limit, "inferred" for a quota inferred from 429s.
+	// limit, "discovered" for the pace found for a provider that
+	// announces nothing (its Rate is the pace, in requests a second).
 	Name string
 	// Limit is the quota per Period; -1 when not known.
 	Limit int64
@@ -813,8 +818,9 @@ type WindowSnapshot struct {
 	Period time.Duration
 	// Kind is how the window is believed to refill: "reset" (whole again
 	// at its reset: a fixed window, or one not yet recognized), "sliding",
-	// "bucket", or "local" (a configured or inferred limit, counted from
-	// this process's own sends).
+	// "bucket", "local" (a configured limit, counted from this process's
+	// own sends), or "discovered" (the pace found from what the provider
+	// accepts and refuses: see [PacingConfig]).
 	Kind string
 	// Tokens is what this process may use of the window now (negative in
 	// debt), and NextRefill when a window that refills at its reset is
@@ -822,7 +828,8 @@ type WindowSnapshot struct {
 	Tokens     float64
 	NextRefill time.Time
 	// Rate is the gradual refill in units per second of a bucket or local
-	// window; zero for the others and while the quota is unknown.
+	// window, and the pace of a discovered one; zero for the others and
+	// while the quota is unknown.
 	Rate float64
 	// Share is this process's share of the window, below 1 when what
 	// remains falls faster than it sends: others use the same key.
@@ -854,7 +861,7 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 			s.CooldownUntil = pt.cooldown
 		}
 		s.Known = pt.known
-		s.Windows = make([]WindowSnapshot, 0, len(pt.windows))
+		s.Windows = make([]WindowSnapshot, 0, len(pt.windows)+1)
 		for i := range pt.windows {
 			w := &pt.windows[i]
 			ws := WindowSnapshot{Unit: w.unit, Name: w.name, Limit: w.limit, Remaining: w.remaining, Reset: w.reset, Period: w.period, Kind: w.kind.String(), Share: w.share}
@@ -872,6 +879,11 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 				}
 			}
 			s.Windows = append(s.Windows, ws)
+		}
+		if pt.discovering() {
+			ws, pause := pt.discoverSnapshotLocked(now)
+			s.Windows = append(s.Windows, ws)
+			s.CooldownUntil = pause
 		}
 		pt.mu.Unlock()
 		s.Breaker = p.breakerState(s.Upstream)

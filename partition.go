@@ -374,18 +374,15 @@ type partition struct {
 	instSeq          uint64
 	instSent         costs
 	moments          [3]moment // the latest moments before, newest first
-	// For a provider that announces no limits: successes per minute, and
-	// when the inferred quota last met a 429 or was raised.
-	ok                   successes
-	okTotal, okAtLimited int64
-	last429, raised      time.Time
-	limitedSince         time.Time
 	// With a Store: the Seq of the newest fleet reading applied, and
 	// whether the store's last grant was shared (the fleet is paced by
 	// it, not by a share guessed from the headers).
 	fleetSeq    uint64
 	storeShared bool
 	turns       map[*permit]*storeTurn // permits' reservations in the store
+	// For a provider that announces no limits and none configured: the
+	// discovered pace (pacer_discover.go); nil until such an answer.
+	disc *discoverer
 }
 
 // credential returns the request's credential header value: Authorization,
@@ -559,6 +556,9 @@ func (pt *partition) advanceLocked(p *pacer, now time.Time) {
 // (as a bucket would) rather than at its reset only.
 func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est TokenEstimate, optimistic bool) time.Time {
 	t := maxTime(now, pt.cooldown)
+	if pt.discovering() {
+		t = pt.discoverReadyLocked(now, t)
+	}
 	if pt.storeShared {
 		return t // the store paces the fleet by the windows
 	}
@@ -593,6 +593,7 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 		w := &pt.windows[i]
 		w.take(now, float64(min(cost(w.unit, est), maxCost)))
 	}
+	pt.discoverSentLocked(now)
 	pt.seq++
 	pt.sent.add(est)
 	pt.flying.add(est)
@@ -924,95 +925,4 @@ func (pt *partition) exhaustedResetLocked(now time.Time) time.Time {
 		}
 	}
 	return t
-}
-
-// inferredName names the requests window a partition infers from its own
-// successes when its provider announces no limits and none are configured.
-const inferredName = "inferred"
-
-// minInferred is the fewest successes in a minute a quota is inferred from.
-const minInferred = 10
-
-// successes counts a partition's successful responses per minute, in two
-// buckets, so that the count over the last minute can be estimated.
-type successes struct {
-	start     time.Time // start of the current bucket
-	cur, prev int64
-}
-
-func (s *successes) roll(now time.Time) {
-	if s.start.IsZero() {
-		s.start = now
-		return
-	}
-	if d := now.Sub(s.start); d >= time.Minute {
-		if d >= 2*time.Minute {
-			s.prev = 0
-		} else {
-			s.prev = s.cur
-		}
-		s.cur = 0
-		s.start = now
-	}
-}
-
-func (s *successes) add(now time.Time) {
-	s.roll(now)
-	s.cur++
-}
-
-// lastMinute estimates the successes of the last minute.
-func (s *successes) lastMinute(now time.Time) int64 {
-	s.roll(now)
-	f := 1 - float64(now.Sub(s.start))/float64(time.Minute)
-	return s.cur + int64(math.Round(f*float64(s.prev)))
-}
-
-// inferLocked adjusts the inferred requests window after a response, for a
-// partition whose provider announces no limits and that has none
-// configured. The first 429 sets the quota to what succeeded in the last
-// minute, if that is at least minInferred. Later 429s set it to the rate
-// of successes since the 429s began: while a provider refuses some
-// requests, what it accepts is its limit. A minute without 429 while
-// requests wait for their turn raises the quota by 2%, so that it is found
-// again if it grows.
-func (pt *partition) inferLocked(p *pacer, status int, now time.Time) {
-	var w *window
-	for i := range pt.windows {
-		if pt.windows[i].name != inferredName || pt.windows[i].config {
-			return // limits are configured or announced
-		}
-		w = &pt.windows[i]
-	}
-	switch {
-	case status == http.StatusTooManyRequests:
-		if now.Sub(pt.last429) >= time.Minute {
-			pt.limitedSince, pt.okAtLimited = now, pt.okTotal
-		}
-		pt.last429 = now
-		if w == nil {
-			n := pt.ok.lastMinute(now)
-			if n < minInferred {
-				return // too few successes to tell a quota
-			}
-			w = pt.windowFor(UnitRequests, inferredName, now)
-			// Nothing is known of how the provider counts: pace evenly,
-			// from an empty bucket, which suits every kind of window.
-			*w = window{unit: UnitRequests, kind: kindBucket, smooth: true, name: inferredName, limit: n, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
-			return
-		}
-		d := now.Sub(pt.limitedSince)
-		if d < 10*time.Second {
-			return
-		}
-		perMinute := int64(float64(pt.okTotal-pt.okAtLimited) * float64(time.Minute) / float64(d))
-		if perMinute >= w.limit {
-			return
-		}
-		w.limit = max(perMinute, 1)
-		w.avail = min(w.avail, w.capacity(p.headroom))
-	case status < 400 && w != nil && pt.q.n > 0 && now.Sub(pt.last429) >= time.Minute && now.Sub(pt.raised) >= time.Minute:
-		pt.raised = now
-		w.limit += max(w.limit/50, 1)
-	}
 }

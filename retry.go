@@ -50,6 +50,8 @@ type RetryConfig struct {
 
 	// BaseDelay is the first backoff step. Zero means 500ms; negative
 	// means none: a failure without a server hint is retried at once.
+	// With pacing on, a 429 is never backed off: its retry waits at most
+	// the server's hint, and then its turn in the pacing queue.
 	BaseDelay time.Duration
 
 	// MaxDelay caps a computed backoff. Zero means 30s; negative means no
@@ -124,6 +126,9 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 	} else {
 		wait = p.backoff(c.attempt, c.prevWait)
 	}
+	if f.Status == http.StatusTooManyRequests && c.t.pacer.paces() {
+		wait = pacedRetryWait(f, c.discovered)
+	}
 	if dl, ok := c.ctx.Deadline(); ok && !time.Now().Add(wait).Before(dl) {
 		return 0, "deadline before retry in " + wait.String()
 	}
@@ -133,6 +138,27 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 		return 0, "retry budget exhausted"
 	}
 	return wait, ""
+}
+
+// pacedRetryWait is how long the retry of a 429 waits before it goes back
+// into its partition's queue, when pacing is on; discovered tells that the
+// partition is paced by a discovered rate (its provider announces
+// nothing). The pacer has already read the 429 and planned the partition
+// by it, and the retry then waits its turn in the queue like any request:
+// the pacer refuses it, at once, only if its turn is past its deadline. So
+// the retry itself waits no backoff, which would add to the plan:
+//   - For a partition whose limits are announced, it waits the server's
+//     hint, if any: the pacer pauses the partition for the same hint, and
+//     the two waits end together.
+//   - For a partition paced by a discovered rate, it waits nothing: the
+//     discoverer reads the hint (a pause for a window; a shorter one, such
+//     as a leaky bucket's "Retry-After: 1" rounded up from 50 ms, only cuts
+//     the pace), and the retry goes at the discovered pace.
+func pacedRetryWait(f Failure, discovered bool) time.Duration {
+	if !f.HasRetryAfter || discovered {
+		return 0
+	}
+	return max(f.RetryAfter, 0)
 }
 
 // backoff returns the wait before retry n (1 for the first retry); prev is

@@ -1,6 +1,7 @@
 package steady_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ type loadCase struct {
 	pacing    steady.PacingConfig
 	maxTokens int64 // max_completion_tokens of every request; 0 for none
 	windows   int   // how many windows the load lasts
+	// max429 bounds the 429s, as a share of upstream attempts; zero
+	// means 1%.
+	max429 float64
 }
 
 // loadResult is what a load run measured.
@@ -154,8 +158,8 @@ func runLoad(t *testing.T, tc loadCase) loadResult {
 
 // loadCases are the load targets: every dialect that announces its
 // limits, by requests and by tokens, under both algorithms; and a provider
-// that announces nothing, with its limits inferred or stated in the
-// configuration.
+// that announces nothing, with its rate discovered or its limits stated in
+// the configuration.
 func loadCases() []loadCase {
 	const latency = 150 * time.Millisecond
 	var cs []loadCase
@@ -178,11 +182,15 @@ func loadCases() []loadCase {
 		}
 	}
 	return append(cs, loadCase{
-		// Nothing announced, nothing configured: the quota is inferred
-		// from what the provider accepts once it starts refusing.
-		name:     "requests/none/inferred",
+		// Nothing announced, nothing configured: the rate is discovered
+		// from what the provider accepts and refuses. A minute's window
+		// is found from its Retry-After; the pace then probes upward,
+		// so that a raised limit is found, and meets the window about
+		// once a minute: about 1.5% of 120 requests a minute.
+		name:     "requests/none/discovered",
 		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: latency},
 		windows:  10,
+		max429:   0.025,
 	}, loadCase{
 		name:     "requests/none+config",
 		provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Dialect: steadytest.DialectNone, Latency: latency},
@@ -199,7 +207,8 @@ func loadCases() []loadCase {
 
 // TestThrottleTargets offers three times the limit for six windows and
 // holds steady to its targets: goodput at least 97% of the limit, 429s at
-// most 1% of upstream attempts, no call failing.
+// most 1% of upstream attempts (where the limits are announced or
+// configured), no call failing.
 func TestThrottleTargets(t *testing.T) {
 	for _, tc := range loadCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,8 +217,8 @@ func TestThrottleTargets(t *testing.T) {
 				if res.goodput < 0.97 {
 					t.Errorf("goodput %.1f%% of the limit, want >= 97%%", 100*res.goodput)
 				}
-				if res.rejected > 0.01 {
-					t.Errorf("429s are %.2f%% of upstream attempts, want <= 1%%", 100*res.rejected)
+				if max429 := cmp.Or(tc.max429, 0.01); res.rejected > max429 {
+					t.Errorf("429s are %.2f%% of upstream attempts, want <= %.1f%%", 100*res.rejected, 100*max429)
 				}
 				if res.failed > 0 {
 					t.Errorf("%d of %d calls failed", res.failed, res.calls)
@@ -472,18 +481,21 @@ func ExamplePacingConfig() {
 	// announced tokens: 100000 per 1m0s
 }
 
-// TestThrottleInferredTokenBucket: a token-bucket provider that announces
-// nothing lets a burst through before it refuses anything, so the quota
-// inferred from it overshoots at first: its bound on 429s is looser.
-func TestThrottleInferredTokenBucket(t *testing.T) {
+// TestThrottleDiscoveredTokenBucket: a token-bucket provider that
+// announces nothing refills 2 requests a second, and its Retry-After (a
+// second, rounded up from the half second until the next token) says only
+// that: its rate is discovered as a per-second one, and holding it under
+// probing costs a few 429s in a hundred (the target for a provider that
+// announces nothing is 5%).
+func TestThrottleDiscoveredTokenBucket(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		res := runLoad(t, loadCase{
-			name:     "requests/none/inferred/token-bucket",
+			name:     "requests/none/discovered/token-bucket",
 			provider: steadytest.ProviderConfig{RequestsPerWindow: 120, Algorithm: steadytest.TokenBucket, Dialect: steadytest.DialectNone, Latency: 150 * time.Millisecond},
 			windows:  10,
 		})
-		if res.goodput < 0.97 || res.rejected > 0.02 || res.failed > 0 {
-			t.Errorf("goodput %.1f%%, 429s %.2f%%, %d failed; want >= 97%%, <= 2%%, none", 100*res.goodput, 100*res.rejected, res.failed)
+		if res.goodput < 0.97 || res.rejected > 0.05 || res.failed > 0 {
+			t.Errorf("goodput %.1f%%, 429s %.2f%%, %d failed; want >= 97%%, <= 5%%, none", 100*res.goodput, 100*res.rejected, res.failed)
 		}
 	})
 }

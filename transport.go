@@ -235,6 +235,7 @@ type call struct {
 	attempt     int            // 1 for the first attempt
 	uncounted   int            // failed probes not counted as retries (Hold)
 	probeFailed bool           // the current attempt was a probe that failed
+	discovered  bool           // the current attempt's partition is paced by a discovered rate
 	last        *http.Response // last failed response, body buffered
 	lastErr     error          // or last transport error
 	lastF       Failure
@@ -410,6 +411,7 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		resp.Body = http.NoBody
 	}
 	a.pm.settle(resp, err)
+	c.discovered = a.pm.discoveredPace()
 	outcome := c.outcome(resp, err)
 	c.br.report(a.slot, outcome)
 	c.probeFailed = a.slot.probe && outcome == errBreakerFailure
