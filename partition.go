@@ -788,7 +788,12 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		// but its answer tells that fewer of the requests sent around
 		// the latest one are still unknown to the server.
 		if w.obsRem >= 0 && !w.obsAt.Before(w.lastUp) {
-			w.avail = max(w.avail, pt.estimateLocked(p, w))
+			e := pt.estimateLocked(p, w)
+			if w.kind == kindSliding {
+				// Still less the uses the server may have let go.
+				e -= pt.slidingDoubtLocked(w, now)
+			}
+			w.avail = max(w.avail, e)
 		}
 		return
 	}
@@ -844,27 +849,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
 	w.avail = pt.estimateLocked(p, w)
 	if w.kind == kindSliding {
-		// Uses the server has surely let go are in what remains: they
-		// must not come back a second time. Those it may have let go
-		// (the length may read a second long from whole-second resets)
-		// are taken as not yet back, and come back with the log.
-		p := w.guessPeriod()
-		sure := now.Add(-p - p/200).UnixNano()
-		margin := p / 200
-		if w.coarse {
-			margin += min(time.Second, p/4)
-		}
-		maybe := now.Add(-p + margin).UnixNano()
-		for w.head < len(w.log) && w.log[w.head].t <= sure {
-			w.head++
-		}
-		for _, e := range w.log[w.head:] {
-			if e.t > maybe {
-				break
-			}
-			w.avail -= e.n
-		}
-		w.compact()
+		w.avail -= pt.slidingDoubtLocked(w, now)
 	}
 	w.at = now
 	if untilReset > 0 && w.kind != kindBucket {
@@ -872,6 +857,46 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	} else if untilReset == 0 && w.kind != kindBucket {
 		w.next = time.Time{}
 	}
+}
+
+// slidingDoubtLocked returns what of a sliding window's log the server
+// may already have let go by now, so that it is in the latest remaining:
+// those uses must not come back a second time, and are taken as not yet
+// back, to come back with the log. Uses it has surely let go leave the
+// log. The length may read up to a second long from whole-second resets,
+// so that uses within that margin of their period are in doubt.
+//
+// Alone on the key, what the server counts is this process's own uses:
+// those in doubt that it has let go are at most what the log and what is
+// in flight hold beyond its count (the quota less the latest remaining).
+// The rest are still counted, so not in what remains: taking them away
+// too would hold them back a second time, until a later use comes back,
+// however much the server has free meanwhile.
+func (pt *partition) slidingDoubtLocked(w *window, now time.Time) float64 {
+	p := w.guessPeriod()
+	sure := now.Add(-p - p/200).UnixNano()
+	margin := p / 200
+	if w.coarse {
+		margin += min(time.Second, p/4)
+	}
+	maybe := now.Add(-p + margin).UnixNano()
+	for w.head < len(w.log) && w.log[w.head].t <= sure {
+		w.head++
+	}
+	var doubt, later float64
+	for _, e := range w.log[w.head:] {
+		if e.t > maybe {
+			later += e.n
+		} else {
+			doubt += e.n
+		}
+	}
+	w.compact()
+	if !w.shared() && w.obsRem >= 0 {
+		counted := w.quota() - float64(w.obsRem)
+		doubt = min(doubt, max(doubt+later+float64(pt.flying.of(w.unit))-counted, 0))
+	}
+	return doubt
 }
 
 // estimateLocked is what the window's latest response says this process
