@@ -664,7 +664,13 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 			}
 		case used > 0 && usedMax > 0:
 			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
-			if a > 0 && b > 0 && math.Abs(a-b) <= 0.15*max(a, b) {
+			// The resets must differ as the uses do: a sliding
+			// window nearly used up shows resets of about its length
+			// whatever is used, which a small difference in use
+			// alone would fit.
+			moved := (until - w.maxUntil).Seconds()
+			if moved*(used-usedMax) > 0 && math.Abs(moved) >= 0.5*b*math.Abs(used-usedMax) &&
+				math.Abs(a-b) <= 0.15*max(a, b) {
 				w.kind = kindBucket
 				if !w.stated {
 					w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
@@ -789,7 +795,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		// the latest one are still unknown to the server.
 		if w.obsRem >= 0 && !w.obsAt.Before(w.lastUp) {
 			e := pt.estimateLocked(p, w)
-			if w.kind == kindSliding {
+			if w.kind == kindSliding && !w.shared() {
 				// Still less the uses the server may have let go.
 				e -= pt.slidingDoubtLocked(w, now)
 			}
@@ -848,7 +854,9 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// share of it, and what the server may not have counted yet.
 	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
 	w.avail = pt.estimateLocked(p, w)
-	if w.kind == kindSliding {
+	if w.kind == kindSliding && !w.shared() {
+		// A shared window refills as a bucket, not by its log: what
+		// is taken away here would never come back.
 		w.avail -= pt.slidingDoubtLocked(w, now)
 	}
 	w.at = now
@@ -866,7 +874,8 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 // log. The length may read up to a second long from whole-second resets,
 // so that uses within that margin of their period are in doubt.
 //
-// Alone on the key, what the server counts is this process's own uses:
+// Alone on the key (a shared window refills as a bucket, not by its log),
+// what the server counts is this process's own uses:
 // those in doubt that it has let go are at most what the log and what is
 // in flight hold beyond its count (the quota less the latest remaining).
 // The rest are still counted, so not in what remains: taking them away
@@ -892,7 +901,7 @@ func (pt *partition) slidingDoubtLocked(w *window, now time.Time) float64 {
 		}
 	}
 	w.compact()
-	if !w.shared() && w.obsRem >= 0 {
+	if w.obsRem >= 0 {
 		counted := w.quota() - float64(w.obsRem)
 		doubt = min(doubt, max(doubt+later+float64(pt.flying.of(w.unit))-counted, 0))
 	}
