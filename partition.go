@@ -85,7 +85,8 @@ type window struct {
 	at     time.Time
 	next   time.Time
 	log    []stamp
-	head   int // log[head:] are live
+	head   int     // log[head:] are live
+	logSum float64 // the units of log[head:]
 	share  float64
 	lastUp time.Time // the latest reset applied locally
 
@@ -183,6 +184,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.avail = min(w.avail+w.log[w.head].n, c)
+			w.logSum -= w.log[w.head].n
 			w.head++
 		}
 		w.compact()
@@ -191,6 +193,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// the next response.
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.logSum -= w.log[w.head].n
 			w.head++
 		}
 		w.compact()
@@ -200,7 +203,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// counted in it.
 		w.lastUp = w.next
 		w.avail = max(w.avail, c-inflight)
-		w.head, w.log = 0, w.log[:0]
+		w.head, w.log, w.logSum = 0, w.log[:0], 0
 		w.next = time.Time{}
 		if w.kind == kindUnknown && w.period > 0 {
 			// A stated length: the next reset follows, unless headers
@@ -224,7 +227,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 
 func (w *window) compact() {
 	if w.head == len(w.log) {
-		w.log, w.head = w.log[:0], 0
+		w.log, w.head, w.logSum = w.log[:0], 0, 0
 	} else if w.head > 64 && w.head > len(w.log)/2 {
 		n := copy(w.log, w.log[w.head:])
 		w.log, w.head = w.log[:n], 0
@@ -251,6 +254,7 @@ func (w *window) landed(now time.Time, n float64) {
 	if !w.known() || n <= 0 || w.kind == kindBucket {
 		return
 	}
+	w.logSum += n
 	if len(w.log)-w.head >= maxLog {
 		w.log[len(w.log)-1] = stamp{t: now.UnixNano(), n: w.log[len(w.log)-1].n + n}
 		return
@@ -890,20 +894,20 @@ func (pt *partition) slidingDoubtLocked(w *window, now time.Time) float64 {
 	}
 	maybe := now.Add(-p + margin).UnixNano()
 	for w.head < len(w.log) && w.log[w.head].t <= sure {
+		w.logSum -= w.log[w.head].n
 		w.head++
 	}
-	var doubt, later float64
+	var doubt float64
 	for _, e := range w.log[w.head:] {
 		if e.t > maybe {
-			later += e.n
-		} else {
-			doubt += e.n
+			break
 		}
+		doubt += e.n
 	}
 	w.compact()
-	if w.obsRem >= 0 {
+	if doubt > 0 && w.obsRem >= 0 {
 		counted := w.quota() - float64(w.obsRem)
-		doubt = min(doubt, max(doubt+later+float64(pt.flying.of(w.unit))-counted, 0))
+		doubt = min(doubt, max(w.logSum+float64(pt.flying.of(w.unit))-counted, 0))
 	}
 	return doubt
 }
