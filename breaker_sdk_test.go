@@ -89,6 +89,18 @@ func (tl *timeline) first(what string, from time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// latestState returns the breaker's latest state in the timeline, or "".
+func (tl *timeline) latestState() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for i := len(tl.marks) - 1; i >= 0; i-- {
+		if tl.marks[i].what != "attempt" {
+			return tl.marks[i].what
+		}
+	}
+	return ""
+}
+
 // outageFake is a fake upstream that answers 503 until up, then succeeds.
 func outageFake(t *testing.T, tl *timeline, up time.Time) *steadytest.Fake {
 	fake := steadytest.NewFakeT(t)
@@ -310,8 +322,12 @@ func TestHoldRidesOutAnOutage(t *testing.T) {
 				call(time.Duration(i) * 4 * time.Second)
 			}
 			// A call whose deadline comes before the next probe fails at
-			// once.
+			// once. Open periods are jittered: a probe may be in flight a
+			// minute in, and the call would wait for its verdict.
 			time.Sleep(time.Minute)
+			for tl.latestState() == "half-open" {
+				time.Sleep(time.Millisecond)
+			}
 			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 			t0 := time.Now()
 			_, err := c.Chat.Completions.New(ctx, chatParams(), option.WithMaxRetries(0))

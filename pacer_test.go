@@ -869,6 +869,10 @@ func TestInferWindowKind(t *testing.T) {
 		{"bucket", [][2]int64{{90, 1}, {70, 3}, {40, 6}}, kindBucket, 10 * time.Second},
 		{"fixed", [][2]int64{{90, 40}, {70, 38}, {40, 36}}, kindUnknown, 0},
 		{"sliding, samples too close", [][2]int64{{90, 60}, {70, 60}, {40, 60}}, kindUnknown, 0},
+		// Nearly used up, a sliding window's resets stay about its
+		// length: uses a little apart fit a bucket's proportion too,
+		// but its resets do not move with them.
+		{"sliding nearly used up, samples close", [][2]int64{{22, 60}, {10, 60}}, kindUnknown, 0},
 		{"one sample", [][2]int64{{50, 10}}, kindUnknown, 0},
 		{"same remaining", [][2]int64{{50, 10}, {49, 10}}, kindUnknown, 0},
 		{"no reset", [][2]int64{{90, 0}, {50, 0}}, kindUnknown, 0},

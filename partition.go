@@ -85,7 +85,8 @@ type window struct {
 	at     time.Time
 	next   time.Time
 	log    []stamp
-	head   int // log[head:] are live
+	head   int     // log[head:] are live
+	logSum float64 // the units of log[head:]
 	share  float64
 	lastUp time.Time // the latest reset applied locally
 
@@ -183,6 +184,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
 			w.avail = min(w.avail+w.log[w.head].n, c)
+			w.logSum -= w.log[w.head].n
 			w.head++
 		}
 		w.compact()
@@ -191,6 +193,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// the next response.
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
+			w.logSum -= w.log[w.head].n
 			w.head++
 		}
 		w.compact()
@@ -200,7 +203,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// counted in it.
 		w.lastUp = w.next
 		w.avail = max(w.avail, c-inflight)
-		w.head, w.log = 0, w.log[:0]
+		w.head, w.log, w.logSum = 0, w.log[:0], 0
 		w.next = time.Time{}
 		if w.kind == kindUnknown && w.period > 0 {
 			// A stated length: the next reset follows, unless headers
@@ -224,7 +227,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 
 func (w *window) compact() {
 	if w.head == len(w.log) {
-		w.log, w.head = w.log[:0], 0
+		w.log, w.head, w.logSum = w.log[:0], 0, 0
 	} else if w.head > 64 && w.head > len(w.log)/2 {
 		n := copy(w.log, w.log[w.head:])
 		w.log, w.head = w.log[:n], 0
@@ -251,6 +254,7 @@ func (w *window) landed(now time.Time, n float64) {
 	if !w.known() || n <= 0 || w.kind == kindBucket {
 		return
 	}
+	w.logSum += n
 	if len(w.log)-w.head >= maxLog {
 		w.log[len(w.log)-1] = stamp{t: now.UnixNano(), n: w.log[len(w.log)-1].n + n}
 		return
@@ -674,7 +678,13 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 			}
 		case used > 0 && usedMax > 0:
 			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
-			if a > 0 && b > 0 && math.Abs(a-b) <= 0.15*max(a, b) {
+			// The resets must differ as the uses do: a sliding
+			// window nearly used up shows resets of about its length
+			// whatever is used, which a small difference in use
+			// alone would fit.
+			moved := (until - w.maxUntil).Seconds()
+			if moved*(used-usedMax) > 0 && math.Abs(moved) >= 0.5*b*math.Abs(used-usedMax) &&
+				math.Abs(a-b) <= 0.15*max(a, b) {
 				w.kind = kindBucket
 				if !w.stated {
 					w.period = min(max(durationOf(max(a, b)*float64(limit)), minPeriod), maxPeriod)
@@ -798,7 +808,12 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 		// but its answer tells that fewer of the requests sent around
 		// the latest one are still unknown to the server.
 		if w.obsRem >= 0 && !w.obsAt.Before(w.lastUp) {
-			w.avail = max(w.avail, pt.estimateLocked(p, w))
+			e := pt.estimateLocked(p, w)
+			if w.kind == kindSliding && !w.shared() {
+				// Still less the uses the server may have let go.
+				e -= pt.slidingDoubtLocked(w, now)
+			}
+			w.avail = max(w.avail, e)
 		}
 		return
 	}
@@ -855,28 +870,10 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	// share of it, and what the server may not have counted yet.
 	w.obsRem, w.obsBase, w.obsSeq, w.obsSent, w.obsAt = a.Remaining, pm.baseSeq, pm.seq, pm.sent.of(w.unit), now
 	w.avail = pt.estimateLocked(p, w)
-	if w.kind == kindSliding {
-		// Uses the server has surely let go are in what remains: they
-		// must not come back a second time. Those it may have let go
-		// (the length may read a second long from whole-second resets)
-		// are taken as not yet back, and come back with the log.
-		p := w.guessPeriod()
-		sure := now.Add(-p - p/200).UnixNano()
-		margin := p / 200
-		if w.coarse {
-			margin += min(time.Second, p/4)
-		}
-		maybe := now.Add(-p + margin).UnixNano()
-		for w.head < len(w.log) && w.log[w.head].t <= sure {
-			w.head++
-		}
-		for _, e := range w.log[w.head:] {
-			if e.t > maybe {
-				break
-			}
-			w.avail -= e.n
-		}
-		w.compact()
+	if w.kind == kindSliding && !w.shared() {
+		// A shared window refills as a bucket, not by its log: what
+		// is taken away here would never come back.
+		w.avail -= pt.slidingDoubtLocked(w, now)
 	}
 	w.at = now
 	if untilReset > 0 && w.kind != kindBucket {
@@ -884,6 +881,47 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	} else if untilReset == 0 && w.kind != kindBucket {
 		w.next = time.Time{}
 	}
+}
+
+// slidingDoubtLocked returns what of a sliding window's log the server
+// may already have let go by now, so that it is in the latest remaining:
+// those uses must not come back a second time, and are taken as not yet
+// back, to come back with the log. Uses it has surely let go leave the
+// log. The length may read up to a second long from whole-second resets,
+// so that uses within that margin of their period are in doubt.
+//
+// Alone on the key (a shared window refills as a bucket, not by its log),
+// what the server counts is this process's own uses:
+// those in doubt that it has let go are at most what the log and what is
+// in flight hold beyond its count (the quota less the latest remaining).
+// The rest are still counted, so not in what remains: taking them away
+// too would hold them back a second time, until a later use comes back,
+// however much the server has free meanwhile.
+func (pt *partition) slidingDoubtLocked(w *window, now time.Time) float64 {
+	p := w.guessPeriod()
+	sure := now.Add(-p - p/200).UnixNano()
+	margin := p / 200
+	if w.coarse {
+		margin += min(time.Second, p/4)
+	}
+	maybe := now.Add(-p + margin).UnixNano()
+	for w.head < len(w.log) && w.log[w.head].t <= sure {
+		w.logSum -= w.log[w.head].n
+		w.head++
+	}
+	var doubt float64
+	for _, e := range w.log[w.head:] {
+		if e.t > maybe {
+			break
+		}
+		doubt += e.n
+	}
+	w.compact()
+	if doubt > 0 && w.obsRem >= 0 {
+		counted := w.quota() - float64(w.obsRem)
+		doubt = min(doubt, max(w.logSum+float64(pt.flying.of(w.unit))-counted, 0))
+	}
+	return doubt
 }
 
 // estimateLocked is what the window's latest response says this process

@@ -245,9 +245,13 @@ func TestThrottleShortWindow(t *testing.T) {
 					windows:  12,
 				})
 				// Assumed a minute long, the window would be paced at a
-				// sixth of its quota; the first windows ramp up.
-				if res.goodput < 0.90 {
-					t.Errorf("goodput %.1f%% of the limit, want >= 90%%", 100*res.goodput)
+				// sixth of its quota; the first windows ramp up. Uses
+				// near the end of their period that the server still
+				// counts must not be held back twice: that idled the
+				// queue until a later use came back, about one window
+				// lost in ten (goodput near 90%).
+				if res.goodput < 0.95 {
+					t.Errorf("goodput %.1f%% of the limit, want >= 95%%", 100*res.goodput)
 				}
 				if res.rejected > 0.01 {
 					t.Errorf("429s are %.2f%% of upstream attempts, want <= 1%%", 100*res.rejected)
