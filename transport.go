@@ -396,7 +396,11 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 	if c.attempt == 1 {
 		c.t.budget.deposit()
 	}
-	sentAt := time.Now()
+	observed := c.t.observed()
+	var sentAt time.Time
+	if observed {
+		sentAt = time.Now()
+	}
 	if c.next != nil {
 		resp, err = c.next(r)
 	} else {
@@ -416,7 +420,7 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 	c.br.report(a.slot, outcome)
 	c.probeFailed = a.slot.probe && outcome == errBreakerFailure
 	released = true
-	if c.t.observed() {
+	if observed {
 		ev := c.event(EventAttempt, Failure{}, safeErr(err))
 		ev.Time = time.Now()
 		ev.Duration = ev.Time.Sub(sentAt)
