@@ -67,7 +67,7 @@ type LoopbackCase struct {
 // whatever a peer does, and still shows a peer's makespan up to well past
 // the targets.
 const (
-	loopbackCapFactor = 1.25
+	loopbackCapFactor = 2
 	loopbackCapSlack  = 5 * time.Second
 )
 

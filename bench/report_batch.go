@@ -2,6 +2,9 @@ package bench
 
 import (
 	"fmt"
+	"math"
+
+	"github.com/steady-go/steady/steadytest"
 	"strings"
 	"time"
 )
@@ -122,7 +125,7 @@ func batchTable(p func(string, ...any), peers []Peer, rows []BatchRow) {
 				continue
 			}
 			if w := worseThanBare(r, row.Results[0]); w != "" {
-				parts = append(parts, r.Peer+": "+w)
+				parts = append(parts, r.Peer+": "+w+headroomNote(r, b))
 			}
 		}
 		if len(parts) > 0 {
@@ -247,7 +250,7 @@ func (r Report) writeLoopback(p func(string, ...any)) {
 				miss = append(miss, pct(res.LimitedShare())+" 429s")
 			}
 			if len(miss) > 0 {
-				verdict = "misses it: " + strings.Join(miss, ", ")
+				verdict = "misses it: " + strings.Join(miss, ", ") + headroomNote(res, l.Case.Batch)
 			}
 			p("- %s, %s, **%s**: target ≤ %s× the minimum with ≤ %s 429s; %s× and %s: %s.\n",
 				l.Case.Name, l.Case.Batch.Pattern.Name, res.Peer, trim(l.Case.MaxRatio), pct(l.Case.MaxLimits), trim(res.Ratio()), pct(res.LimitedShare()), verdict)
@@ -323,4 +326,23 @@ func calls(n int) string {
 		return "1 call"
 	}
 	return fmt.Sprintf("%d calls", n)
+}
+
+// headroomNote explains a makespan that the headroom steady keeps by
+// default accounts for: the minimum of the same batch against the limit
+// less that headroom, in whole requests, computed here, not assumed. It is
+// "" when the headroom does not explain the figure.
+func headroomNote(r BatchResult, b Batch) string {
+	keep := int(math.Floor(float64(b.Limit.Requests) * defaultHeadroom))
+	if keep < 1 || r.Unfinished > 0 || r.OK < r.Servable || b.Limit.Kind == Leaky || b.Limit.Dialect == steadytest.DialectNone {
+		return ""
+	}
+	hb := b
+	hb.Limit.Requests -= keep
+	m := hb.Minimum(r.Start)
+	if m <= r.Minimum || r.Makespan > m*21/20 {
+		return ""
+	}
+	return fmt.Sprintf(" (the %d of %d per window steady keeps unused by default, `PacingConfig.Headroom`, make the minimum %s: steady took %s× that; `Headroom: -1` gives them back)",
+		keep, b.Limit.Requests, fmtDur(m), trim(r.Makespan.Seconds()/m.Seconds()))
 }
