@@ -5,10 +5,25 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 	"github.com/redis/go-redis/v9"
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadyredis"
 )
+
+// Every process of a fleet gives its Transport a store on the same Redis:
+// its partitions then share one budget with the other processes'.
+func Example_transport() {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
+	defer client.Close()
+	store := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	defer store.Close()
+
+	t := steady.New(steady.Config{Pacing: steady.PacingConfig{Store: store}})
+	_ = openai.NewClient(option.WithMiddleware(t.Middleware))
+	// ... make calls as usual: pacing reserves each attempt in Redis.
+}
 
 // Every process of a fleet makes a store on the same Redis; a partition's
 // requests then share one budget whichever process sends them. The pacer
