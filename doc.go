@@ -47,6 +47,14 @@
 // limits, waits and breaker state; [Config.OnEvent] and [Config.Logger]
 // report every retry, wait and breaker change.
 //
-// Package steadytest, beside this one, holds a scripted fake transport and
-// a simulated rate-limited provider for tests of code that calls LLM APIs.
+// A partition whose provider announces no limits, and has none configured,
+// is paced at a rate discovered from what the provider accepts and refuses;
+// a guess never refuses a call, only the caller's deadline does.
+//
+// Package steadytest, beside this one, holds a scripted fake transport, a
+// simulated rate-limited provider and a recorder of steady's events for
+// tests of code that calls LLM APIs. Two modules of their own plug into a
+// Transport: steadyredis shares its partitions with a fleet of processes
+// through Redis ([PacingConfig].Store), and steadyotel records its metrics
+// and traces with OpenTelemetry.
 package steady
