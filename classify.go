@@ -60,6 +60,34 @@ type Failure struct {
 	GaveUp string
 }
 
+// requestID returns the upstream's request id from h, bounded and
+// printable, or "": x-request-id, request-id, apim-request-id (Azure) or
+// x-ms-client-request-id, in that order of preference, in any case.
+func requestID(h http.Header) string {
+	var ids [4]string
+	for k, vv := range h {
+		if len(vv) == 0 {
+			continue
+		}
+		switch {
+		case equalFold(k, "x-request-id"):
+			keep(&ids[0], vv[0])
+		case equalFold(k, "request-id"):
+			keep(&ids[1], vv[0])
+		case equalFold(k, "apim-request-id"):
+			keep(&ids[2], vv[0])
+		case equalFold(k, "x-ms-client-request-id"):
+			keep(&ids[3], vv[0])
+		}
+	}
+	for _, id := range ids {
+		if id = printable(id, maxRequestID); id != "" {
+			return id
+		}
+	}
+	return ""
+}
+
 // giveUpHeader is the header steady sets, beside "X-Should-Retry: false",
 // on a failed response it hands back after deciding not to retry; its
 // value is the reason.
@@ -332,9 +360,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Code = printable(ef.code, maxRequestID)
 	f.Message = printable(ef.message, maxMessage)
 
-	// Request ids in order of preference; the body's comes last.
 	var shouldRetry, giveUp string
-	var ids [5]string
 	for k, vv := range h {
 		if len(vv) == 0 {
 			continue
@@ -344,22 +370,11 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 			keep(&shouldRetry, vv[0])
 		case equalFold(k, "x-steady-give-up"):
 			keep(&giveUp, vv[0])
-		case equalFold(k, "x-request-id"):
-			keep(&ids[0], vv[0])
-		case equalFold(k, "request-id"):
-			keep(&ids[1], vv[0])
-		case equalFold(k, "apim-request-id"):
-			keep(&ids[2], vv[0])
-		case equalFold(k, "x-ms-client-request-id"):
-			keep(&ids[3], vv[0])
 		}
 	}
-	ids[4] = ef.requestID
-	for _, id := range ids {
-		if id = printable(id, maxRequestID); id != "" {
-			f.RequestID = id
-			break
-		}
+	// The headers' request id first; the body's comes last.
+	if f.RequestID = requestID(h); f.RequestID == "" {
+		f.RequestID = printable(ef.requestID, maxRequestID)
 	}
 
 	f.RetryAfter, f.HasRetryAfter = ParseRetryAfter(h, now)

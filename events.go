@@ -3,7 +3,6 @@ package steady
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -36,7 +35,8 @@ const (
 	// its response's (0 when it failed with Err), Duration how long the
 	// attempt took, Attempt its number, Partition its pacing partition and
 	// Wait how long it waited to be admitted (pacing, and the breaker);
-	// Reason is "half-open probe" for a circuit breaker's probe. It is
+	// Reason is "half-open probe" and To BreakerHalfOpen for a circuit
+	// breaker's probe (To is BreakerClosed otherwise). It is
 	// logged at Debug level.
 	EventAttempt
 	// EventStore reports the pacing [Store] falling back to local pacing
@@ -108,7 +108,7 @@ type Event struct {
 	Attempt   int           // 1 for the first attempt, 2 for the first retry, ...
 	Wait      time.Duration // how long the request waits (retry, pace) or waited
 	Until     time.Time     // when a cooldown or an open period ends
-	From, To  BreakerState  // a breaker's old and new state
+	From, To  BreakerState  // a breaker's old and new state; for EventAttempt, To is the state it was admitted in
 	Reason    string        // why, in a few words, e.g. "429 rate limit"
 	Err       error         // the transport error concerned, if any; never holds the request URL
 	Duration  time.Duration // how long an attempt took (EventAttempt)
@@ -306,17 +306,4 @@ func (t *Transport) Observe(fn func(Event)) (remove func()) {
 // cost something to build (EventAttempt) are skipped when nobody listens.
 func (t *Transport) observed() bool {
 	return t.cfg.OnEvent != nil || t.cfg.Logger != nil || t.observers.Load() != nil
-}
-
-// requestID returns the upstream's request id from h, bounded and
-// printable, or "".
-func requestID(h http.Header) string {
-	for _, k := range [...]string{"X-Request-Id", "Request-Id", "Apim-Request-Id", "X-Ms-Client-Request-Id"} {
-		if v := h[k]; len(v) > 0 {
-			if id := printable(v[0], maxRequestID); id != "" {
-				return id
-			}
-		}
-	}
-	return ""
 }

@@ -430,7 +430,7 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 			ev.RequestID = requestID(resp.Header)
 		}
 		if a.slot.probe {
-			ev.Reason = "half-open probe"
+			ev.Reason, ev.To = "half-open probe", BreakerHalfOpen
 		}
 		ev.Wait = a.wait
 		if a.pm != nil {

@@ -176,7 +176,3 @@ const (
 	maxModels  = 64
 	maxWindows = 16
 )
-
-// probeReason is the Reason steady gives the EventAttempt of a half-open
-// circuit's probe.
-const probeReason = "half-open probe"

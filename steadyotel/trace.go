@@ -57,11 +57,7 @@ func (in *Instrumentation) span(ev steady.Event, k attemptKey) {
 	}
 	// The breaker's decision at admission: an attempt goes out of a closed
 	// circuit, or as a half-open circuit's probe.
-	admitted := steady.BreakerClosed
-	if ev.Reason == probeReason {
-		admitted = steady.BreakerHalfOpen
-	}
-	kv = append(kv, attribute.String(attrBreakerState, breakerStateName(admitted)))
+	kv = append(kv, attribute.String(attrBreakerState, breakerStateName(ev.To)))
 	sp.SetAttributes(kv...)
 	if k.errType != "" {
 		sp.SetStatus(codes.Error, k.errType)
