@@ -163,10 +163,34 @@ func (e *WaitError) Unwrap() error { return e.Err }
 // admitOpts are the options of one acquire. stop (nil: never) is closed
 // when the request must be decided at once: acquire then returns
 // errStopped. urgent puts the request ahead of its partition's queue (a
-// half-open probe); it still counts in the limits.
+// half-open probe); it still counts in the limits. body, if set, keeps
+// what the first acquire of a request read of its body, so that its
+// retries do not read it again.
 type admitOpts struct {
 	stop   <-chan struct{}
 	urgent bool
+	body   *bodyInfo
+}
+
+// bodyInfo is what pacing read of a request's body: its model and its
+// token estimate.
+type bodyInfo struct {
+	done  bool
+	model string
+	est   TokenEstimate
+}
+
+// inspect returns what pacing needs of req's body, read once per request
+// when o.body keeps it.
+func (p *pacer) inspect(req *http.Request, o admitOpts) (string, TokenEstimate) {
+	if o.body != nil && o.body.done {
+		return o.body.model, o.body.est
+	}
+	model, est := inspectRequest(req, p.cfg.Estimator)
+	if o.body != nil {
+		*o.body = bodyInfo{done: true, model: model, est: est}
+	}
+	return model, est
 }
 
 // pacer keeps the limits of every partition and makes requests wait for
@@ -241,7 +265,7 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	if stopped(o.stop) {
 		return nil, errStopped
 	}
-	model, est := inspectRequest(req, p.cfg.Estimator)
+	model, est := p.inspect(req, o)
 	now := time.Now()
 	pt := p.partitionFor(req, model, now)
 	pm, err := pt.acquire(ctx, p, req, est, o, now)

@@ -241,6 +241,7 @@ type call struct {
 	lastErr     error          // or last transport error
 	lastF       Failure
 	prevWait    time.Duration
+	body        bodyInfo // what pacing read of the body, once
 }
 
 func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
@@ -300,7 +301,7 @@ func (c *call) admitNow() (admission, error) {
 		v := c.br.look()
 		switch {
 		case v.state == BreakerClosed:
-			pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{stop: v.opened})
+			pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{stop: v.opened, body: &c.body})
 			if err == errStopped {
 				continue // the circuit opened during the wait
 			}
@@ -346,7 +347,7 @@ func (c *call) admitProbe(s breakerSlot) (admission, error) {
 			c.br.report(s, errBreakerExcluded)
 		}
 	}()
-	pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{urgent: true})
+	pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{urgent: true, body: &c.body})
 	if err != nil {
 		closeFirst(r, c.attempt)
 		return admission{}, err
