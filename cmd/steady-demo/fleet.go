@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -533,18 +532,7 @@ func maxShareDeviation(counts []int) float64 {
 
 // writeFleetTable writes the fleets' results side by side.
 func writeFleetTable(w io.Writer, res []fleetResult) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
-	line := func(label string, cell func(r fleetResult) string) {
-		var b strings.Builder
-		b.WriteString(label)
-		b.WriteByte('\t')
-		for _, r := range res {
-			b.WriteString(cell(r))
-			b.WriteByte('\t')
-		}
-		b.WriteByte('\n')
-		io.WriteString(tw, b.String())
-	}
+	tw, line := sideBySide(w, res)
 	line("fleet", func(r fleetResult) string { return r.Name })
 	line("processes", func(r fleetResult) string {
 		if r.Reported != r.Processes {

@@ -11,18 +11,7 @@ import (
 // writeTable writes the clients' summaries side by side, one column per
 // client.
 func writeTable(w io.Writer, rows []summary) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
-	line := func(label string, cell func(s summary) string) {
-		var b strings.Builder
-		b.WriteString(label)
-		b.WriteByte('\t')
-		for _, s := range rows {
-			b.WriteString(cell(s))
-			b.WriteByte('\t')
-		}
-		b.WriteByte('\n')
-		io.WriteString(tw, b.String())
-	}
+	tw, line := sideBySide(w, rows)
 	line("", func(s summary) string { return s.Name })
 	line("goodput during overload", func(s summary) string {
 		if s.Limit <= 0 {
@@ -132,4 +121,22 @@ func explain(rows []summary) []string {
 			strings.Join(n, ", "), percent(bare.RateLimited, bare.Attempts))
 	}
 	return notes
+}
+
+// sideBySide returns a table writer on w and a function that writes one
+// line of it: a label, then a cell per column, right-aligned. Flush the
+// writer when done.
+func sideBySide[T any](w io.Writer, cols []T) (*tabwriter.Writer, func(label string, cell func(T) string)) {
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', tabwriter.AlignRight)
+	return tw, func(label string, cell func(T) string) {
+		var b strings.Builder
+		b.WriteString(label)
+		b.WriteByte('\t')
+		for _, c := range cols {
+			b.WriteString(cell(c))
+			b.WriteByte('\t')
+		}
+		b.WriteByte('\n')
+		io.WriteString(tw, b.String())
+	}
 }
