@@ -230,6 +230,18 @@ func matrix() []scenario {
 			}
 		}
 	}
+	// Lengths and limits the rows above never use, as a user's provider
+	// might have them: 37 a window of 5 s, 30 s or 2 min, a batch that is
+	// no multiple of the limit, everything at once with no deadline, one
+	// process and three.
+	for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
+		for _, w := range []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute} {
+			for _, procs := range []int{1, 3} {
+				rows = append(rows, scenario{algo: a, window: w, dialect: dialects[i%len(dialects)], callers: callBurst, procs: procs, form: forms[i%2], limit: 37, calls: 101})
+				i++
+			}
+		}
+	}
 	return rows
 }
 
@@ -296,12 +308,16 @@ func known(s scenario) knownMiss {
 	coarse := s.dialect == steadytest.DialectHerokuSeed || s.dialect == steadytest.DialectAnthropic ||
 		s.dialect == steadytest.DialectHerokuDocs || s.dialect == steadytest.DialectIETF
 	switch {
+	case s.procs > 1 && s.limit < 100:
+		return knownMiss{why: "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; no call is lost, but the makespan varies from run to run (1.0–1.6× measured); a store (steadyredis) is the remedy", rejected: 0.40, ratio: 1.8}
 	case s.procs > 1 && s.algo == steadytest.TokenBucket:
 		return knownMiss{why: "uncoordinated processes on a bucket pace their shares evenly once they see each other, slower than the bucket's first burst allows; their first requests and ramps overlap", rejected: 0.12, ratio: 1.25, failed: s.calls / 40}
 	case s.procs > 1:
 		return knownMiss{why: "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap, and a call whose retries meet 429s again may spend the retry budget", rejected: 0.30, ratio: 1.20, failed: s.calls / 20}
 	case coarse && s.window == time.Second && s.algo != steadytest.TokenBucket:
 		return knownMiss{why: "resets in whole seconds: in a one-second window each refill is read up to a second late", ratio: 1.85}
+	case coarse && s.window == 5*time.Second && s.algo == steadytest.SlidingWindow:
+		return knownMiss{why: "resets in whole seconds: each refill of a five-second sliding window is read up to a second late", ratio: 1.20}
 	case coarse && s.window == 10*time.Second && s.algo == steadytest.SlidingWindow:
 		return knownMiss{why: "resets in whole seconds: each refill of a sliding window is read up to a second late", ratio: 1.10}
 	case s.algo == steadytest.TokenBucket && s.window == time.Second:
