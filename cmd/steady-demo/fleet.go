@@ -227,6 +227,9 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 	}
 
 	// The workers.
+	// Every worker's log goes, a line at a time, through one lock into
+	// stderr: the workers' output is copied by one goroutine each.
+	logs := &lockedWriter{w: stderr}
 	var all []*fleetWorker
 	defer func() {
 		for _, w := range all {
@@ -244,7 +247,7 @@ func fleet(ctx context.Context, o options, stdout, stderr io.Writer) ([]fleetRes
 			if s.store {
 				spec.Redis, spec.Prefix = redisURL, prefix
 			}
-			w, err := startWorker(exe, spec, &prefixWriter{w: stderr, prefix: fmt.Sprintf("[%s, worker %d] ", s.name, i)})
+			w, err := startWorker(exe, spec, &prefixWriter{w: logs, prefix: fmt.Sprintf("[%s, worker %d] ", s.name, i)})
 			if err != nil {
 				return nil, err
 			}
@@ -609,7 +612,21 @@ func redisOutage(ctx context.Context, mr *miniredis.Miniredis, from time.Time, d
 	mr.Restart()
 }
 
-// prefixWriter writes each line with a prefix, for the workers' logs.
+// lockedWriter serializes the writes of several writers into one.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// prefixWriter writes each line with a prefix, for the workers' logs. Its
+// mutex guards its own state only: several prefixWriters that share a
+// destination share it through a lockedWriter.
 type prefixWriter struct {
 	mu     sync.Mutex
 	w      io.Writer
