@@ -11,7 +11,7 @@ import (
 )
 
 // TestPartitionMemory100k fills a Transport with 100,000 partitions (one
-// model each) and checks what each costs against the figure the README
+// model each) and checks what each costs against the figure docs/benchmarks.md
 // documents (under 2 KB).
 func TestPartitionMemory100k(t *testing.T) {
 	if testing.Short() {
