@@ -418,6 +418,10 @@ func failureKind(err error) string {
 		return s
 	case errors.Is(err, steady.ErrCircuitOpen):
 		return "circuit open"
+	case errors.As(err, new(*steady.WaitError)) && errors.Is(err, steady.ErrWaitTooLong):
+		return "pacing wait beyond MaxWait"
+	case errors.As(err, new(*steady.WaitError)):
+		return "pacing wait past the deadline"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "the call's deadline"
 	case errors.Is(err, context.Canceled):

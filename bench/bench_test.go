@@ -192,6 +192,11 @@ func TestReport(t *testing.T) {
 	r.Fleet = runBatches(t, r.MatrixPeers, FleetBatches())
 	r.LoopbackPeers, r.LoopbackSequential = BatchPeers(), *sequential
 	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
+	if *fleets {
+		procStart := time.Now()
+		r.Procs = runFleetCases(t, FleetMatrix())
+		r.ProcsWall = time.Since(procStart)
+	}
 	r.Overhead = measureOverhead(t, r.Peers, 3)
 	r.Took = time.Since(wallStart)
 	var b bytes.Buffer

@@ -73,6 +73,9 @@ type Report struct {
 	LoopbackPeers      []Peer
 	LoopbackWall       time.Duration
 	LoopbackSequential bool
+	// The fleets of real processes on loopback (-fleets).
+	Procs     []FleetOutcome
+	ProcsWall time.Duration
 	// The outage with deadlines that outlast it: fail-fast steady and
 	// steady holding calls; empty when steady has no hold option.
 	Hold         []Result
@@ -245,6 +248,7 @@ func (r Report) Write(w io.Writer) error {
 	r.writeMatrix(p)
 	r.writeFleet(p)
 	r.writeLoopback(p)
+	r.writeProcs(p)
 
 	p("## How each peer is set up\n\n")
 	peers := r.Peers

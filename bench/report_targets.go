@@ -79,6 +79,7 @@ func (r Report) targets() []target {
 			add("9", res.Peer+": calls failed during the outage, deadlines outlasting it", fmt.Sprint(res.FailedOutage), res.FailedOutage == 0)
 		}
 	}
+	r.procTargets(add)
 	if len(r.Overhead) > 0 {
 		base, o := r.Overhead[0], r.overhead("steady")
 		dns, dallocs := o.NsPerOp-base.NsPerOp, o.AllocsOp-base.AllocsOp
