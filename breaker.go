@@ -276,6 +276,8 @@ type breaker struct {
 	opens     int           // open periods since the circuit last closed; guarded by mu
 	gen       uint64        // state changes so far; guarded by mu
 	probing   bool          // a probe is out in this half-open period; guarded by mu
+	probeAt   time.Time     // when the probe out was allowed; guarded by mu
+	lat       time.Duration // how long an attempt takes, a decaying maximum; guarded by mu
 	tripped   string        // why readyToTrip tripped; guarded by mu
 	opened    chan struct{} // closed at the next change to open; guarded by mu
 	changed   chan struct{} // closed at the next change or probe verdict; guarded by mu
@@ -293,6 +295,9 @@ type view struct {
 	// changed is closed at the next state change or probe verdict; opened
 	// at the next change to open.
 	changed, opened <-chan struct{}
+	// verdict is when the next probe's verdict is expected: the end of
+	// the open period (or the probe's start) plus an attempt's duration.
+	verdict time.Time
 }
 
 // look returns the circuit's state without taking a slot. A nil breaker
@@ -314,6 +319,7 @@ func (b *breaker) look() view {
 	switch {
 	case b.peek() == gobreaker.StateOpen && now.Before(b.openUntil):
 		v.state, v.until = BreakerOpen, b.openUntil
+		v.verdict = b.openUntil.Add(b.lat)
 	case b.peek() == gobreaker.StateOpen:
 		// The open period is over: the next request is a probe, or,
 		// with no probes, the circuit closes when it is allowed.
@@ -324,6 +330,9 @@ func (b *breaker) look() view {
 	default:
 		v.state = fromGobreaker(b.cb.State())
 		v.probeFree = v.state == BreakerHalfOpen && !b.probing
+		if b.probing {
+			v.verdict = b.probeAt.Add(b.lat)
+		}
 	}
 	b.flushUnlock()
 	return v
@@ -342,6 +351,7 @@ type breakerSlot struct {
 	done  func(error) // gobreaker's
 	probe bool
 	gen   uint64
+	at    time.Time // when it was allowed
 }
 
 // allow takes a slot for an attempt, or fails with ErrCircuitOpen when the
@@ -368,9 +378,9 @@ func (b *breaker) allow() (breakerSlot, error) {
 		return breakerSlot{}, ErrCircuitOpen
 	}
 	done, err := b.cb.Allow()
-	s := breakerSlot{done: done, gen: b.gen}
+	s := breakerSlot{done: done, gen: b.gen, at: time.Now()}
 	if err == nil && b.peek() == gobreaker.StateHalfOpen {
-		s.probe, b.probing = true, true
+		s.probe, b.probing, b.probeAt = true, true, s.at
 	}
 	b.flushUnlock()
 	if err != nil {
@@ -380,14 +390,29 @@ func (b *breaker) allow() (breakerSlot, error) {
 }
 
 // report records an attempt's outcome: nil, errBreakerFailure or
-// errBreakerExcluded. It gives back s; a zero slot is a no-op.
+// errBreakerExcluded. It gives back s; a zero slot is a no-op, and so is
+// the slot of a period that has ended.
 func (b *breaker) report(s breakerSlot, outcome error) {
 	if s.done == nil {
 		return
 	}
 	b.mu.Lock()
+	if outcome != errBreakerExcluded {
+		// The latest attempt's duration, or a slowly forgotten longer
+		// one: how long a probe's verdict takes.
+		b.lat = max(time.Since(s.at), b.lat-b.lat/8)
+	}
+	if s.gen != b.gen {
+		// The attempt was allowed before the latest state change: its
+		// outcome belongs to a period that has ended, and gobreaker
+		// would ignore it, but asking it at all would move an open
+		// circuit to half-open (its own timeout is a nanosecond), cutting
+		// short the open period the event announced.
+		b.flushUnlock()
+		return
+	}
 	s.done(outcome)
-	if s.probe && s.gen == b.gen {
+	if s.probe {
 		// The probe's verdict did not change the state (a success
 		// short of the count, or an excluded attempt): the next probe
 		// may go.

@@ -29,12 +29,14 @@ import (
 //
 // GaveUp says, separately, that steady has already given up on this
 // failure, and why: its retries ran out, the retry hint was above the cap,
-// the deadline or the retry budget did not allow another try. A failure
-// that came out of steady can be both Retryable and GaveUp: worth trying
-// again later, not now. Code that re-queues work should drop what is not
-// Retryable (a bad request, an account out of credit), and re-queue what
-// is, after RetryAfter when HasRetryAfter, without retrying at once what
-// steady GaveUp on: steady has just done that.
+// the deadline or the retry budget did not allow another try, the circuit
+// was open. A failure that came out of steady can be both Retryable and
+// GaveUp: worth trying again later, not now. Code that re-queues work
+// should drop what is not Retryable (a bad request, an account out of
+// credit), and re-queue what is, after RetryAfter when HasRetryAfter,
+// without retrying at once what steady GaveUp on: steady has just done
+// that. An open circuit is such a failure: Retryable, GaveUp "circuit
+// open".
 type Failure struct {
 	Status    int    // HTTP status; 0 for a transport error
 	Type      string // provider's error type, e.g. "rate_limit_error"
@@ -219,8 +221,10 @@ func ClassifyBody(status int, h http.Header, body []byte) Failure {
 
 // ClassifyError describes err: an *openai.Error (its status, fields,
 // response headers and body), or an error from a transport. The caller's
-// cancellation and deadline, certificate and TLS failures, unknown hosts and
-// [ErrCircuitOpen] are not retryable; connection refused, reset or aborted,
+// cancellation and deadline, certificate and TLS failures and unknown hosts
+// are not retryable. [ErrCircuitOpen] is the provider's transient state:
+// Retryable (later, not now) with GaveUp "circuit open", whatever context
+// error it also matches. Connection refused, reset or aborted,
 // broken pipes, unreachable networks, dial timeouts and a connection closed
 // early (io.EOF, io.ErrUnexpectedEOF) are. Other errors are not retryable,
 // with Reason "transport error". A nil err gives Reason "ok".
@@ -250,6 +254,9 @@ func ClassifyError(err error) Failure {
 	}
 	f := Failure{Message: errorMessage(err), GaveUp: errGaveUp(err)}
 	f.Retryable, f.Reason = classifyTransportError(err)
+	if f.GaveUp == "" && errors.Is(err, ErrCircuitOpen) {
+		f.GaveUp = "circuit open" // steady sent nothing: it gave up at once
+	}
 	return f
 }
 
@@ -265,7 +272,7 @@ func errGaveUp(err error) string {
 // classifyTransportError decides on an error that came without a response.
 func classifyTransportError(err error) (bool, string) {
 	if errors.Is(err, ErrCircuitOpen) {
-		return false, "circuit open"
+		return true, "circuit open"
 	}
 	if errors.Is(err, context.Canceled) {
 		return false, "canceled"

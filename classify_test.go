@@ -414,7 +414,8 @@ func TestClassifyTransportErrors(t *testing.T) {
 		{"hostname", x509.HostnameError{Certificate: &x509.Certificate{}, Host: "x"}, false},
 		{"expired", x509.CertificateInvalidError{Reason: x509.Expired}, false},
 		{"not tls", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, false},
-		{"circuit open", fmt.Errorf("steady: api.example.com: %w", steady.ErrCircuitOpen), false},
+		{"circuit open", fmt.Errorf("steady: api.example.com: %w", steady.ErrCircuitOpen), true},
+		{"circuit open, deadline before the probe", fmt.Errorf("%w: x: %w", steady.ErrCircuitOpen, context.DeadlineExceeded), true},
 		{"other", errors.New("something else"), false},
 	}
 	for _, tt := range tests {
@@ -428,7 +429,7 @@ func TestClassifyTransportErrors(t *testing.T) {
 			}
 		})
 	}
-	if f := steady.ClassifyError(fmt.Errorf("x: %w", steady.ErrCircuitOpen)); f.Reason != "circuit open" {
+	if f := steady.ClassifyError(fmt.Errorf("x: %w", steady.ErrCircuitOpen)); f.Reason != "circuit open" || !f.Retryable || f.GaveUp != "circuit open" {
 		t.Errorf("circuit open: %+v", f)
 	}
 	if f := steady.ClassifyError(nil); f.Retryable || f.Reason != "ok" {

@@ -74,6 +74,43 @@ func TestClassifyThroughSteady(t *testing.T) {
 	}
 }
 
+// TestClassifyCircuitOpen checks that a call failed by an open circuit is
+// Retryable (later) and GaveUp, in both forms, so that code re-queueing
+// work re-queues it.
+func TestClassifyCircuitOpen(t *testing.T) {
+	for _, middleware := range []bool{false, true} {
+		t.Run(fmt.Sprintf("middleware %v", middleware), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fake := steadytest.NewFake(steadytest.ServerError(503))
+				cfg := steady.Config{Retry: steady.RetryConfig{MaxRetries: -1}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 1}}
+				opts := []option.RequestOption{option.WithBaseURL("https://api.example.test/v1"), option.WithAPIKey("sk-test")}
+				if middleware {
+					tr := steady.New(cfg)
+					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: fake}))
+				} else {
+					cfg.Base = fake
+					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}), option.WithMaxRetries(0))
+				}
+				client := openai.NewClient(opts...)
+				var err error
+				for range 2 {
+					_, err = client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+						Model:    openai.ChatModelGPT5_4Mini,
+						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+					})
+				}
+				f := steady.ClassifyError(err)
+				if !errors.Is(err, steady.ErrCircuitOpen) || !f.Retryable || f.GaveUp != "circuit open" || f.Reason != "circuit open" {
+					t.Errorf("%v: Retryable=%v Reason=%q GaveUp=%q, want a retryable circuit open steady gave up on", err, f.Retryable, f.Reason, f.GaveUp)
+				}
+				if n := fake.Calls(); n != 1 {
+					t.Errorf("%d requests sent, want 1: the circuit was open for the second", n)
+				}
+			})
+		})
+	}
+}
+
 func TestClassifyGiveUpHeader(t *testing.T) {
 	h := http.Header{"X-Should-Retry": {"false"}, "X-Steady-Give-Up": {"retries exhausted"}}
 	if f := steady.ClassifyBody(503, h, nil); !f.Retryable || f.GaveUp != "retries exhausted" || f.Reason != "503 service unavailable" {
@@ -94,29 +131,35 @@ func TestClassifyGiveUpHeader(t *testing.T) {
 
 // Code that re-queues work drops what is not worth retrying at the
 // provider, and re-queues the rest for later: steady has already retried
-// it as long as its configuration allowed.
+// it as long as its configuration allowed, or its circuit is open.
 func ExampleClassifyError_requeue() {
 	fake := steadytest.NewFake(steadytest.ServerError(503)) // an outage
-	t := steady.New(steady.Config{Retry: steady.RetryConfig{MaxRetries: -1}})
+	t := steady.New(steady.Config{
+		Retry:   steady.RetryConfig{MaxRetries: -1},
+		Breaker: steady.BreakerConfig{ConsecutiveFailures: 1},
+	})
 	client := openai.NewClient(
 		option.WithMiddleware(t.Middleware),
 		option.WithHTTPClient(&http.Client{Transport: fake}), // omit in a program
 		option.WithBaseURL("https://api.example.test/v1"),
 		option.WithAPIKey("sk-..."),
 	)
-	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT5_4Mini,
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
-	})
-	f := steady.ClassifyError(err)
-	switch {
-	case !f.Retryable:
-		fmt.Println("drop:", f.Reason)
-	case f.GaveUp != "":
-		fmt.Println("re-queue for later:", f.Reason+";", "steady gave up:", f.GaveUp)
-	default:
-		fmt.Println("retry now:", f.Reason)
+	for range 2 { // the first call's 503 opens the circuit: the second is not sent
+		_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+			Model:    openai.ChatModelGPT5_4Mini,
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+		})
+		f := steady.ClassifyError(err)
+		switch {
+		case !f.Retryable:
+			fmt.Println("drop:", f.Reason)
+		case f.GaveUp != "":
+			fmt.Println("re-queue for later:", f.Reason+";", "steady gave up:", f.GaveUp)
+		default:
+			fmt.Println("retry now:", f.Reason)
+		}
 	}
 	// Output:
 	// re-queue for later: 503 service unavailable; steady gave up: retries exhausted
+	// re-queue for later: circuit open; steady gave up: circuit open
 }

@@ -41,6 +41,9 @@ type scenario struct {
 	form    string // "middleware" or "roundtripper"
 	limit   int    // requests per window
 	calls   int    // the batch
+	// truncate has the provider truncate whole-second resets rather than
+	// round them up.
+	truncate bool
 }
 
 func (s scenario) name() string {
@@ -48,7 +51,14 @@ func (s scenario) name() string {
 	if s.dialect == steadytest.DialectIETF {
 		announced = "announced"
 	}
-	return fmt.Sprintf("%s/%v/%s/%s/%s/procs=%d/%s", s.algo, s.window, announced, s.dialect, s.callers, s.procs, s.form)
+	name := fmt.Sprintf("%s/%v/%s/%s/%s/procs=%d/%s", s.algo, s.window, announced, s.dialect, s.callers, s.procs, s.form)
+	if s.calls%s.limit == 0 && s.calls > s.limit {
+		name += fmt.Sprintf("/fit=%d", s.calls/s.limit)
+	}
+	if s.truncate {
+		name += "/truncated"
+	}
+	return name
 }
 
 // scenarioResult is what one row achieved.
@@ -122,6 +132,7 @@ func windowEnd(t time.Time, p time.Duration) time.Time {
 func (s scenario) run(t *testing.T) scenarioResult {
 	prov := steadytest.NewProvider(steadytest.ProviderConfig{
 		RequestsPerWindow: s.limit, Window: s.window, Algorithm: s.algo, Dialect: s.dialect, Latency: matrixLat,
+		TruncateResets: s.truncate,
 	})
 	clients := make([]openai.Client, s.procs)
 	for i := range clients {
@@ -242,14 +253,39 @@ func matrix() []scenario {
 			}
 		}
 	}
+	// Exact fits: a batch of several whole windows' worth, launched at
+	// once with no deadline, one process, in every reset format (durations,
+	// epoch seconds, RFC 3339 rounded up and truncated, IETF seconds): the
+	// headroom must cost no window.
+	for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow} {
+		for _, w := range []time.Duration{10 * time.Second, time.Minute} {
+			l := limits[w]
+			for _, d := range dialects {
+				for _, truncate := range []bool{false, true} {
+					if truncate && d != steadytest.DialectHerokuSeed && d != steadytest.DialectAnthropic {
+						continue // no whole-second timestamps to truncate
+					}
+					rows = append(rows, scenario{algo: a, window: w, dialect: d, callers: callBurst, procs: 1, form: forms[i%2], limit: l, calls: l * 3, truncate: truncate})
+					i++
+				}
+			}
+		}
+	}
+	rows = append(rows,
+		scenario{algo: steadytest.FixedWindow, window: time.Minute, dialect: steadytest.DialectOpenAI, callers: callBurst, procs: 1, form: "middleware", limit: 60, calls: 300},
+		scenario{algo: steadytest.FixedWindow, window: time.Minute, dialect: steadytest.DialectAnthropic, callers: callBurst, procs: 1, form: "roundtripper", limit: 60, calls: 300, truncate: true},
+		scenario{algo: steadytest.SlidingWindow, window: 10 * time.Second, dialect: steadytest.DialectHerokuSeed, callers: callBurst, procs: 1, form: "middleware", limit: 100, calls: 300},
+		scenario{algo: steadytest.SlidingWindow, window: 10 * time.Second, dialect: steadytest.DialectOpenAI, callers: callBurst, procs: 1, form: "roundtripper", limit: 100, calls: 300},
+	)
 	return rows
 }
 
 // TestPacingMatrix runs the scenario matrix in fake time and holds each
 // row to the pacing targets: no call fails that the quota could serve
 // before its deadline; a finite batch takes at most 1.05 times the quota's
-// minimum; 429s are at most 1% of attempts for one process and 3% for
-// several uncoordinated ones. Rows that cannot meet a target say why in
+// minimum (1.02 times for one process on a fixed or sliding window of
+// 10 s or more); 429s are at most 1% of attempts for one process (0.5% on
+// such a window) and 3% for several uncoordinated ones. Rows that cannot meet a target say why in
 // known. STEADY_MATRIX=1 prints the table.
 func TestPacingMatrix(t *testing.T) {
 	var table strings.Builder
@@ -269,6 +305,11 @@ func TestPacingMatrix(t *testing.T) {
 				if s.procs > 1 {
 					maxRejected = 0.03
 				}
+				if s.procs == 1 && s.window >= 10*time.Second && s.algo != steadytest.TokenBucket {
+					// One process at the physical limit (issue 20): the
+					// headroom and whole-second resets cost no window.
+					maxRejected, maxRatio = 0.005, 1.02
+				}
 				k := known(s)
 				check := func(ok, within bool, format string, args ...any) {
 					switch {
@@ -279,7 +320,7 @@ func TestPacingMatrix(t *testing.T) {
 						t.Errorf(format, args...)
 					}
 				}
-				check(r.rejectedShare() <= maxRejected, r.rejectedShare() <= k.rejected, "429s %.2f%% of attempts, want <= %.0f%%", 100*r.rejectedShare(), 100*maxRejected)
+				check(r.rejectedShare() <= maxRejected, r.rejectedShare() <= k.rejected, "429s %.2f%% of attempts, want <= %.1f%%", 100*r.rejectedShare(), 100*maxRejected)
 				if s.callers == callShort {
 					check(r.ok >= r.servable-1, false, "%d calls served before their deadline, the quota serves %d", r.ok, r.servable)
 					return
@@ -314,6 +355,12 @@ func known(s scenario) knownMiss {
 		return knownMiss{why: "uncoordinated processes on a bucket pace their shares evenly once they see each other, slower than the bucket's first burst allows; their first requests and ramps overlap", rejected: 0.12, ratio: 1.25, failed: s.calls / 40}
 	case s.procs > 1:
 		return knownMiss{why: "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap, and a call whose retries meet 429s again may spend the retry budget", rejected: 0.30, ratio: 1.20, failed: s.calls / 20}
+	case s.truncate && s.algo == steadytest.SlidingWindow:
+		return knownMiss{why: "issue 20, known miss: resets truncated to the second read a sliding window's length a second short, so uses come back early and draw 429s (all recovered)", rejected: 0.41, ratio: 1.08}
+	case s.dialect == steadytest.DialectIETF && s.algo == steadytest.FixedWindow && s.window == 10*time.Second && s.procs == 1:
+		return knownMiss{why: "issue 20, known miss: IETF resets in delta seconds, rounded up: each refill of a fixed window is read up to a second late", ratio: 1.06}
+	case s.algo == steadytest.SlidingWindow && s.window == 10*time.Second && s.callers == callWorkers && s.procs == 1:
+		return knownMiss{why: "issue 20, known miss: each use of a sliding window comes back a response's latency and p/200 after its period, and 16 workers send no sooner", ratio: 1.03}
 	case coarse && s.window == time.Second && s.algo != steadytest.TokenBucket:
 		return knownMiss{why: "resets in whole seconds: in a one-second window each refill is read up to a second late", ratio: 1.85}
 	case coarse && s.window == 5*time.Second && s.algo == steadytest.SlidingWindow:

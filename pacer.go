@@ -428,9 +428,13 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			}
 		}
 		pt.mu.Unlock()
-		err := waitTurn(ctx, o.stop, w.wake, d)
+		err := waitTurn(ctx, o.stop, w.wake, d, lastMoment(w.deadline))
 		pt.mu.Lock()
 		now = time.Now()
+		last := err == errLastMoment
+		if last {
+			err = nil
+		}
 		if pm := w.granted; pm != nil {
 			// Admitted by the request before it.
 			pt.mu.Unlock()
@@ -461,6 +465,11 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			pt.leaveLocked(w)
 			pt.mu.Unlock()
 			return nil, err
+		}
+		if last {
+			// Its turn has not come by its deadline: it fails now, with
+			// a WaitError, not a moment later with its context's error.
+			return nil, pt.refuseLocked(ctx, p, req, start, now, w.deadline.Add(time.Nanosecond), w)
 		}
 	}
 }
@@ -617,17 +626,24 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Reque
 }
 
 // waitTurn waits until woken, d passes (d < 0: no timer), ctx ends or stop
-// is closed.
-func waitTurn(ctx context.Context, stop, wake <-chan struct{}, d time.Duration) error {
-	var tc <-chan time.Time
+// is closed; or, with errLastMoment, until last passes (last < 0: never).
+func waitTurn(ctx context.Context, stop, wake <-chan struct{}, d, last time.Duration) error {
+	var tc, lc <-chan time.Time
 	if d >= 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		tc = t.C
 	}
+	if last >= 0 {
+		t := time.NewTimer(last)
+		defer t.Stop()
+		lc = t.C
+	}
 	select {
 	case <-tc:
 		return nil
+	case <-lc:
+		return errLastMoment
 	case <-wake:
 		return nil
 	case <-ctx.Done():

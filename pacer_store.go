@@ -197,7 +197,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	if g.Wait <= 0 {
 		return nil
 	}
-	if err := waitTurn(ctx, o.stop, nil, g.Wait); err != nil {
+	if err := waitTurn(ctx, o.stop, nil, g.Wait, -1); err != nil {
 		pm.cancel()
 		return err
 	}

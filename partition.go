@@ -934,7 +934,8 @@ func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
 	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
 		unseen += cost(w.unit, f.est)
 	}
-	return min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
+	e := min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
+	return max(e, w.lastUnits(unseen))
 }
 
 // momentEndLocked returns the last permit sent at the moment that began

@@ -360,28 +360,52 @@ func (c *call) admitProbe(s breakerSlot) (admission, error) {
 // returns nil; or returns the error that ends the request. A half-open
 // circuit's waiters wait for the probe's verdict; an open circuit's fail
 // at once unless BreakerConfig.Hold is set and their deadline lies beyond
-// the next probe.
+// the next probe's verdict. A request whose deadline comes before the
+// verdict it waits for fails at once, with an error that matches both
+// ErrCircuitOpen and context.DeadlineExceeded: before its deadline, so
+// that the SDK's own check of the context cannot replace it.
 func (c *call) hold(v view) error {
-	var timer <-chan time.Time
+	var timer, late <-chan time.Time
+	dl, hasDL := c.ctx.Deadline()
 	if v.state == BreakerOpen {
 		if !c.br.pol.hold {
 			return fmt.Errorf("%w: %s", ErrCircuitOpen, c.upstream)
 		}
-		if dl, ok := c.ctx.Deadline(); ok && dl.Before(v.until) {
-			return fmt.Errorf("%w: %s: deadline before the next probe in %v", ErrCircuitOpen, c.upstream, time.Until(v.until).Round(time.Millisecond))
-		}
 		tm := time.NewTimer(time.Until(v.until))
 		defer tm.Stop()
 		timer = tm.C
+	}
+	if hasDL && (v.state == BreakerOpen || !v.verdict.IsZero()) {
+		if !v.verdict.IsZero() && dl.Before(v.verdict) || dl.Before(v.until) {
+			return c.heldPastDeadline(v)
+		}
+		// A verdict later than expected: fail just before the
+		// deadline rather than at it.
+		tm := time.NewTimer(lastMoment(dl))
+		defer tm.Stop()
+		late = tm.C
 	}
 	select {
 	case <-v.changed:
 		return nil
 	case <-timer:
 		return nil
+	case <-late:
+		return c.heldPastDeadline(v)
 	case <-c.ctx.Done():
 		return fmt.Errorf("%w: %s: %w", ErrCircuitOpen, c.upstream, c.ctx.Err())
 	}
+}
+
+// heldPastDeadline is the error of a held request whose deadline comes
+// before the verdict of the probe it would wait for.
+func (c *call) heldPastDeadline(v view) error {
+	next := "the next probe's verdict"
+	if v.state != BreakerOpen {
+		next = "the probe's verdict"
+	}
+	d := time.Until(maxTime(v.verdict, v.until)).Round(time.Millisecond)
+	return fmt.Errorf("%w: %s: deadline before %s in %v: %w", ErrCircuitOpen, c.upstream, next, d, context.DeadlineExceeded)
 }
 
 // send makes one upstream attempt and gives back what admit took
@@ -523,8 +547,9 @@ func (c *call) canceled(err error) (*http.Response, error) {
 }
 
 // refused ends a request that admit did not let through. A retry hands
-// back the failure of the attempt before it; a first attempt fails with
-// err.
+// back the failure of the attempt before it, unless it was held and its
+// deadline comes before the circuit's next verdict; a first attempt fails
+// with err.
 func (c *call) refused(err error) (*http.Response, error) {
 	circuit := errors.Is(err, ErrCircuitOpen)
 	reason := "circuit open"
@@ -534,8 +559,16 @@ func (c *call) refused(err error) (*http.Response, error) {
 			reason = "pacing: " + reason
 		}
 	}
-	if c.attempt > 1 && c.ctx.Err() == nil {
+	held := circuit && errors.Is(err, context.DeadlineExceeded)
+	if c.attempt > 1 && c.ctx.Err() == nil && !held {
 		return c.giveUpLast(reason)
+	}
+	if held && c.last != nil {
+		// The reason is the circuit, not the failure before it: the
+		// error says both.
+		err = fmt.Errorf("%w (after %s)", err, c.lastF.Reason)
+		c.last.Body.Close()
+		c.last = nil
 	}
 	if circuit {
 		ev := c.event(EventRejected, Failure{}, err)

@@ -160,8 +160,13 @@ func (d Dialect) requestIDHeader() string {
 }
 
 // setHeaders writes the dialect's rate-limit headers for the quotas in dec,
-// as seen at now.
-func (d Dialect) setHeaders(h http.Header, now time.Time, dec *decision) {
+// as seen at now. truncate truncates whole-second resets rather than
+// rounding them up.
+func (d Dialect) setHeaders(h http.Header, now time.Time, dec *decision, truncate bool) {
+	whole := ceilUnix
+	if truncate {
+		whole = func(t time.Time) int64 { return t.Unix() }
+	}
 	type q struct {
 		name string
 		quota
@@ -182,7 +187,7 @@ func (d Dialect) setHeaders(h http.Header, now time.Time, dec *decision) {
 				suffix = "-" + strings.ToUpper(q.name[:1]) + q.name[1:]
 			}
 			if d == DialectHerokuSeed {
-				reset = strconv.FormatInt(ceilUnix(now.Add(q.reset)), 10)
+				reset = strconv.FormatInt(whole(now.Add(q.reset)), 10)
 			}
 			// Set keeps header keys canonical, so Header.Get finds them in
 			// memory; on the wire, names are case-insensitive anyway.
@@ -195,7 +200,7 @@ func (d Dialect) setHeaders(h http.Header, now time.Time, dec *decision) {
 			p := "Anthropic-Ratelimit-" + strings.ToUpper(q.name[:1]) + q.name[1:] + "-"
 			h.Set(p+"Limit", strconv.FormatInt(q.limit, 10))
 			h.Set(p+"Remaining", strconv.FormatInt(q.remaining, 10))
-			h.Set(p+"Reset", time.Unix(ceilUnix(now.Add(q.reset)), 0).UTC().Format(time.RFC3339))
+			h.Set(p+"Reset", time.Unix(whole(now.Add(q.reset)), 0).UTC().Format(time.RFC3339))
 		}
 	case DialectIETF:
 		if len(qs) == 0 {

@@ -68,6 +68,11 @@ type ProviderConfig struct {
 	Dialect Dialect
 	// Latency is added before every response. Zero means none.
 	Latency time.Duration
+	// TruncateResets truncates resets announced in whole seconds (Heroku's
+	// Unix timestamps, Anthropic's RFC 3339 times) to the second instead
+	// of rounding them up, as some providers do: they then read up to a
+	// second early.
+	TruncateResets bool
 	// ChunkDelay is the time between two chunks of a streamed response.
 	// Zero means 10ms; negative means none.
 	ChunkDelay time.Duration
@@ -355,7 +360,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
 	h.Set(cfg.Dialect.requestIDHeader(), reqID)
 	h.Set("Content-Type", "application/json")
-	cfg.Dialect.setHeaders(h, now, &dec)
+	cfg.Dialect.setHeaders(h, now, &dec, cfg.TruncateResets)
 	if retryIn > 0 {
 		h.Set("Retry-After", strconv.FormatInt(max(ceilSeconds(retryIn), 1), 10))
 	}
