@@ -62,9 +62,10 @@ type BreakerConfig struct {
 
 	// Hold makes a request that meets an open circuit wait until the
 	// circuit closes instead of failing at once, as long as its context's
-	// deadline lies beyond the next probe (no deadline: it waits). Only
-	// probes reach the upstream meanwhile. A request whose deadline comes
-	// first fails at once with [ErrCircuitOpen]. Hold suits batch work,
+	// deadline lies beyond the next probe's verdict (no deadline: it
+	// waits). Only probes reach the upstream meanwhile. A request whose
+	// deadline comes first fails at once with an error matching both
+	// [ErrCircuitOpen] and context.DeadlineExceeded. Hold suits batch work,
 	// where a late answer beats none; the default, failing fast, suits a
 	// service that has a fallback.
 	Hold bool
