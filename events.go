@@ -43,6 +43,10 @@ const (
 	// at this process's share of the limits (Reason "fallback", with Err)
 	// or rejoining the fleet (Reason "rejoined").
 	EventStore
+	// EventUsage reports the tokens a response said it used (Used), read
+	// from its body as the caller read it, against what its attempt
+	// reserved (Reserved): the reservation is settled with Used.
+	EventUsage
 )
 
 // String returns the kind's name, such as "retry".
@@ -64,6 +68,8 @@ func (k EventKind) String() string {
 		return "attempt"
 	case EventStore:
 		return "store"
+	case EventUsage:
+		return "usage"
 	}
 	return "unknown"
 }
@@ -112,6 +118,10 @@ type Event struct {
 	Reason    string        // why, in a few words, e.g. "429 rate limit"
 	Err       error         // the transport error concerned, if any; never holds the request URL
 	Duration  time.Duration // how long an attempt took (EventAttempt)
+	// Used and Reserved are, for EventUsage, the tokens the response said
+	// it used and those its attempt reserved: Reserved.Total() minus
+	// Used.Total() is the estimate's error.
+	Used, Reserved TokenEstimate
 	// Context is the context of the request the event concerns, so that an
 	// observer can relate the event to the caller's trace; nil for events
 	// that concern no single request (breaker changes).
@@ -143,7 +153,7 @@ func (t *Transport) emit(ev Event) {
 // logLevel is the level ev is logged at.
 func logLevel(k EventKind) slog.Level {
 	switch k {
-	case EventPace, EventCooldown, EventAttempt:
+	case EventPace, EventCooldown, EventAttempt, EventUsage:
 		return slog.LevelDebug
 	case EventRetry:
 		return slog.LevelInfo
@@ -255,6 +265,10 @@ func logEvent(l *slog.Logger, level slog.Level, ev Event, repeats int) {
 	if ev.Kind == EventBreakerState {
 		add(slog.String("from", ev.From.String()))
 		add(slog.String("to", ev.To.String()))
+	}
+	if ev.Kind == EventUsage {
+		add(slog.Int64("used_tokens", ev.Used.Total()))
+		add(slog.Int64("reserved_tokens", ev.Reserved.Total()))
 	}
 	if ev.Reason != "" {
 		add(slog.String("reason", ev.Reason))

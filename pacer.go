@@ -100,6 +100,20 @@ type PacingConfig struct {
 	// processes through it (see package steadyredis). Nil means each
 	// Transport paces alone.
 	Store Store
+
+	// TokensByUsage says that the provider counts a request's tokens by
+	// what its response says it used, charged once known (as gateways
+	// such as LiteLLM and Envoy AI Gateway do, and Anthropic for output
+	// tokens), rather than by its max_tokens when it arrives (as OpenAI
+	// does). Set, each request's tokens are settled with the usage its
+	// body reports as the caller reads it (in the partition and, with a
+	// Store, fleet-wide), and a request reserves for its output a high
+	// quantile of its model's recent outputs (95% of the last 64) instead
+	// of its max_tokens when that is lower, never more than max_tokens.
+	// An Estimator still decides the estimate. False (the zero value)
+	// reserves max_tokens and settles nothing by usage; what usage
+	// teaches still shows in events ([EventUsage]) and snapshots.
+	TokensByUsage bool
 }
 
 // Defaults for [PacingConfig] fields left zero.
@@ -268,11 +282,17 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	model, est := p.inspect(req, o)
 	now := time.Now()
 	pt := p.partitionFor(req, model, now)
+	if p.cfg.Estimator == nil {
+		pt.mu.Lock()
+		est = pt.learnedLocked(model, est, now)
+		pt.mu.Unlock()
+	}
 	pm, err := pt.acquire(ctx, p, req, est, o, now)
 	if err != nil {
 		pt.release()
 		return nil, err
 	}
+	pm.model = model
 	if p.cfg.Store != nil {
 		if err := p.storeAcquire(ctx, req, pm, o, now); err != nil {
 			return nil, err
@@ -664,6 +684,12 @@ type permit struct {
 	// disc is set by settle when the partition is paced by a discovered
 	// rate (pacer_discover.go).
 	disc bool
+	// reconciled is set once the tokens the response used settled the
+	// permit's estimate (usage.go); model and landedAt say what for.
+	reconciled atomic.Bool
+	model      string
+	landedAt   time.Time
+	turn       *storeTurn // the store's reservation, kept after settle for the usage
 	// The partition's sequence number and cumulative sent costs right
 	// after this permit was sent, when, and its cost.
 	seq    uint64
@@ -756,6 +782,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
 	pm.landLocked()
+	pm.landedAt = now
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))

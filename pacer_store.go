@@ -237,6 +237,7 @@ func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status i
 		pt.mu.Unlock()
 		return
 	}
+	pm.turn = st // for the usage its body tells (storeUsed)
 	s := StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true}
 	if o := storeObservation(rl, now); o != nil && st.grant.Seq > 0 {
 		o.Seq = st.grant.Seq

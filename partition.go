@@ -387,6 +387,10 @@ type partition struct {
 	// For a provider that announces no limits and none configured: the
 	// discovered pace (pacer_discover.go); nil until such an answer.
 	disc *discoverer
+	// What the responses' usage taught of each model's outputs, and
+	// whether it settles and teaches (PacingConfig.TokensByUsage; learn.go).
+	learners []*learner
+	byUsage  bool
 }
 
 // credential returns the request's credential header value: Authorization,
@@ -472,6 +476,7 @@ func (p *pacer) newPartition(req *http.Request, host string, model string, userK
 		pt.addConfigWindow(p, UnitTokens, p.cfg.TokensPerMinute, now)
 	}
 	pt.known = len(pt.windows) > 0 || p.coldStart <= 0
+	pt.byUsage = p.cfg.TokensByUsage
 	return pt
 }
 

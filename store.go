@@ -15,7 +15,11 @@ import (
 //
 // Before each attempt the pacer calls Reserve; after it, Settle exactly
 // once with what the attempt showed, or with Sent false when the request
-// was not sent. A Store never fails a request because it cannot reach its
+// was not sent. When the provider counts tokens by usage
+// ([PacingConfig.TokensByUsage]) and the response's body told the tokens
+// used, Settle is called once more when that body ends: the same
+// Partition, Windows and Grant, Sent true, Actual set and nothing else. It
+// corrects the reservation's cost and reports no outcome. A Store never fails a request because it cannot reach its
 // backend: it decides locally instead and says so in [StoreGrant.Shared].
 type Store interface {
 	// Reserve atomically reserves one request and its estimated tokens

@@ -441,6 +441,9 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		resp.Body = http.NoBody
 	}
 	a.pm.settle(resp, err)
+	if err == nil && resp.StatusCode/100 == 2 {
+		watch(resp, a.pm) // the body settles the tokens it says were used
+	}
 	c.discovered = a.pm.discoveredPace()
 	outcome := c.outcome(resp, err)
 	c.br.report(a.slot, outcome)

@@ -58,6 +58,9 @@ type apiRequest struct {
 	inputs       int // embeddings: how many inputs
 	dimensions   int
 	base64       bool
+	// output, when not negative, is how many tokens the completion
+	// generates (ProviderConfig.OutputTokens), already cut to maxTokens.
+	output int64
 }
 
 // cost is the tokens the request counts against the tokens limit: the
@@ -116,7 +119,7 @@ func badRequest(format string, args ...any) error {
 
 // parseRequest reads a request body for endpoint ep.
 func parseRequest(ep endpoint, body []byte) (apiRequest, error) {
-	r := apiRequest{ep: ep, n: 1, model: defaultModel}
+	r := apiRequest{ep: ep, n: 1, model: defaultModel, output: -1}
 	if ep == epModels {
 		return r, nil
 	}
@@ -243,6 +246,13 @@ func embeddingInput(v any) (inputs int, tokens int64, err error) {
 // completion is the canned answer to r: its text, its tokens and its
 // finish reason, cut to r's token budget.
 func completion(answer string, r *apiRequest) (text string, tokens int64, finish string) {
+	if r.output >= 0 {
+		text, finish = generated(r.output), "stop"
+		if r.maxTokens > 0 && r.output >= r.maxTokens {
+			finish = "length"
+		}
+		return text, r.output, finish
+	}
 	text, finish = answer, "stop"
 	tokens = int64(estimateTokens(text))
 	if r.maxTokens > 0 && tokens > r.maxTokens {
@@ -251,6 +261,28 @@ func completion(answer string, r *apiRequest) (text string, tokens int64, finish
 		tokens, finish = r.maxTokens, "length"
 	}
 	return text, tokens, finish
+}
+
+// generated is a text of n tokens (four characters a token), in words of
+// four tokens.
+func generated(n int64) string {
+	const word = "abcdefghijklmno "
+	var b strings.Builder
+	b.Grow(int(4 * n))
+	for left := int(4 * n); left > 0; left -= len(word) {
+		b.WriteString(word[:min(left, len(word))])
+	}
+	return b.String()
+}
+
+// usageCost is what the request counts against a tokens limit that
+// counts usage: its prompt and the tokens its completion generates.
+func (r *apiRequest) usageCost(answer string) int64 {
+	if r.ep != epChat && r.ep != epResponses {
+		return r.promptTokens
+	}
+	_, toks, _ := completion(answer, r)
+	return satAdd(r.promptTokens, satMul(toks, int64(r.n)))
 }
 
 // words splits text into stream deltas, keeping the spaces.

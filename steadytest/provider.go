@@ -89,6 +89,25 @@ type ProviderConfig struct {
 	// RequestsPerWindow and TokensPerWindow, and announces nothing: see
 	// [Limiter] and [LeakyBucket].
 	Limiter Limiter
+	// OutputTokens, when its upper bound is positive, is the range of
+	// tokens each chat or responses completion really generates, drawn
+	// uniformly (seeded by Faults.Seed) and cut to the request's
+	// max_tokens: the answer is that long (in words of four tokens, one a
+	// stream event) and its usage says so. Zero means the canned Answer.
+	OutputTokens [2]int
+	// CountUsage counts a request against the tokens limit by its prompt
+	// and the tokens its completion really generates, times n (as
+	// gateways that charge usage do), instead of its prompt and its
+	// max_tokens (as OpenAI counts a request on arrival).
+	CountUsage bool
+}
+
+// answer is the canned completion text.
+func (c *ProviderConfig) answer() string {
+	if c.Answer == "" {
+		return "Hello from steadytest."
+	}
+	return c.Answer
 }
 
 func (c *ProviderConfig) window() time.Duration {
@@ -281,6 +300,13 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	p.mu.Lock()
 	now := time.Now()
 	cfg = p.cfg
+	if lo, hi := max(cfg.OutputTokens[0], 0), cfg.OutputTokens[1]; hi > 0 && (ep == epChat || ep == epResponses) && parseErr == nil {
+		out := int64(lo + p.rng.IntN(max(hi-lo, 0)+1))
+		if req.maxTokens > 0 {
+			out = min(out, req.maxTokens)
+		}
+		req.output = out
+	}
 	f := &cfg.Faults
 	var (
 		status  int
@@ -322,6 +348,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		dec = p.lim.decide(now, &cfg, 0, false)
 	} else {
 		cost := req.cost()
+		if cfg.CountUsage {
+			cost = req.usageCost(cfg.answer())
+		}
 		if cfg.Limiter != nil {
 			dec = limiterDecision(cfg.Limiter, now)
 		} else {
@@ -371,10 +400,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		return &reply{status: status, header: h, body: cfg.Dialect.errorBody(status, fail, msg, reqID)}, nil
 	}
 
-	answer := cfg.Answer
-	if answer == "" {
-		answer = "Hello from steadytest."
-	}
+	answer := cfg.answer()
 	r := &reply{status: http.StatusOK, header: h, delay: cfg.ChunkDelay}
 	if r.delay == 0 {
 		r.delay = 10 * time.Millisecond
