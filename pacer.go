@@ -862,6 +862,15 @@ type PartitionSnapshot struct {
 	// announces nothing rests on too few answers.
 	Known   bool
 	Breaker BreakerState // the upstream's circuit breaker state
+	// LearnedOutput is what a request of the partition's model reserves
+	// for its output when the provider counts by usage
+	// ([PacingConfig.TokensByUsage]): a high quantile of its recent
+	// outputs, read from the responses' usage; zero until enough are known.
+	// EstimateError is the mean, over the recent responses that told
+	// their usage, of the tokens reserved less those used: positive when
+	// requests reserve more than they use.
+	LearnedOutput int64
+	EstimateError float64
 }
 
 // WindowSnapshot is one rate-limit window of a partition.
@@ -946,6 +955,12 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 				}
 			}
 			s.Windows = append(s.Windows, ws)
+		}
+		if l := pt.learnerLocked(pt.model, now, false); l != nil {
+			if l.n >= learnMin {
+				s.LearnedOutput = l.q
+			}
+			s.EstimateError = l.meanErr()
 		}
 		if pt.discovering() {
 			ws, pause := pt.discoverSnapshotLocked(now)
