@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -511,7 +510,7 @@ func openPeriod(n int, max time.Duration) time.Duration {
 		d *= 2
 	}
 	d = min(d, max)
-	return d - time.Duration(rand.Int64N(int64(d/4)+1))
+	return d - time.Duration(randInt64N(int64(d/4)+1))
 }
 
 func fromGobreaker(s gobreaker.State) BreakerState {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"time"
 )
@@ -175,16 +174,16 @@ func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
 		if prev <= math.MaxInt64/3 && 3*prev < hi {
 			hi = 3 * prev
 		}
-		return p.base + time.Duration(rand.Int64N(int64(hi-p.base)+1))
+		return p.base + time.Duration(randInt64N(int64(hi-p.base)+1))
 	}
 	ceil := p.max
 	if shift := n - 1; shift < 62 && p.base <= p.max>>shift {
 		ceil = p.base << shift
 	}
 	if ceil == math.MaxInt64 {
-		return time.Duration(rand.Int64N(math.MaxInt64))
+		return time.Duration(randInt64N(math.MaxInt64))
 	}
-	return time.Duration(rand.Int64N(int64(ceil) + 1))
+	return time.Duration(randInt64N(int64(ceil) + 1))
 }
 
 // retryWait waits d, or until ctx is done, whichever comes first. It uses a

@@ -1,0 +1,250 @@
+package steady_test
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// A target an issue sets that steady does not meet yet stays the target in
+// its test: the row that misses it calls atMost or atLeast with the target
+// and what it measured, and is listed in knownMisses (and in the README's
+// "Known misses"). A listed row that misses logs "KNOWN MISS" and passes;
+// a row that misses and is not listed fails; a listed row that meets its
+// target fails too, so that the table stays true. Under -v the run ends
+// with the table of the misses it saw.
+
+// knownMiss is one row of the known-miss table.
+type knownMiss struct {
+	row     string // the test's full name, as t.Name() gives it
+	measure string // what is measured, as the test names it to atMost or atLeast
+	why     string
+	// varies marks a row whose result depends on the order in which
+	// goroutines woken at one instant of fake time run, which no seed
+	// fixes: it misses on some runs and meets on others, so meeting the
+	// target does not fail it.
+	varies bool
+}
+
+// The reasons, shared by the rows they explain.
+const (
+	whyWholeSecond1s = "resets in whole seconds: in a one-second window each refill is read up to a second late"
+	whyWholeSecond   = "resets in whole seconds: each refill of a sliding window is read up to a second late"
+	whyBucket1s      = "a one-second bucket is nearly empty before its kind shows in the headers: the batch waits for its reset once"
+	whyFleet         = "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap; a store (steadyredis) is the remedy"
+	whySmallFleet    = "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; a store (steadyredis) is the remedy"
+	whyColdShort     = "from a cold start nothing tells the rate before the first 429: slow start takes about a second to reach 20/s, and a window's quota is then paced evenly, where a sender that knows the limit sends it the moment the window opens; with deadlines at half the batch's minimum that costs up to a third of what the limit could serve by then"
+	whyColdBucket    = "a token bucket's stored burst, drained in slow start, costs a few more 429s before the rate is found"
+	whySliding10s    = "not analysed yet: 1.24 times when the batch was launched in the scheduler's order, 1.28 times in the order of its calls"
+)
+
+// knownMisses is the table. Keep it sorted by test, then row.
+var knownMisses = []knownMiss{
+	// TestPacingMatrix: one process.
+	{"TestPacingMatrix/fixed-window/1s/announced/ietf/workers/procs=1/roundtripper", "makespan", whyWholeSecond1s, false},
+	{"TestPacingMatrix/sliding-window/1s/unannounced/heroku-seed/workers/procs=1/middleware", "makespan", whyWholeSecond1s, false},
+	{"TestPacingMatrix/sliding-window/1s/unannounced/anthropic/burst/procs=1/roundtripper", "makespan", whyWholeSecond1s, false},
+	{"TestPacingMatrix/sliding-window/5s/unannounced/heroku-seed/burst/procs=1/roundtripper", "makespan", whyWholeSecond, false},
+	{"TestPacingMatrix/sliding-window/10s/unannounced/heroku-seed/burst/procs=1/roundtripper", "makespan", whyWholeSecond, false},
+	{"TestPacingMatrix/sliding-window/10s/unannounced/anthropic/burst-deadline/procs=1/middleware", "makespan", whyWholeSecond, false},
+	{"TestPacingMatrix/token-bucket/1s/unannounced/anthropic/workers/procs=1/middleware", "makespan", whyBucket1s, false},
+	{"TestPacingMatrix/token-bucket/1s/announced/ietf/burst/procs=1/roundtripper", "makespan", whyBucket1s, false},
+	// TestPacingMatrix: uncoordinated processes on one key.
+	{"TestPacingMatrix/fixed-window/10s/unannounced/openai/burst/procs=16/roundtripper", "429s", whyFleet, false},
+	{"TestPacingMatrix/fixed-window/10s/unannounced/openai/burst/procs=16/roundtripper", "makespan", whyFleet, false},
+	{"TestPacingMatrix/fixed-window/1m0s/unannounced/heroku-docs/burst/procs=4/middleware", "429s", whyFleet, true},
+	{"TestPacingMatrix/fixed-window/1m0s/unannounced/heroku-seed/burst/procs=16/middleware", "429s", whyFleet, false},
+	{"TestPacingMatrix/sliding-window/10s/unannounced/heroku-docs/burst/procs=16/roundtripper", "429s", whyFleet, false},
+	{"TestPacingMatrix/sliding-window/10s/unannounced/heroku-docs/burst/procs=16/roundtripper", "makespan", whyFleet, false},
+	{"TestPacingMatrix/sliding-window/1m0s/unannounced/openai/burst/procs=16/middleware", "429s", whyFleet, false},
+	{"TestPacingMatrix/fixed-window/5s/unannounced/heroku-seed/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	{"TestPacingMatrix/fixed-window/5s/unannounced/heroku-seed/burst/procs=3/middleware", "makespan", whySmallFleet, false},
+	{"TestPacingMatrix/fixed-window/30s/announced/ietf/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	{"TestPacingMatrix/fixed-window/2m0s/unannounced/openai/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	{"TestPacingMatrix/sliding-window/5s/unannounced/anthropic/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	{"TestPacingMatrix/sliding-window/5s/unannounced/anthropic/burst/procs=3/middleware", "makespan", whySmallFleet, false},
+	{"TestPacingMatrix/sliding-window/30s/unannounced/heroku-docs/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	{"TestPacingMatrix/sliding-window/2m0s/unannounced/heroku-seed/burst/procs=3/middleware", "429s", whySmallFleet, false},
+	// TestDiscoverSDK: nothing announced.
+	{"TestDiscoverSDK/leaky_20/s_burst_10/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/leaky_20/s_burst_10,_no_Retry-After/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/leaky_20/s_burst_0/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/token_bucket_100/10s/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/token_bucket_100/10s/short-deadline/roundtripper", "429s", whyColdBucket, false},
+	{"TestDiscoverSDK/fixed_window_20/1s/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/sliding_window_20/1s/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/fixed_window_100/10s/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/fixed_window_60/1m0s/short-deadline/roundtripper", "served", whyColdShort, false},
+	{"TestDiscoverSDK/sliding_window_100/10s/workers/middleware", "makespan", whySliding10s, false},
+	{"TestDiscoverSDK/sliding_window_100/10s/burst/roundtripper", "makespan", whySliding10s, false},
+	{"TestDiscoverSDK/sliding_window_100/10s/burst-deadline/middleware", "makespan", whySliding10s, false},
+}
+
+// missKey names one measure of one row.
+type missKey struct{ row, measure string }
+
+// misses records what the run checked and the misses it saw.
+var misses struct {
+	sync.Mutex
+	checked map[missKey]bool
+	seen    []missSeen
+}
+
+// missSeen is a known miss as a run saw it.
+type missSeen struct {
+	missKey
+	got, target string
+}
+
+// listed returns the known miss of row's measure, if table holds it.
+func listed(table []knownMiss, row, measure string) (knownMiss, bool) {
+	for _, k := range table {
+		if k.row == row && k.measure == measure {
+			return k, true
+		}
+	}
+	return knownMiss{}, false
+}
+
+// atMost holds what a row measured to a target it must not exceed:
+// measure names it ("429s", "makespan"), and format prints got and target
+// (for example "%.2f%%", given shares times 100).
+func atMost(t testing.TB, measure, format string, got, target float64) {
+	t.Helper()
+	hold(t, measure, got <= target, fmt.Sprintf(format, got), "<= "+fmt.Sprintf(format, target))
+}
+
+// atLeast holds what a row measured to a target it must reach.
+func atLeast(t testing.TB, measure, format string, got, target float64) {
+	t.Helper()
+	hold(t, measure, got >= target, fmt.Sprintf(format, got), ">= "+fmt.Sprintf(format, target))
+}
+
+// hold judges one measure of the running row against its target and the
+// known-miss table, and records it for TestMain.
+func hold(t testing.TB, measure string, met bool, got, target string) {
+	t.Helper()
+	key := missKey{t.Name(), measure}
+	k, isListed := listed(knownMisses, key.row, key.measure)
+	misses.Lock()
+	if misses.checked == nil {
+		misses.checked = map[missKey]bool{}
+	}
+	misses.checked[key] = true
+	if !met && isListed {
+		misses.seen = append(misses.seen, missSeen{key, got, target})
+	}
+	misses.Unlock()
+	judge(t, k, isListed, measure, met, got, target)
+}
+
+// judge passes or fails a measure: k is its known miss, if isListed.
+func judge(t testing.TB, k knownMiss, isListed bool, measure string, met bool, got, target string) {
+	t.Helper()
+	switch {
+	case met && isListed && !k.varies:
+		t.Errorf("%s %s meets its target %s: remove it from the known misses (misses_test.go, README.md)", measure, got, target)
+	case met:
+	case isListed:
+		t.Logf("KNOWN MISS %s %s, target %s: %s", measure, got, target, k.why)
+	default:
+		t.Errorf("%s %s, want %s", measure, got, target)
+	}
+}
+
+// TestKnownMissRules: a miss that is listed passes and says so; one that
+// is not fails; a listed row that meets its target fails, unless its
+// result varies from run to run; a row that meets and is not listed
+// passes silently.
+func TestKnownMissRules(t *testing.T) {
+	k := knownMiss{row: "r", measure: "429s", why: "because"}
+	for _, tc := range []struct {
+		name             string
+		k                knownMiss
+		listed, met      bool
+		wantErr, wantLog string
+	}{
+		{"listed miss", k, true, false, "", "KNOWN MISS 429s 5%, target <= 3%: because"},
+		{"unlisted miss", k, false, false, "429s 5%, want <= 3%", ""},
+		{"listed and met", k, true, true, "remove it from the known misses", ""},
+		{"listed, varies, met", knownMiss{row: "r", measure: "429s", varies: true}, true, true, "", ""},
+		{"unlisted and met", k, false, true, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &tbRecorder{TB: t}
+			judge(rec, tc.k, tc.listed, "429s", tc.met, "5%", "<= 3%")
+			if got := strings.Join(rec.errs, "\n"); (tc.wantErr == "") != (got == "") || !strings.Contains(got, tc.wantErr) {
+				t.Errorf("errors %q, want %q", got, tc.wantErr)
+			}
+			if got := strings.Join(rec.logs, "\n"); (tc.wantLog == "") != (got == "") || !strings.Contains(got, tc.wantLog) {
+				t.Errorf("logs %q, want %q", got, tc.wantLog)
+			}
+		})
+	}
+}
+
+// tbRecorder records what a test reports instead of reporting it.
+type tbRecorder struct {
+	testing.TB
+	errs, logs []string
+}
+
+func (r *tbRecorder) Helper() {}
+func (r *tbRecorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *tbRecorder) Logf(format string, args ...any) {
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
+}
+
+// TestMain runs the tests, then prints the table of the known misses the
+// run saw (go test shows it under -v, or when a test fails). A run of
+// every test (no -run, -skip or -short) also fails when a listed row was
+// never measured: it was renamed or removed, and the table must follow.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	misses.Lock()
+	defer misses.Unlock()
+	if len(misses.seen) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "\nknown misses seen in this run (misses_test.go):\n")
+		seen := map[missKey]bool{}
+		for _, s := range misses.seen {
+			if seen[s.missKey] {
+				continue
+			}
+			seen[s.missKey] = true
+			fmt.Fprintf(&b, "  %-90s %-9s %12s, target %s\n", s.row, s.measure, s.got, s.target)
+		}
+		fmt.Print(b.String())
+	}
+	if code == 0 && fullRun() {
+		var stale []string
+		for _, k := range knownMisses {
+			if !misses.checked[missKey{k.row, k.measure}] {
+				stale = append(stale, k.row+" ("+k.measure+")")
+			}
+		}
+		if len(stale) > 0 {
+			slices.Sort(stale)
+			fmt.Printf("FAIL: the known-miss table lists rows no test measured (renamed or removed?):\n  %s\n", strings.Join(stale, "\n  "))
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// fullRun reports whether every test of the package ran: no -run, -skip
+// or -short.
+func fullRun() bool {
+	for _, name := range []string{"test.run", "test.skip"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return false
+		}
+	}
+	return !testing.Short()
+}
