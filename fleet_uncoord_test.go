@@ -1,0 +1,206 @@
+package steady_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// uncoordRow is a fleet of Transports without a store on one key of a
+// fixed window: callers in a loop, each call with a deadline, under
+// sustained load, in fake time.
+type uncoordRow struct {
+	procs, callers int // processes, callers in all
+	limit          int
+	window         time.Duration
+	dialect        steadytest.Dialect
+	form           string // "middleware" or "roundtripper"
+	deadline       time.Duration
+	latency        time.Duration
+	run            time.Duration
+}
+
+func (r uncoordRow) name() string {
+	return fmt.Sprintf("procs=%d/callers=%d/%d-per-%v/%s/%s", r.procs, r.callers, r.limit, r.window, r.dialect, r.form)
+}
+
+// uncoordResult is what such a fleet achieved.
+type uncoordResult struct {
+	ok, refused, failed429, failedOther int
+	attempts, rejected                  int64
+	perProc                             []int // ok calls per process
+	firstErrs                           []string
+}
+
+func (u uncoordResult) rejectedShare() float64 {
+	if u.attempts == 0 {
+		return 0
+	}
+	return float64(u.rejected) / float64(u.attempts)
+}
+
+// spread is how far the process furthest from an equal share of the ok
+// calls is from it, as a fraction of that share.
+func (u uncoordResult) spread() float64 {
+	total := 0
+	for _, n := range u.perProc {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	eq := float64(total) / float64(len(u.perProc))
+	d := 0.0
+	for _, n := range u.perProc {
+		d = max(d, math.Abs(float64(n)-eq)/eq)
+	}
+	return d
+}
+
+// runUncoord runs r in a synctest bubble: every caller starts its next
+// call when the previous one ends (a second later after a failure), until
+// r.run has passed.
+func runUncoord(t *testing.T, r uncoordRow) uncoordResult {
+	prov := steadytest.NewProvider(steadytest.ProviderConfig{
+		RequestsPerWindow: r.limit, Window: r.window, Algorithm: steadytest.FixedWindow, Dialect: r.dialect, Latency: r.latency,
+	})
+	clients := make([]openai.Client, r.procs)
+	for i := range clients {
+		base := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-fleet")}
+		if r.form == "middleware" {
+			tr := steady.New(steady.Config{})
+			clients[i] = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))...)
+		} else {
+			tr := steady.New(steady.Config{Base: prov})
+			clients[i] = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}))...)
+		}
+	}
+	res := uncoordResult{perProc: make([]int, r.procs)}
+	var mu sync.Mutex
+	// The run's end cancels the calls still out; it is no deadline of
+	// theirs.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stop := time.AfterFunc(r.run, cancel)
+	defer stop.Stop()
+	var wg sync.WaitGroup
+	for c := range r.callers {
+		proc := c % r.procs
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				cctx, ccancel := context.WithTimeout(ctx, r.deadline)
+				_, err := clients[proc].Chat.Completions.New(cctx, openai.ChatCompletionNewParams{
+					Model:    "gpt-4o-mini",
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+				})
+				ccancel()
+				if ctx.Err() != nil {
+					return // the run ended
+				}
+				mu.Lock()
+				var we *steady.WaitError
+				var ae *openai.Error
+				switch {
+				case err == nil:
+					res.ok++
+					res.perProc[proc]++
+				case errors.As(err, &we):
+					res.refused++
+				case errors.As(err, &ae) && ae.StatusCode == http.StatusTooManyRequests:
+					res.failed429++
+				default:
+					res.failedOther++
+				}
+				if err != nil && len(res.firstErrs) < 3 {
+					res.firstErrs = append(res.firstErrs, err.Error())
+				}
+				mu.Unlock()
+				if err != nil {
+					time.Sleep(time.Second) // a failed caller tries again a second later
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := prov.Stats()
+	res.attempts, res.rejected = st.Requests, st.RateLimited
+	return res
+}
+
+// TestUncoordinatedFleet is issue 18's fake-time fleet: 64 callers on one
+// 120-per-minute fixed window, 2-minute deadlines, zero provider latency,
+// 4 and 16 Transports without a store, through the SDK in both forms. A
+// fair share of the quota serves every call inside its deadline: none may
+// be refused, the 429s stay at most 3% (4 processes) and 5% (16) of
+// attempts, and with equal demand every process gets within ±15% of an
+// equal share.
+func TestUncoordinatedFleet(t *testing.T) {
+	var rows []uncoordRow
+	for _, procs := range []int{4, 16} {
+		for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectHerokuSeed} {
+			for _, form := range []string{"middleware", "roundtripper"} {
+				rows = append(rows, uncoordRow{procs: procs, callers: 64, limit: 120, window: time.Minute, dialect: d, form: form,
+					deadline: 2 * time.Minute, run: 10 * time.Minute})
+			}
+		}
+	}
+	for _, r := range rows {
+		t.Run(r.name(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				res := runUncoord(t, r)
+				t.Logf("ok %d, refused %d, failed with 429 %d, other failures %d, 429s %.2f%% of %d attempts, per process %v (spread ±%.1f%%) %q",
+					res.ok, res.refused, res.failed429, res.failedOther, 100*res.rejectedShare(), res.attempts, res.perProc, 100*res.spread(), res.firstErrs)
+				max429 := 0.03
+				if r.procs >= 16 {
+					max429 = 0.05
+				}
+				var misses []string
+				if res.refused+res.failed429+res.failedOther > 0 {
+					misses = append(misses, fmt.Sprintf("%d calls refused for their deadline, %d failed with a 429, %d otherwise: a fair share serves every one in time",
+						res.refused, res.failed429, res.failedOther))
+				}
+				if s := res.rejectedShare(); s > max429 {
+					misses = append(misses, fmt.Sprintf("429s %.2f%% of attempts, want at most %.0f%%", 100*s, 100*max429))
+				}
+				if s := res.spread(); s > 0.15 {
+					misses = append(misses, fmt.Sprintf("per-process ok calls %v: ±%.1f%% from an equal share, want within ±15%%", res.perProc, 100*s))
+				}
+				// The quota is used: 10 windows of 120, less headroom.
+				if want := int(0.9 * float64(r.limit) * r.run.Seconds() / r.window.Seconds()); res.ok < want {
+					misses = append(misses, fmt.Sprintf("%d calls ok, want at least %d", res.ok, want))
+				}
+				why, known := uncoordKnownMisses[r.procs]
+				switch {
+				case len(misses) > 0 && !known:
+					for _, m := range misses {
+						t.Error(m)
+					}
+				case len(misses) == 0 && known:
+					t.Errorf("listed as a known miss (%s) but meets every target: take it off the list", why)
+				case known:
+					t.Logf("known miss (%s): %s", why, strings.Join(misses, "; "))
+				}
+			})
+		})
+	}
+}
+
+// uncoordKnownMisses are the fleet sizes whose rows miss their targets
+// today, and why (see /work/notes/uncoord.md): a listed row that meets
+// them fails, so that the list stays true.
+var uncoordKnownMisses = map[int]string{
+	4:  "issue 18: each process's share is its own part of what the key spent, which any split of the quota confirms (multiplicative increase and decrease), so a process that took a window at a reset keeps the lead and the others' waits pass their deadlines",
+	16: "issue 18: as with 4, and every process, its share's pace refilling while the window is spent out, sends into an empty window once per window",
+}
