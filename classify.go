@@ -252,6 +252,14 @@ func ClassifyError(err error) Failure {
 		}
 		return f
 	}
+	var se *StreamError
+	if errors.As(err, &se) && se != nil {
+		// An error event in a stream (stream.go): the status it stands
+		// for, read as that status's response would be.
+		f := classify(se.Status, nil, se.body, time.Now(), nil)
+		f.GaveUp = errGaveUp(err)
+		return f
+	}
 	f := Failure{Message: errorMessage(err), GaveUp: errGaveUp(err)}
 	f.Retryable, f.Reason = classifyTransportError(err)
 	if f.GaveUp == "" && errors.Is(err, ErrCircuitOpen) {

@@ -72,6 +72,23 @@ type RetryConfig struct {
 	// 429 are not counted: a 429 is a rate signal, and those retries wait
 	// their turn in the pacing queue instead.
 	Budget BudgetConfig
+
+	// FirstTokenTimeout and FirstTokenBytes bound the stream guard. A 2xx
+	// response of server-sent events is read ahead until its first content
+	// event before it is handed back (what was read is then handed to the
+	// caller first, exactly as received): an error event before it is
+	// retried as the status it stands for (an overloaded server as 529, a
+	// rate limit as 429, a server error as 5xx), and a stream that sends
+	// no content for FirstTokenTimeout as a 504; past FirstTokenBytes
+	// without content, the stream is handed back as it is. After the first
+	// content, an error event ends the body with a [*StreamError].
+	// FirstTokenTimeout zero means a minute (a model that thinks longer
+	// than that before its first token, sending nothing, needs more);
+	// negative means no time bound. FirstTokenBytes zero means 64 KiB;
+	// negative turns the guard off (error events after the first content
+	// are still reported as a *StreamError).
+	FirstTokenTimeout time.Duration
+	FirstTokenBytes   int
 }
 
 // retryPolicy is a RetryConfig with its defaults resolved.

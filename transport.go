@@ -93,6 +93,7 @@ type Transport struct {
 	cfg      Config
 	base     http.RoundTripper
 	retry    retryPolicy
+	guard    guardPolicy
 	budget   *budget   // nil: unlimited
 	breakers *breakers // nil: disabled
 	pacer    *pacer
@@ -114,6 +115,7 @@ func New(cfg Config) *Transport {
 		cfg:    cfg,
 		base:   cfg.Base,
 		retry:  newRetryPolicy(cfg.Retry),
+		guard:  newGuardPolicy(cfg.Retry),
 		budget: newBudget(cfg.Retry.Budget),
 	}
 	if t.base == nil {
@@ -440,13 +442,20 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		// body; every later step may then close it.
 		resp.Body = http.NoBody
 	}
+	if err == nil && resp.StatusCode/100 == 2 && !c.t.guard.off && isEventStream(resp.Header) {
+		// Read ahead to the first content: an error or a stall before it
+		// is judged as the status it stands for (stream.go).
+		resp, _, err = guardStream(c.ctx, c.t.guard, resp)
+	}
 	a.pm.settle(resp, err)
 	if err == nil && resp.StatusCode/100 == 2 {
-		watch(resp, a.pm) // the body settles the tokens it says were used
+		watch(resp, a.pm, c.br) // the body settles the tokens it says were used
 	}
 	c.discovered = a.pm.discoveredPace()
 	outcome := c.outcome(resp, err)
-	c.br.report(a.slot, outcome)
+	if !deferReport(resp, a.slot, outcome) {
+		c.br.report(a.slot, outcome)
+	}
 	c.probeFailed = a.slot.probe && outcome == errBreakerFailure
 	released = true
 	if observed {

@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -63,7 +64,7 @@ func watchSSE(t *testing.T, stream string, piece int, readAll bool) (*permit, []
 	pm.est = TokenEstimate{Input: 10, Output: 1000}
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}, Body: io.NopCloser(&pieces{s: stream, n: piece})}
 	pm.settle(resp, nil)
-	watch(resp, pm)
+	watch(resp, pm, nil)
 	var got strings.Builder
 	if readAll {
 		io.Copy(&got, resp.Body)
@@ -173,4 +174,27 @@ func TestUsageCorrectsLocalWindow(t *testing.T) {
 			t.Errorf("avail a period later %v, want 10000", got)
 		}
 	})
+}
+
+// TestWatchErrorEvent: an error event after content ends the body with a
+// *StreamError, whatever the pieces the stream comes in: the bytes before
+// it reach the caller exactly, the event's do not.
+func TestWatchErrorEvent(t *testing.T) {
+	before := "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n: comment\n\ndata: {\"choices\":[{\"delta\":{\"content\":\" there\"}}],\"usage\":null}\n\n"
+	for _, ev := range []string{
+		"data: {\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n",
+		"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n",
+		"data:{\"error\": {\"type\": \"overloaded_error\", \"message\": \"busy\"}}\r\n\r\n",
+	} {
+		for _, n := range []int{1, 2, 5, 17, 4096} {
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
+				Body: io.NopCloser(&pieces{s: before + ev + "data: {\"choices\":[]}\n\n", n: n})}
+			watch(resp, nil, nil)
+			got, err := io.ReadAll(resp.Body)
+			var se *StreamError
+			if string(got) != before || !errors.As(err, &se) || se.Status != 529 || se.Type != "overloaded_error" || se.Message != "busy" {
+				t.Errorf("pieces of %d: read %q, %v; want the bytes before the event and a 529 StreamError", n, got, err)
+			}
+		}
+	}
 }

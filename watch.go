@@ -12,24 +12,42 @@ import (
 // upstream's bytes, unchanged and as they come, watched for the usage they
 // report (usage.go) and, in a stream, for the kind of each event. When it
 // ends (EOF) or is closed, the attempt's permit is settled with the tokens
-// used.
+// used. In a stream, an error event ends the body with a *StreamError: its
+// bytes are not handed on, so that the line that begins an event is held
+// back (at most linePrefix bytes, only while a read ends inside them)
+// until its kind is known.
 type watchedBody struct {
 	mu   sync.Mutex // serializes Read and Close; guards what follows
 	rc   io.ReadCloser
 	pm   *permit
+	br   *breaker
 	sse  bool
 	scan usageScan
 	line lineScan // sse only
 	eof  bool
+
+	hold  [linePrefix]byte // the start of an undecided line, held back
+	holdN int
+	inErr bool   // an error event began: it is read, then err returned
+	errEv []byte // the error event's bytes read so far
+	err   error  // the *StreamError every Read returns once reached
+
+	// slot is the attempt's breaker slot, when the stream's end reports
+	// it (see deferReport).
+	slot breakerSlot
 }
 
 // watch wraps the body of resp, a 2xx response to an attempt admitted
-// with pm, when there is a permit to settle.
-func watch(resp *http.Response, pm *permit) {
-	if pm == nil || resp.Body == nil || resp.Body == http.NoBody {
+// with pm (nil when pacing is off) through breaker br.
+func watch(resp *http.Response, pm *permit, br *breaker) {
+	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	resp.Body = &watchedBody{rc: resp.Body, pm: pm, sse: isEventStream(resp.Header)}
+	sse := isEventStream(resp.Header)
+	if pm == nil && !sse {
+		return
+	}
+	resp.Body = &watchedBody{rc: resp.Body, pm: pm, br: br, sse: sse}
 }
 
 // isEventStream reports a server-sent events response.
@@ -46,9 +64,12 @@ func isEventStream(h http.Header) bool {
 func (b *watchedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.sse {
+		return b.readStream(p)
+	}
 	n, err := b.rc.Read(p)
 	if n > 0 {
-		b.feed(p[:n])
+		b.scan.feed(p[:n])
 	}
 	if err == io.EOF && !b.eof {
 		b.eof = true
@@ -57,17 +78,119 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// feed watches p.
-func (b *watchedBody) feed(p []byte) {
-	if !b.sse {
-		b.scan.feed(p)
-		return
+// readStream is Read for a stream.
+func (b *watchedBody) readStream(p []byte) (int, error) {
+	for {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if b.inErr {
+			b.readErrorEvent()
+			continue
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		k, cur := 0, -1 // the start of the current line in p, when in it
+		if b.holdN > 0 {
+			if len(p) <= b.holdN {
+				// Too small a read to hold back in: the line goes on
+				// undecided.
+				k = copy(p, b.hold[:b.holdN])
+				b.holdN = copy(b.hold[:], b.hold[k:b.holdN])
+				return k, nil
+			}
+			k, cur = copy(p, b.hold[:b.holdN]), 0
+			b.holdN = 0
+		} else if b.line.atStart() {
+			cur = 0
+		}
+		n, err := b.rc.Read(p[k:])
+		data := p[:k+n]
+		errAt := -1
+		for i := k; i < len(data); {
+			seg, decided := b.line.next(data[i:])
+			b.scan.partial = b.line.partial
+			b.scan.feed(data[i : i+seg])
+			if decided && b.line.kind == evError && cur >= 0 {
+				errAt = cur
+				break
+			}
+			i += seg
+			if data[i-1] == '\n' {
+				cur = i
+			}
+		}
+		if errAt >= 0 {
+			b.errEv = append(b.errEv[:0], data[errAt:]...)
+			b.inErr = true
+			if err != nil {
+				b.errEv = append(b.errEv, "\n\n"...) // the stream ends here
+			}
+			if errAt > 0 {
+				return errAt, nil
+			}
+			continue
+		}
+		deliver := len(data)
+		if err == nil && cur >= 0 && cur < len(data) && !b.line.told {
+			b.holdN = copy(b.hold[:], data[cur:])
+			deliver = cur
+		}
+		if err == io.EOF && !b.eof {
+			b.eof = true
+			b.finishLocked()
+		}
+		if deliver == 0 && err == nil {
+			continue
+		}
+		return deliver, err
 	}
-	for len(p) > 0 {
-		seg := b.line.next(p)
-		b.scan.partial = b.line.partial
-		b.scan.feed(p[:seg])
-		p = p[seg:]
+}
+
+// readErrorEvent reads the rest of the error event that began (bounded),
+// and makes the *StreamError every later Read returns. A server error
+// counts against the upstream's breaker: the attempt counted a success
+// when its headers came.
+func (b *watchedBody) readErrorEvent() {
+	var buf [512]byte
+	for {
+		if end, _ := eventEnd(b.errEv); end >= 0 {
+			b.errEv = b.errEv[:end]
+			break
+		}
+		if len(b.errEv) >= maxErrorEvent {
+			break
+		}
+		n, err := b.rc.Read(buf[:])
+		b.errEv = append(b.errEv, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	se := newStreamError(b.errEv)
+	if u, _, ok := b.scan.result(); ok {
+		se.Used = u
+	}
+	b.inErr, b.errEv = false, nil
+	b.err = se
+	switch {
+	case se.Status < 500:
+		b.reportLocked(nil)
+	case b.slot.done != nil:
+		b.reportLocked(errBreakerFailure)
+	default:
+		b.br.fail() // the attempt's slot was reported already (a probe)
+	}
+	b.finishLocked()
+}
+
+// reportLocked reports the attempt's breaker slot, if the body holds it.
+func (b *watchedBody) reportLocked(outcome error) {
+	if b.slot.done != nil {
+		s := b.slot
+		b.slot = breakerSlot{}
+		b.br.report(s, outcome)
 	}
 }
 
@@ -80,8 +203,10 @@ func (b *watchedBody) Close() error {
 	return err
 }
 
-// finishLocked settles the permit with the usage read, once.
+// finishLocked settles the permit with the usage read, once, and reports
+// the breaker slot it holds as a success.
 func (b *watchedBody) finishLocked() {
+	b.reportLocked(nil)
 	if b.pm == nil {
 		return
 	}
@@ -118,23 +243,28 @@ type lineScan struct {
 	partial bool // the current event is a message_start
 	// terminal is set once the stream's last event began.
 	terminal bool
-	// errorAt is set when an error event began.
-	errorSeen bool
+	mid      bool // inside a line
 }
 
+// atStart reports whether the next byte begins a line.
+func (l *lineScan) atStart() bool { return !l.mid }
+
 // next reads p up to and including the end of the current line, or all of
-// it, and returns how many bytes it read.
-func (l *lineScan) next(p []byte) int {
+// it, and returns how many bytes it read and whether the line's kind was
+// decided by them.
+func (l *lineScan) next(p []byte) (seg int, decided bool) {
 	i := bytes.IndexByte(p, '\n')
-	seg := len(p)
+	seg = len(p)
 	if i >= 0 {
 		seg = i + 1
 	}
+	l.mid = i < 0
 	if !l.told {
 		k := copy(l.pre[l.preN:], p[:seg])
 		l.preN += k
 		if i >= 0 || l.preN == len(l.pre) {
 			l.tell(i >= 0)
+			decided = true
 		}
 	}
 	if i >= 0 {
@@ -143,7 +273,7 @@ func (l *lineScan) next(p []byte) int {
 		}
 		l.preN, l.told = 0, false
 	}
-	return seg
+	return seg, decided
 }
 
 // tell decides the kind of the current line from its first bytes.
@@ -167,8 +297,6 @@ func (l *lineScan) tell(whole bool) {
 		l.partial = true
 	case evTerminal:
 		l.terminal = true
-	case evError:
-		l.errorSeen = true
 	}
 	l.kind = k
 }

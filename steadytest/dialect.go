@@ -267,3 +267,12 @@ func setHostile(h http.Header, n int64) {
 		h.Set(name, v)
 	}
 }
+
+// streamError is the frame of an overloaded error event inside a stream,
+// in the dialect's shape.
+func (d Dialect) streamError(reqID string) string {
+	if d == DialectAnthropic {
+		return `event: error` + "\n" + `data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded (simulated, in the stream)"},"request_id":"` + reqID + `"}` + "\n\n"
+	}
+	return `data: {"error":{"message":"Overloaded (simulated, in the stream)","type":"overloaded_error","code":"overloaded"}}` + "\n\n"
+}

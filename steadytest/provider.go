@@ -143,6 +143,16 @@ type Faults struct {
 	// HostileHeaders replaces every rate-limit and retry header, on every
 	// response, with malformed, huge, negative or NaN values.
 	HostileHeaders bool
+	// StreamErrorRatio is the fraction of streamed responses (200, with
+	// their headers) whose stream carries an overloaded error event (in
+	// the dialect's shape: Anthropic's "event: error", an
+	// OpenAI-compatible server's {"error": ...}) after StreamErrorAfter
+	// content events, and ends there.
+	StreamErrorRatio float64
+	// StreamErrorAfter is how many content events come before the error
+	// event (a chat stream's first is the chunk of its role); zero means
+	// before the first.
+	StreamErrorAfter int
 	// Seed seeds the random draws of the ratios, so that runs repeat.
 	Seed int64
 }
@@ -186,6 +196,8 @@ type Stats struct {
 	// MaxTokensInWindow is the most tokens admitted in any window-long
 	// span.
 	MaxTokensInWindow int64
+	// StreamErrors is the streams failed by Faults.StreamErrorRatio.
+	StreamErrors int64
 }
 
 // Provider simulates an OpenAI-compatible API that enforces requests and
@@ -308,6 +320,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		req.output = out
 	}
 	f := &cfg.Faults
+	streamFail := false
 	var (
 		status  int
 		fail    failure
@@ -361,6 +374,10 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 			p.stats.Accepted++
 			p.stats.TokensAccepted += cost
 			status = http.StatusOK
+			if req.stream && draw(f.StreamErrorRatio) {
+				streamFail = true
+				p.stats.StreamErrors++
+			}
 		case dec.tooLarge:
 			p.stats.RateLimited++
 			status, fail = http.StatusTooManyRequests, failTooLarge
@@ -430,6 +447,16 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 			models = []string{defaultModel}
 		}
 		r.body = modelsBody(models)
+	}
+	if streamFail && len(r.frames) > 0 {
+		// A chat stream's first event is its role's chunk, a responses
+		// stream's response.created (no content).
+		at := max(cfg.Faults.StreamErrorAfter, 0)
+		if ep == epResponses {
+			at++
+		}
+		at = min(at, len(r.frames))
+		r.frames = append(r.frames[:at:at], cfg.Dialect.streamError(reqID))
 	}
 	if r.frames != nil {
 		h.Set("Content-Type", "text/event-stream; charset=utf-8")
