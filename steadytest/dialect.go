@@ -19,9 +19,14 @@ const (
 	// param, code}} bodies.
 	DialectOpenAI Dialect = iota
 	// DialectHerokuSeed speaks Heroku Managed Inference as its error
-	// reference describes it: X-RateLimit-{Limit,Remaining,Reset}-{Requests,Tokens}
-	// with resets as Unix timestamps (seconds), Retry-After on 429, and flat
-	// {"code": 429, "message", "type": "rate_limit_error"} bodies.
+	// reference page ("Error Response Format", the document this project
+	// was seeded with; hence the name) describes it:
+	// X-RateLimit-{Limit,Remaining,Reset}-{Requests,Tokens} with resets as
+	// Unix timestamps (seconds), Retry-After on 429, and flat
+	// {"code": 429, "message", "type": "rate_limit_error"} bodies. Heroku's
+	// rate-limits page shows the same headers otherwise: see
+	// DialectHerokuDocs. Which of the two Heroku sends is not settled, so
+	// steady reads both.
 	DialectHerokuSeed
 	// DialectHerokuDocs speaks Heroku as its rate-limits page shows it: the
 	// same header names with duration resets ("51s"), and nested

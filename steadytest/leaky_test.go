@@ -130,3 +130,47 @@ func TestProviderLimiter(t *testing.T) {
 		})
 	}
 }
+
+// TestLimiterMaxRequestsInWindow: with a Limiter, Stats.MaxRequestsInWindow
+// counts what the limiter admitted in any span of its window, so that "the
+// provider never admitted more than its limit" can fail: a fixed window
+// admits its limit at the end of one window and again at the start of the
+// next, twice its limit within one window-long span.
+func TestLimiterMaxRequestsInWindow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Align to 0.9 s into a whole second.
+		now := time.Now()
+		time.Sleep(time.Duration(int64(time.Second)-now.UnixNano()%int64(time.Second)) + 900*time.Millisecond)
+		p := NewProvider(ProviderConfig{Limiter: FixedWindowLimit(5, time.Second)})
+		send := func(n int) {
+			for range n {
+				req, _ := http.NewRequest(http.MethodPost, "https://llm.example.test/v1/chat/completions",
+					strings.NewReader(`{"model":"m","messages":[{"role":"user","content":"hi"}]}`))
+				resp, err := p.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		}
+		send(5)
+		if got := p.Stats().MaxRequestsInWindow; got != 5 {
+			t.Fatalf("after 5 admitted: MaxRequestsInWindow = %d, want 5", got)
+		}
+		time.Sleep(200 * time.Millisecond) // into the next window, 0.2 s later
+		send(7)
+		st := p.Stats()
+		if st.Accepted != 10 || st.RateLimited != 2 {
+			t.Fatalf("accepted %d, refused %d; want 10 and 2", st.Accepted, st.RateLimited)
+		}
+		if st.MaxRequestsInWindow != 10 {
+			t.Errorf("MaxRequestsInWindow = %d, want 10: both windows' admissions within one second", st.MaxRequestsInWindow)
+		}
+		// A second later, the count starts over.
+		time.Sleep(2 * time.Second)
+		send(1)
+		if got := p.Stats().MaxRequestsInWindow; got != 10 {
+			t.Errorf("MaxRequestsInWindow = %d, want it to stay the most seen, 10", got)
+		}
+	})
+}

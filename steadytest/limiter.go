@@ -146,14 +146,6 @@ type decision struct {
 	length   time.Duration // the window's length
 }
 
-// FixedWindow counts each limit in consecutive windows aligned to the
-// Unix epoch (a one-minute window starts at every whole minute, a
-// one-second window at every whole second) and forgets the count when a
-// window ends: up to twice the limit can be admitted in one window-long
-// span that straddles two windows. Resets are the end of the current
-// window.
-const FixedWindow Algorithm = 3
-
 // fixed is the count of the current window of a FixedWindow limit.
 type fixed struct {
 	end       time.Time // when the current window ends
@@ -176,6 +168,26 @@ type limits struct {
 	reqB, tokB     bucket
 	fix            fixed
 	maxReq, maxTok int64
+}
+
+// count records an admission a Limiter decided, for the most admitted in
+// a span of length. It is called with the provider's lock held.
+func (l *limits) count(now time.Time, length time.Duration, cost int64) {
+	l.win.prune(now, length)
+	l.win.add(now, cost)
+	l.maxReq = max(l.maxReq, l.win.requests())
+	l.maxTok = max(l.maxTok, l.win.tokens)
+}
+
+// limiterWindow is the span over which a Limiter's admissions are counted:
+// its own Window when it has one, else the configured window.
+func limiterWindow(cfg *ProviderConfig) time.Duration {
+	if w, ok := cfg.Limiter.(interface{ Window() time.Duration }); ok {
+		if d := w.Window(); d > 0 {
+			return d
+		}
+	}
+	return cfg.window()
 }
 
 // decide admits a request costing cost tokens, or says how long until it

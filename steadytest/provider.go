@@ -26,6 +26,13 @@ const (
 	// window, and lets a full bucket go out in a burst: up to about twice
 	// the limit can be admitted in one window-long span.
 	TokenBucket
+	// FixedWindow counts each limit in consecutive windows aligned to the
+	// Unix epoch (a one-minute window starts at every whole minute, a
+	// one-second window at every whole second) and forgets the count when
+	// a window ends: up to twice the limit can be admitted in one
+	// window-long span that straddles two windows. Resets are the end of
+	// the current window.
+	FixedWindow
 )
 
 // String returns "sliding-window", "token-bucket" or "fixed-window".
@@ -191,10 +198,12 @@ type Stats struct {
 	PeakConcurrency int
 	// MaxRequestsInWindow is the most requests admitted in any window-long
 	// span: a test states "never exceeded the limit" with
-	// MaxRequestsInWindow <= RequestsPerWindow.
+	// MaxRequestsInWindow <= RequestsPerWindow. With a Limiter, the span
+	// is the Limiter's Window() when it has that method (every [Limit]
+	// does), else ProviderConfig.Window.
 	MaxRequestsInWindow int64
 	// MaxTokensInWindow is the most tokens admitted in any window-long
-	// span.
+	// span, counted as MaxRequestsInWindow is.
 	MaxTokensInWindow int64
 	// StreamErrors is the streams failed by Faults.StreamErrorRatio.
 	StreamErrors int64
@@ -366,6 +375,9 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		}
 		if cfg.Limiter != nil {
 			dec = limiterDecision(cfg.Limiter, now)
+			if dec.admit {
+				p.lim.count(now, limiterWindow(&cfg), cost)
+			}
 		} else {
 			dec = p.lim.decide(now, &cfg, cost, true)
 		}
