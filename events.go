@@ -47,6 +47,10 @@ const (
 	// from its body as the caller read it, against what its attempt
 	// reserved (Reserved): the reservation is settled with Used.
 	EventUsage
+	// EventUpstream reports one of [Config.Upstreams] changing standing:
+	// its key refused (Reason says how; Until is its next probe), so that
+	// requests skip it, or accepted again, so that it is ramped back.
+	EventUpstream
 )
 
 // String returns the kind's name, such as "retry".
@@ -70,6 +74,8 @@ func (k EventKind) String() string {
 		return "store"
 	case EventUsage:
 		return "usage"
+	case EventUpstream:
+		return "upstream"
 	}
 	return "unknown"
 }
@@ -105,7 +111,7 @@ func (s BreakerState) String() string {
 type Event struct {
 	Kind      EventKind     // what happened
 	Time      time.Time     // when it happened
-	Upstream  string        // scheme://host of the request
+	Upstream  string        // scheme://host of the request, or the Name of the [Upstream] it was routed to
 	Partition string        // pacing partition label; never contains a credential
 	Method    string        // the request's HTTP method
 	Path      string        // the request's URL path, without its query

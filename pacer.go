@@ -179,11 +179,13 @@ func (e *WaitError) Unwrap() error { return e.Err }
 // errStopped. urgent puts the request ahead of its partition's queue (a
 // half-open probe); it still counts in the limits. body, if set, keeps
 // what the first acquire of a request read of its body, so that its
-// retries do not read it again.
+// retries do not read it again. route is the name of the [Upstream] the
+// request is routed to ("" when not routed): its partitions are its own.
 type admitOpts struct {
 	stop   <-chan struct{}
 	urgent bool
 	body   *bodyInfo
+	route  string
 }
 
 // bodyInfo is what pacing read of a request's body: its model and its
@@ -281,7 +283,7 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	}
 	model, est := p.inspect(req, o)
 	now := time.Now()
-	pt := p.partitionFor(req, model, now)
+	pt := p.partitionFor(req, model, o.route, now)
 	if p.cfg.Estimator == nil {
 		pt.mu.Lock()
 		est = pt.learnedLocked(model, est, now)

@@ -426,36 +426,48 @@ func requestHost(req *http.Request) string {
 }
 
 // partitionFor returns req's partition, creating it if needed, with one
-// user counted for the caller.
-func (p *pacer) partitionFor(req *http.Request, model string, now time.Time) *partition {
-	host := requestHost(req)
+// user counted for the caller. route is the name of the [Upstream] req is
+// routed to, or "".
+func (p *pacer) partitionFor(req *http.Request, model, route string, now time.Time) *partition {
+	key, userKey := p.partitionKey(req, model, route)
+	return p.parts.acquire(key, now, func() *partition {
+		return p.newPartition(req, requestHost(req), model, userKey, route, now)
+	})
+}
+
+// partitionKey returns the key of req's partition, and the label
+// PacingConfig.Key gave it ("" without one).
+func (p *pacer) partitionKey(req *http.Request, model, route string) (uint64, string) {
 	var userKey string
 	var h maphash.Hash
 	h.SetSeed(p.seed)
+	if route != "" {
+		h.WriteString(route)
+		h.WriteByte(0)
+	}
 	if p.cfg.Key != nil {
 		userKey = boundLabel(p.cfg.Key(req, model))
 		h.WriteString(userKey)
 	} else {
-		h.WriteString(host)
+		h.WriteString(requestHost(req))
 		h.WriteByte(0)
 		h.WriteString(credential(req.Header))
 		h.WriteByte(0)
 		h.WriteString(model)
 	}
-	key := h.Sum64()
-
-	return p.parts.acquire(key, now, func() *partition {
-		return p.newPartition(req, host, model, userKey, now)
-	})
+	return h.Sum64(), userKey
 }
 
-func (p *pacer) newPartition(req *http.Request, host string, model string, userKey string, now time.Time) *partition {
+func (p *pacer) newPartition(req *http.Request, host string, model string, userKey string, route string, now time.Time) *partition {
 	pt := &partition{host: host, model: model}
 	scheme := "https"
 	if req.URL != nil && req.URL.Scheme != "" {
 		scheme = req.URL.Scheme
 	}
 	pt.upstream = scheme + "://" + host
+	if route != "" {
+		pt.upstream = route
+	}
 	if userKey != "" || p.cfg.Key != nil {
 		pt.label = userKey
 	} else {

@@ -62,6 +62,24 @@ type Config struct {
 	// several goroutines at once.
 	OnEvent func(Event)
 
+	// Upstreams, if set, are where requests go instead of the URL the
+	// client addressed them to: each attempt is sent to one of them, with
+	// its URL, credential and model rewritten on a copy (see [Upstream]).
+	// Among the usable upstreams of the best tier, an attempt goes to the
+	// one whose pacing lets it go soonest; weights break ties and set the
+	// split when all have room. A refused key (401, 403, insufficient
+	// quota, billing) takes its upstream out of the rotation until a
+	// probe (one request, at growing intervals from 30 s) finds it
+	// accepted again; an open circuit does so until its probes succeed;
+	// either comes back ramped, its share doubling every 250 ms. A 429,
+	// a 5xx or a transport failure moves the retry to another upstream at
+	// once, as does a refused key (uncounted); when every upstream is
+	// unusable, a request waits for the first to come back if its
+	// deadline allows. A stream is never moved once its response began.
+	// Events, snapshots and [Transport.BreakerState] name upstreams by
+	// their Name. Nil means requests go where they are addressed.
+	Upstreams []Upstream
+
 	// Logger, if set, receives the same events as OnEvent: at Debug level
 	// attempts, waits and cooldowns; at Info retries; at Warn give-ups,
 	// refusals and breaker changes. A burst of like events (same kind,
@@ -97,6 +115,7 @@ type Transport struct {
 	budget   *budget   // nil: unlimited
 	breakers *breakers // nil: disabled
 	pacer    *pacer
+	router   *router // nil without Config.Upstreams
 
 	logs *logBursts // nil when no Logger
 
@@ -125,7 +144,11 @@ func New(cfg Config) *Transport {
 		t.logs = &logBursts{m: make(map[burstKey]*burst)}
 	}
 	t.breakers = newBreakers(cfg.Breaker, t.emit)
+	t.router = newRouter(cfg.Upstreams, t.breakers, t.emit)
 	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
+	if t.router != nil {
+		t.pacer.breakerState = t.breakerState
+	}
 	t.pacer.noBreaker = t.breakers == nil
 	return t
 }
@@ -146,13 +169,13 @@ func defaultBase() http.RoundTripper {
 }
 
 // BreakerState reports the circuit breaker state of upstream, written
-// "scheme://host" as in [Event.Upstream]. An upstream steady has not seen
-// is closed.
+// "scheme://host" as in [Event.Upstream], or the Name of one of
+// [Config.Upstreams]. An upstream steady has not seen is closed.
 func (t *Transport) BreakerState(upstream string) BreakerState {
 	if t == nil {
 		return BreakerClosed
 	}
-	return t.breakers.state(upstream)
+	return t.breakerState(upstream)
 }
 
 // RoundTrip implements [http.RoundTripper]. It never modifies req; a
@@ -186,9 +209,23 @@ func (t *Transport) do(req *http.Request, next option.MiddlewareNext) (*http.Res
 		return fail(req, next, err, strings.TrimPrefix(err.Error(), "steady: "))
 	}
 	c := t.start(req, next)
+	if t.router != nil {
+		if err := c.startRouting(t.router); err != nil {
+			return fail(req, next, err, strings.TrimPrefix(err.Error(), "steady: "))
+		}
+	}
 	for c.attempt = 1; ; c.attempt++ {
+		if c.rc != nil {
+			if err := c.route(); err != nil {
+				return c.unroutable(err) // no upstream, or none before the deadline
+			}
+		}
 		a, err := c.admit()
 		if err != nil {
+			if c.rc != nil && c.reroute(err) {
+				c.attempt-- // not sent: routed again
+				continue
+			}
 			return c.refused(err) // circuit open, pacing refused, context done
 		}
 		r, err := c.prepare(a)
@@ -220,6 +257,9 @@ func (t *Transport) check(req *http.Request, next option.MiddlewareNext) error {
 	case next != nil && t.cfg.Base != nil:
 		closeBody(req)
 		return errBaseWithMiddleware
+	case t.router != nil && t.router.err != nil:
+		closeBody(req)
+		return t.router.err
 	}
 	return nil
 }
@@ -227,7 +267,8 @@ func (t *Transport) check(req *http.Request, next option.MiddlewareNext) error {
 // call is one request on its way through its attempts.
 type call struct {
 	t          *Transport
-	req        *http.Request
+	req        *http.Request // the caller's
+	out        *http.Request // what the attempts send: req, or its copy for an upstream
 	next       option.MiddlewareNext
 	ctx        context.Context
 	br         *breaker
@@ -244,12 +285,16 @@ type call struct {
 	lastF       Failure
 	prevWait    time.Duration
 	body        bodyInfo // what pacing read of the body, once
+	rc          *routing // nil when not routed (no Config.Upstreams)
 }
 
 func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
-	c := call{t: t, req: req, next: next, ctx: req.Context(), br: t.breakers.get(req.URL)}
+	c := call{t: t, req: req, out: req, next: next, ctx: req.Context()}
 	c.hasBody = req.Body != nil && req.Body != http.NoBody
 	c.replayable = !c.hasBody || req.GetBody != nil
+	if t.router == nil {
+		c.br = t.breakers.get(req.URL)
+	}
 	if c.br != nil {
 		c.upstream = c.br.upstream
 	} else {
@@ -264,7 +309,7 @@ func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
 // returns no body means the body cannot be replayed: the admission is
 // then given back.
 func (c *call) prepare(a admission) (*http.Request, error) {
-	r, err := attemptRequest(c.ctx, c.req, c.attempt)
+	r, err := attemptRequest(c.ctx, c.out, c.attempt)
 	if err != nil {
 		a.pm.cancel()
 		c.br.report(a.slot, errBreakerExcluded)
@@ -298,12 +343,19 @@ func (c *call) admit() (admission, error) {
 
 // admitNow is admit, unobserved.
 func (c *call) admitNow() (admission, error) {
-	r := c.req
+	r := c.out
 	for {
 		v := c.br.look()
 		switch {
 		case v.state == BreakerClosed:
-			pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{stop: v.opened, body: &c.body})
+			o := admitOpts{stop: v.opened, body: &c.body}
+			if c.rc != nil {
+				o.stop, o.route = c.rc.stop, c.rc.cur.name
+			}
+			pm, err := c.t.pacer.acquire(c.ctx, r, o)
+			if err == errStopped && c.rc != nil {
+				return admission{}, errReroute // its key was refused or its circuit opened meanwhile
+			}
 			if err == errStopped {
 				continue // the circuit opened during the wait
 			}
@@ -342,14 +394,18 @@ func (c *call) admitNow() (admission, error) {
 // admitProbe takes r's pacing turn ahead of the queue. The breaker slot s
 // is given back if pacing refuses r or panics.
 func (c *call) admitProbe(s breakerSlot) (admission, error) {
-	r := c.req
+	r := c.out
 	admitted := false
 	defer func() {
 		if !admitted {
 			c.br.report(s, errBreakerExcluded)
 		}
 	}()
-	pm, err := c.t.pacer.acquire(c.ctx, r, admitOpts{urgent: true, body: &c.body})
+	o := admitOpts{urgent: true, body: &c.body}
+	if c.rc != nil {
+		o.route = c.rc.cur.name
+	}
+	pm, err := c.t.pacer.acquire(c.ctx, r, o)
 	if err != nil {
 		closeFirst(r, c.attempt)
 		return admission{}, err
@@ -367,6 +423,9 @@ func (c *call) admitProbe(s breakerSlot) (admission, error) {
 // ErrCircuitOpen and context.DeadlineExceeded: before its deadline, so
 // that the SDK's own check of the context cannot replace it.
 func (c *call) hold(v view) error {
+	if c.rc != nil {
+		return errReroute // another upstream may take it
+	}
 	var timer, late <-chan time.Time
 	dl, hasDL := c.ctx.Deadline()
 	if v.state == BreakerOpen {
@@ -503,6 +562,9 @@ type verdict struct {
 // when to retry are in decide.
 func (c *call) judge(resp *http.Response, err error) verdict {
 	if err == nil && resp.StatusCode < 400 {
+		if c.rc != nil {
+			c.routeSucceeded()
+		}
 		return verdict{final: true, resp: resp}
 	}
 	if c.last != nil {
@@ -529,7 +591,13 @@ func (c *call) judge(resp *http.Response, err error) verdict {
 	} else {
 		f = ClassifyResponse(resp)
 	}
-	wait, reason := c.decide(f)
+	var wait time.Duration
+	var reason string
+	if c.rc != nil {
+		wait, reason = c.routeDecide(f)
+	} else {
+		wait, reason = c.decide(f)
+	}
 	if reason != "" {
 		resp, err = c.giveUp(resp, err, f, c.attempt, reason)
 		return verdict{final: true, resp: resp, err: err}

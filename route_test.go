@@ -1,0 +1,349 @@
+package steady_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+	"github.com/tidwall/gjson"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// routeBaseURL is where the routed clients address their requests.
+const routeBaseURL = "https://api.openai.com/v1"
+
+// account is one upstream account in an upstreamNet: a simulated
+// provider, with switches that revoke its key or take it down.
+type account struct {
+	rt      http.RoundTripper
+	revoked atomic.Bool // answer 401 invalid_api_key
+	down    atomic.Bool // answer 503
+
+	mu       sync.Mutex
+	attempts int
+	status   map[int]int
+	served   []time.Time // when each 2xx answer was sent
+	models   map[string]int
+	paths    map[string]int
+}
+
+func newAccount(rt http.RoundTripper) *account {
+	return &account{rt: rt, status: map[int]int{}, models: map[string]int{}, paths: map[string]int{}}
+}
+
+// upstreamNet answers each request from the account of its host and
+// credential, as separate keys and providers would, and records what each
+// account saw.
+type upstreamNet struct {
+	accounts map[string]*account // "host credential"
+}
+
+func (n *upstreamNet) add(host, cred string, a *account) *account {
+	if n.accounts == nil {
+		n.accounts = map[string]*account{}
+	}
+	n.accounts[host+" "+cred] = a
+	return a
+}
+
+func credentialOf(h http.Header) string {
+	for _, k := range []string{"Authorization", "Api-Key", "X-Api-Key"} {
+		if v := h.Get(k); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func statusResponse(r *http.Request, status int, body string) *http.Response {
+	return &http.Response{StatusCode: status, Status: http.StatusText(status), Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body)), Request: r, ContentLength: int64(len(body))}
+}
+
+func (n *upstreamNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	var body []byte
+	if r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body.Close()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	a := n.accounts[r.URL.Host+" "+credentialOf(r.Header)]
+	if a == nil {
+		return statusResponse(r, http.StatusUnauthorized, `{"error":{"message":"unknown key","type":"invalid_request_error","code":"invalid_api_key"}}`), nil
+	}
+	a.mu.Lock()
+	a.attempts++
+	a.models[gjson.GetBytes(body, "model").String()]++
+	a.paths[r.URL.Path+"?"+r.URL.RawQuery]++
+	a.mu.Unlock()
+	var resp *http.Response
+	var err error
+	switch {
+	case a.revoked.Load():
+		resp = statusResponse(r, http.StatusUnauthorized, `{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}`)
+	case a.down.Load():
+		resp = statusResponse(r, http.StatusServiceUnavailable, `{"error":{"message":"down","type":"server_error"}}`)
+	default:
+		resp, err = a.rt.RoundTrip(r)
+	}
+	if resp != nil {
+		a.mu.Lock()
+		a.status[resp.StatusCode]++
+		if resp.StatusCode < 300 {
+			a.served = append(a.served, time.Now())
+		}
+		a.mu.Unlock()
+	}
+	return resp, err
+}
+
+// servedBetween counts the 2xx answers a sent in [from, to).
+func (a *account) servedBetween(from, to time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, t := range a.served {
+		if !t.Before(from) && t.Before(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// firstServedAfter is when a first answered 2xx at or after t; zero if
+// never.
+func (a *account) firstServedAfter(t time.Time) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, s := range a.served {
+		if !s.Before(t) {
+			return s
+		}
+	}
+	return time.Time{}
+}
+
+func (a *account) count(status int) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status[status]
+}
+
+// routedClient is an SDK client with st routing its requests over net,
+// in form ("middleware" or "roundtripper"); the SDK's retry defaults are
+// left on and its own key is never meant to be sent.
+func routedClient(form string, cfg steady.Config, net http.RoundTripper) (openai.Client, *steady.Transport) {
+	opts := []option.RequestOption{option.WithBaseURL(routeBaseURL), option.WithAPIKey("sk-client-never-sent")}
+	if form == "middleware" {
+		st := steady.New(cfg)
+		return openai.NewClient(append(opts, option.WithMiddleware(st.Middleware), option.WithHTTPClient(&http.Client{Transport: net}))...), st
+	}
+	cfg.Base = net
+	st := steady.New(cfg)
+	return openai.NewClient(append(opts, option.WithHTTPClient(&http.Client{Transport: st}))...), st
+}
+
+var routeForms = []string{"middleware", "roundtripper"}
+
+// batchResult is what a batch of calls achieved.
+type batchResult struct {
+	ok, failed int
+	last       time.Time
+	errs       []error
+}
+
+// runBatch launches n calls at once through client, each with the
+// context ctxFor(i) gives, and waits for them all.
+func runBatch(client openai.Client, n int, ctxFor func(i int) (context.Context, context.CancelFunc)) batchResult {
+	var mu sync.Mutex
+	var res batchResult
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ctx, cancel := ctxFor(i)
+			defer cancel()
+			_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model:    "gpt-4o-mini",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.failed++
+				if len(res.errs) < 3 {
+					res.errs = append(res.errs, err)
+				}
+				return
+			}
+			res.ok++
+			res.last = time.Now()
+		})
+	}
+	wg.Wait()
+	return res
+}
+
+func noDeadline(int) (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}
+
+func twoKeys() []steady.Upstream {
+	return []steady.Upstream{
+		{Name: "key-a", BaseURL: routeBaseURL, Key: "sk-a"},
+		{Name: "key-b", BaseURL: routeBaseURL, Key: "sk-b"},
+	}
+}
+
+const routeLat = 20 * time.Millisecond
+
+func limitedAccount(perMinute int) *account {
+	return newAccount(steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: perMinute, Window: time.Minute, Latency: routeLat}))
+}
+
+// TestUpstreamsRewriteOnCopy: an attempt goes to the upstream's URL with
+// its credential and its model, and the caller's request is not changed.
+func TestUpstreamsRewriteOnCopy(t *testing.T) {
+	fake := steadytest.NewFakeT(t, steadytest.Response{Body: `{}`})
+	st := steady.New(steady.Config{Base: fake, Upstreams: []steady.Upstream{{
+		Name:      "azure-east",
+		BaseURL:   "https://east.openai.azure.com/openai/deployments/dep-4o?api-version=2024-10-21",
+		Key:       "az-secret",
+		KeyHeader: "api-key",
+		Models:    map[string]string{"gpt-4o": "dep-4o"},
+	}}})
+	body := `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`
+	req, _ := http.NewRequest("POST", routeBaseURL+"/chat/completions?trace=1", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer sk-client")
+	resp, err := st.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	got := fake.Requests()[0]
+	if u := got.URL.String(); u != "https://east.openai.azure.com/openai/deployments/dep-4o/chat/completions?api-version=2024-10-21&trace=1" {
+		t.Errorf("sent to %s", u)
+	}
+	if got.Header.Get("Api-Key") != "az-secret" || got.Header.Get("Authorization") != "" {
+		t.Errorf("credential headers sent: api-key %q, authorization %q", got.Header.Get("Api-Key"), got.Header.Get("Authorization"))
+	}
+	if m := gjson.GetBytes(got.Body, "model").String(); m != "dep-4o" {
+		t.Errorf("model sent %q, want dep-4o", m)
+	}
+	if !strings.Contains(string(got.Body), `"messages":[{"role":"user","content":"hi"}]`) {
+		t.Errorf("body sent %s", got.Body)
+	}
+	if req.URL.String() != routeBaseURL+"/chat/completions?trace=1" || req.Header.Get("Authorization") != "Bearer sk-client" || req.Header.Get("Api-Key") != "" {
+		t.Errorf("the caller's request changed: %s %v", req.URL, req.Header)
+	}
+	if b, _ := req.GetBody(); b != nil {
+		again, _ := io.ReadAll(b)
+		if string(again) != body {
+			t.Errorf("the caller's body changed: %s", again)
+		}
+	}
+}
+
+// TestUpstreamsBadConfig: a bad upstream fails every request with an
+// error that says which and why, and sends nothing.
+func TestUpstreamsBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		ups  []steady.Upstream
+		want string
+	}{
+		{[]steady.Upstream{{BaseURL: "ftp://x"}}, "Upstreams[0]: BaseURL"},
+		{[]steady.Upstream{{BaseURL: "https://a.test"}, {BaseURL: "https://b.test", Weight: -1}}, "Upstreams[1]: negative Weight"},
+		{[]steady.Upstream{{Name: "x", BaseURL: "https://a.test"}, {Name: "x", BaseURL: "https://b.test"}}, `name "x" used twice`},
+		{[]steady.Upstream{{BaseURL: "https://a.test", Tier: -2}}, "negative Tier"},
+	} {
+		fake := steadytest.NewFake()
+		st := steady.New(steady.Config{Base: fake, Upstreams: tc.ups})
+		req, _ := http.NewRequest("POST", routeBaseURL+"/chat/completions", strings.NewReader(`{}`))
+		_, err := st.RoundTrip(req)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want one saying %q", err, tc.want)
+		}
+		if fake.Calls() != 0 {
+			t.Errorf("%d requests sent", fake.Calls())
+		}
+	}
+}
+
+// routeMisses are this file's known misses: a row's target (named
+// "row/target") the issue sets and the row does not meet, and why. The
+// test still asserts the target: a listed row that meets it fails, so
+// that the table stays true. (Until misses_test.go lands in the root,
+// this file keeps its own table.)
+var routeMisses = map[string]string{
+	"two-keys-burst/middleware/ratio":   "the default 2% headroom keeps 1 of each key's 60 a minute unused: 600 calls need a sixth window (5 min against the quota's 4); with Headroom -1 the same row takes 1.001 times the minimum",
+	"two-keys-burst/roundtripper/ratio": "the default 2% headroom keeps 1 of each key's 60 a minute unused: 600 calls need a sixth window (5 min against the quota's 4); with Headroom -1 the same row takes 1.001 times the minimum",
+}
+
+// target checks one target of a row: a miss fails unless routeMisses
+// lists it, and a listed miss that is met fails too.
+func target(t *testing.T, name string, met bool, format string, args ...any) {
+	t.Helper()
+	why, listed := routeMisses[name]
+	switch {
+	case met && listed:
+		t.Errorf("%s meets its target but is listed as a known miss: "+format, append([]any{name}, args...)...)
+	case !met && listed:
+		t.Logf("known miss %s: "+format+": %s", append(append([]any{name}, args...), why)...)
+	case !met:
+		t.Errorf("%s: "+format, append([]any{name}, args...)...)
+	}
+}
+
+// TestUpstreamsTwoKeysBurst: two keys of 60 requests a minute each; 600
+// calls at once with no deadline finish within 1.05 times the combined
+// quota's minimum, none fails, at most 1% of attempts meet a 429. The
+// same with no headroom, and one key alone (the same batch) beside them.
+func TestUpstreamsTwoKeysBurst(t *testing.T) {
+	const calls = 600
+	for _, form := range routeForms {
+		for _, row := range []struct {
+			name     string
+			keys     int
+			headroom float64
+		}{{"two-keys-burst", 2, 0}, {"two-keys-burst-no-headroom", 2, -1}, {"one-key-burst", 1, 0}} {
+			t.Run(row.name+"/"+form, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					var net upstreamNet
+					a := net.add("api.openai.com", "Bearer sk-a", limitedAccount(60))
+					b := net.add("api.openai.com", "Bearer sk-b", limitedAccount(60))
+					client, _ := routedClient(form, steady.Config{Upstreams: twoKeys()[:row.keys], Pacing: steady.PacingConfig{Headroom: row.headroom}}, &net)
+					start := time.Now()
+					res := runBatch(client, calls, noDeadline)
+					// A sliding window of 60 a minute per key: the last of
+					// 600 is admitted (600/(60 keys) - 1) minutes in,
+					// answered a latency later.
+					quotaMin := time.Duration(calls/(60*row.keys)-1)*time.Minute + routeLat
+					makespan := res.last.Sub(start)
+					attempts := a.attempts + b.attempts
+					rejected := a.count(429) + b.count(429)
+					ratio := float64(makespan) / float64(quotaMin)
+					t.Logf("%s %s: ok %d failed %d, attempts %d (a %d, b %d), 429s %d, makespan %v, quota minimum %v, ratio %.3f",
+						row.name, form, res.ok, res.failed, attempts, a.attempts, b.attempts, rejected, makespan, quotaMin, ratio)
+					name := row.name + "/" + form
+					target(t, name+"/failed", res.failed == 0, "%d calls failed: %v", res.failed, res.errs)
+					if row.keys == 1 {
+						return // shown beside, held to nothing here
+					}
+					target(t, name+"/ratio", ratio <= 1.05, "makespan %v is %.3f times the quota minimum %v, want <= 1.05", makespan, ratio, quotaMin)
+					target(t, name+"/429", float64(rejected) <= 0.01*float64(attempts), "429s are %d of %d attempts, want <= 1%%", rejected, attempts)
+					target(t, name+"/split", a.attempts == b.attempts, "split %d/%d, want even", a.attempts, b.attempts)
+				})
+			})
+		}
+	}
+}
