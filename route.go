@@ -494,12 +494,18 @@ func soonestProbe(rt *router) *route {
 }
 
 // named returns a breaker of its own for the upstream called name, kept
-// outside the per-host map; changed sees its state changes first.
+// outside the per-host map; changed sees its state changes first. Its
+// circuit stays open at most half as long as BreakerConfig.OpenTimeout
+// says (5 s by default): a routed request that probes it and fails
+// moves to another upstream, so that probing costs it little, and the
+// upstream is found healed twice as soon.
 func (bs *breakers) named(name string, changed func(Event)) *breaker {
 	if bs == nil {
 		return nil
 	}
-	b := &breaker{upstream: name, pol: &bs.pol}
+	pol := bs.pol
+	pol.maxOpen = max(pol.maxOpen/2, firstOpenPeriod)
+	b := &breaker{upstream: name, pol: &pol}
 	b.emit = func(ev Event) {
 		changed(ev)
 		bs.emit(ev)

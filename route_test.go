@@ -121,19 +121,6 @@ func (a *account) servedBetween(from, to time.Time) int {
 	return n
 }
 
-// firstServedAfter is when a first answered 2xx at or after t; zero if
-// never.
-func (a *account) firstServedAfter(t time.Time) time.Time {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, s := range a.served {
-		if !s.Before(t) {
-			return s
-		}
-	}
-	return time.Time{}
-}
-
 func (a *account) count(status int) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -345,5 +332,134 @@ func TestUpstreamsTwoKeysBurst(t *testing.T) {
 				})
 			})
 		}
+	}
+}
+
+// offered is what a stream of calls achieved.
+type offered struct {
+	mu          sync.Mutex
+	ok, failed  int
+	errs        []error
+	maxLatency  time.Duration
+	latencyFrom time.Time // maxLatency counts calls started from then
+}
+
+// offer starts a call every interval for d through client, each with
+// ctxFor's context, and waits for them all.
+func offer(client openai.Client, interval, d time.Duration, ctxFor func() (context.Context, context.CancelFunc), res *offered) {
+	var wg sync.WaitGroup
+	tk := time.NewTicker(interval)
+	defer tk.Stop()
+	end := time.Now().Add(d)
+	for now := time.Now(); now.Before(end); now = <-tk.C {
+		wg.Go(func() {
+			ctx, cancel := ctxFor()
+			defer cancel()
+			began := time.Now()
+			_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+				Model:    "gpt-4o-mini",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
+			})
+			res.mu.Lock()
+			defer res.mu.Unlock()
+			if err != nil {
+				res.failed++
+				if len(res.errs) < 3 {
+					res.errs = append(res.errs, err)
+				}
+				return
+			}
+			res.ok++
+			if !began.Before(res.latencyFrom) {
+				res.maxLatency = max(res.maxLatency, time.Since(began))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestUpstreamsKeyRevoked: one of two keys is revoked mid-run (401 from
+// then on). No call fails, the key is skipped after one attempt (the
+// ones in flight when it was revoked aside), an event says so, and it is
+// probed, not sent traffic, from then on.
+func TestUpstreamsKeyRevoked(t *testing.T) {
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				a := net.add("api.openai.com", "Bearer sk-a", limitedAccount(600))
+				b := net.add("api.openai.com", "Bearer sk-b", limitedAccount(600))
+				var events eventLog
+				client, _ := routedClient(form, steady.Config{Upstreams: twoKeys(), OnEvent: events.add}, &net)
+				revokeAt := time.Now().Add(time.Minute)
+				time.AfterFunc(time.Minute, func() { b.revoked.Store(true) })
+				var res offered
+				offer(client, 125*time.Millisecond, 3*time.Minute, noDeadlineCtx, &res)
+				refused := b.count(http.StatusUnauthorized)
+				// Probes: 30 s after the refusal, then 60 s later, within
+				// the two minutes that follow.
+				t.Logf("%s: ok %d failed %d; key-b answered 401 %d times (2 of them probes), served %d after the revocation; key-a served %d",
+					form, res.ok, res.failed, refused, b.servedBetween(revokeAt, time.Now()), a.servedBetween(time.Time{}, time.Now()))
+				target(t, "key-revoked/"+form+"/failed", res.failed == 0, "%d calls failed: %v", res.failed, res.errs)
+				target(t, "key-revoked/"+form+"/skipped", refused <= 1+2, "the revoked key was sent %d requests, want 1 and 2 probes", refused)
+				var saw bool
+				for _, ev := range events.of(steady.EventUpstream) {
+					if ev.Upstream == "key-b" && strings.Contains(ev.Reason, "key refused") {
+						saw = true
+					}
+				}
+				target(t, "key-revoked/"+form+"/event", saw, "no event says key-b was refused")
+			})
+		})
+	}
+}
+
+func noDeadlineCtx() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) }
+
+// TestUpstreamsOutage: one of two upstreams answers 503 for two minutes.
+// Its circuit opens, traffic moves to the other within a second, and it
+// is back at its share within 10 s of healing, ramped.
+func TestUpstreamsOutage(t *testing.T) {
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				a := net.add("api.openai.com", "Bearer sk-a", limitedAccount(600))
+				b := net.add("api.openai.com", "Bearer sk-b", limitedAccount(600))
+				var events eventLog
+				client, st := routedClient(form, steady.Config{Upstreams: twoKeys(), OnEvent: events.add}, &net)
+				start := time.Now()
+				downAt, healAt := start.Add(time.Minute), start.Add(3*time.Minute)
+				time.AfterFunc(time.Minute, func() { b.down.Store(true) })
+				time.AfterFunc(3*time.Minute, func() { b.down.Store(false) })
+				var opened bool
+				time.AfterFunc(2*time.Minute, func() { opened = st.BreakerState("key-b") != steady.BreakerClosed })
+				res := offered{latencyFrom: downAt.Add(time.Second)}
+				offer(client, 125*time.Millisecond, 4*time.Minute, noDeadlineCtx, &res)
+				// Moved: from a second into the outage, key-a serves every
+				// call (8 a second).
+				moved := a.servedBetween(downAt.Add(time.Second), downAt.Add(2*time.Second))
+				// Back: how long after healing key-b serves at least 40%
+				// of the calls of a second (its share is half), measured
+				// on a 100 ms grid.
+				var back time.Duration = -1
+				for s := time.Duration(0); s < 30*time.Second; s += 100 * time.Millisecond {
+					from := healAt.Add(s)
+					nb, na := b.servedBetween(from, from.Add(time.Second)), a.servedBetween(from, from.Add(time.Second))
+					if nb > 0 && float64(nb) >= 0.4*float64(na+nb) {
+						back = s
+						break
+					}
+				}
+				outageAttempts := b.count(http.StatusServiceUnavailable)
+				t.Logf("%s: ok %d failed %d; circuit open mid-outage %v; key-a served %d in the second after the first; key-b answered 503 %d times; back at its share %v after healing; slowest call from 1 s into the outage %v",
+					form, res.ok, res.failed, opened, moved, outageAttempts, back, res.maxLatency)
+				name := "outage/" + form
+				target(t, name+"/failed", res.failed == 0, "%d calls failed: %v", res.failed, res.errs)
+				target(t, name+"/opened", opened, "key-b's circuit is closed in the middle of its outage")
+				target(t, name+"/moved", moved >= 7, "key-a served %d calls in the second after the outage's first, want all 8", moved)
+				target(t, name+"/back", back > 0 && back <= 10*time.Second, "key-b back at its share %v after healing, want within 10 s", back)
+			})
+		})
 	}
 }
