@@ -283,7 +283,7 @@ func (p *pacer) acquire(ctx context.Context, req *http.Request, o admitOpts) (*p
 	}
 	model, est := p.inspect(req, o)
 	now := time.Now()
-	pt := p.partitionFor(req, model, o.route, now)
+	pt := p.partitionFor(req, model, strings.Clone(o.route), now) // a copy: o must not escape
 	if p.cfg.Estimator == nil {
 		pt.mu.Lock()
 		est = pt.learnedLocked(model, est, now)
