@@ -177,7 +177,11 @@ func TestNoop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	remove := st.Observe(func(steady.Event) { events++ })
+	remove := st.Observe(func(ev steady.Event) {
+		if ev.Kind == steady.EventAttempt {
+			events++
+		}
+	})
 	defer remove()
 	c := openai.NewClient(option.WithBaseURL(baseURL), option.WithAPIKey(apiKey), option.WithHTTPClient(&http.Client{Transport: st}))
 	if err := chat(c, context.Background()); err != nil {
@@ -297,4 +301,61 @@ func TestStoreFallback(t *testing.T) {
 			t.Errorf("store fallbacks = %d, want 1", got)
 		}
 	})
+}
+
+// TestEstimateError: the usage a response reports is recorded, per call, as
+// the token estimate's error (reserved less used), in both forms, and not
+// counted in steady.events.
+func TestEstimateError(t *testing.T) {
+	for _, form := range []string{"middleware", "roundtripper"} {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fake := steadytest.NewFakeT(t, steadytest.ChatCompletion("hello there"))
+				cfg := steady.Config{}
+				if form == "roundtripper" {
+					cfg.Base = fake
+				}
+				h := newHarness(t, cfg)
+				c := h.client(form, fake)
+				for range 2 {
+					if err := chat(c, context.Background()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var want int64
+				n := 0
+				for _, ev := range h.events {
+					if ev.Kind == steady.EventUsage {
+						want += ev.Reserved.Total() - ev.Used.Total()
+						n++
+					}
+				}
+				if n != 2 {
+					t.Fatalf("%d usage events, want 2", n)
+				}
+				rm := h.collect(t)
+				d, ok := find(t, rm, "steady.tokens.estimate.error").Data.(metricdata.Histogram[int64])
+				if !ok {
+					t.Fatal("steady.tokens.estimate.error is not an int histogram")
+				}
+				var count uint64
+				var total int64
+				for _, p := range d.DataPoints {
+					if !has(p.Attributes, "server.address=api.openai.com", "gen_ai.operation.name=chat") {
+						t.Errorf("attributes %v", p.Attributes.ToSlice())
+					}
+					count += p.Count
+					total += p.Sum
+				}
+				if count != 2 || total != want {
+					t.Errorf("estimate error: %d points summing %d, want 2 summing %d", count, total, want)
+				}
+				if m, ok := findOK(rm, "steady.events"); ok {
+					if got := sum(t, m, "steady.event.kind=usage"); got != 0 {
+						t.Errorf("steady.events counted %d usage events", got)
+					}
+				}
+			})
+		})
+	}
 }

@@ -146,4 +146,5 @@ func Example_prometheus() {
 	// steady_rate_limit_limit gauge
 	// steady_rate_limit_remaining gauge
 	// steady_rate_limit_reset_seconds gauge
+	// steady_tokens_estimate_error histogram
 }

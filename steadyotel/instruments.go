@@ -12,12 +12,18 @@ import (
 var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60, 120}
 
 // waitBuckets are the boundaries of steady.pacing.wait.duration.
+// estimateErrorBuckets are the bucket boundaries, in tokens, of the token
+// estimate's error: what an attempt reserved less what its response said
+// it used (negative when it used more than reserved).
+var estimateErrorBuckets = []float64{-4000, -1000, -250, -50, 0, 50, 250, 1000, 4000, 16000, 64000}
+
 var waitBuckets = []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
 
 // instruments are the metric instruments of one Instrumentation.
 type instruments struct {
 	duration        metric.Float64Histogram
 	pacingWait      metric.Float64Histogram
+	estimateError   metric.Int64Histogram
 	retries         metric.Int64Counter
 	giveUps         metric.Int64Counter
 	rejections      metric.Int64Counter
@@ -50,6 +56,9 @@ func (i *instruments) create(m metric.Meter) error {
 	check(err)
 	i.pacingWait, err = m.Float64Histogram(metricPacingWait, metric.WithUnit(unitSeconds),
 		metric.WithDescription(descPacingWait), metric.WithExplicitBucketBoundaries(waitBuckets...))
+	check(err)
+	i.estimateError, err = m.Int64Histogram(metricEstimateError, metric.WithUnit(unitTokens),
+		metric.WithDescription(descEstimateError), metric.WithExplicitBucketBoundaries(estimateErrorBuckets...))
 	check(err)
 	counter := func(name, unit, desc string) metric.Int64Counter {
 		c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))

@@ -24,6 +24,7 @@ const (
 	metricRateLimited     = "steady.rate_limited"
 	metricCooldowns       = "steady.pacing.cooldowns"
 	metricPacingWait      = "steady.pacing.wait.duration"
+	metricEstimateError   = "steady.tokens.estimate.error"
 	metricWaiting         = "steady.pacing.waiting"
 	metricInFlight        = "steady.pacing.in_flight"
 	metricLimit           = "steady.rate_limit.limit"
@@ -45,6 +46,7 @@ const (
 	descRateLimited     = "Attempts answered 429 Too Many Requests."
 	descCooldowns       = "Times a partition stopped sending after a 429 or a retry hint."
 	descPacingWait      = "Time a request waited for its turn before being sent, to stay under the announced limits."
+	descEstimateError   = "Tokens an attempt reserved less those its response said it used: the token estimate's error."
 	descWaiting         = "Requests waiting for their turn now."
 	descInFlight        = "Requests sent and not yet answered now."
 	descLimit           = "Quota per window announced by the upstream (or configured)."
@@ -60,6 +62,7 @@ const (
 // Metric units, in UCUM with annotations as the conventions write them.
 const (
 	unitSeconds     = "s"
+	unitTokens      = "{token}"
 	unitRequests    = "{request}"
 	unitRetries     = "{retry}"
 	unitResponses   = "{response}"

@@ -35,6 +35,11 @@ func (in *Instrumentation) observe(ev steady.Event) {
 		ctx = context.Background()
 	}
 	h := in.labels.host(ev.Upstream)
+	if ev.Kind == steady.EventUsage {
+		// One a successful call: its own histogram, not steady.events.
+		in.inst.estimateError.Record(ctx, ev.Reserved.Total()-ev.Used.Total(), in.withReason(h, ev, ""))
+		return
+	}
 	switch ev.Kind {
 	case steady.EventRetry:
 		in.inst.retries.Add(ctx, 1, in.withReason(h, ev, why))
