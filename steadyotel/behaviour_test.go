@@ -310,7 +310,7 @@ func TestEstimateError(t *testing.T) {
 	for _, form := range []string{"middleware", "roundtripper"} {
 		t.Run(form, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				fake := steadytest.NewFakeT(t, steadytest.ChatCompletion("hello there"))
+				fake := steadytest.NewFakeT(t, steadytest.ChatCompletion("hello there"), steadytest.ChatCompletion("hello there"))
 				cfg := steady.Config{}
 				if form == "roundtripper" {
 					cfg.Base = fake
@@ -341,7 +341,7 @@ func TestEstimateError(t *testing.T) {
 				var count uint64
 				var total int64
 				for _, p := range d.DataPoints {
-					if !has(p.Attributes, "server.address=api.openai.com", "gen_ai.operation.name=chat") {
+					if !has(p.Attributes, "server.address=api.openai.com", "gen_ai.request.model=gpt-4o-mini") {
 						t.Errorf("attributes %v", p.Attributes.ToSlice())
 					}
 					count += p.Count
