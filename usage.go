@@ -58,7 +58,6 @@ type usageScan struct {
 	key     [32]byte
 	keyN    int
 	num     int64
-	partial bool // the usage object belongs to an Anthropic message_start: its output is not final
 
 	in, out, total, cacheIn int64
 	seen                    bool // a usage object with at least one field was read
@@ -89,7 +88,7 @@ func (s *usageScan) search(p []byte) []byte {
 			return p[i+len(usageKey)-n:]
 		}
 	}
-	i := bytes.Index(p, usageKey)
+	i := indexUsage(p)
 	if i < 0 {
 		s.keepTail(p)
 		return nil
@@ -97,6 +96,25 @@ func (s *usageScan) search(p []byte) []byte {
 	s.tailN = 0
 	s.state = usColon
 	return p[i+len(usageKey):]
+}
+
+// indexUsage is bytes.Index(p, usageKey), anchored on its 'g': a byte
+// rarer in JSON than the quote the key begins with, so that the search
+// runs at IndexByte's speed over both structure and text.
+func indexUsage(p []byte) int {
+	const g = len(`"usa`) // the 'g' in the key
+	for i := g; i < len(p); {
+		j := bytes.IndexByte(p[i:], 'g')
+		if j < 0 {
+			return -1
+		}
+		k := i + j
+		if k+len(usageKey)-g <= len(p) && string(p[k-g:k-g+len(usageKey)]) == `"usage"` {
+			return k - g
+		}
+		i = k + 1
+	}
+	return -1
 }
 
 // keepTail keeps the end of p that may begin a key split across pieces.
@@ -232,10 +250,11 @@ func (s *usageScan) record() {
 		s.in = max(s.in, v)
 		s.seen = true
 	case ufOutput:
-		if !s.partial {
-			s.out = max(s.out, v)
-			s.outSeen = true
-		}
+		// The latest count: a stream's last usage is its final one
+		// (Anthropic's message_start tells an output of 1 before its
+		// message_delta tells the total).
+		s.out = v
+		s.outSeen = true
 		s.seen = true
 	case ufTotal:
 		s.total = max(s.total, v)

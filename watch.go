@@ -110,8 +110,6 @@ func (b *watchedBody) readStream(p []byte) (int, error) {
 		errAt := -1
 		for i := k; i < len(data); {
 			seg, decided := b.line.next(data[i:])
-			b.scan.partial = b.line.partial
-			b.scan.feed(data[i : i+seg])
 			if decided && b.line.kind == evError && cur >= 0 {
 				errAt = cur
 				break
@@ -120,6 +118,11 @@ func (b *watchedBody) readStream(p []byte) (int, error) {
 			if data[i-1] == '\n' {
 				cur = i
 			}
+		}
+		if errAt >= 0 {
+			b.scan.feed(data[k:max(errAt, k)])
+		} else {
+			b.scan.feed(data[k:])
 		}
 		if errAt >= 0 {
 			b.errEv = append(b.errEv[:0], data[errAt:]...)
@@ -225,7 +228,6 @@ func (b *watchedBody) finishLocked() {
 // Event kinds a stream's lines tell.
 const (
 	evOther    = iota
-	evPartial  // Anthropic's message_start: usage of the input only
 	evTerminal // the stream's last event: [DONE], message_stop, response.completed
 	evError    // an error event
 )
@@ -236,11 +238,10 @@ const linePrefix = 40
 // lineScan follows the lines of a server-sent events stream, keeping the
 // first bytes of each line to tell the kind of its event.
 type lineScan struct {
-	pre     [linePrefix]byte
-	preN    int
-	told    bool // the current line's kind is decided
-	kind    uint8
-	partial bool // the current event is a message_start
+	pre  [linePrefix]byte
+	preN int
+	told bool // the current line's kind is decided
+	kind uint8
 	// terminal is set once the stream's last event began.
 	terminal bool
 	mid      bool // inside a line
@@ -268,9 +269,6 @@ func (l *lineScan) next(p []byte) (seg int, decided bool) {
 		}
 	}
 	if i >= 0 {
-		if l.preN == 1 || l.preN == 2 && l.pre[0] == '\r' {
-			l.partial = false // a blank line ends the event
-		}
 		l.preN, l.told = 0, false
 	}
 	return seg, decided
@@ -280,8 +278,8 @@ func (l *lineScan) next(p []byte) (seg int, decided bool) {
 func (l *lineScan) tell(whole bool) {
 	l.told = true
 	line := l.pre[:l.preN]
-	if whole && l.preN < len(l.pre) {
-		line = bytes.TrimRight(line, "\r\n")
+	for whole && len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+		line = line[:len(line)-1]
 	}
 	var k uint8
 	switch {
@@ -292,10 +290,7 @@ func (l *lineScan) tell(whole bool) {
 	default:
 		return
 	}
-	switch k {
-	case evPartial:
-		l.partial = true
-	case evTerminal:
+	if k == evTerminal {
 		l.terminal = true
 	}
 	l.kind = k
@@ -312,9 +307,10 @@ func trimSpace(b []byte) []byte {
 // start of a "data:" line's JSON.
 func eventKind(v []byte, data bool) uint8 {
 	if !data {
-		switch string(bytes.TrimRight(v, " \t")) {
-		case "message_start":
-			return evPartial
+		for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+			v = v[:len(v)-1]
+		}
+		switch string(v) {
 		case "message_stop", "response.completed":
 			return evTerminal
 		case "error":
@@ -322,8 +318,14 @@ func eventKind(v []byte, data bool) uint8 {
 		}
 		return evOther
 	}
-	if bytes.HasPrefix(v, []byte("[DONE]")) {
-		return evTerminal
+	if len(v) < 3 || v[0] != '{' {
+		if bytes.HasPrefix(v, []byte("[DONE]")) {
+			return evTerminal
+		}
+		return evOther
+	}
+	if v[1] == '"' && v[2] != 'e' && v[2] != 't' {
+		return evOther // compact JSON whose first member is neither "error" nor "type"
 	}
 	// The JSON's first member, without its spaces.
 	var b [linePrefix]byte
@@ -338,8 +340,6 @@ func eventKind(v []byte, data bool) uint8 {
 	switch {
 	case bytes.HasPrefix(s, []byte(`{"error"`)), bytes.HasPrefix(s, []byte(`{"type":"error"`)):
 		return evError
-	case bytes.HasPrefix(s, []byte(`{"type":"message_start"`)):
-		return evPartial
 	case bytes.HasPrefix(s, []byte(`{"type":"message_stop"`)), bytes.HasPrefix(s, []byte(`{"type":"response.completed"`)):
 		return evTerminal
 	}
