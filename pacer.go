@@ -112,7 +112,8 @@ type PacingConfig struct {
 	// of its max_tokens when that is lower, never more than max_tokens.
 	// An Estimator still decides the estimate. False (the zero value)
 	// reserves max_tokens and settles nothing by usage; what usage
-	// teaches still shows in events ([EventUsage]) and snapshots.
+	// teaches still shows in snapshots (PartitionSnapshot.EstimateError).
+	// Set, each settlement is reported as an [EventUsage].
 	TokensByUsage bool
 }
 
