@@ -45,9 +45,8 @@ const (
 	EventStore
 	// EventUsage reports the tokens a response said it used (Used), read
 	// from its body as the caller read it, against what its attempt
-	// reserved (Reserved): the reservation is settled with Used. It is
-	// reported where the provider counts by usage
-	// ([PacingConfig.TokensByUsage]).
+	// reserved (Reserved). Where the provider counts by usage
+	// ([PacingConfig.TokensByUsage]), the reservation is settled with Used.
 	EventUsage
 	// EventUpstream reports one of [Config.Upstreams] changing standing:
 	// its key refused (Reason says how; Until is its next probe), so that

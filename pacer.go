@@ -112,8 +112,7 @@ type PacingConfig struct {
 	// of its max_tokens when that is lower, never more than max_tokens.
 	// An Estimator still decides the estimate. False (the zero value)
 	// reserves max_tokens and settles nothing by usage; what usage
-	// teaches still shows in snapshots (PartitionSnapshot.EstimateError).
-	// Set, each settlement is reported as an [EventUsage].
+	// teaches still shows in events ([EventUsage]) and snapshots.
 	TokensByUsage bool
 }
 
