@@ -110,10 +110,15 @@ func (s BreakerState) String() string {
 // change. It never holds credentials. Fields that do not apply to a kind
 // are zero.
 type Event struct {
-	Kind      EventKind     // what happened
-	Time      time.Time     // when it happened
-	Upstream  string        // scheme://host of the request, or the Name of the [Upstream] it was routed to
-	Partition string        // pacing partition label; never contains a credential
+	Kind      EventKind // what happened
+	Time      time.Time // when it happened
+	Upstream  string    // scheme://host of the request, or the Name of the [Upstream] it was routed to
+	Partition string    // pacing partition label; never contains a credential
+	// Model is the model the request names (its JSON body's "model", as
+	// its pacing partition has it), when pacing read it; "" otherwise.
+	// Like Upstream it is bounded only by the partitions steady keeps:
+	// an observer that makes it a label caps its distinct values.
+	Model     string
 	Method    string        // the request's HTTP method
 	Path      string        // the request's URL path, without its query
 	RequestID string        // the upstream's request id, when a response carried one

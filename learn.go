@@ -152,7 +152,7 @@ func (pm *permit) used(u TokenEstimate, outOK bool) {
 	if pm.turn != nil && counts {
 		p.storeUsed(pm, u)
 	}
-	p.emit(Event{Kind: EventUsage, Time: now, Upstream: upstream, Partition: label, Used: u, Reserved: pm.est})
+	p.emit(Event{Kind: EventUsage, Time: now, Upstream: upstream, Partition: label, Model: pt.model, Used: u, Reserved: pm.est})
 }
 
 // storeUsed tells the store what pm's attempt used, per window of its

@@ -602,7 +602,7 @@ func (pt *partition) grantLocked(p *pacer, now time.Time) {
 // paced reports the wait of a request admitted at now, if it waited.
 func (pt *partition) paced(p *pacer, req *http.Request, start, now time.Time) {
 	if waited := now.Sub(start); waited > 0 {
-		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: waited}
+		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Wait: waited}
 		if req != nil && req.URL != nil {
 			ev.Method, ev.Path = req.Method, req.URL.Path
 		}
@@ -633,10 +633,10 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Reque
 	if w != nil {
 		pt.leaveLocked(w)
 	}
-	label, upstream := pt.label, pt.upstream
+	label, upstream, model := pt.label, pt.upstream, pt.model
 	pt.mu.Unlock()
 	we := &WaitError{Wait: d, Partition: label, Err: err}
-	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Wait: d, Reason: "pacing wait past the deadline", Err: we}
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Model: model, Wait: d, Reason: "pacing wait past the deadline", Err: we}
 	if err == ErrWaitTooLong {
 		ev.Reason = "pacing wait beyond MaxWait"
 	}
@@ -833,7 +833,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		if until.After(pt.cooldown) {
 			pt.cooldown = until
 			emit = true
-			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Status: status, Until: until, Reason: "rate limited"}
+			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Status: status, Until: until, Reason: "rate limited"}
 		}
 	}
 	pt.replanLocked(p, now)

@@ -93,7 +93,7 @@ func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool,
 		pt.disc.onThrottled(pm.sentAt, now, hint, rl.HasRetryAfter)
 		if g := pt.disc.gate; g > before && g > now.UnixNano() {
 			emit = true
-			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Status: status, Until: time.Unix(0, g), Reason: "rate limited"}
+			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Status: status, Until: time.Unix(0, g), Reason: "rate limited"}
 		}
 	}
 	if !pt.discovering() {

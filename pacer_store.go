@@ -180,7 +180,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			werr, reason = ErrWaitTooLong, "pacing wait beyond MaxWait"
 		}
 		we := &WaitError{Wait: g.Wait, Partition: pt.label, Err: werr}
-		ev := Event{Kind: EventRejected, Time: now, Upstream: pt.upstream, Partition: pt.label, Wait: g.Wait, Reason: reason + " (fleet)", Err: we}
+		ev := Event{Kind: EventRejected, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Wait: g.Wait, Reason: reason + " (fleet)", Err: we}
 		if req != nil && req.URL != nil {
 			ev.Method, ev.Path = req.Method, req.URL.Path
 		}
@@ -201,7 +201,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		pm.cancel()
 		return err
 	}
-	ev := Event{Kind: EventPace, Time: time.Now(), Upstream: pt.upstream, Partition: pt.label, Wait: g.Wait, Reason: "fleet"}
+	ev := Event{Kind: EventPace, Time: time.Now(), Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Wait: g.Wait, Reason: "fleet"}
 	if req != nil && req.URL != nil {
 		ev.Method, ev.Path = req.Method, req.URL.Path
 	}
@@ -220,7 +220,7 @@ func (p *pacer) storeChanged(pt *partition, shared bool, now time.Time) {
 	if old == s || (old == storeUnknown && shared) {
 		return
 	}
-	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Reason: "rejoined"}
+	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Reason: "rejoined"}
 	if !shared {
 		ev.Reason, ev.Err = "fallback", errStoreLocal
 	}

@@ -689,6 +689,7 @@ func (c *call) event(kind EventKind, f Failure, err error) Event {
 	return Event{
 		Kind:      kind,
 		Upstream:  c.upstream,
+		Model:     c.body.model,
 		Method:    c.req.Method,
 		Path:      c.req.URL.Path,
 		RequestID: f.RequestID,

@@ -22,7 +22,6 @@ import (
 // one with the least quota left is reported.
 func (in *Instrumentation) collect(_ context.Context, o metric.Observer) error {
 	parts := in.t.Snapshot()
-	in.models.update(parts)
 	now := time.Now()
 
 	type load struct{ waiting, inFlight int64 }

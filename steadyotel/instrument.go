@@ -56,7 +56,6 @@ type Instrumentation struct {
 	labels *labels
 	inst   instruments
 	cache  attemptCache
-	models partitionModels
 
 	tracer       trace.Tracer // nil: tracing is off
 	needsSampled bool         // only trace under a sampled parent span
@@ -95,7 +94,6 @@ func Instrument(t *steady.Transport, opts ...Option) (*Instrumentation, error) {
 		c.tp, c.explicitTP = otel.GetTracerProvider(), false
 	}
 	in := &Instrumentation{t: t, labels: newLabels()}
-	in.models.t = t
 
 	if _, off := c.mp.(metricnoop.MeterProvider); !off {
 		meter := c.mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))

@@ -78,7 +78,7 @@ func (in *Instrumentation) withReason(h *host, ev steady.Event, why string) metr
 	if op := operationOf(ev.Path); op != "" {
 		kv = append(kv, attribute.String(attrOperation, op))
 	}
-	if m := in.labels.model(in.models.of(ev.Partition)); m != "" {
+	if m := in.labels.model(ev.Model); m != "" {
 		kv = append(kv, attribute.String(attrModel, m))
 	}
 	if why != "" {
@@ -94,7 +94,7 @@ func (in *Instrumentation) attempt(ev steady.Event) {
 		h:       h,
 		method:  method(ev.Method),
 		op:      operationOf(ev.Path),
-		model:   in.labels.model(in.models.of(ev.Partition)),
+		model:   in.labels.model(ev.Model),
 		status:  ev.Status,
 		errType: errorType(ev.Status, ev.Err),
 		resend:  min(max(ev.Attempt-1, 0), maxResend),
@@ -201,58 +201,4 @@ func (c *attemptCache) rateLimited(k attemptKey) []metric.AddOption {
 		kv = append(kv, attribute.String(attrModel, k.model))
 	}
 	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
-}
-
-// partitionModels maps partition labels to the model their requests name,
-// as the Transport's snapshot tells; events carry the label only.
-type partitionModels struct {
-	t  *steady.Transport
-	mu sync.RWMutex
-	m  map[string]string   // label → model ("" for none); guarded by mu
-	no map[string]struct{} // labels the snapshot did not know; guarded by mu
-}
-
-// maxLabels bounds the labels partitionModels remembers.
-const maxLabels = 4096
-
-// of returns the model of the partition labelled label, or "".
-func (p *partitionModels) of(label string) string {
-	if label == "" {
-		return ""
-	}
-	p.mu.RLock()
-	m, ok := p.m[label]
-	_, missed := p.no[label]
-	p.mu.RUnlock()
-	if ok || missed {
-		return m
-	}
-	p.update(p.t.Snapshot())
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if m, ok := p.m[label]; ok {
-		return m
-	}
-	if p.no == nil {
-		p.no = make(map[string]struct{})
-	}
-	if len(p.no) < maxLabels {
-		p.no[label] = struct{}{}
-	}
-	return ""
-}
-
-// update learns the labels and models of a snapshot.
-func (p *partitionModels) update(parts []steady.PartitionSnapshot) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.m == nil {
-		p.m = make(map[string]string)
-	}
-	for _, s := range parts {
-		if _, ok := p.m[s.Key]; !ok && len(p.m) < maxLabels {
-			p.m[s.Key] = s.Model
-			delete(p.no, s.Key)
-		}
-	}
 }
