@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -44,6 +45,12 @@ type routing struct {
 // caller's request is never sent, only copies of it) and what pacing
 // counts of it.
 func (c *call) startRouting(rt *router) error {
+	if c.next != nil {
+		if err := rt.sameOrigin(c.req.URL); err != nil {
+			closeBody(c.req)
+			return err
+		}
+	}
 	body, err := readBody(c.req)
 	if err != nil {
 		return fmt.Errorf("steady: reading the request body: %w", err)
@@ -84,6 +91,9 @@ func (c *call) route() error {
 		}
 		if wake.IsZero() {
 			return fmt.Errorf("%w: %s", errNoUpstream, why)
+		}
+		if !wake.After(now) {
+			wake = now.Add(rampStep) // a probe is out: its verdict is near
 		}
 		if dl, ok := c.ctx.Deadline(); ok && dl.Before(wake) {
 			err := fmt.Errorf("%w: %s; the first is back in %v, after the deadline", errNoUpstream, why, wake.Sub(now).Round(time.Millisecond))
@@ -151,11 +161,17 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 }
 
 // choose applies the tiers and weights: the best tier with an upstream
-// that can send the request before its deadline (the soonest overall when
-// none can); in it, among those that have room now, or else those planned
+// that can send the request before its deadline, less a quarter of the
+// time left up to a second for the answer (the soonest overall when none
+// can); in it, among those that have room now, or else those planned
 // soonest, the next by smooth weighted round robin.
 func (rt *router) choose(cands []candidate, ctx interface{ Deadline() (time.Time, bool) }, now time.Time) *route {
 	dl, hasDL := ctx.Deadline()
+	if hasDL {
+		// A request sent just before its deadline would fail waiting for
+		// its answer: leave it some time.
+		dl = dl.Add(-min(time.Second, dl.Sub(now)/4))
+	}
 	tier, found := -1, false
 	for _, cd := range cands {
 		if (!hasDL || !cd.at.After(dl)) && (!found || cd.r.tier < tier) {
@@ -286,17 +302,13 @@ func (c *call) routeDecide(f Failure) (time.Duration, string) {
 		// The pacer holds r's partition for a 429's hint; another
 		// upstream needs no wait at all.
 		return 0, ""
-	case reason != "" && alt && failsOver(reason):
+	case reason != "" && alt && c.ctx.Err() == nil:
+		// Retries exhausted, a hint too long, the retry budget spent, a
+		// wait past the deadline: another upstream may serve it now.
 		c.uncounted = c.attempt // the next upstream gets retries of its own
 		return 0, ""
 	}
 	return wait, reason
-}
-
-// failsOver reports whether a give-up reason lets the request move to
-// another upstream.
-func failsOver(reason string) bool {
-	return reason == "retries exhausted" || reason == "retry budget exhausted" || strings.HasPrefix(reason, "retry hint ")
 }
 
 // alternative reports whether an upstream other than r, not yet failed by
@@ -550,4 +562,27 @@ func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimat
 		at = pt.hintUntil
 	}
 	return at
+}
+
+// sameOrigin checks that every upstream has u's origin (scheme, host and
+// port): the OpenAI SDK refuses a request its middleware sent elsewhere
+// than its base URL's origin.
+func (rt *router) sameOrigin(u *url.URL) error {
+	for _, r := range rt.routes {
+		if !strings.EqualFold(r.base.Scheme, u.Scheme) || !strings.EqualFold(r.base.Hostname(), u.Hostname()) || effectivePort(r.base) != effectivePort(u) {
+			return fmt.Errorf("steady: Config.Upstreams[%d] (%q) is on another origin than the request (%s://%s): the OpenAI SDK refuses a request its middleware sends to another origin; use the Transport as the HTTP client's transport (option.WithHTTPClient) to route across origins", r.idx, r.name, u.Scheme, u.Host)
+		}
+	}
+	return nil
+}
+
+// effectivePort is u's port, or its scheme's.
+func effectivePort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "http") {
+		return "80"
+	}
+	return "443"
 }

