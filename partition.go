@@ -202,7 +202,8 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// The window is whole again: what is still in flight may yet be
 		// counted in it.
 		w.lastUp = w.next
-		w.avail = max(w.avail, c-inflight)
+		w.avail = max(w.avail, w.wholeAgain(c-inflight))
+		w.at = now // what came before the reset refills nothing after it
 		w.head, w.log, w.logSum = 0, w.log[:0], 0
 		w.next = time.Time{}
 		if w.kind == kindUnknown && w.period > 0 {
@@ -845,7 +846,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 	if untilReset > 0 {
 		// Resets in whole seconds, time after time (one can be by
 		// chance), are rounded: up to a second late.
-		if a.Reset.Sub(now)%time.Second == 0 || a.Reset.Nanosecond() == 0 {
+		if wholeSecond(a.Reset.Sub(now)) || wholeSecond(time.Duration(a.Reset.Nanosecond())) {
 			w.wholeRun = min(w.wholeRun+1, 8)
 		} else {
 			w.wholeRun = 0
