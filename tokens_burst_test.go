@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,48 +22,50 @@ import (
 // at once without deadlines, through the real SDK in both forms, draws at
 // most one 429 (issue 20), whatever the window's kind and the dialect.
 func TestTokensBurst(t *testing.T) {
-	for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
-		for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectAnthropic, steadytest.DialectIETF, steadytest.DialectHerokuSeed} {
-			for _, middleware := range []bool{true, false} {
-				t.Run(fmt.Sprintf("%s/%s/middleware=%v", a, d, middleware), func(t *testing.T) {
-					synctest.Test(t, func(t *testing.T) {
-						prov := steadytest.NewProvider(steadytest.ProviderConfig{
-							RequestsPerWindow: 1000, TokensPerWindow: 10000, Algorithm: a, Dialect: d, Latency: 50 * time.Millisecond,
-						})
-						opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-tokens")}
-						if middleware {
-							tr := steady.New(steady.Config{})
-							opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
-						} else {
-							tr := steady.New(steady.Config{Base: prov})
-							opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
-						}
-						client := openai.NewClient(opts...)
-						time.Sleep(17 * time.Second)
-						start := time.Now()
-						var failed atomic.Int64
-						var wg sync.WaitGroup
-						const calls = 60 // about three windows' worth
-						for range calls {
-							wg.Go(func() {
-								_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-									Model:               "gpt-4o-mini",
-									Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
-									MaxCompletionTokens: openai.Int(500),
-								})
-								if err != nil {
-									failed.Add(1)
-								}
+	for _, w := range []time.Duration{10 * time.Second, time.Minute} {
+		for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
+			for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectAnthropic, steadytest.DialectIETF, steadytest.DialectHerokuSeed} {
+				for _, middleware := range []bool{true, false} {
+					t.Run(fmt.Sprintf("%v/%s/%s/middleware=%v", w, a, d, middleware), func(t *testing.T) {
+						synctest.Test(t, func(t *testing.T) {
+							prov := steadytest.NewProvider(steadytest.ProviderConfig{
+								RequestsPerWindow: 1000, TokensPerWindow: 10000, Window: w, Algorithm: a, Dialect: d, Latency: 50 * time.Millisecond,
 							})
-						}
-						wg.Wait()
-						st := prov.Stats()
-						t.Logf("%d calls in %v; %d attempts, %d 429s; most tokens in a window-long span %d", calls, time.Since(start), st.Requests, st.RateLimited, st.MaxTokensInWindow)
-						if failed.Load() != 0 || st.RateLimited > 1 {
-							t.Errorf("%d failed, %d 429s; want none failed, at most one 429", failed.Load(), st.RateLimited)
-						}
+							opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-tokens")}
+							if middleware {
+								tr := steady.New(steady.Config{})
+								opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
+							} else {
+								tr := steady.New(steady.Config{Base: prov})
+								opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
+							}
+							client := openai.NewClient(opts...)
+							time.Sleep(w * 37 / 100)
+							start := time.Now()
+							var failed atomic.Int64
+							var wg sync.WaitGroup
+							const calls = 60 // about three windows' worth
+							for i := range calls {
+								wg.Go(func() {
+									_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+										Model:               "gpt-4o-mini",
+										Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi" + strings.Repeat(" and more", i%5*40))},
+										MaxCompletionTokens: openai.Int(500),
+									})
+									if err != nil {
+										failed.Add(1)
+									}
+								})
+							}
+							wg.Wait()
+							st := prov.Stats()
+							t.Logf("%d calls in %v; %d attempts, %d 429s; most tokens in a window-long span %d", calls, time.Since(start), st.Requests, st.RateLimited, st.MaxTokensInWindow)
+							if failed.Load() != 0 || st.RateLimited > 1 {
+								t.Errorf("%d failed, %d 429s; want none failed, at most one 429", failed.Load(), st.RateLimited)
+							}
+						})
 					})
-				})
+				}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -172,29 +173,41 @@ type svgDoc struct {
 	Rects []struct {
 		Class string  `xml:"class,attr"`
 		X     float64 `xml:"x,attr"`
+		Y     float64 `xml:"y,attr"`
 		Width float64 `xml:"width,attr"`
+		Fill  string  `xml:"fill,attr"`
 	} `xml:"rect"`
 	Lines []struct {
 		Class string  `xml:"class,attr"`
 		Y1    float64 `xml:"y1,attr"`
 	} `xml:"line"`
 	Polylines []struct {
+		Class  string `xml:"class,attr"`
 		Points string `xml:"points,attr"`
 		Stroke string `xml:"stroke,attr"`
+		Dash   string `xml:"stroke-dasharray,attr"`
 	} `xml:"polyline"`
 	Texts []string `xml:"text"`
 }
 
+// TestWriteSVG: one panel per client, each with its attempts, 429s and
+// accepted requests counted over the limit's window (as the provider
+// counts them), the limit drawn as the quota per window, the outage in
+// every panel and the open breaker only in its client's; every line and
+// band told apart by colour or dash.
 func TestWriteSVG(t *testing.T) {
 	c := chart{
 		Title:  "t <&> t",
 		Bucket: time.Second,
 		End:    10 * time.Second,
 		Limit:  10,
+		Window: 2 * time.Second,
 		Outage: period{4 * time.Second, 6 * time.Second},
 		Series: []series{
-			{Name: "bare SDK", Accepted: []int{30, 0, 0, 10, 0, 0, 20, 10, 10, 10}},
+			{Name: "bare SDK", Accepted: []int{20, 0, 20, 0, 0, 0, 20, 0, 20, 0},
+				Attempts: []int{30, 30, 30, 30, 40, 40, 30, 30, 30, 30}, Limited: []int{10, 30, 10, 30, 0, 0, 10, 30, 10, 30}},
 			{Name: "steady", Accepted: []int{10, 10, 10, 10, 0, 0, 1, 10, 10, 10},
+				Attempts: []int{10, 10, 10, 10, 5, 0, 1, 10, 10, 10}, Limited: make([]int, 10),
 				Open: []period{{4500 * time.Millisecond, 5500 * time.Millisecond}}},
 		},
 	}
@@ -206,28 +219,59 @@ func TestWriteSVG(t *testing.T) {
 	if err := xml.Unmarshal(b.Bytes(), &doc); err != nil {
 		t.Fatalf("not well-formed XML: %v\n%s", err, b.String())
 	}
-	if len(doc.Polylines) != 2 {
-		t.Fatalf("%d polylines, want one per client", len(doc.Polylines))
-	}
-	if doc.Polylines[0].Stroke == doc.Polylines[1].Stroke {
-		t.Errorf("both clients drawn in %s", doc.Polylines[0].Stroke)
-	}
-	// y of each point: the scale is 0..50 (1.5 times the top value 30,
-	// rounded up), over a plot 300 high starting at 40.
+	byClass := map[string][]int{} // polyline indexes
 	for i, pl := range doc.Polylines {
-		pts := strings.Fields(pl.Points)
-		if len(pts) != len(c.Series[i].Accepted) {
-			t.Fatalf("series %d: %d points, want %d", i, len(pts), len(c.Series[i].Accepted))
+		byClass[pl.Class] = append(byClass[pl.Class], i)
+	}
+	for _, class := range []string{"series", "attempts", "limited"} {
+		if len(byClass[class]) != 2 {
+			t.Fatalf("%d %s lines, want one per client", len(byClass[class]), class)
 		}
-		for j, pt := range pts {
-			_, ys, _ := strings.Cut(pt, ",")
-			y, err := strconv.ParseFloat(ys, 64)
+	}
+	acc := byClass["series"]
+	if doc.Polylines[acc[0]].Stroke == doc.Polylines[acc[1]].Stroke {
+		t.Errorf("both clients' accepted lines drawn in %s", doc.Polylines[acc[0]].Stroke)
+	}
+	style := func(i int) string { return doc.Polylines[i].Stroke + "/" + doc.Polylines[i].Dash }
+	seen := map[string]string{}
+	for class, idx := range byClass {
+		for _, i := range idx {
+			if other, ok := seen[style(i)]; ok && other != class {
+				t.Errorf("%s and %s lines look the same (%s)", class, other, style(i))
+			}
+			seen[style(i)] = class
+		}
+	}
+	// Scale: the top value is 60 attempts in a 2-second span (bare SDK,
+	// at 2 s and after), 1.05 times rounded up: 0..100 over each panel
+	// 150 high; panel i starts at 50 + 186 i.
+	ys := func(i int) []float64 {
+		var out []float64
+		for _, pt := range strings.Fields(doc.Polylines[i].Points) {
+			_, v, _ := strings.Cut(pt, ",")
+			y, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatalf("point %q: %v", pt, err)
 			}
-			want := 40 + 300*(1-float64(c.Series[i].Accepted[j])/50)
-			if diff := y - want; diff > 0.1 || diff < -0.1 {
-				t.Errorf("series %d point %d: y = %g, want %g", i, j, y, want)
+			out = append(out, y)
+		}
+		return out
+	}
+	want := func(panel int, v float64) float64 { return 50 + 186*float64(panel) + 150*(1-v/100) }
+	for panel, s := range c.Series {
+		for class, per := range map[string][]int{"series": s.Accepted, "attempts": s.Attempts, "limited": s.Limited} {
+			got := ys(byClass[class][panel])
+			if len(got) != len(per) {
+				t.Fatalf("%s %s: %d points, want %d", s.Name, class, len(got), len(per))
+			}
+			for j := range per {
+				sum := per[j]
+				if j > 0 {
+					sum += per[j-1] // the 2-second span ending with slot j
+				}
+				if w := want(panel, float64(sum)); math.Abs(got[j]-w) > 0.1 {
+					t.Errorf("%s %s point %d: y = %g, want %g (%d in the span)", s.Name, class, j, got[j], w, sum)
+				}
 			}
 		}
 	}
@@ -236,30 +280,34 @@ func TestWriteSVG(t *testing.T) {
 		switch r.Class {
 		case "outage":
 			outage++
-			if want := 60 + 760*0.4; r.X < want-0.1 || r.X > want+0.1 {
+			if want := 60 + 730*0.4; math.Abs(r.X-want) > 0.1 {
 				t.Errorf("outage starts at x=%g, want %g", r.X, want)
 			}
 		case "open":
 			open++
-			if want := 760 * 0.1; r.Width < want-0.1 || r.Width > want+0.1 {
+			if want := 730 * 0.1; math.Abs(r.Width-want) > 0.1 {
 				t.Errorf("open period width %g, want %g", r.Width, want)
 			}
-		}
-	}
-	if outage != 1 || open != 1 {
-		t.Errorf("%d outage and %d open-breaker bands, want 1 and 1", outage, open)
-	}
-	limitSeen := false
-	for _, l := range doc.Lines {
-		if l.Class == "limit" {
-			limitSeen = true
-			if want := 40 + 300*(1-10.0/50); l.Y1 != want {
-				t.Errorf("limit line at y=%g, want %g", l.Y1, want)
+			if r.Y < 50+186 {
+				t.Errorf("steady's open breaker drawn at y=%g, in the bare SDK's panel", r.Y)
 			}
 		}
 	}
-	if !limitSeen {
-		t.Error("no limit line")
+	if outage != 2 || open != 1 {
+		t.Errorf("%d outage and %d open-breaker bands, want 2 (one a panel) and 1", outage, open)
+	}
+	var limits []float64
+	for _, l := range doc.Lines {
+		if l.Class == "limit" {
+			limits = append(limits, l.Y1)
+		}
+	}
+	// The limit: 10/s over a 2-second window is 20 a span.
+	if len(limits) != 2 || math.Abs(limits[0]-want(0, 20)) > 0.1 || math.Abs(limits[1]-want(1, 20)) > 0.1 {
+		t.Errorf("limit lines at %v, want %g and %g", limits, want(0, 20), want(1, 20))
+	}
+	if !strings.Contains(b.String(), "limit 20 per 2 s") {
+		t.Error("the limit is not labelled as the quota per window")
 	}
 	if !strings.Contains(b.String(), "t &lt;&amp;&gt; t") {
 		t.Error("title not escaped")

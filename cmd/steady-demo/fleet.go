@@ -149,8 +149,8 @@ func reportFleet(o options, res []fleetResult, stdout io.Writer) error {
 			"so the fleet overshoots and meets 429s. With the store, the processes reserve their turns in one shared budget.\n", o.Requests, o.Window)
 	}
 	if o.Plot != "" {
-		c := chart{Title: fmt.Sprintf("Accepted requests per second of a %d-process fleet against the limit", o.Fleet),
-			Bucket: time.Second, End: o.Duration, Limit: float64(o.Requests) / o.Window.Seconds()}
+		c := chart{Title: fmt.Sprintf("Accepted requests of a %d-process fleet in each window-long span, against the limit", o.Fleet),
+			Bucket: time.Second, End: o.Duration, Limit: float64(o.Requests) / o.Window.Seconds(), Window: o.Window}
 		if o.RedisOutage > 0 {
 			c.Outage, c.OutageLabel = period{o.Duration / 4, o.Duration/4 + o.RedisOutage}, "Redis down"
 		}

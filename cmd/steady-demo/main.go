@@ -230,7 +230,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, n)
 	}
 	if o.Plot != "" {
-		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit)); err != nil {
+		if err := savePlot(o.Plot, chartOf(rows, tl, p, limit, o.Window)); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "chart written to %s\n", o.Plot)
@@ -357,18 +357,19 @@ func isTerminal(w io.Writer) bool {
 }
 
 // chartOf turns the summaries into a chart.
-func chartOf(rows []summary, tl timeline, p plan, limit float64) chart {
+func chartOf(rows []summary, tl timeline, p plan, limit float64, window time.Duration) chart {
 	c := chart{
-		Title:  "Accepted requests per second against the limit",
+		Title:  "Upstream attempts, 429s and accepted requests in each window-long span, against the limit",
 		Bucket: time.Second,
 		End:    tl.End,
 		Limit:  limit,
+		Window: window,
 	}
 	if d := tl.span(phaseOutage); d > 0 {
 		c.Outage = period{tl.Start[phaseOutage], tl.Start[phaseOutage] + d}
 	}
 	for _, r := range rows {
-		c.Series = append(c.Series, series{Name: r.Name, Accepted: r.Accepted, Open: r.OpenPeriods})
+		c.Series = append(c.Series, series{Name: r.Name, Accepted: r.Accepted, Attempts: r.AttemptsPer, Limited: r.LimitedPer, Open: r.OpenPeriods})
 	}
 	return c
 }

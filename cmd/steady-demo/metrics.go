@@ -59,6 +59,8 @@ type recorder struct {
 	serverErrors int
 	attemptsIn   [numPhases]int
 	accepted     []int // 2xx upstream responses per bucket
+	sentPer      []int // upstream attempts per bucket
+	limitedPer   []int // 429s per bucket
 	breaker      string
 	openSince    time.Duration
 	open         bool
@@ -105,21 +107,25 @@ func (r *recorder) attempt(t time.Time, first bool, status int) {
 	if first {
 		r.firstTries++
 	}
+	i := max(int(r.since(t)/r.bucket), 0)
+	count(&r.sentPer, i)
 	switch {
 	case status == http.StatusTooManyRequests:
 		r.rateLimited++
+		count(&r.limitedPer, i)
 	case status >= 500 || status == 0:
 		r.serverErrors++
 	case status >= 200 && status < 300:
-		i := int(r.since(t) / r.bucket)
-		if i < 0 {
-			i = 0
-		}
-		for len(r.accepted) <= i {
-			r.accepted = append(r.accepted, 0)
-		}
-		r.accepted[i]++
+		count(&r.accepted, i)
 	}
+}
+
+// count adds one to bucket i of *per, growing it as needed.
+func count(per *[]int, i int) {
+	for len(*per) <= i {
+		*per = append(*per, 0)
+	}
+	(*per)[i]++
 }
 
 // breakerEvent records a breaker state change reported at t.
@@ -226,6 +232,8 @@ type summary struct {
 	MaxInWindow    int64 // most requests the provider admitted in one window
 	OpenPeriods    []period
 	Accepted       []int // 2xx upstream responses per bucket
+	AttemptsPer    []int // upstream attempts per bucket
+	LimitedPer     []int // 429s per bucket
 }
 
 // summarize returns r's row for a run that followed tl against a limit of
@@ -244,10 +252,15 @@ func (r *recorder) summarize(tl timeline, limit float64, window time.Duration) s
 		Retries: r.attempts - r.firstTries, OutageAttempts: r.attemptsIn[phaseOutage],
 		OutageCalls: tl.span(phaseOutage) > 0,
 		Accepted:    slices.Clone(r.accepted),
+		AttemptsPer: slices.Clone(r.sentPer),
+		LimitedPer:  slices.Clone(r.limitedPer),
 		OpenPeriods: slices.Clone(r.openPeriods),
 	}
-	for n := int((tl.End + r.bucket - 1) / r.bucket); len(s.Accepted) < n; {
-		s.Accepted = append(s.Accepted, 0)
+	n := int((tl.End + r.bucket - 1) / r.bucket)
+	for _, per := range []*[]int{&s.Accepted, &s.AttemptsPer, &s.LimitedPer} {
+		for len(*per) < n {
+			*per = append(*per, 0)
+		}
 	}
 	if r.open {
 		s.OpenPeriods = append(s.OpenPeriods, period{r.openSince, tl.End})
