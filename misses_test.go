@@ -30,7 +30,7 @@ const (
 	whyWholeSecond1s = "resets in whole seconds: in a one-second window each refill is read up to a second late"
 	whyWholeSecond   = "resets in whole seconds (epoch seconds, RFC 3339): each refill of a sliding window is read up to a second late"
 	whyIETFSeconds   = "issue 20: IETF resets in delta seconds, rounded up: each refill of a fixed window is read up to a second late"
-	whyTruncated     = "issue 20: resets truncated to the second read a sliding window's length a second short, so uses come back early and draw 429s (all recovered)"
+	whyTruncated     = "issue 20: resets truncated to the second come up to a second early; at each, one request goes first to see whether the window refilled, and on a sliding window it draws one 429 a window (all recovered) and the wait for the hint (before: 39.5% 429s)"
 	whyWorkers       = "issue 20: each use of a sliding window comes back a response's latency and p/200 after its period, and 16 workers send no sooner"
 	whyBucket1s      = "a one-second bucket is nearly empty before its kind shows in the headers: the batch waits for its reset once"
 	whyFleet         = "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap; a store (steadyredis) is the remedy"

@@ -74,6 +74,7 @@ type window struct {
 	smooth    bool          // a bucket paced evenly with a burst of the headroom
 	coarse    bool          // resets announced in whole seconds
 	wholeRun  uint8         // whole-second resets in a row, up to 8
+	absRun    uint8         // of them, resets at whole seconds of the clock (not whole deltas), up to 8
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
 
 	// The plan. avail is what this process may still use at time at (less
@@ -852,6 +853,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time
 			w.wholeRun = 0
 		}
 		w.coarse = w.wholeRun >= 8
+		w.absRun = absWholeRun(w.absRun, a.Reset, now)
 	}
 	if a.Remaining >= 0 && untilReset >= 0 {
 		w.learnLocked(a.Limit, a.Remaining, untilReset, now)
