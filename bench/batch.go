@@ -72,6 +72,10 @@ type Limit struct {
 	Burst   int
 	Dialect steadytest.Dialect
 	Latency time.Duration
+	// TruncateResets, for the kinds steadytest counts (Sliding, Bucket),
+	// truncates whole-second resets instead of rounding them up: they read
+	// up to a second early.
+	TruncateResets bool
 }
 
 // String describes l for tables, e.g. "fixed window 20/1s, heroku-seed".
@@ -82,6 +86,9 @@ func (l Limit) String() string {
 	}
 	if l.Kind == Leaky || l.Dialect == steadytest.DialectNone {
 		return s + ", no headers"
+	}
+	if l.TruncateResets {
+		return s + ", " + l.Dialect.String() + " headers, resets truncated"
 	}
 	return s + ", " + l.Dialect.String() + " headers"
 }
@@ -98,7 +105,7 @@ func (l Limit) upstream() batchUpstream {
 	if a, ok := countedBySteadytest[l.Kind]; ok {
 		return steadytest.NewProvider(steadytest.ProviderConfig{
 			RequestsPerWindow: l.Requests, Window: l.Window, Algorithm: a,
-			Dialect: l.Dialect, Latency: l.Latency,
+			Dialect: l.Dialect, Latency: l.Latency, TruncateResets: l.TruncateResets,
 		})
 	}
 	return newGate(l)

@@ -16,7 +16,7 @@ type BatchLimit struct {
 // MatrixLimits returns the limits of the fake-time batch matrix. A new
 // limit is one line.
 func MatrixLimits() []BatchLimit {
-	const openai, heroku, none = steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectNone
+	const openai, heroku, anthropic, none = steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectAnthropic, steadytest.DialectNone
 	ms := time.Millisecond
 	return []BatchLimit{
 		{Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 200},
@@ -28,6 +28,11 @@ func MatrixLimits() []BatchLimit {
 		{Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Dialect: none, Latency: 50 * ms}, 300},
 		{Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: none, Latency: 50 * ms}, 120},
 		{Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Dialect: none, Latency: 200 * ms}, 200},
+		// Exact fits of several windows (issue 20): the headroom must
+		// cost no window; whole-second resets, rounded up or truncated.
+		{Limit{Kind: Fixed, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 300},
+		{Limit{Kind: Sliding, Requests: 100, Window: 10 * time.Second, Dialect: heroku, Latency: 200 * ms}, 300},
+		{Limit{Kind: Sliding, Requests: 100, Window: 10 * time.Second, Dialect: anthropic, Latency: 200 * ms, TruncateResets: true}, 300},
 	}
 }
 

@@ -73,6 +73,7 @@ func (r Report) targets() []target {
 		}
 		add("9", "steady: upstream attempts during the 2-minute outage at most 15", fmt.Sprint(res.OutageAttempts), res.OutageAttempts <= 15)
 		add("9", "steady: circuit closed within 10 s of the upstream's recovery (first success)", reopened(res), res.Reopened >= 0 && res.Reopened <= 10*time.Second)
+		add("20", "steady: first success at most 5 s after the upstream heals", reopened(res), res.Reopened >= 0 && res.Reopened <= 5*time.Second)
 	}
 	for _, res := range r.Hold {
 		if isSteady(res.Peer) && res.Peer != "steady" {

@@ -231,9 +231,10 @@ type summary struct {
 	P50, P99       time.Duration
 	MaxInWindow    int64 // most requests the provider admitted in one window
 	OpenPeriods    []period
-	Accepted       []int // 2xx upstream responses per bucket
-	AttemptsPer    []int // upstream attempts per bucket
-	LimitedPer     []int // 429s per bucket
+	Accepted       []int         // 2xx upstream responses per bucket
+	FirstOKAfter   time.Duration // from the end of the outage to the first successful call; -1 none
+	AttemptsPer    []int         // upstream attempts per bucket
+	LimitedPer     []int         // 429s per bucket
 }
 
 // summarize returns r's row for a run that followed tl against a limit of
@@ -276,6 +277,14 @@ func (r *recorder) summarize(tl timeline, limit float64, window time.Duration) s
 			}
 		}
 		s.Goodput = float64(n) / d.Seconds()
+	}
+	s.FirstOKAfter = -1
+	if from := tl.Start[phaseRecovery]; from >= 0 {
+		for _, at := range r.okAt {
+			if at >= from && (s.FirstOKAfter < 0 || at-from < s.FirstOKAfter) {
+				s.FirstOKAfter = at - from
+			}
+		}
 	}
 	lat := slices.Clone(r.latencies)
 	slices.Sort(lat)

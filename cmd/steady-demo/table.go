@@ -39,6 +39,14 @@ func writeTable(w io.Writer, rows []summary) error {
 		}
 		return fmt.Sprint(s.OutageAttempts)
 	})
+	if len(rows) > 0 && rows[0].OutageCalls {
+		line("first ok call after the outage", func(s summary) string {
+			if s.FirstOKAfter < 0 {
+				return "-"
+			}
+			return "after " + fmtDur(s.FirstOKAfter)
+		})
+	}
 	line("most admitted in a window", func(s summary) string {
 		if s.MaxInWindow <= 0 {
 			return "-"
@@ -102,9 +110,11 @@ func explain(rows []summary) []string {
 		return names
 	}
 	if n := worse(func(s summary) bool { return s.OK < bare.OK }); len(n) > 0 {
-		add("calls ok (%s below the bare SDK): the provider counts its limit over a sliding window, and after the outage that window is empty;\n"+
-			"  the bare SDK spends it at once, a burst the provider accepts, while steady keeps pacing calls evenly under the limit.\n"+
-			"  Calls that failed fast during and just after the outage are missing from this row too (see below).", strings.Join(n, ", "))
+		add("calls ok (%s below the bare SDK): after the outage the provider's window is empty. The bare SDK, with no breaker,\n"+
+			"  sends into it the moment the provider is back; steady's circuit is still open then, and it sends the window's whole\n"+
+			"  quota at once only when its probes close the circuit (see \"first ok call after the outage\"), so its windows after\n"+
+			"  the outage start later and the run ends before the last of them. Calls that failed fast during and just after the\n"+
+			"  outage are missing from this row too (see below).", strings.Join(n, ", "))
 	}
 	if n := worse(func(s summary) bool { return s.FailedIn[phaseOutage] > bare.FailedIn[phaseOutage] }); len(n) > 0 {
 		add("calls failed during the outage (%s above the bare SDK): each caller loops, so a call that fails at once (circuit open)\n"+
