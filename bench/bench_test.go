@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -196,6 +197,15 @@ func TestReport(t *testing.T) {
 		procStart := time.Now()
 		r.Procs = runFleetCases(t, FleetMatrix())
 		r.ProcsWall = time.Since(procStart)
+		if *fleetRows != "" || *fleetDur > 0 {
+			r.ProcsCommand = reportCommand + " -fleets"
+			if *fleetRows != "" {
+				r.ProcsCommand += fmt.Sprintf(" -fleet-rows '%s'", *fleetRows)
+			}
+			if *fleetDur > 0 {
+				r.ProcsCommand += " -fleet-duration " + fleetDur.String()
+			}
+		}
 	}
 	r.Overhead = measureOverhead(t, r.Peers, 3)
 	r.Took = time.Since(wallStart)

@@ -14,6 +14,7 @@ import (
 var (
 	fleets    = flag.Bool("fleets", false, "with -report: run the full fleet matrix of real processes on loopback (minutes a row) into the report; alone: run it and log its table (TestFleetMatrix)")
 	fleetRows = flag.String("fleet-rows", "", "run only the fleet matrix's rows whose description matches this regular expression")
+	fleetDur  = flag.Duration("fleet-duration", 0, "run the fleet matrix's rows under sustained load this long instead of their own duration")
 )
 
 func TestMain(m *testing.M) {
@@ -44,6 +45,9 @@ func runFleetCases(t *testing.T, cs []FleetCase) []FleetOutcome {
 		desc := c.Name + ": " + c.describe()
 		if filter != nil && !filter.MatchString(desc) {
 			continue
+		}
+		if *fleetDur > 0 && c.Calls == 0 {
+			c.Duration = *fleetDur
 		}
 		if c.Store != NoStore {
 			if err := FleetRedisReady(c.Fault); err != nil {

@@ -74,8 +74,9 @@ type Report struct {
 	LoopbackWall       time.Duration
 	LoopbackSequential bool
 	// The fleets of real processes on loopback (-fleets).
-	Procs     []FleetOutcome
-	ProcsWall time.Duration
+	Procs        []FleetOutcome
+	ProcsWall    time.Duration
+	ProcsCommand string // the flags that chose the rows, when not the whole matrix
 	// The outage with deadlines that outlast it: fail-fast steady and
 	// steady holding calls; empty when steady has no hold option.
 	Hold         []Result
