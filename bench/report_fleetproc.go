@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -64,14 +65,25 @@ func failedCell(o FleetOutcome) string {
 	if o.Failed == 0 {
 		return "0"
 	}
+	// Causes with their numbers and partition labels masked, the three
+	// commonest first.
+	by := map[string]int{}
+	for k, n := range o.Errors {
+		k = partitionLabel.ReplaceAllString(digits.ReplaceAllString(k, "N"), "")
+		by[k] += n
+	}
 	var ks []string
-	for k := range o.Errors {
+	for k := range by {
 		ks = append(ks, k)
 	}
-	sort.Slice(ks, func(i, j int) bool { return o.Errors[ks[i]] > o.Errors[ks[j]] })
+	sort.Slice(ks, func(i, j int) bool { return by[ks[i]] > by[ks[j]] || by[ks[i]] == by[ks[j]] && ks[i] < ks[j] })
 	var parts []string
-	for _, k := range ks {
-		parts = append(parts, fmt.Sprintf("%d %s", o.Errors[k], k))
+	for i, k := range ks {
+		if i == 3 {
+			parts = append(parts, "…")
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d %s", by[k], k))
 	}
 	return fmt.Sprintf("%d: %s", o.Failed, strings.Join(parts, "; "))
 }
@@ -95,3 +107,6 @@ func (r Report) procTargets(add func(issue, what, measured string, met bool)) {
 			fmt.Sprintf("%s 429s, %d failed", pct(o.LimitedShare()), o.Failed), o.LimitedShare() <= max429 && o.Failed == 0)
 	}
 }
+
+// partitionLabel matches a partition's label in an error, for counting.
+var partitionLabel = regexp.MustCompile(` in partition "[^"]*"`)
