@@ -750,7 +750,9 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 	}
 	for i := 0; i < n; i++ {
 		p := &pol[i]
-		w := Window{Unit: p.unit, Name: p.name, Limit: p.limit, Remaining: p.remaining, Period: p.period}
+		// A policy's name is the server's to choose: bounded as model
+		// names are, so that no string kept from a response is long.
+		w := Window{Unit: p.unit, Name: boundLabel(p.name), Limit: p.limit, Remaining: p.remaining, Period: p.period}
 		if p.hasReset {
 			w.Reset = now.Add(p.reset)
 		}

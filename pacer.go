@@ -55,8 +55,10 @@ type PacingConfig struct {
 
 	// Key returns the partition key of a request, given the model named in
 	// its JSON body ("" when none). Nil means upstream host, a fingerprint
-	// of the credential header (Authorization, Api-Key or X-Api-Key; the
-	// credential itself is never stored) and the model. The key is shown
+	// of the credential (the Authorization, Api-Key, X-Api-Key or
+	// X-Goog-Api-Key header, else the key query parameter; 64 bits of
+	// SHA-256 over the credential and where it was carried: the credential
+	// itself is never stored) and the model. The key is shown
 	// as the partition's label in snapshots and events, so it must not
 	// hold a secret.
 	Key func(req *http.Request, model string) string

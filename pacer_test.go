@@ -564,7 +564,7 @@ func TestPartitionKeys(t *testing.T) {
 			t.Errorf("label %q holds the credential", s.Key)
 		}
 	}
-	if a.label != "api.openai.com/a#"+fingerprint("Bearer sk-secret-one") || a.upstream != "https://api.openai.com" {
+	if a.label != "api.openai.com/a#"+fingerprint("Authorization", "Bearer sk-secret-one") || a.upstream != "https://api.openai.com" {
 		t.Errorf("label %q upstream %q", a.label, a.upstream)
 	}
 

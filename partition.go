@@ -1,11 +1,9 @@
 package steady
 
 import (
-	"hash/fnv"
 	"hash/maphash"
 	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -395,31 +393,6 @@ type partition struct {
 	byUsage  bool
 }
 
-// credential returns the request's credential header value: Authorization,
-// Api-Key (Azure) or X-Api-Key (Anthropic). It is only hashed.
-func credential(h http.Header) string {
-	if v := h["Authorization"]; len(v) > 0 {
-		return v[0]
-	}
-	if v := h["Api-Key"]; len(v) > 0 {
-		return v[0]
-	}
-	if v := h["X-Api-Key"]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-// fingerprint is a short, stable, one-way mark of a credential for labels.
-func fingerprint(cred string) string {
-	if cred == "" {
-		return "-"
-	}
-	h := fnv.New64a()
-	h.Write([]byte(cred))
-	return strconv.FormatUint(h.Sum64()>>40, 16)
-}
-
 func requestHost(req *http.Request) string {
 	if req.URL != nil && req.URL.Host != "" {
 		return req.URL.Host
@@ -451,9 +424,12 @@ func (p *pacer) partitionKey(req *http.Request, model, route string) (uint64, st
 		userKey = boundLabel(p.cfg.Key(req, model))
 		h.WriteString(userKey)
 	} else {
+		where, cred := credential(req)
 		h.WriteString(requestHost(req))
 		h.WriteByte(0)
-		h.WriteString(credential(req.Header))
+		h.WriteString(where)
+		h.WriteByte(0)
+		h.WriteString(cred)
 		h.WriteByte(0)
 		h.WriteString(model)
 	}
@@ -480,7 +456,7 @@ func (p *pacer) newPartition(req *http.Request, host string, model string, userK
 			b.WriteString(pt.model)
 		}
 		b.WriteByte('#')
-		b.WriteString(fingerprint(credential(req.Header)))
+		b.WriteString(fingerprint(credential(req)))
 		pt.label = b.String()
 	}
 	if p.cfg.RequestsPerMinute > 0 {
