@@ -76,4 +76,3 @@ func TestCredentialPlaces(t *testing.T) {
 		t.Errorf("the same ?key tenant got a second partition: %q vs %q", again.label, parts["?key"].label)
 	}
 }
-
