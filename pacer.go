@@ -228,10 +228,8 @@ type pacer struct {
 	parts *table[*partition]
 
 	// With a Store: noBreaker ignores the fleet's circuit (this
-	// Transport has none); storeState is storeShared or storeLocal after
-	// the first grant.
-	noBreaker  bool
-	storeState atomic.Int32
+	// Transport has none).
+	noBreaker bool
 }
 
 // newPacer returns a pacer. emit delivers events (never call it under a

@@ -31,8 +31,20 @@ type storeTurn struct {
 }
 
 // storeApplyLocked applies a grant to pt: whether the store paces the
-// fleet, and a newer reading of the fleet's windows.
-func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time) {
+// fleet, and a newer reading of the fleet's windows. It returns the
+// EventStore to emit (once pt.mu is released) when the partition fell
+// back to local pacing or rejoined the fleet; nil otherwise.
+func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time) *Event {
+	var ev *Event
+	if (!pt.storeSeen && !g.Shared) || (pt.storeSeen && g.Shared != pt.storeShared) {
+		// Each partition says so for itself: a store may fall back for
+		// one partition (its keys unusable) and stay shared for others.
+		ev = &Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Reason: "rejoined"}
+		if !g.Shared {
+			ev.Reason, ev.Err = "fallback", errStoreLocal
+		}
+	}
+	pt.storeSeen = true
 	if g.Shared != pt.storeShared {
 		pt.storeShared = g.Shared
 		if g.Shared {
@@ -54,6 +66,7 @@ func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now ti
 		}
 		pt.wakeHeadLocked()
 	}
+	return ev
 }
 
 // fleetOpenError is acquire's error when the fleet's circuit for the
@@ -69,14 +82,6 @@ func (e *fleetOpenError) Error() string {
 }
 
 func (e *fleetOpenError) Unwrap() error { return ErrCircuitOpen }
-
-// storeState is what the pacer last knew of its store: unknown, shared or
-// local.
-const (
-	storeUnknown int32 = iota
-	storeShared
-	storeLocal
-)
 
 // storeWindowsLocked returns pt's windows with a known quota as the
 // store sees them, with what est costs in each: the fleet is paced evenly
@@ -133,6 +138,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		}
 	}
 	var g StoreGrant
+	var evs []Event // EventStore, emitted once pt.mu is released
 	for try := 0; ; try++ {
 		var err error
 		g, err = p.cfg.Store.Reserve(ctx, r)
@@ -144,9 +150,10 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			return nil // the store decides nothing: paced locally
 		}
 		now = time.Now()
-		p.storeChanged(pt, g.Shared, now)
 		pt.mu.Lock()
-		p.storeApplyLocked(pt, pm, g, now)
+		if ev := p.storeApplyLocked(pt, pm, g, now); ev != nil {
+			evs = append(evs, *ev)
+		}
 		// A partition that learned its windows from the fleet's reading
 		// reserves in them at once, rather than send uncounted.
 		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != BreakerClosed {
@@ -165,6 +172,9 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	}
 	st.grant = g
 	pt.mu.Unlock()
+	for _, ev := range evs {
+		p.emit(ev)
+	}
 
 	switch {
 	case g.Breaker == BreakerOpen && p.noBreaker:
@@ -207,24 +217,6 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	}
 	p.emit(ev)
 	return nil
-}
-
-// storeChanged emits EventStore when the store falls back to local pacing
-// or rejoins the fleet.
-func (p *pacer) storeChanged(pt *partition, shared bool, now time.Time) {
-	s := storeLocal
-	if shared {
-		s = storeShared
-	}
-	old := p.storeState.Swap(s)
-	if old == s || (old == storeUnknown && shared) {
-		return
-	}
-	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Reason: "rejoined"}
-	if !shared {
-		ev.Reason, ev.Err = "fallback", errStoreLocal
-	}
-	p.emit(ev)
 }
 
 // storeSettle tells the store how pm's attempt ended: what its response

@@ -383,6 +383,7 @@ type partition struct {
 	// it, not by a share guessed from the headers).
 	fleetSeq    uint64
 	storeShared bool
+	storeSeen   bool                   // a grant has said whether it was shared
 	turns       map[*permit]*storeTurn // permits' reservations in the store
 	// For a provider that announces no limits and none configured: the
 	// discovered pace (pacer_discover.go); nil until such an answer.

@@ -17,7 +17,7 @@ func BenchmarkReserve(b *testing.B) {
 	c := needRedis(b)
 	rt := &roundTrips{}
 	c.AddHook(rt)
-	s := New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second))
+	s := must(New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second)))
 	defer s.Close()
 	r := steady.StoreReservation{Partition: testPart, Windows: []steady.StoreWindow{
 		{ID: "requests:minute", Cost: 1, Rate: 1e6, Burst: 1000},
@@ -50,7 +50,7 @@ func BenchmarkReserveParallel(b *testing.B) {
 	c := needRedis(b)
 	rt := &roundTrips{}
 	c.AddHook(rt)
-	s := New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second))
+	s := must(New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second)))
 	defer s.Close()
 	r := steady.StoreReservation{Partition: testPart, Windows: []steady.StoreWindow{{ID: "requests:minute", Cost: 1, Rate: 1e6, Burst: 1000}}}
 	mustReserveB(b, s, r)

@@ -17,7 +17,13 @@ import (
 func Example_transport() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
 	defer client.Close()
-	store := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	store, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"),
+		// The same secret in every process, from where the credentials
+		// come: a reader of Redis cannot confirm a guessed key.
+		steadyredis.WithSecret([]byte("from-your-secret-store")))
+	if err != nil {
+		panic(err) // a prefix that cannot work, such as one holding braces
+	}
 	defer store.Close()
 
 	t := steady.New(steady.Config{Pacing: steady.PacingConfig{Store: store}})
@@ -31,7 +37,10 @@ func Example_transport() {
 func Example() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
 	defer client.Close()
-	store := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	store, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	if err != nil {
+		return
+	}
 	defer store.Close()
 
 	ctx := context.Background()

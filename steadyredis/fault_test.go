@@ -63,7 +63,7 @@ func TestUnreachableAtStart(t *testing.T) {
 	c.AddHook(rt)
 	clk := &clock{t: time.Unix(1e9, 0)}
 	var ch changes
-	s := New(c, WithFleetHint(4), WithNotify(ch.add), withClock(clk.now), WithTimeout(100*time.Millisecond))
+	s := must(New(c, WithFleetHint(4), WithNotify(ch.add), withClock(clk.now), WithTimeout(100*time.Millisecond)))
 	defer s.Close()
 	// A quarter of 100/s with a burst of 8: 25/s, bursts of 2.
 	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 100, Burst: 8})
@@ -114,7 +114,7 @@ func TestRestartedEmpty(t *testing.T) {
 	defer c.Close()
 	clk := &clock{t: time.Unix(1e9, 0)}
 	var ch changes
-	s := New(c, WithNotify(ch.add), withClock(clk.now), WithTimeout(time.Second), WithPrefix("restart:"))
+	s := must(New(c, WithNotify(ch.add), withClock(clk.now), WithTimeout(time.Second), WithPrefix("restart:")))
 	defer s.Close()
 	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
 
@@ -200,7 +200,7 @@ func TestPaused(t *testing.T) {
 			var ch changes
 			var logs lockedBuffer
 			const timeout = 50 * time.Millisecond
-			s := New(c, WithNotify(ch.add), withClock(clk.now), WithTimeout(timeout), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			s := must(New(c, WithNotify(ch.add), withClock(clk.now), WithTimeout(timeout), WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))))
 			defer s.Close()
 			r := reservation(1)
 			if g := mustReserve(t, s, r); !g.Shared {
@@ -247,7 +247,7 @@ func TestScriptFlush(t *testing.T) {
 	rt := &roundTrips{}
 	c.AddHook(rt)
 	var ch changes
-	s := New(c, WithNotify(ch.add))
+	s := must(New(c, WithNotify(ch.add)))
 	defer s.Close()
 	r := reservation(1)
 	trips := func() int {

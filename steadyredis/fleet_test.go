@@ -62,7 +62,7 @@ func newFleet(t *testing.T, rt http.RoundTripper, o fleetOpts) []*fleetMember {
 			// A timeout that a loaded test machine keeps: these tests are
 			// about the fleet, the fault tests about timeouts.
 			opts := append([]Option{WithPrefix(o.prefix), WithInstanceID("p" + strconv.Itoa(i)), WithFleetHint(o.n), WithTimeout(250 * time.Millisecond)}, o.storeOpts...)
-			m.store = New(o.client, opts...)
+			m.store = must(New(o.client, opts...))
 			t.Cleanup(func() { m.store.Close() })
 			cfg.Pacing.Store = m.store
 		}
@@ -290,7 +290,7 @@ func BenchmarkTransportStore(b *testing.B) {
 				cc := redis.NewClient(&redis.Options{Addr: sharedAddr, ContextTimeoutEnabled: true})
 				defer cc.Close()
 				cc.AddHook(rt)
-				s := New(cc, WithPrefix(testPrefix(b, c)))
+				s := must(New(cc, WithPrefix(testPrefix(b, c))))
 				defer s.Close()
 				cfg.Pacing.Store = s
 			}

@@ -200,3 +200,12 @@ func (r *roundTrips) count() int {
 	defer r.mu.Unlock()
 	return r.n
 }
+
+// must returns the store New made, and panics on the error no test's
+// options should cause.
+func must(s *Store, err error) *Store {
+	if err != nil {
+		panic(err)
+	}
+	return s
+}

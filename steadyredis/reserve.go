@@ -3,6 +3,8 @@ package steadyredis
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -25,7 +27,7 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 	pt.mu.Lock()
 	pt.lastUsed = now
 	pt.mu.Unlock()
-	if s.begin(now) {
+	if !pt.localOnly(now) && s.begin(now) {
 		pt.mu.Lock()
 		pend := pt.takeLocked()
 		pt.mu.Unlock()
@@ -38,7 +40,7 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 		if err == nil {
 			g, err = parseGrant(v, len(r.Windows))
 		}
-		s.end(err, s.cfg.now())
+		s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 		if err == nil {
 			pt.mu.Lock()
 			pt.fleet = g.Fleet
@@ -82,12 +84,12 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	}
 	pend := pt.takeLocked()
 	pt.mu.Unlock()
-	if !s.begin(now) {
+	if pt.localOnly(now) || !s.begin(now) {
 		return
 	}
 	// What a response told is shared even when its caller has gone.
 	_, err := s.run(context.WithoutCancel(ctx), pt.keys, s.settleArgs(s.encode(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
-	s.end(err, s.cfg.now())
+	s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 }
 
 // flush sends what waits to be sent for pt.
@@ -96,11 +98,11 @@ func (s *Store) flush(pt *part) {
 	pt.timer = nil
 	pend := pt.takeLocked()
 	pt.mu.Unlock()
-	if pend.empty() || !s.begin(s.cfg.now()) {
+	if pend.empty() || pt.localOnly(s.cfg.now()) || !s.begin(s.cfg.now()) {
 		return
 	}
 	_, err := s.run(context.Background(), pt.keys, s.settleArgs(s.encode(pend, 0, 0, false)))
-	s.end(err, s.cfg.now())
+	s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 }
 
 // abort ends a call that its caller's context cut short: it tells nothing
@@ -219,16 +221,16 @@ func encodeSettle(p pending, cool, open time.Duration, closed bool) string {
 	}
 	m := settleMsg{C: micros(cool), T: micros(open), K: closed, F: p.fails, R: p.ok, N: p.threshold, D: p.openFor}
 	for id, n := range p.units {
-		m.U = append(m.U, [2]any{id, n})
+		m.U = append(m.U, [2]any{boundID(id), n})
 	}
 	if p.obs != nil {
 		m.O = &obsMsg{S: p.obs.Seq}
-		for _, w := range p.obs.Windows {
+		for _, w := range p.obs.Windows[:min(len(p.obs.Windows), maxObserved)] {
 			reset := int64(-1)
 			if w.Reset >= 0 {
 				reset = micros(w.Reset)
 			}
-			m.O.W = append(m.O.W, []any{w.ID, w.Limit, w.Remaining, reset, w.Issued, micros(w.Period)})
+			m.O.W = append(m.O.W, []any{boundID(w.ID), w.Limit, w.Remaining, reset, w.Issued, micros(w.Period)})
 		}
 	}
 	b, err := json.Marshal(m)
@@ -259,7 +261,7 @@ func (s *Store) args(r steady.StoreReservation, settle string) []any {
 		if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 {
 			rate = 0
 		}
-		a = append(a, w.ID, max(w.Cost, 0), strconv.FormatFloat(rate, 'g', -1, 64), max(w.Burst, 1))
+		a = append(a, boundID(w.ID), max(w.Cost, 0), strconv.FormatFloat(rate, 'g', -1, 64), max(w.Burst, 1))
 	}
 	return a
 }
@@ -450,4 +452,22 @@ func span(n, per float64) time.Duration {
 	s := n * per * float64(time.Second)
 	const bound = float64(100 * 365 * 24 * time.Hour)
 	return time.Duration(min(max(s, -bound), bound))
+}
+
+// Every string the store keeps in Redis is bounded: a window ID longer
+// than maxIDLen bytes (steady's own are far shorter: it bounds window
+// names from headers) is kept as its start and a hash of the whole, so
+// that it stays the same in every process and distinct from others; an
+// observation keeps at most maxObserved windows.
+const (
+	maxIDLen    = 128
+	maxObserved = 16
+)
+
+func boundID(id string) string {
+	if len(id) <= maxIDLen {
+		return id
+	}
+	h := sha256.Sum256([]byte(id))
+	return id[:maxIDLen-17] + "~" + hex.EncodeToString(h[:8])
 }

@@ -4,7 +4,8 @@
 --          per window ID: t:ID (theoretical arrival time, us), r:ID (rate,
 --          units/s), b:ID (burst), n:ID (cumulative cost reserved);
 --          cool (cooldown end, us); os, o, ot (newest observation: its seq,
---          its windows as JSON, when it was published, us).
+--          its windows as JSON, when it was published, us); lg (the
+--          latest send time granted, us).
 -- KEYS[2]  sorted set: heartbeats, instance ID scored by last reservation.
 -- KEYS[3]  hash: the upstream's breaker. st (open or half), u (until, us).
 --
@@ -21,30 +22,79 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local p, hb, brk = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[2])
 
+-- A stored value that is not a finite number (another client's, or
+-- stale) reads as the default: it can fail no arithmetic below.
 local function num(v, d)
-  if v then return tonumber(v) end
-  return d
+  local x = tonumber(v)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge then return d end
+  return x
 end
 local function fmt(v) return string.format('%.0f', v) end
+-- A key's TTL covers the latest time its state matters, plus the key TTL;
+-- it is only ever lengthened, so that no write forgets early what an
+-- earlier one stored (a long cooldown, a schedule far ahead).
 local function expire(key, untilus)
   local ms = ttl
   if untilus > now then ms = ms + math.ceil((untilus - now) / 1000) end
-  redis.call('PEXPIRE', key, math.min(ms, 1e12)) -- at most about 30 years
+  ms = math.min(ms, 1e12) -- at most about 30 years
+  local cur = redis.call('PTTL', key)
+  if cur == -1 or (cur >= 0 and cur < ms) then redis.call('PEXPIRE', key, ms) end
+end
+
+-- Validation, before anything is written (Redis does not roll a script
+-- back, so an error half-way would leave half its writes): keys of the
+-- wrong type, and a settlement that is not what steadyredis sends, are
+-- refused with an error that names them; the store then paces this
+-- partition alone locally (partfail.go).
+local function kind(key, want)
+  local ty = redis.call('TYPE', key)['ok']
+  if ty ~= 'none' and ty ~= want then
+    return redis.error_reply('STEADY wrongtype: ' .. key .. ' holds a ' .. ty .. ', want a ' .. want)
+  end
+  return nil
+end
+do
+  local bad = kind(p, 'hash') or kind(hb, 'zset') or kind(brk, 'hash')
+  if bad then return bad end
+end
+local function isnum(v) return type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge end
+local settle = nil
+if ARGV[3] ~= '' then
+  local ok, v = pcall(cjson.decode, ARGV[3])
+  local good = ok and type(v) == 'table'
+  if good and v.u ~= nil then
+    good = type(v.u) == 'table'
+    for _, u in ipairs(good and v.u or {}) do
+      if type(u) ~= 'table' or type(u[1]) ~= 'string' or not isnum(u[2]) then good = false end
+    end
+  end
+  if good and v.o ~= nil then
+    good = type(v.o) == 'table' and isnum(v.o.s) and type(v.o.w) == 'table'
+    for _, w in ipairs(good and v.o.w or {}) do
+      if type(w) ~= 'table' or type(w[1]) ~= 'string' or not (isnum(w[2]) and isnum(w[3]) and isnum(w[4]) and isnum(w[5])) then
+        good = false
+      end
+    end
+  end
+  for _, k in ipairs({'c', 't', 'f', 'n', 'd'}) do
+    if good and v[k] ~= nil and not isnum(v[k]) then good = false end
+  end
+  if not good then return redis.error_reply('STEADY bad settlement: ' .. string.sub(ARGV[3], 1, 64)) end
+  settle = v
 end
 
 local latest = now -- latest time any state written here matters
 
 -- Settlement: what earlier requests showed, applied before reserving.
-if ARGV[3] ~= '' then
-  local s = cjson.decode(ARGV[3])
+if settle then
+  local s = settle
   if s.u then
     for _, u in ipairs(s.u) do
       local v = redis.call('HMGET', p, 'r:' .. u[1], 't:' .. u[1])
       local r, tat = num(v[1], 0), num(v[2], nil)
       if r > 0 and tat then
         tat = math.max(tat + u[2] * 1000000 / r, now)
-        redis.call('HSET', p, 't:' .. u[1], fmt(tat))
-        redis.call('HINCRBY', p, 'n:' .. u[1], fmt(u[2]))
+        redis.call('HSET', p, 't:' .. u[1], fmt(tat), 'n:' .. u[1], fmt(num(redis.call('HGET', p, 'n:' .. u[1]), 0) + u[2]))
         latest = math.max(latest, tat)
       end
     end
@@ -67,6 +117,15 @@ if ARGV[3] ~= '' then
         if tmin > tat then
           redis.call('HSET', p, 't:' .. id, fmt(tmin))
           latest = math.max(latest, tmin)
+        else
+          -- The schedule is further ahead than the server's count shows
+          -- (a cost reserved that was never spent, such as an absurd
+          -- max_tokens): it moves back, keeping a burst's margin for
+          -- what is in flight and not counted yet, but never before the
+          -- latest send already granted (lg), so that no part of the
+          -- future is granted twice.
+          local back = math.max(tmin, num(redis.call('HGET', p, 'lg'), 0)) + b * per
+          if back < tat then redis.call('HSET', p, 't:' .. id, fmt(back)) end
         end
       end
     end
@@ -93,7 +152,8 @@ if ARGV[3] ~= '' then
   -- open its circuit, as one process's breaker would.
   if s.r then redis.call('HDEL', brk, 'f') end
   if s.f and s.f > 0 and s.n and s.n > 0 then
-    local f = redis.call('HINCRBY', brk, 'f', s.f)
+    local f = num(redis.call('HGET', brk, 'f'), 0) + s.f
+    redis.call('HSET', brk, 'f', fmt(f))
     if f >= s.n and not redis.call('HGET', brk, 'st') then
       local untl = now + s.d
       redis.call('HSET', brk, 'st', 'open', 'u', fmt(untl))
@@ -118,6 +178,7 @@ redis.call('PEXPIRE', hb, math.ceil(hbttl / 1000) + ttl)
 
 local fields = {'cool', 'os'}
 for i = 1, nwin do fields[2 + i] = 't:' .. ARGV[9 + (i - 1) * 4] end
+for i = 1, nwin do fields[2 + nwin + i] = 'r:' .. ARGV[9 + (i - 1) * 4] end
 local cur = redis.call('HMGET', p, unpack(fields))
 
 local os = num(cur[2], 0)
@@ -152,7 +213,10 @@ local function first(id, r, bu)
   local o = redis.call('HMGET', p, 'o', 'ot')
   if not o[1] then return 0 end
   local ot = num(o[2], now)
-  for _, w in ipairs(cjson.decode(o[1])) do
+  local ok, ws = pcall(cjson.decode, o[1])
+  if not ok or type(ws) ~= 'table' then return 0 end
+  for _, w in ipairs(ws) do
+    if type(w) ~= 'table' or not (isnum(w[2]) and isnum(w[3]) and isnum(w[4]) and isnum(w[5])) then return 0 end
     local rem, reset, iss = w[3], w[4], w[5]
     if w[1] == id and rem >= 0 and iss >= 0 then
       local per = 1000000 / r
@@ -170,6 +234,19 @@ local function first(id, r, bu)
   return 0
 end
 
+-- A window's rate changes when a process reads a new limit. What the
+-- fleet owes a window is units, not time: the debt ahead of now is
+-- re-expressed at the new rate, so that the shared schedule moves back
+-- as soon as the evidence does (a limit read far too low, then the true
+-- one), and a process that reads a different limit from the others
+-- waits by its own reading without moving theirs.
+local function rescaled(tat, rold, rnew)
+  if tat and rold and rold > 0 and rnew > 0 and rold ~= rnew and tat > now then
+    return now + (tat - now) * rold / rnew
+  end
+  return tat
+end
+
 local start = math.max(now, num(cur[1], 0))
 local go = start
 local tats = {}
@@ -177,7 +254,7 @@ for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(tonumber(ARGV[a + 4]), 1)
   if cost > 0 and r > 0 then
-    tats[i] = num(cur[2 + i], nil) or first(ARGV[a + 1], r, bu)
+    tats[i] = rescaled(num(cur[2 + i], nil), num(cur[2 + nwin + i], nil), r) or first(ARGV[a + 1], r, bu)
     go = math.max(go, math.max(tats[i], start) + (cost - bu) * 1000000 / r)
   end
 end
@@ -194,7 +271,8 @@ if maxwait >= 0 and wait > maxwait then
   return {wait, 1, 0, breaker, fleet, os, obs, age}
 end
 
-local seq = redis.call('HINCRBY', p, 'seq', 1)
+local seq = num(redis.call('HGET', p, 'seq'), 0) + 1
+redis.call('HSET', p, 'seq', fmt(seq), 'lg', fmt(go))
 local out = {wait, 0, seq, breaker, fleet, os, obs, age}
 local set = {}
 for i = 1, nwin do
@@ -209,7 +287,8 @@ for i = 1, nwin do
     set[#set + 1] = ARGV[a + 4]
     latest = math.max(latest, tats[i])
   end
-  out[8 + i] = redis.call('HINCRBY', p, 'n:' .. id, fmt(math.max(cost, 0)))
+  out[8 + i] = num(redis.call('HGET', p, 'n:' .. id), 0) + math.max(cost, 0)
+  redis.call('HSET', p, 'n:' .. id, fmt(out[8 + i]))
 end
 if #set > 0 then redis.call('HSET', p, unpack(set)) end
 expire(p, math.max(latest, start))

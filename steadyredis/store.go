@@ -25,12 +25,14 @@ package steadyredis
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"sync"
 	"time"
@@ -78,15 +80,33 @@ type config struct {
 	fleetFailures int
 	fleetOpen     time.Duration
 	instance      string
+	secret        []byte // keys the hash of key names; nil: none
 	logger        *slog.Logger
 	notify        func(Change)
 	now           func() time.Time
 }
 
-// WithPrefix sets the prefix of every key. Empty means "steady:". The
-// prefix should hold no braces: they would change the keys' Cluster hash
-// slot.
+// WithPrefix sets the prefix of every key. Empty means "steady:". A
+// prefix holding a brace, a control character or more than
+// [MaxPrefixLen] bytes is refused by [New]: a brace would move the
+// keys of one upstream out of their Cluster hash slot (the script then
+// fails with CROSSSLOT for ever).
 func WithPrefix(p string) Option { return func(c *config) { c.prefix = p } }
+
+// MaxPrefixLen bounds the length of a key prefix.
+const MaxPrefixLen = 128
+
+// WithSecret keys the hash that names a partition's keys in Redis (an
+// HMAC-SHA256 of the upstream and the partition's label, which holds a
+// 64-bit fingerprint of the credential), so that a reader of Redis who
+// guesses a credential cannot confirm the guess by recomputing a key's
+// name. Every process of the fleet must be given the same secret, from
+// where it gets its credentials (never from Redis): processes with
+// different secrets do not share their budgets. Nil or empty means an
+// unkeyed SHA-256, as identical in every process but open to that check.
+func WithSecret(secret []byte) Option {
+	return func(c *config) { c.secret = append([]byte(nil), secret...) }
+}
 
 // WithTimeout bounds every Redis call; a call that takes longer counts as
 // Redis being down. Zero or less means 25ms.
@@ -141,11 +161,16 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 func WithNotify(fn func(Change)) Option { return func(c *config) { c.notify = fn } }
 
 // Change reports the store falling back to local pacing (Shared false,
-// with the error that caused it) or rejoining the fleet (Shared true).
+// with the error that caused it) or rejoining the fleet (Shared true),
+// as a whole or for one partition (Key).
 type Change struct {
 	Time   time.Time
 	Shared bool
 	Err    error
+	// Key is the budget key of the one partition that changed, when
+	// Redis refused (or accepts again) that partition's keys alone;
+	// empty when the whole store changed.
+	Key string
 }
 
 // Store is a [steady.Store] backed by Redis. Make one with [New]; it is
@@ -159,11 +184,11 @@ type Store struct {
 	calls sync.WaitGroup // Redis calls and flushes in progress
 
 	mu      sync.Mutex
-	parts   map[steady.StorePartition]*part // guarded by mu
-	shared  bool                            // Redis answered last; guarded by mu
-	retryAt time.Time                       // next try while not shared; guarded by mu
-	probing bool                            // a call tries Redis while not shared; guarded by mu
-	closed  bool                            // guarded by mu
+	parts   partTable // guarded by mu
+	shared  bool      // Redis answered last; guarded by mu
+	retryAt time.Time // next try while not shared; guarded by mu
+	probing bool      // a call tries Redis while not shared; guarded by mu
+	closed  bool      // guarded by mu
 }
 
 var _ steady.Store = (*Store)(nil)
@@ -172,14 +197,21 @@ var _ steady.Store = (*Store)(nil)
 // standalone, Sentinel (failover) or Cluster client. A client made with
 // ContextTimeoutEnabled abandons a slow call at the store's timeout;
 // otherwise the call goes on in the background until the client's own
-// read timeout while the store has already decided locally.
-func New(client redis.UniversalClient, opts ...Option) *Store {
+// read timeout while the store has already decided locally. The error
+// reports a nil client or a prefix that cannot work (see [WithPrefix]).
+func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	cfg := config{}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if client == nil {
+		return nil, errors.New("steadyredis: New: nil client")
+	}
 	if cfg.prefix == "" {
 		cfg.prefix = DefaultPrefix
+	}
+	if err := checkPrefix(cfg.prefix); err != nil {
+		return nil, err
 	}
 	cfg.timeout = positiveOr(cfg.timeout, DefaultTimeout)
 	cfg.retry = positiveOr(cfg.retry, DefaultRetryInterval)
@@ -203,14 +235,35 @@ func New(client redis.UniversalClient, opts ...Option) *Store {
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
-	s := &Store{c: client, cfg: cfg, parts: make(map[steady.StorePartition]*part), shared: true}
+	s := &Store{c: client, cfg: cfg, shared: true}
+	s.parts.init()
 	switch c := client.(type) {
 	case *redis.Client:
 		s.direct = c.Options().ContextTimeoutEnabled
 	case *redis.ClusterClient:
 		s.direct = c.Options().ContextTimeoutEnabled
 	}
-	return s
+	return s, nil
+}
+
+// checkPrefix refuses a key prefix that cannot work: one with a brace
+// (a hash tag of its own, or one that splits the store's tag, would put
+// the keys of one upstream in different Cluster slots, and every script
+// would fail with CROSSSLOT), a control character, or more than
+// MaxPrefixLen bytes.
+func checkPrefix(p string) error {
+	if len(p) > MaxPrefixLen {
+		return fmt.Errorf("steadyredis: prefix of %d bytes; at most %d", len(p), MaxPrefixLen)
+	}
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '{' || c == '}':
+			return fmt.Errorf("steadyredis: prefix %q holds %q: on a Redis Cluster the keys of one upstream would not share a hash slot (CROSSSLOT); use a prefix without braces", p, string(c))
+		case c < 0x20 || c == 0x7f:
+			return fmt.Errorf("steadyredis: prefix %q holds the control character %#x", p, c)
+		}
+	}
+	return nil
 }
 
 func positiveOr(d, def time.Duration) time.Duration {
@@ -236,10 +289,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		return nil
 	}
-	parts := make([]*part, 0, len(s.parts))
-	for _, pt := range s.parts {
-		parts = append(parts, pt)
-	}
+	parts := append([]*part(nil), s.parts.list...)
 	s.mu.Unlock()
 	for _, pt := range parts {
 		pt.mu.Lock()
@@ -260,6 +310,7 @@ func (s *Store) Close() error {
 // part is one partition's keys, what waits to be sent, and the state used
 // while pacing locally.
 type part struct {
+	id   steady.StorePartition
 	keys []string // budget, heartbeats, breaker
 
 	mu       sync.Mutex
@@ -269,48 +320,57 @@ type part struct {
 	local    map[string]time.Time
 	cool     time.Time // local cooldown end; guarded by mu
 	lastUsed time.Time // guarded by mu
+
+	// Redis refused this partition's keys (see partfail.go): it paces
+	// locally until retryAt. Guarded by mu.
+	broken  bool
+	retryAt time.Time
 }
 
 // maxParts bounds the partitions kept; idle ones are dropped beyond it.
 const maxParts = 1024
 
+// part returns the state of partition p, creating it if needed. Its cost
+// does not grow with the number of partitions: see partTable.
 func (s *Store) part(p steady.StorePartition, now time.Time) *part {
 	s.mu.Lock()
+	pt := s.parts.m[p]
+	s.mu.Unlock()
+	if pt != nil {
+		return pt
+	}
+	keys := s.keys(p) // hashed outside the lock
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	pt := s.parts[p]
-	if pt == nil {
-		if len(s.parts) >= maxParts {
-			s.evictLocked(now)
-		}
-		pt = &part{keys: s.keys(p), local: make(map[string]time.Time)}
-		s.parts[p] = pt
+	if pt = s.parts.m[p]; pt == nil {
+		pt = &part{id: p, keys: keys, local: make(map[string]time.Time), lastUsed: now}
+		s.parts.add(pt, now, s.cfg.keyTTL)
 	}
 	return pt
 }
 
-// evictLocked drops partitions unused for the key TTL with nothing
-// waiting to be sent.
-func (s *Store) evictLocked(now time.Time) {
-	for k, pt := range s.parts {
-		pt.mu.Lock()
-		idle := now.Sub(pt.lastUsed) > s.cfg.keyTTL && pt.pend.empty() && pt.timer == nil
-		pt.mu.Unlock()
-		if idle {
-			delete(s.parts, k)
-		}
-	}
-}
-
 // keys returns a partition's keys: prefix{upstream hash}:p:partition hash,
-// the heartbeats beside it, and the upstream's breaker.
+// the heartbeats beside it, and the upstream's breaker. The hashes are
+// SHA-256, or HMAC-SHA256 under the store's secret (WithSecret), cut to
+// 64 bits: fixed-length names whatever the upstream and label.
 func (s *Store) keys(p steady.StorePartition) []string {
-	up := sha256.Sum256([]byte(p.Upstream))
-	h := sha256.New()
-	h.Write([]byte(p.Upstream))
-	h.Write([]byte{0})
-	h.Write([]byte(p.Key))
-	pid := hex.EncodeToString(h.Sum(nil)[:8])
-	base := s.cfg.prefix + "{" + hex.EncodeToString(up[:8]) + "}:"
+	sum := func(parts ...string) string {
+		var h hash.Hash
+		if len(s.cfg.secret) > 0 {
+			h = hmac.New(sha256.New, s.cfg.secret)
+		} else {
+			h = sha256.New()
+		}
+		for i, x := range parts {
+			if i > 0 {
+				h.Write([]byte{0})
+			}
+			h.Write([]byte(x))
+		}
+		return hex.EncodeToString(h.Sum(nil)[:8])
+	}
+	pid := sum(p.Upstream, p.Key)
+	base := s.cfg.prefix + "{" + sum(p.Upstream) + "}:"
 	return []string{base + "p:" + pid, base + "h:" + pid, base + "b"}
 }
 

@@ -58,7 +58,7 @@ func TestSharedBudget(t *testing.T) {
 	for i := range stores {
 		cl := redis.NewClient(&redis.Options{Addr: sharedAddr, ContextTimeoutEnabled: i%2 == 0})
 		defer cl.Close()
-		s := New(cl, WithPrefix(prefix), WithTimeout(time.Second))
+		s := must(New(cl, WithPrefix(prefix), WithTimeout(time.Second)))
 		defer s.Close()
 		for g := range goroutines {
 			wg.Go(func() {
@@ -133,8 +133,8 @@ func TestSharedBudget(t *testing.T) {
 func TestObservationNewerWins(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	a := New(c, WithPrefix(prefix), WithFlushDelay(time.Hour))
-	b := New(c, WithPrefix(prefix), WithFlushDelay(time.Hour))
+	a := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
+	b := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
 	defer a.Close()
 	defer b.Close()
 	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
@@ -176,7 +176,7 @@ func TestObservationNewerWins(t *testing.T) {
 func TestObservationCorrectsBudget(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	s := New(c, WithPrefix(prefix))
+	s := must(New(c, WithPrefix(prefix)))
 	defer s.Close()
 	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 10}
 	r := reservation(1, w)
@@ -198,8 +198,8 @@ func TestObservationCorrectsBudget(t *testing.T) {
 func TestCooldownPausesFleet(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	a := New(c, WithPrefix(prefix))
-	b := New(c, WithPrefix(prefix))
+	a := must(New(c, WithPrefix(prefix)))
+	b := must(New(c, WithPrefix(prefix)))
 	defer a.Close()
 	defer b.Close()
 	r := reservation(1)
@@ -226,7 +226,7 @@ func TestCooldownPausesFleet(t *testing.T) {
 func TestGiveBackAndReconcile(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	s := New(c, WithPrefix(prefix), WithFlushDelay(time.Hour))
+	s := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
 	defer s.Close()
 	w := steady.StoreWindow{ID: "tokens:minute", Cost: 1000, Rate: 1000, Burst: 1000}
 	r := reservation(1, w)
@@ -252,8 +252,8 @@ func TestGiveBackAndReconcile(t *testing.T) {
 func TestFleetBreaker(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	a := New(c, WithPrefix(prefix))
-	b := New(c, WithPrefix(prefix), WithProbeTimeout(time.Minute))
+	a := must(New(c, WithPrefix(prefix)))
+	b := must(New(c, WithPrefix(prefix), WithProbeTimeout(time.Minute)))
 	defer a.Close()
 	defer b.Close()
 	r := reservation(1)
@@ -292,7 +292,7 @@ func TestFleetBreaker(t *testing.T) {
 func TestKeys(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	s := New(c, WithPrefix(prefix))
+	s := must(New(c, WithPrefix(prefix)))
 	defer s.Close()
 	r := reservation(1)
 	g := mustReserve(t, s, r)
@@ -331,7 +331,7 @@ func TestFleetSize(t *testing.T) {
 	r := reservation(1)
 	var g steady.StoreGrant
 	for i := range 3 {
-		s := New(c, WithPrefix(prefix))
+		s := must(New(c, WithPrefix(prefix)))
 		defer s.Close()
 		g = mustReserve(t, s, r)
 		if g.Fleet != i+1 {
@@ -345,8 +345,8 @@ func TestFleetSize(t *testing.T) {
 func TestSettleAfterCancel(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	a := New(c, WithPrefix(prefix))
-	b := New(c, WithPrefix(prefix))
+	a := must(New(c, WithPrefix(prefix)))
+	b := must(New(c, WithPrefix(prefix)))
 	defer a.Close()
 	defer b.Close()
 	r := reservation(1)
@@ -373,8 +373,8 @@ func TestSettleAfterCancel(t *testing.T) {
 func TestObservationAfterOthers(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	a := New(c, WithPrefix(prefix), WithFlushDelay(time.Hour))
-	b := New(c, WithPrefix(prefix))
+	a := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
+	b := must(New(c, WithPrefix(prefix)))
 	defer a.Close()
 	defer b.Close()
 	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 20}
@@ -399,7 +399,7 @@ func TestObservationAfterOthers(t *testing.T) {
 func TestExtremes(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
-	s := New(c, WithPrefix(prefix))
+	s := must(New(c, WithPrefix(prefix)))
 	defer s.Close()
 	r := reservation(1, steady.StoreWindow{ID: "tokens:day", Cost: 1 << 40, Rate: 1.0 / 86400, Burst: 1})
 	for range 2 {

@@ -223,7 +223,10 @@ func TestStoreOnEmbeddedRedis(t *testing.T) {
 	}
 	rc := redis.NewClient(opt)
 	defer rc.Close()
-	st := steadyredis.New(rc, steadyredis.WithTimeout(time.Second))
+	st, err := steadyredis.New(rc, steadyredis.WithTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer st.Close()
 	r := steady.StoreReservation{
 		Partition: steady.StorePartition{Upstream: "http://provider.invalid", Key: "demo"},

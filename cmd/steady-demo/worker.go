@@ -113,7 +113,7 @@ func runWorker(ctx context.Context, spec workerSpec, stdin io.Reader, stdout, st
 		opt.ContextTimeoutEnabled = true // a slow call is abandoned at the store's timeout
 		rc := redis.NewClient(opt)
 		defer rc.Close()
-		store = steadyredis.New(rc,
+		st, err := steadyredis.New(rc,
 			steadyredis.WithPrefix(spec.Prefix),
 			steadyredis.WithInstanceID("worker-"+strconv.Itoa(spec.ID)),
 			steadyredis.WithFleetHint(spec.FleetSize),
@@ -124,6 +124,10 @@ func runWorker(ctx context.Context, spec workerSpec, stdin io.Reader, stdout, st
 				}
 			}),
 		)
+		if err != nil {
+			return err
+		}
+		store = st
 		defer store.Close()
 		cfg.Pacing.Store = store
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
