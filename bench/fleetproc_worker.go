@@ -203,7 +203,7 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 		rc := redis.NewClient(opt)
 		defer rc.Close()
 		redis.SetLogger(quietRedis{})
-		store = steadyredis.New(rc,
+		st, err := steadyredis.New(rc,
 			steadyredis.WithPrefix(spec.Prefix),
 			steadyredis.WithInstanceID("worker-"+strconv.Itoa(spec.ID)),
 			steadyredis.WithFleetHint(spec.FleetHint),
@@ -216,6 +216,10 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 				}
 			}),
 		)
+		if err != nil {
+			return err
+		}
+		store = st
 		defer store.Close()
 		cfg.Pacing.Store = store
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
