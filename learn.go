@@ -170,7 +170,7 @@ func (p *pacer) storeUsed(pm *permit, u TokenEstimate) {
 	for i, w := range st.windows {
 		actual[i] = -1
 		if un, _, ok := ParseStoreWindowID(w.ID); ok && un != UnitRequests {
-			actual[i] = min(cost(un, u), maxCost)
+			actual[i] = st.capped(i, cost(un, u)) // bounded as its reservation was
 			diff = diff || actual[i] != w.Cost
 		}
 	}

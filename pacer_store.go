@@ -28,6 +28,32 @@ type storeTurn struct {
 	// cold: reserved before the fleet knew any window; what its response
 	// shows was issued before every reservation in a window.
 	cold bool
+	// caps are, per window, the most one request may count (storeCap).
+	caps []int64
+}
+
+// capped bounds c, a cost in window i of the reservation, as storeCap
+// bounded its reserved cost.
+func (st *storeTurn) capped(i int, c int64) int64 {
+	c = min(c, maxCost)
+	if i < len(st.caps) {
+		c = min(c, st.caps[i])
+	}
+	return c
+}
+
+// storeCapsLocked returns, for the windows storeWindowsLocked returns and
+// in their order, the most one request may count in each.
+func (pt *partition) storeCapsLocked(p *pacer) []int64 {
+	var cs []int64
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		if !w.known() {
+			continue
+		}
+		cs = append(cs, storeCap(maxCost, w.quota()-max(w.headroomUnits(p.headroom), 1)))
+	}
+	return cs
 }
 
 // storeApplyLocked applies a grant to pt: whether the store paces the
@@ -106,14 +132,25 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 		}
 		h := w.headroomUnits(p.headroom)
 		q := w.quota() - max(h, 1)
+		c := storeCap(cost(w.unit, est), q)
 		ws = append(ws, StoreWindow{
 			ID:    StoreWindowID(w.unit, name),
-			Cost:  min(cost(w.unit, est), maxCost),
+			Cost:  c,
 			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
-			Burst: max(int64(h/2), min(cost(w.unit, est), maxCost), 1),
+			Burst: max(int64(h/2), c, 1),
 		})
 	}
 	return ws
+}
+
+// storeCap bounds what one request counts in a window of quota q (less
+// headroom) in the fleet's budget: a request larger than the window is
+// sent alone, when the fleet's window is whole, and takes all of it, as a
+// process without a store sends it; it never owes the fleet many windows
+// (an absurd max_tokens would have pushed the schedule days ahead). The
+// usage its response tells is bounded the same way (permit.used).
+func storeCap(c int64, q float64) int64 {
+	return min(c, maxCost, int64(max(q, 1)))
 }
 
 // storeAcquire reserves the turn of pm, just admitted locally, in the
@@ -121,7 +158,7 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit, o admitOpts, start time.Time) error {
 	pt := pm.pt
 	pt.mu.Lock()
-	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est)}
+	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est), caps: pt.storeCapsLocked(p)}
 	known := len(st.windows) > 0
 	seq := pt.fleetSeq
 	pt.mu.Unlock()
@@ -168,7 +205,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		}
 		pt.mu.Unlock()
 		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Windows: st.windows, Grant: g})
-		r.Windows, r.ObservedSeq, st.windows = ws, pt.fleetSeq, ws
+		r.Windows, r.ObservedSeq, st.windows, st.caps = ws, pt.fleetSeq, ws, pt.storeCapsLocked(p)
 	}
 	st.grant = g
 	pt.mu.Unlock()
