@@ -1,0 +1,82 @@
+package steady_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/steadytest"
+)
+
+// TestWaitOnlyIfServed: a service loop on a per-minute fixed window, 20 s
+// deadlines, a 30-second outage. A call that waits is one that will be
+// served; one whose turn is past its deadline fails with a *WaitError,
+// never a bare context error. Reports how many waited and then failed.
+func TestWaitOnlyIfServed(t *testing.T) {
+	for _, middleware := range []bool{true, false} {
+		name := "roundtripper"
+		if middleware {
+			name = "middleware"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond})
+				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
+				if middleware {
+					tr := steady.New(steady.Config{})
+					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
+				} else {
+					tr := steady.New(steady.Config{Base: prov})
+					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
+				}
+				c := openai.NewClient(opts...)
+				start := time.Now()
+				time.AfterFunc(40*time.Second, func() { prov.SetFaults(steadytest.Faults{Outage: true}) })
+				time.AfterFunc(70*time.Second, func() { prov.SetFaults(steadytest.Faults{}) })
+				var mu sync.Mutex
+				var ok, atOnce, waitedThenFailed, bare, other int
+				var wg sync.WaitGroup
+				for range 32 {
+					wg.Go(func() {
+						for time.Since(start) < 3*time.Minute {
+							ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+							t0 := time.Now()
+							_, err := c.Chat.Completions.New(ctx, chatParams())
+							cancel()
+							d := time.Since(t0)
+							mu.Lock()
+							var we *steady.WaitError
+							switch {
+							case err == nil:
+								ok++
+							case errors.As(err, &we) && d < time.Second:
+								atOnce++
+							case errors.As(err, &we):
+								waitedThenFailed++
+							case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, steady.ErrCircuitOpen):
+								bare++
+							default:
+								other++
+							}
+							mu.Unlock()
+							if err != nil {
+								time.Sleep(time.Second)
+							}
+						}
+					})
+				}
+				wg.Wait()
+				t.Logf("%d ok, %d refused at once, %d waited then failed, %d bare deadlines, %d other", ok, atOnce, waitedThenFailed, bare, other)
+				atMost(t, "waited then failed", "%.0f", float64(waitedThenFailed), 0)
+			})
+		})
+	}
+}
