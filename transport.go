@@ -91,7 +91,8 @@ type Config struct {
 // Transport is an [http.RoundTripper] that paces, retries and guards
 // requests to LLM APIs. It is safe for concurrent use and keeps no
 // background goroutines: the only ones it starts read an error body under
-// a time bound (see [ClassifyResponse]) and end with that read.
+// a time bound (see [ClassifyResponse]), or a stream ahead to its first
+// content under RetryConfig.FirstTokenTimeout, and end with that read.
 //
 // Every error response (status 400 or above) it hands back carries
 // "X-Should-Retry: false", so that a client's own retry loop (the OpenAI
