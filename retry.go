@@ -74,7 +74,9 @@ type RetryConfig struct {
 	Budget BudgetConfig
 
 	// FirstTokenTimeout and FirstTokenBytes bound the stream guard. A 2xx
-	// response of server-sent events is read ahead until its first content
+	// response of server-sent events to a POST (a generation: a GET's
+	// stream, such as a subscription, is not guarded) is read ahead until
+	// its first content
 	// event before it is handed back (what was read is then handed to the
 	// caller first, exactly as received): an error event before it is
 	// retried as the status it stands for (an overloaded server as 529, a

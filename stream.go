@@ -181,8 +181,9 @@ func aheadKind(typ string, data []byte) uint8 {
 	case "error", "response.failed", "response.error":
 		return aheadError
 	case "message_start", "ping", "content_block_start",
-		"response.created", "response.in_progress", "response.queued",
-		"response.output_item.added", "response.content_part.added":
+		"response.created", "response.in_progress", "response.queued":
+		// Before the first output: a Responses stream's first output
+		// item (a reasoning item, too) is its content.
 		return aheadMore
 	case "":
 		// A chat completion chunk: content once it carries a choice (its

@@ -189,3 +189,21 @@ func TestStreamHandedOverExactly(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamGetNotGuarded: a GET's stream (a subscription, not a
+// generation) is handed back at once, whatever comes first.
+func TestStreamGetNotGuarded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fake := steadytest.NewFakeT(t, stalledStream(10*time.Minute))
+		hc := &http.Client{Transport: steady.New(steady.Config{Base: fake})}
+		start := time.Now()
+		resp, err := hc.Get(testBaseURL + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if el := time.Since(start); el != 0 {
+			t.Errorf("the GET's stream came back after %v, want at once", el)
+		}
+	})
+}

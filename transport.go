@@ -502,7 +502,7 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		// body; every later step may then close it.
 		resp.Body = http.NoBody
 	}
-	if err == nil && resp.StatusCode/100 == 2 && !c.t.guard.off && isEventStream(resp.Header) {
+	if err == nil && resp.StatusCode/100 == 2 && !c.t.guard.off && r.Method == http.MethodPost && isEventStream(resp.Header) {
 		// Read ahead to the first content: an error or a stall before it
 		// is judged as the status it stands for (stream.go).
 		resp, _, err = guardStream(c.ctx, c.t.guard, resp)

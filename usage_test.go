@@ -198,3 +198,21 @@ func TestWatchErrorEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamErrorCarriesUsage: a StreamError carries the usage the stream
+// told before it.
+func TestStreamErrorCarriesUsage(t *testing.T) {
+	s := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n" +
+		"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal\"}}\n\n"
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(strings.NewReader(s))}
+	watch(resp, nil, nil)
+	_, err := io.ReadAll(resp.Body)
+	var se *StreamError
+	if !errors.As(err, &se) || se.Status != 500 || se.Used != (TokenEstimate{25, 1}) {
+		t.Errorf("err %v (%+v), want a 500 StreamError with the usage told", err, se)
+	}
+	if f := ClassifyError(err); f.Status != 500 || !f.Retryable || f.Type != "api_error" {
+		t.Errorf("ClassifyError: %+v", f)
+	}
+}
