@@ -21,7 +21,7 @@ func (r Report) writeProcs(p func(string, ...any)) {
 	p("A deploy starts every process at once, a rolling start one after another over the first third of the run, a steady-state row measures only the last two thirds. ")
 	p("The outside consumer is a process without steady sending a third of the limit, without retries. ")
 	p("Goodput is the fleet's successful calls per second over the measured span (whole windows for fixed windows) as a fraction of the limit; ")
-	p("a batch's is over its makespan. The spread is how far the process furthest from an equal share of the fleet's successful calls is from that share. ")
+	p("a batch's is over its makespan (on fixed windows a batch that starts and ends inside windows can pass 1). The spread is how far the process furthest from an equal share of the fleet's successful calls is from that share. ")
 	p("The full matrix: `go test -count=1 -run 'TestReport$' -report -fleets .` (hours; `-fleet-rows REGEXP` picks rows, `-fleet-duration D` shortens them); a few of its rows in every CI run: `go test -count=1 -run 'TestFleetShort$' -v .`")
 	if r.ProcsCommand != "" {
 		p(". The rows below: `%s`", r.ProcsCommand)
