@@ -1,4 +1,4 @@
-package steady_test
+package steady
 
 import (
 	"flag"
@@ -11,7 +11,7 @@ import (
 )
 
 // A target an issue sets that steady does not meet yet stays the target in
-// its test: the row that misses it calls atMost or atLeast with the target
+// its test: the row that misses it calls AtMost or AtLeast with the target
 // and what it measured, and is listed in knownMisses (and in the README's
 // "Known misses"). A listed row that misses logs "KNOWN MISS" and passes;
 // a row that misses and is not listed fails; a listed row that meets its
@@ -21,7 +21,7 @@ import (
 // knownMiss is one row of the known-miss table.
 type knownMiss struct {
 	row     string // the test's full name, as t.Name() gives it
-	measure string // what is measured, as the test names it to atMost or atLeast
+	measure string // what is measured, as the test names it to AtMost or AtLeast
 	why     string
 }
 
@@ -44,6 +44,9 @@ const (
 
 // knownMisses is the table. Keep it sorted by test, then row.
 var knownMisses = []knownMiss{
+	// TestDiscoverClosedLoop: the discoverer against a simulated clock.
+	{"TestDiscoverClosedLoop/sliding_window_100/10s", "makespan", "the first window fills in slow start (3.5 s) and the slots free in that pattern; Retry-After rounds up to whole seconds"},
+	{"TestDiscoverClosedLoop/token_bucket_100/10s", "429s", "slow start drains the 100-request bucket at ~120/s: ~18 429s before the 10/s refill is measured"},
 	// TestDiscoverSDK: nothing announced.
 	{"TestDiscoverSDK/fixed_window_100/10s/short-deadline/roundtripper", "served", whyColdShort},
 	{"TestDiscoverSDK/fixed_window_20/1s/short-deadline/roundtripper", "served", whyColdShort},
@@ -149,16 +152,18 @@ func listed(table []knownMiss, row, measure string) (knownMiss, bool) {
 	return knownMiss{}, false
 }
 
-// atMost holds what a row measured to a target it must not exceed:
+// AtMost holds what a row measured to a target it must not exceed:
 // measure names it ("429s", "makespan"), and format prints got and target
-// (for example "%.2f%%", given shares times 100).
-func atMost(t testing.TB, measure, format string, got, target float64) {
+// (for example "%.2f%%", given shares times 100). It and AtLeast are
+// exported to the package's external tests (steady_test), in test builds
+// only.
+func AtMost(t testing.TB, measure, format string, got, target float64) {
 	t.Helper()
 	hold(t, measure, got <= target, fmt.Sprintf(format, got), "<= "+fmt.Sprintf(format, target))
 }
 
-// atLeast holds what a row measured to a target it must reach.
-func atLeast(t testing.TB, measure, format string, got, target float64) {
+// AtLeast holds what a row measured to a target it must reach.
+func AtLeast(t testing.TB, measure, format string, got, target float64) {
 	t.Helper()
 	hold(t, measure, got >= target, fmt.Sprintf(format, got), ">= "+fmt.Sprintf(format, target))
 }
