@@ -3,6 +3,7 @@ package steady_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -582,6 +583,45 @@ func TestUpstreamsFallbackProvider(t *testing.T) {
 				target(t, name+"/model", f.models["claude-haiku-4-5"] == f.attempts, "the fallback got models %v", f.models)
 				target(t, name+"/own-headers", len(windows) > 0, "the fallback's partition knows no windows from its headers")
 				target(t, name+"/primary-skipped", p.attempts <= 4+4, "the refused primary got %d attempts, want its cold start's 4 and a few probes", p.attempts)
+			})
+		})
+	}
+}
+
+// TestUpstreamsStream: a stream moves to another upstream only before
+// its first byte reaches the caller. A stream whose error comes before its
+// first token is retried on the other key and read whole; one whose error
+// comes after is the caller's, with the text read before it.
+func TestUpstreamsStream(t *testing.T) {
+	steady.SeedRandom(22)
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				a := net.add("api.openai.com", "Bearer sk-a", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{
+					Latency: routeLat, Faults: steadytest.Faults{StreamErrorRatio: 1}})))
+				b := net.add("api.openai.com", "Bearer sk-b", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{Latency: routeLat})))
+				client, _ := routedClient(form, steady.Config{Upstreams: twoKeys()}, &net)
+				failed := 0
+				for range 10 {
+					if text, err := streamChat(t.Context(), client); err != nil || text != "Hello from steadytest." {
+						failed++
+						t.Logf("stream: %q, %v", text, err)
+					}
+				}
+				t.Logf("%s: before the first token: %d of 10 failed; key-a attempts %d, key-b served %d", form, failed, a.attempts, b.count(200))
+				target(t, "stream/"+form+"/before-first-token", failed == 0 && b.count(200) == 10, "%d streams failed, key-b served %d of 10", failed, b.count(200))
+
+				var net2 upstreamNet
+				net2.add("api.openai.com", "Bearer sk-a", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{
+					Latency: routeLat, Faults: steadytest.Faults{StreamErrorRatio: 1, StreamErrorAfter: 3}})))
+				b2 := net2.add("api.openai.com", "Bearer sk-b", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{Latency: routeLat})))
+				client2, _ := routedClient(form, steady.Config{Upstreams: twoKeys()}, &net2)
+				text, err := streamChat(t.Context(), client2) // the first goes to key-a
+				var se *steady.StreamError
+				t.Logf("%s: after the first token: %q, %v; key-b attempts %d", form, text, err, b2.attempts)
+				target(t, "stream/"+form+"/after-first-token", errors.As(err, &se) && text == "Hello from" && b2.attempts == 0,
+					"got %q, %v, key-b attempts %d; want the text before the error, a *steady.StreamError, no move", text, err, b2.attempts)
 			})
 		})
 	}
