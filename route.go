@@ -73,8 +73,9 @@ func (c *call) startRouting(rt *router) error {
 
 // candidate is an upstream a request may go to, and when.
 type candidate struct {
-	r  *route
-	at time.Time
+	r    *route
+	at   time.Time
+	load int // requests waiting and in flight in its partition
 }
 
 // route chooses the upstream of the next attempt and addresses the
@@ -140,11 +141,11 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 				}
 				continue
 			}
-			at := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
+			at, load := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
 			if st.rampAt.After(at) {
 				at = st.rampAt
 			}
-			cands = append(cands, candidate{r: r, at: at})
+			cands = append(cands, candidate{r: r, at: at, load: load})
 		}
 	}
 	rc.probe = false
@@ -164,7 +165,9 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 // that can send the request before its deadline, less a quarter of the
 // time left up to a second for the answer (the soonest overall when none
 // can); in it, among those that have room now, or else those planned
-// soonest, the next by smooth weighted round robin.
+// soonest, the least loaded for its weight (a partition whose limits are
+// not known yet plans every request for now), and among those the next by
+// smooth weighted round robin.
 func (rt *router) choose(cands []candidate, ctx interface{ Deadline() (time.Time, bool) }, now time.Time) *route {
 	dl, hasDL := ctx.Deadline()
 	if hasDL {
@@ -188,12 +191,21 @@ func (rt *router) choose(cands []candidate, ctx interface{ Deadline() (time.Time
 			soon = at
 		}
 	}
+	tied := func(cd candidate) bool {
+		return (!found || cd.r.tier == tier) && maxTime(cd.at, now).Sub(soon) <= time.Millisecond
+	}
+	var least *candidate
+	for i, cd := range cands {
+		if tied(cd) && (least == nil || cd.load*least.r.weight < least.load*cd.r.weight) {
+			least = &cands[i]
+		}
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	var best *route
 	total := 0
 	for _, cd := range cands {
-		if (found && cd.r.tier != tier) || maxTime(cd.at, now).Sub(soon) > time.Millisecond {
+		if !tied(cd) || cd.load*least.r.weight != least.load*cd.r.weight {
 			continue
 		}
 		cd.r.cw += cd.r.weight
@@ -544,15 +556,16 @@ func (t *Transport) breakerState(upstream string) BreakerState {
 }
 
 // plan returns when a request of est, sent as req in upstream's
-// partition for model, would go, as its queue is planned now.
-func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimate, now time.Time) time.Time {
+// partition for model, would go, as its queue is planned now, and how
+// many requests wait and are in flight there.
+func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimate, now time.Time) (time.Time, int) {
 	if p == nil || p.cfg.Disabled {
-		return now
+		return now, 0
 	}
 	key, _ := p.partitionKey(req, model, upstream)
 	pt, ok := p.parts.get(key)
 	if !ok {
-		return now
+		return now, 0
 	}
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
@@ -561,7 +574,7 @@ func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimat
 	if pt.hintUntil.After(at) {
 		at = pt.hintUntil
 	}
-	return at
+	return at, pt.q.n + pt.inflight
 }
 
 // sameOrigin checks that every upstream has u's origin (scheme, host and

@@ -338,3 +338,17 @@ func TestTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestRouting runs the routing batch (real time, loopback) and logs its
+// table, whose last column says whether steady with two keys met its
+// target (within 1.05 times the two keys' minimum, none failed). It runs
+// only with -loopback (the report runs it too).
+func TestRouting(t *testing.T) {
+	if !*loopback {
+		t.Skip("run with -loopback to run the real-time batches")
+	}
+	r := Report{Routing: RunRouting(t.Context())}
+	var b bytes.Buffer
+	r.writeRouting(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
+	t.Logf("\n%s", b.String())
+}

@@ -193,6 +193,7 @@ func TestReport(t *testing.T) {
 	r.Fleet = runBatches(t, r.MatrixPeers, FleetBatches())
 	r.LoopbackPeers, r.LoopbackSequential = BatchPeers(), *sequential
 	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
+	r.Routing = RunRouting(t.Context())
 	if *fleets {
 		procStart := time.Now()
 		r.Procs = runFleetCases(t, FleetMatrix())

@@ -73,6 +73,8 @@ type Report struct {
 	LoopbackPeers      []Peer
 	LoopbackWall       time.Duration
 	LoopbackSequential bool
+	// The routing batch: several keys behind one client (RunRouting).
+	Routing []RoutingRow
 	// The fleets of real processes on loopback (-fleets).
 	Procs        []FleetOutcome
 	ProcsWall    time.Duration
@@ -249,6 +251,7 @@ func (r Report) Write(w io.Writer) error {
 	r.writeMatrix(p)
 	r.writeFleet(p)
 	r.writeLoopback(p)
+	r.writeRouting(p)
 	r.writeProcs(p)
 
 	p("## How each peer is set up\n\n")
