@@ -85,6 +85,59 @@ end
 
 local latest = now -- latest time any state written here matters
 
+-- Evidence, not verdicts. What one process read is weighed against what
+-- the fleet read before: a window whose limit is far below the limit the
+-- fleet last accepted (a quarter or less), or whose reset is far beyond
+-- the longest reset it accepted (four times and a second), is held back:
+-- neither shared with the fleet nor let to cap its budget, until another
+-- process reads the same (its vote, q:ID, names the first reader), or
+-- until no other process has reserved here for a heartbeat TTL (a fleet
+-- of one is what one process without a store would be). The process that
+-- read it still applies it itself, as it would without a store; the next
+-- true reading, its own or another's, replaces it. l:ID and z:ID are the
+-- accepted limit and longest reset.
+local function others()
+  local hbttl = tonumber(ARGV[7])
+  local n = redis.call('ZCOUNT', hb, now - hbttl, '+inf')
+  local mine = tonumber(redis.call('ZSCORE', hb, ARGV[1]) or '-1') or -1
+  if mine >= now - hbttl then n = n - 1 end
+  return n
+end
+-- vote reports whether a contradicting value in field f is confirmed:
+-- another instance voted the same way recently, or none else is here.
+local function vote(f)
+  local hbttl = tonumber(ARGV[7])
+  local v = redis.call('HGET', p, f)
+  if v then
+    local who, at = string.match(v, '^(.*) (%d+)$')
+    if who and who ~= ARGV[1] and now - (tonumber(at) or 0) <= hbttl then
+      redis.call('HDEL', p, f)
+      return true
+    end
+    if who == ARGV[1] and now - (tonumber(at) or 0) <= hbttl then return others() <= 0 end
+  end
+  redis.call('HSET', p, f, ARGV[1] .. ' ' .. fmt(now))
+  return others() <= 0
+end
+local function evidence(ws)
+  local kept = {}
+  for _, w in ipairs(ws) do
+    local id, lim, reset = w[1], w[2], w[4]
+    local v = redis.call('HMGET', p, 'l:' .. id, 'z:' .. id)
+    local l, z = num(v[1], 0), num(v[2], -1)
+    local far = (lim > 0 and l > 0 and lim * 4 <= l) or (reset >= 0 and z >= 0 and reset > 4 * z + 1000000)
+    if not far or vote('q:' .. id) then
+      if not far then redis.call('HDEL', p, 'q:' .. id) end
+      local set = {}
+      if lim > 0 then set[#set + 1] = 'l:' .. id; set[#set + 1] = fmt(lim) end
+      if reset >= 0 and (far or reset > z) then set[#set + 1] = 'z:' .. id; set[#set + 1] = fmt(reset) end
+      if #set > 0 then redis.call('HSET', p, unpack(set)) end
+      kept[#kept + 1] = w
+    end
+  end
+  return kept
+end
+
 -- Settlement: what earlier requests showed, applied before reserving.
 if settle then
   local s = settle
@@ -100,11 +153,14 @@ if settle then
     end
   end
   if s.o and s.o.s > num(redis.call('HGET', p, 'os'), 0) then
-    redis.call('HSET', p, 'os', fmt(s.o.s), 'o', cjson.encode(s.o.w), 'ot', fmt(now))
+    local ws = evidence(s.o.w)
+    if #ws > 0 then
+      redis.call('HSET', p, 'os', fmt(s.o.s), 'o', cjson.encode(ws), 'ot', fmt(now))
+    end
     -- What the server says remains, less what the fleet reserved after
     -- the observed request, caps what the shared budget holds; a debt is
     -- repaid by the window's reset at the latest.
-    for _, w in ipairs(s.o.w) do
+    for _, w in ipairs(ws) do
       local id, rem, reset, iss = w[1], w[3], w[4], w[5]
       local v = redis.call('HMGET', p, 'r:' .. id, 'b:' .. id, 'n:' .. id, 't:' .. id)
       local r = num(v[1], 0)
@@ -250,18 +306,27 @@ end
 local start = math.max(now, num(cur[1], 0))
 local go = start
 local tats = {}
+local rates = {}
 for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(tonumber(ARGV[a + 4]), 1)
+  local rold = num(cur[2 + nwin + i], nil)
+  if r > 0 and rold and rold > 0 and r * 4 <= rold and not vote('v:' .. ARGV[a + 1]) then
+    -- A rate far below the fleet's, read by this process alone (a limit
+    -- read far too low, a reset far too long): the fleet's rate stands,
+    -- for this request too, until another process reads the same.
+    r = rold
+  end
+  rates[i] = r
   if cost > 0 and r > 0 then
-    tats[i] = rescaled(num(cur[2 + i], nil), num(cur[2 + nwin + i], nil), r) or first(ARGV[a + 1], r, bu)
+    tats[i] = rescaled(num(cur[2 + i], nil), rold, r) or first(ARGV[a + 1], r, bu)
     go = math.max(go, math.max(tats[i], start) + (cost - bu) * 1000000 / r)
   end
 end
 for i = 1, nwin do
   if tats[i] then
     local a = 8 + (i - 1) * 4
-    tats[i] = math.max(tats[i], go) + tonumber(ARGV[a + 2]) * 1000000 / tonumber(ARGV[a + 3])
+    tats[i] = math.max(tats[i], go) + tonumber(ARGV[a + 2]) * 1000000 / rates[i]
   end
 end
 local wait = math.min(go - now, 1e15) -- an integer reply, at most about 30 years
@@ -282,7 +347,7 @@ for i = 1, nwin do
     set[#set + 1] = 't:' .. id
     set[#set + 1] = fmt(tats[i])
     set[#set + 1] = 'r:' .. id
-    set[#set + 1] = ARGV[a + 3]
+    set[#set + 1] = string.format('%.17g', rates[i])
     set[#set + 1] = 'b:' .. id
     set[#set + 1] = ARGV[a + 4]
     latest = math.max(latest, tats[i])
