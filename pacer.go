@@ -390,7 +390,8 @@ func (pt *partition) coldOKLocked(p *pacer, now time.Time) bool {
 	if p.coldStart <= 0 || pt.inflight < p.coldStart {
 		return true
 	}
-	if pt.known && !pt.probing && (pt.ramp >= rampDone || pt.inflight < 2*pt.ramp) {
+	// With a shared store the fleet's budget paces: no ramp.
+	if pt.known && !pt.probing && (pt.ramp >= rampDone || pt.inflight < 2*pt.ramp || pt.storeShared) {
 		return true
 	}
 	return !pt.coldSince.IsZero() && now.Sub(pt.coldSince) >= coldStartWait

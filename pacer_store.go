@@ -133,11 +133,17 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 		h := w.headroomUnits(p.headroom)
 		q := w.quota() - max(h, 1)
 		c := storeCap(cost(w.unit, est), q)
+		burst := max(int64(h/2), c, 1)
+		if w.kind == kindUnknown && !w.config && !w.reset.IsZero() {
+			// Whole again at its reset: the store counts it in epochs
+			// of the quota less headroom (a negative burst says so).
+			burst = -max(int64(w.quota()-h), c, 1)
+		}
 		ws = append(ws, StoreWindow{
 			ID:    StoreWindowID(w.unit, name),
 			Cost:  c,
 			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
-			Burst: max(int64(h/2), c, 1),
+			Burst: burst,
 		})
 	}
 	return ws
@@ -161,10 +167,14 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est), caps: pt.storeCapsLocked(p)}
 	known := len(st.windows) > 0
 	seq := pt.fleetSeq
+	cold := 0
+	if !known && !pt.known && p.coldStart > 0 {
+		cold = p.coldStart
+	}
 	pt.mu.Unlock()
 
 	now := time.Now()
-	r := StoreReservation{Partition: st.part, Windows: st.windows, ObservedSeq: seq}
+	r := StoreReservation{Partition: st.part, Windows: st.windows, ObservedSeq: seq, ColdStart: cold}
 	if p.maxWait > 0 {
 		r.MaxWait = max(p.maxWait-now.Sub(start), time.Nanosecond)
 	}
@@ -203,9 +213,10 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			st.cold = g.Observed == nil && r.ObservedSeq == 0
 			break
 		}
+		seq, caps := pt.fleetSeq, pt.storeCapsLocked(p)
 		pt.mu.Unlock()
 		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Windows: st.windows, Grant: g})
-		r.Windows, r.ObservedSeq, st.windows, st.caps = ws, pt.fleetSeq, ws, pt.storeCapsLocked(p)
+		r.Windows, r.ObservedSeq, r.ColdStart, st.windows, st.caps = ws, seq, 0, ws, caps
 	}
 	st.grant = g
 	pt.mu.Unlock()
@@ -275,6 +286,7 @@ func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status i
 				o.Windows[i].Issued = 0
 			}
 		}
+		pt.markGradualLocked(o)
 		s.Observed = o
 	}
 	if s.Observed != nil && st.grant.Seq > pt.fleetSeq {
@@ -322,4 +334,19 @@ func (p *pacer) storeBreakerOpen(upstream string, d time.Duration) {
 		return
 	}
 	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: StorePartition{Upstream: upstream}, BreakerOpen: d})
+}
+
+// markGradualLocked marks the windows of o that this partition knows
+// refill gradually (a bucket or a sliding window), so that the store
+// does not hold them to their reset.
+func (pt *partition) markGradualLocked(o *StoreObservation) {
+	for i := range o.Windows {
+		ow := &o.Windows[i]
+		for j := range pt.windows {
+			w := &pt.windows[j]
+			if !w.config && StoreWindowID(w.unit, w.name) == ow.ID {
+				ow.Gradual = w.kind == kindBucket || w.kind == kindSliding
+			}
+		}
+	}
 }

@@ -109,12 +109,12 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 				if len(rs) != 3 || len(ss) != 3 {
 					t.Fatalf("%d reservations and %d settlements, want 3 and 3", len(rs), len(ss))
 				}
-				if len(rs[0].Windows) != 0 {
-					t.Errorf("first reservation has windows %+v before any response", rs[0].Windows)
+				if len(rs[0].Windows) != 0 || rs[0].ColdStart != 4 {
+					t.Errorf("first reservation has windows %+v and cold-start bound %d before any response, want none and 4", rs[0].Windows, rs[0].ColdStart)
 				}
 				for i, r := range rs[1:] {
-					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(steady.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst < 1 {
-						t.Errorf("reservation %d: windows %+v, want one requests window", i+1, r.Windows)
+					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(steady.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst > -1 {
+						t.Errorf("reservation %d: windows %+v, want one requests window that resets (a negative burst)", i+1, r.Windows)
 					}
 					if r.Partition.Upstream != "https://api.test" || r.Partition.Key == "" {
 						t.Errorf("reservation %d: partition %+v", i+1, r.Partition)

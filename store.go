@@ -66,6 +66,10 @@ type StoreWindow struct {
 	// already taken; zero or less means the window does not pace.
 	Rate float64
 	// Burst is how many units may go at once; less than one means one.
+	// A negative Burst marks a window that is whole again only at its
+	// reset (a fixed window, or one whose kind is not known yet): the
+	// fleet may send -Burst units in each of its epochs, at once, and
+	// what its readings say remains until the reset, but no more.
 	Burst int64
 }
 
@@ -82,6 +86,12 @@ type StoreReservation struct {
 	// ObservedSeq is the Seq of the newest fleet observation the caller
 	// has applied; the grant carries a different one when there is one.
 	ObservedSeq uint64
+	// ColdStart, for a reservation without windows while the partition's
+	// limits are not known, is how many such reservations the whole
+	// fleet may have unanswered before a reading of the partition is
+	// shared ([PacingConfig.ColdStart]); the others wait for a slot or
+	// the reading. Zero or less means no bound.
+	ColdStart int
 }
 
 // StoreGrant is a [Store]'s answer to a reservation.
@@ -137,6 +147,11 @@ type StoreObservedWindow struct {
 	// store uses it to take what was reserved after the observed request
 	// off what remains.
 	Issued int64
+	// Gradual reports a window that gives back what was used gradually
+	// (a token bucket or a sliding window, as its headers showed it).
+	// False means it is whole again only at its reset, as a fixed window
+	// is: what remains until then is all the fleet may send.
+	Gradual bool
 }
 
 // StoreSettlement reports the end of a reservation to a [Store].

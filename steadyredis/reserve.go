@@ -22,6 +22,12 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 	if err := ctx.Err(); err != nil {
 		return steady.StoreGrant{}, err
 	}
+	return s.reserveAgain(ctx, r)
+}
+
+// reserveOnce is one reservation; again reports a cold reservation the
+// fleet has no room for yet.
+func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g steady.StoreGrant, again bool, err error) {
 	now := s.cfg.now()
 	pt := s.part(r.Partition, now)
 	pt.mu.Lock()
@@ -34,21 +40,23 @@ func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.
 		v, err := s.run(ctx, pt.keys, s.args(r, s.encode(pend, 0, 0, false)))
 		if err != nil && ctx.Err() != nil {
 			s.abort()
-			return steady.StoreGrant{}, ctx.Err()
+			return steady.StoreGrant{}, false, ctx.Err()
 		}
-		var g steady.StoreGrant
 		if err == nil {
-			g, err = parseGrant(v, len(r.Windows))
+			g, again, err = parseGrant(v, len(r.Windows))
 		}
 		s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 		if err == nil {
 			pt.mu.Lock()
 			pt.fleet = g.Fleet
+			if !again && r.ColdStart > 0 && len(r.Windows) == 0 && coldCounted(v) {
+				pt.markCold(g.Seq)
+			}
 			pt.mu.Unlock()
-			return g, nil
+			return g, again, nil
 		}
 	}
-	return pt.reserveLocal(r, s.cfg.fleetHint, s.cfg.now()), nil
+	return pt.reserveLocal(r, s.cfg.fleetHint, s.cfg.now()), false, nil
 }
 
 // Settle records how a reservation ended. A cooldown, a breaker opening
@@ -66,8 +74,10 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 			pt.cool = until
 		}
 	}
+	urgentCold := false
 	if st.Grant.Shared {
 		pt.pend.add(st)
+		urgentCold = pt.settleCold(st)
 	} else {
 		pt.settleLocal(st, s.cfg.fleetHint)
 	}
@@ -75,7 +85,7 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	if st.Sent && s.cfg.fleetFailures > 0 {
 		pt.pend.outcome(st.Failed)
 	}
-	if st.Cooldown <= 0 && st.BreakerOpen <= 0 && !closeProbe && !(st.Failed && st.Sent && s.cfg.fleetFailures > 0) {
+	if !urgentCold && st.Cooldown <= 0 && st.BreakerOpen <= 0 && !closeProbe && !(st.Failed && st.Sent && s.cfg.fleetFailures > 0) {
 		if !pt.pend.empty() && pt.timer == nil {
 			pt.timer = time.AfterFunc(s.cfg.flushDelay, func() { s.flush(pt) })
 		}
@@ -125,9 +135,17 @@ type pending struct {
 	// threshold and openFor (us) open the fleet's circuit after that
 	// many failures in a row; set when encoding.
 	threshold, openFor int64
+	// cold is how many of the fleet's cold reservations ended.
+	cold int64
+	// epoch is every reading of a window counted in epochs, and shifts
+	// the changes in what granted reservations count (epoch.go).
+	epoch  []epochReading
+	shifts []shift
 }
 
-func (p *pending) empty() bool { return len(p.units) == 0 && p.obs == nil && p.fails == 0 && !p.ok }
+func (p *pending) empty() bool {
+	return len(p.units) == 0 && p.obs == nil && p.fails == 0 && !p.ok && p.cold == 0 && len(p.epoch) == 0 && len(p.shifts) == 0
+}
 
 // outcome records whether a sent attempt failed at the upstream.
 func (p *pending) outcome(failed bool) {
@@ -163,8 +181,12 @@ func (p *pending) add(st steady.StoreSettlement) {
 				p.units = make(map[string]int64)
 			}
 			p.units[w.ID] += d
+			if i < len(st.Grant.Issued) {
+				p.addShift(w.ID, st.Grant.Issued[i], d)
+			}
 		}
 	}
+	p.addEpochReadings(st)
 	o := st.Observed
 	if !st.Sent || o == nil || len(o.Windows) == 0 || st.Grant.Seq == 0 {
 		return
@@ -207,11 +229,14 @@ type settleMsg struct {
 	R bool     `json:"r,omitempty"` // a success ended the run of failures first
 	N int64    `json:"n,omitempty"` // failures in a row that open the circuit
 	D int64    `json:"d,omitempty"` // how long they open it, us
+	Q int64    `json:"q,omitempty"` // cold reservations ended
+	E [][]any  `json:"e,omitempty"` // readings of windows counted in epochs (epoch.go)
+	V [][]any  `json:"v,omitempty"` // window ID, issued, units: changes of granted reservations
 }
 
 type obsMsg struct {
 	S uint64  `json:"s"`
-	W [][]any `json:"w"` // ID, limit, remaining, reset us (-1 unknown), issued (-1 unknown), period us (0 unknown)
+	W [][]any `json:"w"` // ID, limit, remaining, reset us (-1 unknown), issued (-1 unknown), period us (0 unknown), gradual 0/1
 }
 
 // encodeSettle returns the settlement JSON, or "" when there is nothing.
@@ -219,7 +244,7 @@ func encodeSettle(p pending, cool, open time.Duration, closed bool) string {
 	if p.empty() && cool <= 0 && open <= 0 && !closed {
 		return ""
 	}
-	m := settleMsg{C: micros(cool), T: micros(open), K: closed, F: p.fails, R: p.ok, N: p.threshold, D: p.openFor}
+	m := settleMsg{C: micros(cool), T: micros(open), K: closed, F: p.fails, R: p.ok, N: p.threshold, D: p.openFor, Q: p.cold, E: epochMsg(p.epoch), V: shiftMsg(p.shifts)}
 	for id, n := range p.units {
 		m.U = append(m.U, [2]any{boundID(id), n})
 	}
@@ -230,7 +255,11 @@ func encodeSettle(p pending, cool, open time.Duration, closed bool) string {
 			if w.Reset >= 0 {
 				reset = micros(w.Reset)
 			}
-			m.O.W = append(m.O.W, []any{boundID(w.ID), w.Limit, w.Remaining, reset, w.Issued, micros(w.Period)})
+			gradual := 0
+			if w.Gradual {
+				gradual = 1
+			}
+			m.O.W = append(m.O.W, []any{boundID(w.ID), w.Limit, w.Remaining, reset, w.Issued, micros(w.Period), gradual})
 		}
 	}
 	b, err := json.Marshal(m)
@@ -261,21 +290,37 @@ func (s *Store) args(r steady.StoreReservation, settle string) []any {
 		if math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 {
 			rate = 0
 		}
-		a = append(a, boundID(w.ID), max(w.Cost, 0), strconv.FormatFloat(rate, 'g', -1, 64), max(w.Burst, 1))
+		burst := max(w.Burst, 1)
+		if w.Burst < 0 {
+			burst = w.Burst // a window counted in epochs
+		}
+		a = append(a, boundID(w.ID), max(w.Cost, 0), strconv.FormatFloat(rate, 'g', -1, 64), burst)
 	}
-	return a
+	if r.ColdStart > 0 && len(r.Windows) == 0 {
+		a = append(a, "cold", r.ColdStart)
+	}
+	return s.clockArg(a)
 }
 
 // settleArgs are the script's arguments for a settlement alone.
 func (s *Store) settleArgs(settle string) []any {
-	return []any{s.cfg.instance, s.cfg.keyTTL.Milliseconds(), settle, -1, -1, "0",
-		s.cfg.heartbeatTTL.Microseconds(), s.cfg.probeTimeout.Microseconds()}
+	return s.clockArg([]any{s.cfg.instance, s.cfg.keyTTL.Milliseconds(), settle, -1, -1, "0",
+		s.cfg.heartbeatTTL.Microseconds(), s.cfg.probeTimeout.Microseconds()})
+}
+
+// clockArg appends the store's clock to a script's arguments when the
+// script is to read it rather than Redis's (a test's fake clock).
+func (s *Store) clockArg(a []any) []any {
+	if s.cfg.scriptClock {
+		a = append(a, "now", s.cfg.now().UnixMicro())
+	}
+	return a
 }
 
 // parseGrant reads the script's reply to a reservation of n windows.
-func parseGrant(v []any, n int) (steady.StoreGrant, error) {
+func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 	if len(v) < 8 {
-		return steady.StoreGrant{}, fmt.Errorf("steadyredis: reply of %d values, want at least 8", len(v))
+		return steady.StoreGrant{}, false, fmt.Errorf("steadyredis: reply of %d values, want at least 8", len(v))
 	}
 	ints := make([]int64, len(v))
 	for i, x := range v {
@@ -284,11 +329,11 @@ func parseGrant(v []any, n int) (steady.StoreGrant, error) {
 		}
 		k, ok := x.(int64)
 		if !ok {
-			return steady.StoreGrant{}, fmt.Errorf("steadyredis: reply value %d is %T, want an integer", i, x)
+			return steady.StoreGrant{}, false, fmt.Errorf("steadyredis: reply value %d is %T, want an integer", i, x)
 		}
 		ints[i] = k
 	}
-	g := steady.StoreGrant{
+	g = steady.StoreGrant{
 		Wait:    time.Duration(max(ints[0], 0)) * time.Microsecond,
 		Refused: ints[1] == 1,
 		Seq:     uint64(max(ints[2], 0)),
@@ -304,14 +349,17 @@ func parseGrant(v []any, n int) (steady.StoreGrant, error) {
 	if blob, _ := v[6].(string); blob != "" {
 		o, err := parseObservation(uint64(max(ints[5], 0)), blob, time.Duration(max(ints[7], 0))*time.Microsecond)
 		if err != nil {
-			return steady.StoreGrant{}, err
+			return steady.StoreGrant{}, false, err
 		}
 		g.Observed = o
+	}
+	if ints[1] == 2 {
+		return g, true, nil // a cold reservation to ask again
 	}
 	if len(v) == 8+n && ints[1] == 0 && ints[3] != 2 {
 		g.Issued = ints[8:]
 	}
-	return g, nil
+	return g, false, nil
 }
 
 // parseObservation reads a stored observation published age ago.
@@ -337,6 +385,10 @@ func parseObservation(seq uint64, blob string, age time.Duration) (*steady.Store
 			if p, ok := number(w[5]); ok && p > 0 {
 				ow.Period = time.Duration(p) * time.Microsecond
 			}
+		}
+		if len(w) > 6 {
+			g, _ := number(w[6])
+			ow.Gradual = g == 1
 		}
 		if reset >= 0 {
 			ow.Reset = max(time.Duration(reset)*time.Microsecond-age, 0)

@@ -17,8 +17,22 @@
 -- Returns {wait us, refused 0/1, seq, breaker 0 closed/1 probe/2 open,
 --          fleet, observation seq, observation JSON, observation age us,
 --          issued per window...}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- Options after the windows, in name, value pairs: cold (the fleet's
+-- cold-start bound, for a reservation without windows) and now (a test's
+-- clock, us, read in place of Redis's).
+local opt = {}
+do
+  local i = 9 + 4 * math.max(tonumber(ARGV[4]), 0)
+  while ARGV[i + 1] do
+    opt[ARGV[i]] = tonumber(ARGV[i + 1])
+    i = i + 2
+  end
+end
+local now = opt.now
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local p, hb, brk = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[2])
 
@@ -76,7 +90,19 @@ if ARGV[3] ~= '' then
       end
     end
   end
-  for _, k in ipairs({'c', 't', 'f', 'n', 'd'}) do
+  -- Fleet epochs and cold starts (epoch.go, cold.go).
+  for _, k in ipairs({'e', 'v'}) do
+    if good and v[k] ~= nil then
+      good = type(v[k]) == 'table'
+      for _, w in ipairs(good and v[k] or {}) do
+        if type(w) ~= 'table' or type(w[1]) ~= 'string' then good = false end
+        for j = 2, (k == 'e' and 6 or 3) do
+          if good and not isnum(w[j]) then good = false end
+        end
+      end
+    end
+  end
+  for _, k in ipairs({'c', 't', 'f', 'n', 'd', 'q'}) do
     if good and v[k] ~= nil and not isnum(v[k]) then good = false end
   end
   if not good then return redis.error_reply('STEADY bad settlement: ' .. string.sub(ARGV[3], 1, 64)) end
@@ -138,6 +164,93 @@ local function evidence(ws)
   return kept
 end
 
+-- Fleet epochs. A window that is whole again only at its reset (a fixed
+-- window, or one whose kind is not known yet) is counted as the server
+-- counts it, in epochs: until an epoch's end the fleet may send, at once,
+-- what the newest reading says remains less what the fleet reserved
+-- after the observed request, and not a unit more, however fast the
+-- window's rate would refill it; a request that does not fit asks again
+-- at the epoch's end. An epoch that ends before its next reading is
+-- followed by one of the window's burst (its quota less headroom), the
+-- burst / rate long. Per window: e:ID the epoch's end (us), c:ID the most
+-- n:ID may reach before it, pv:ID set while the epoch is provisional (no
+-- reading yet).
+local epochTol = 400000 -- readings of one epoch end within this (us)
+-- epochObserve applies one response's reading: rem remained after its
+-- request (of cost cost, issued count iss: its moment's base plus its
+-- cost; 0 for a cold reservation), and the epoch ends in reset us. The
+-- readings of one moment (rm:ID its base) are taken together: rk:ID the
+-- units they answered, rr:ID the least remaining, which was counted
+-- last; a later moment's reading starts again.
+local function epochObserve(id, lim, rem, reset, iss, cost)
+  -- A reset far beyond the longest the fleet accepted (see evidence) is
+  -- not believed here either.
+  local z = num(redis.call('HGET', p, 'z:' .. id), -1)
+  if z >= 0 and reset > 4 * z + 1000000 then return end
+  local e = now + reset
+  local v = redis.call('HMGET', p, 'e:' .. id, 'pv:' .. id, 'rm:' .. id, 'rk:' .. id, 'rr:' .. id)
+  local oe = num(v[1], 0)
+  if v[1] and not v[2] and e < oe - epochTol then
+    return -- an older epoch's reading
+  end
+  local mb = iss - cost
+  if iss == 0 then mb = -1 end -- the cold reservations, before any window
+  local rm, rk, rr = num(v[3], nil), num(v[4], 0), num(v[5], 0)
+  if rm and mb < rm then return end -- an older moment: a newer one tells more
+  if rm and mb == rm then
+    rk, rr = rk + cost, math.min(rr, rem)
+  else
+    rm, rk, rr = mb, cost, rem
+  end
+  local c = math.max(rm, 0) + rk + rr
+  if mb < 0 then
+    -- Of the cold reservations, those not answered yet may not be
+    -- counted.
+    c = rr - math.max(num(redis.call('HGET', p, 'kc'), 1) - rk, 0)
+  end
+  redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c), 'rm:' .. id, fmt(rm), 'rk:' .. id, fmt(rk), 'rr:' .. id, fmt(rr))
+  if v[2] then redis.call('HDEL', p, 'pv:' .. id) end
+  latest = math.max(latest, e)
+end
+-- epochTurn plans cost in window id (burst bu, rate r): the time it may
+-- go, or nil, nil and the time to ask again (0: soon); nil when the
+-- window keeps no epochs.
+local function epochTurn(id, cost, bu, r, start, resets)
+  local v = redis.call('HMGET', p, 'e:' .. id, 'c:' .. id, 'n:' .. id, 'pv:' .. id)
+  local len = math.max(bu * 1000000 / r, 1000)
+  local e, c, n = num(v[1], 0), num(v[2], 0), num(v[3], 0)
+  if not v[1] then
+    -- A window the fleet paces by its rate already (a process found
+    -- that it refills gradually) stays so.
+    if not resets or redis.call('HEXISTS', p, 'r:' .. id) == 1 then return nil end
+    -- The reserving process holds the window to its reset, but the
+    -- fleet has no reading of it (Redis restarted empty, or the reading
+    -- is on its way): one request goes, the others ask again, until a
+    -- reading comes.
+    e, c = now + len, n + cost
+    redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c), 'pv:' .. id, 1)
+    v[4] = '1'
+  end
+  if v[4] and n + cost > c then return nil, nil, 0 end
+  if now >= e then
+    -- The epoch ended before its next reading: the next one holds the
+    -- burst, less what is still unanswered (sent before the reset, it
+    -- may be counted after it).
+    local k = math.floor((now - e) / len) + 1
+    local w = redis.call('HMGET', p, 'rm:' .. id, 'rk:' .. id)
+    local answered = 0
+    if num(w[1], -1) >= 0 then answered = num(w[1], 0) + num(w[2], 0) end
+    e, c = e + k * len, n + bu - math.max(n - answered, 0)
+    redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c))
+    latest = math.max(latest, e)
+  end
+  if n + cost <= c then return start end
+  return nil, nil, e
+end
+local function resetWindow(w)
+  return w[4] >= 0 and w[7] ~= 1
+end
+
 -- Settlement: what earlier requests showed, applied before reserving.
 if settle then
   local s = settle
@@ -164,7 +277,12 @@ if settle then
       local id, rem, reset, iss = w[1], w[3], w[4], w[5]
       local v = redis.call('HMGET', p, 'r:' .. id, 'b:' .. id, 'n:' .. id, 't:' .. id)
       local r = num(v[1], 0)
-      if rem >= 0 and iss >= 0 and r > 0 then
+      if w[7] == 1 then
+        -- It refills gradually, as a process found: paced by its rate
+        -- from now on, whatever other processes believe yet.
+        redis.call('HDEL', p, 'e:' .. id, 'c:' .. id, 'pv:' .. id)
+      end
+      if rem >= 0 and iss >= 0 and r > 0 and not resetWindow(w) then
         local b, n, tat = num(v[2], 1), num(v[3], 0), num(v[4], now)
         local per = 1000000 / r
         local target = rem - math.max(n - iss, 0)
@@ -185,6 +303,28 @@ if settle then
         end
       end
     end
+  end
+  if s.v then
+    -- What granted reservations count changed (given back, or charged
+    -- their actual cost): the moments issued after them move with it.
+    for _, d in ipairs(s.v) do
+      local v = redis.call('HMGET', p, 'rm:' .. d[1], 'mb:' .. d[1], 'c:' .. d[1])
+      if v[1] and d[2] <= tonumber(v[1]) then
+        redis.call('HSET', p, 'rm:' .. d[1], fmt(tonumber(v[1]) + d[3]), 'c:' .. d[1], fmt(num(v[3], 0) + d[3]))
+      end
+      if v[2] and d[2] <= tonumber(v[2]) then
+        redis.call('HSET', p, 'mb:' .. d[1], fmt(tonumber(v[2]) + d[3]))
+      end
+    end
+  end
+  if s.e then
+    for _, w in ipairs(s.e) do
+      epochObserve(w[1], w[2], w[3], w[4], w[5], w[6])
+    end
+  end
+  if s.q and s.q > 0 then
+    -- Cold reservations settled: others may go.
+    if redis.call('HINCRBY', p, 'kf', -s.q) < 0 then redis.call('HSET', p, 'kf', 0) end
   end
   if s.c and s.c > 0 then
     local untl = now + s.c
@@ -257,6 +397,23 @@ if b[1] then
   breaker = 1
 end
 
+-- Fleet cold start: until the first reading of the partition is shared,
+-- the whole fleet has at most opt.cold reservations without windows
+-- unanswered (a reservation older than coldWait counts no more); the
+-- others ask again (reply refused 2).
+local coldWait = 30000000
+if opt.cold and opt.cold > 0 and nwin == 0 and os == 0 then
+  local v = redis.call('HMGET', p, 'kf', 'kt')
+  local kf, kt = num(v[1], 0), num(v[2], 0)
+  if kf >= opt.cold and now - kt < coldWait then
+    if breaker == 1 then redis.call('HSET', brk, 'u', fmt(now)) end -- hand the probe on
+    return {0, 2, 0, breaker, fleet, os, obs, age}
+  end
+  if kf >= opt.cold then kf = 0 end
+  redis.call('HSET', p, 'kf', kf + 1, 'kt', fmt(now))
+  redis.call('HINCRBY', p, 'kc', 1)
+end
+
 -- GCRA per window, from the end of any cooldown: the request may go once
 -- every window's theoretical arrival time, less its burst, has come. Then
 -- every window is charged at that time, so that a window that had to wait
@@ -305,11 +462,12 @@ end
 
 local start = math.max(now, num(cur[1], 0))
 local go = start
-local tats = {}
+local tats, againAt = {}, nil
 local rates = {}
 for i = 1, nwin do
   local a = 8 + (i - 1) * 4
-  local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(tonumber(ARGV[a + 4]), 1)
+  local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(math.abs(tonumber(ARGV[a + 4])), 1)
+  local resets = tonumber(ARGV[a + 4]) < 0 -- a negative burst: the window resets (see epochTurn)
   local rold = num(cur[2 + nwin + i], nil)
   if r > 0 and rold and rold > 0 and r * 4 <= rold and not vote('v:' .. ARGV[a + 1]) then
     -- A rate far below the fleet's, read by this process alone (a limit
@@ -320,8 +478,19 @@ for i = 1, nwin do
   rates[i] = r
   if cost > 0 and r > 0 then
     tats[i] = rescaled(num(cur[2 + i], nil), rold, r) or first(ARGV[a + 1], r, bu)
-    go = math.max(go, math.max(tats[i], start) + (cost - bu) * 1000000 / r)
+    local g = math.max(tats[i], start) + (cost - bu) * 1000000 / r
+    local eg, _, again = epochTurn(ARGV[a + 1], cost, bu, r, start, resets)
+    if again then
+      againAt = math.max(againAt or 0, again)
+    elseif eg then
+      g = eg -- the epoch decides, not the rate
+    end
+    go = math.max(go, g)
   end
+end
+if againAt then
+  if breaker == 1 then redis.call('HSET', brk, 'u', fmt(now)) end -- hand the probe on
+  return {math.min(againAt - now, 1e15), 2, 0, breaker, fleet, os, obs, age}
 end
 for i = 1, nwin do
   if tats[i] then
@@ -334,6 +503,20 @@ local maxwait = tonumber(ARGV[5])
 if maxwait >= 0 and wait > maxwait then
   if breaker == 1 then redis.call('HSET', brk, 'u', fmt(now)) end -- hand the probe on
   return {wait, 1, 0, breaker, fleet, os, obs, age}
+end
+
+-- Requests of the fleet that go at one moment (within sameMoment) reach
+-- the server in any order: a request's issued count, which a reading of
+-- its response compares with what remains, is the count before the first
+-- of its moment, and its own cost. m:ID is the latest moment's go time,
+-- mb:ID the count before it.
+local sameMoment = 50000
+local function moment(id, at, n, cost)
+  local v = redis.call('HMGET', p, 'm:' .. id, 'mb:' .. id)
+  local m = num(v[1], nil)
+  if m and at >= m and at - m <= sameMoment then return num(v[2], 0) + cost end
+  redis.call('HSET', p, 'm:' .. id, fmt(at), 'mb:' .. id, fmt(n - cost))
+  return n
 end
 
 local seq = num(redis.call('HGET', p, 'seq'), 0) + 1
@@ -349,11 +532,12 @@ for i = 1, nwin do
     set[#set + 1] = 'r:' .. id
     set[#set + 1] = string.format('%.17g', rates[i])
     set[#set + 1] = 'b:' .. id
-    set[#set + 1] = ARGV[a + 4]
+    set[#set + 1] = fmt(math.abs(tonumber(ARGV[a + 4])))
     latest = math.max(latest, tats[i])
   end
-  out[8 + i] = num(redis.call('HGET', p, 'n:' .. id), 0) + math.max(cost, 0)
-  redis.call('HSET', p, 'n:' .. id, fmt(out[8 + i]))
+  local nv = num(redis.call('HGET', p, 'n:' .. id), 0) + math.max(cost, 0)
+  redis.call('HSET', p, 'n:' .. id, fmt(nv))
+  out[8 + i] = moment(id, go, nv, math.max(cost, 0))
 end
 if #set > 0 then redis.call('HSET', p, unpack(set)) end
 expire(p, math.max(latest, start))

@@ -84,6 +84,9 @@ type config struct {
 	logger        *slog.Logger
 	notify        func(Change)
 	now           func() time.Time
+	// scriptClock has the script read now rather than Redis's TIME: a
+	// test's fake clock (testing/synctest), shared by the whole fleet.
+	scriptClock bool
 }
 
 // WithPrefix sets the prefix of every key. Empty means "steady:". A
@@ -318,8 +321,9 @@ type part struct {
 	timer    *time.Timer // flushes pend; guarded by mu
 	fleet    int         // last fleet size Redis told; 0 unknown; guarded by mu
 	local    map[string]time.Time
-	cool     time.Time // local cooldown end; guarded by mu
-	lastUsed time.Time // guarded by mu
+	cool     time.Time       // local cooldown end; guarded by mu
+	cold     map[uint64]bool // Seqs of this process's cold reservations in the fleet's count; guarded by mu
+	lastUsed time.Time       // guarded by mu
 
 	// Redis refused this partition's keys (see partfail.go): it paces
 	// locally until retryAt. Guarded by mu.

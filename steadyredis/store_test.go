@@ -186,11 +186,42 @@ func TestObservationCorrectsBudget(t *testing.T) {
 	}
 	// Another client of the key used everything: nothing remains.
 	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 0, Reset: 5 * time.Second, Issued: -1}}}})
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 0, Reset: 5 * time.Second, Issued: -1, Gradual: true}}}})
 	g = mustReserve(t, s, r)
 	// The budget is empty: this request waits for one unit at 10/s.
 	if g.Wait < 90*time.Millisecond || g.Wait > 110*time.Millisecond {
 		t.Errorf("wait %v after remaining 0, want about 100ms", g.Wait)
+	}
+}
+
+// TestResetWindowHoldsToReading checks that a window that is whole again
+// only at its reset holds the fleet to what its reading says remains until
+// then, however fast its rate: what remains goes at once, and the next
+// request waits for the reset, not for the rate.
+func TestResetWindowHoldsToReading(t *testing.T) {
+	c := needRedis(t)
+	prefix := testPrefix(t, c)
+	s := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour), WithTimeout(time.Second)))
+	other := must(New(c, WithPrefix(prefix), WithTimeout(time.Second)))
+	defer s.Close()
+	defer other.Close()
+	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: -600}
+	r := reservation(1, w)
+	g := mustReserve(t, s, r)
+	// The response says 3 remain until the reset, 2 s away.
+	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 3, Reset: 2 * time.Second, Issued: -1}}}})
+	for i := range 3 {
+		if g := mustReserve(t, s, r); g.Wait > 10*time.Millisecond {
+			t.Errorf("request %d of the 3 that remain waits %v, want none", i+1, g.Wait)
+		}
+	}
+	// Nothing remains: another process's request asks again at the
+	// reset; with a MaxWait shorter than that, it is refused.
+	r.MaxWait = time.Second
+	g = mustReserve(t, other, r)
+	if !g.Refused || g.Wait < 1900*time.Millisecond || g.Wait > 2100*time.Millisecond {
+		t.Errorf("grant %+v with nothing left before the reset 2s away, want refused with a wait of about 2s", g)
 	}
 }
 
@@ -385,7 +416,7 @@ func TestObservationAfterOthers(t *testing.T) {
 	}
 	// The response to g says 5 remain: the 4 sent since leave 1.
 	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second, Issued: -1}}}})
+		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second, Issued: -1, Gradual: true}}}})
 	if g := mustReserve(t, a, r); g.Wait > 10*time.Millisecond {
 		t.Errorf("wait %v with one left, want none", g.Wait)
 	}
