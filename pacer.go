@@ -17,7 +17,8 @@ import (
 // PacingConfig configures proactive throttling. Limits are kept per
 // partition (by default: upstream host, credential fingerprint and model).
 // Requests of a partition wait their turn in one queue, first come first
-// served. What the provider announces as remaining is sent at once (less
+// served, unless they carry a [Priority] or a tenant (see Tenant): then
+// higher priorities go first and backlogged tenants take turns. What the provider announces as remaining is sent at once (less
 // headroom); then the queue waits for the quota to come back: at the
 // announced reset for a window that resets, gradually for a token bucket,
 // one period after each use for a sliding window (recognized from how the
@@ -116,6 +117,29 @@ type PacingConfig struct {
 	// reserves max_tokens and settles nothing by usage; what usage
 	// teaches still shows in events ([EventUsage]) and snapshots.
 	TokensByUsage bool
+
+	// Tenant returns the tenant of a request and its weight, so that
+	// within one priority the tenants with requests waiting take turns in
+	// a saturated partition (weighted fair queuing: a tenant of weight 2
+	// gets twice the turns of one of weight 1), instead of going in
+	// arrival order. A weight of zero or less means 1. Nil means the
+	// tenant set with [WithTenant] on the request's context, weight 1.
+	// Requests of tenant "" form one tenant.
+	Tenant func(req *http.Request) (id string, weight float64)
+
+	// Reserve is the share of each window, in [0, 0.5], that
+	// [PriorityBatch] requests leave unused for interactive requests that
+	// may arrive while the batch is backlogged. A backlogged batch is
+	// sent evenly at the window's rate, so that what it uses comes back
+	// spread over the window; once it has been for a whole window, it
+	// keeps only one request unused (what it keeps is lost in every
+	// period of a window that counts the last period's sends), and an
+	// interactive request waits at most about one request interval. Zero
+	// means 0.1; a negative value means none, and no even pace. Whatever
+	// the priorities, default and batch requests each get at least one
+	// admission in twenty while higher priorities keep the partition
+	// saturated: no priority starves.
+	Reserve float64
 }
 
 // Defaults for [PacingConfig] fields left zero.
@@ -162,6 +186,11 @@ type WaitError struct {
 	Wait      time.Duration // how long the request would have had to wait
 	Partition string        // the partition's label
 	Err       error         // context.DeadlineExceeded or ErrWaitTooLong
+	// Reason says why the request's place moved past its deadline while
+	// it waited, when requests that arrived after it went first: "higher-
+	// priority requests arrived" or "other tenants' turns came first";
+	// "" otherwise.
+	Reason string
 }
 
 // Error describes the refused wait.
@@ -169,6 +198,9 @@ func (e *WaitError) Error() string {
 	why := "past the deadline"
 	if e.Err == ErrWaitTooLong {
 		why = "beyond PacingConfig.MaxWait"
+	}
+	if e.Reason != "" {
+		why += ": " + e.Reason
 	}
 	return fmt.Sprintf("steady: pacing wait of %v in partition %q is %s", e.Wait, e.Partition, why)
 }
@@ -221,6 +253,7 @@ type pacer struct {
 	maxParts     int
 	idle         time.Duration
 	maxWait      time.Duration // 0: no cap
+	reserve      float64       // PacingConfig.Reserve, read
 	emit         func(Event)
 	breakerState func(upstream string) BreakerState
 	seed         maphash.Seed
@@ -242,6 +275,7 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 		maxParts:     cmp.Or(cfg.MaxPartitions, defaultMaxPartitions),
 		idle:         cmp.Or(cfg.IdleTimeout, defaultIdleTimeout),
 		maxWait:      max(cfg.MaxWait, 0),
+		reserve:      reserveOf(cfg.Reserve),
 		emit:         emit,
 		breakerState: breakerState,
 		seed:         maphash.MakeSeed(),
@@ -324,9 +358,20 @@ type waiter struct {
 	sweptAt time.Time
 	// granted is its permit when the request before it admitted it.
 	granted *permit
+	// Its place in the partition's lanes (priority.go): lane, tenant and
+	// weight, its flow, its virtual tag and arrival number, and why a
+	// re-plan swept it, if later arrivals went first.
+	lane   uint8
+	tenant string
+	weight float64
+	fl     *flow
+	tag    float64
+	seq    uint64
+	why    string
 }
 
-// queue is a partition's waiting requests, first come first served.
+// queue is one flow of a partition's waiting requests, first come first
+// served.
 type queue struct {
 	head, tail *waiter
 	n          int
@@ -406,19 +451,28 @@ func (pt *partition) coldOKLocked(p *pacer, now time.Time) bool {
 // knows wakes the head, which looks again.
 func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, est TokenEstimate, o admitOpts, start time.Time) (*permit, error) {
 	now := start
+	lane := laneOf(priorityOf(ctx))
 	pt.mu.Lock()
 	pt.advanceLocked(p, now)
-	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, costs{}, est, false).After(now) {
+	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, pt.keepLocked(p, lane, now), est, false).After(now) {
+		if lane == laneBatch {
+			pt.prio.pacedSince = time.Time{} // not backlogged
+		}
 		return pt.admitLocked(p, req, est, start, now, nil), nil
 	}
+	w := &waiter{est: est, lane: lane}
+	w.tenant, w.weight = p.tenantOf(ctx, req)
 	ahead := pt.queued
-	if o.urgent {
+	switch {
+	case o.urgent:
 		ahead = costs{}
+	case lane != laneDefault || w.tenant != "" || !pt.q.simple():
+		ahead = pt.q.ahead(w, pt.keepLocked(p, lane, now))
 	}
 	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, ahead, est, true), nil); err != nil {
 		return nil, err
 	}
-	w := &waiter{est: est, wake: make(chan struct{}, 1)}
+	w.wake = make(chan struct{}, 1)
 	if dl, ok := ctx.Deadline(); ok {
 		w.deadline = dl
 		pt.deadlined++
@@ -429,12 +483,18 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		pt.q.pushBack(w)
 	}
 	pt.queued.add(est)
+	if pt.deadlined > 0 && !pt.q.simple() && pt.q.n > 1 {
+		// It may go before requests already waiting: those whose place
+		// moves past their deadline fail now.
+		pt.replanned = time.Time{}
+		pt.replanLocked(p, now)
+	}
 	for {
 		// pt.mu is held here.
 		d := time.Duration(-1) // until woken
 		if pt.q.head == w {
 			pt.advanceLocked(p, now)
-			at := pt.readyAtLocked(p, now, costs{}, est, false)
+			at := pt.laneReadyLocked(p, now, w.lane, est, false)
 			if !pt.coldOKLocked(p, now) {
 				if pt.coldSince.IsZero() {
 					pt.coldSince = now
@@ -444,7 +504,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 				if !at.After(now) {
 					return pt.admitLocked(p, req, est, start, now, w), nil
 				}
-				if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, costs{}, est, true), w); err != nil {
+				if err := pt.refuseLocked(ctx, p, req, start, now, pt.laneReadyLocked(p, now, w.lane, est, true), w); err != nil {
 					return nil, err
 				}
 				d = at.Sub(now)
@@ -472,6 +532,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			// A re-plan found its time past its deadline and took it out
 			// of the queue.
 			if err == nil {
+				pt.refuseWhy = w.why
 				if err = pt.refuseLocked(ctx, p, req, start, now, w.sweptAt, nil); err != nil {
 					return nil, err
 				}
@@ -510,23 +571,36 @@ func (pt *partition) replanLocked(p *pacer, now time.Time) {
 	}
 	pt.replanned = now
 	pt.advanceLocked(p, now)
+	if !pt.q.simple() {
+		pt.replanLanesLocked(p, now)
+		return
+	}
 	var ahead costs
+	if h := pt.q.head; h != nil {
+		ahead = pt.keepLocked(p, h.lane, now)
+	}
 	for w := pt.q.head; w != nil; {
 		next := w.next
 		if !w.deadline.IsZero() {
 			if at := pt.readyAtLocked(p, now, ahead, w.est, true); at.After(w.deadline) {
-				pt.leaveLocked(w)
-				w.swept, w.sweptAt = true, at
-				select {
-				case w.wake <- struct{}{}:
-				default:
-				}
+				pt.sweepLocked(w, at)
 				w = next
 				continue
 			}
 		}
 		ahead.add(w.est)
 		w = next
+	}
+}
+
+// sweepLocked takes w out of the queue, its planned time at being past
+// its deadline, and wakes it to fail.
+func (pt *partition) sweepLocked(w *waiter, at time.Time) {
+	pt.leaveLocked(w)
+	w.swept, w.sweptAt = true, at
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -552,6 +626,7 @@ func (pt *partition) leaveLocked(w *waiter) {
 func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate, start, now time.Time, w *waiter) *permit {
 	pm := pt.permitLocked(p, est, now)
 	if w != nil {
+		pt.laneAdmittedLocked(p, w, now)
 		pt.q.remove(w)
 		pt.queued.sub(w.est)
 		if !w.deadline.IsZero() {
@@ -584,10 +659,11 @@ func (pt *partition) permitLocked(p *pacer, est TokenEstimate, now time.Time) *p
 // hands each its permit.
 func (pt *partition) grantLocked(p *pacer, now time.Time) {
 	for h := pt.q.head; h != nil; h = pt.q.head {
-		if !pt.coldOKLocked(p, now) || pt.readyAtLocked(p, now, costs{}, h.est, false).After(now) {
+		if !pt.coldOKLocked(p, now) || pt.laneReadyLocked(p, now, h.lane, h.est, false).After(now) {
 			return
 		}
 		h.granted = pt.permitLocked(p, h.est, now)
+		pt.laneAdmittedLocked(p, h, now)
 		pt.q.remove(h)
 		pt.queued.sub(h.est)
 		if !h.deadline.IsZero() {
@@ -603,7 +679,7 @@ func (pt *partition) grantLocked(p *pacer, now time.Time) {
 // paced reports the wait of a request admitted at now, if it waited.
 func (pt *partition) paced(p *pacer, req *http.Request, start, now time.Time) {
 	if waited := now.Sub(start); waited > 0 {
-		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Wait: waited}
+		ev := Event{Kind: EventPace, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Wait: waited, Priority: reqPriority(req)}
 		if req != nil && req.URL != nil {
 			ev.Method, ev.Path = req.Method, req.URL.Path
 		}
@@ -629,17 +705,22 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Reque
 	case p.maxWait > 0 && at.Sub(start) > p.maxWait:
 		err = ErrWaitTooLong
 	default:
+		pt.refuseWhy = ""
 		return nil
 	}
 	if w != nil {
 		pt.leaveLocked(w)
 	}
-	label, upstream, model := pt.label, pt.upstream, pt.model
+	label, upstream, model, why := pt.label, pt.upstream, pt.model, pt.refuseWhy
+	pt.refuseWhy = ""
 	pt.mu.Unlock()
-	we := &WaitError{Wait: d, Partition: label, Err: err}
-	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Model: model, Wait: d, Reason: "pacing wait past the deadline", Err: we}
+	we := &WaitError{Wait: d, Partition: label, Err: err, Reason: why}
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Model: model, Wait: d, Reason: "pacing wait past the deadline", Err: we, Priority: reqPriority(req)}
 	if err == ErrWaitTooLong {
 		ev.Reason = "pacing wait beyond MaxWait"
+	}
+	if why != "" {
+		ev.Reason += ": " + why
 	}
 	if req != nil && req.URL != nil {
 		ev.Method, ev.Path = req.Method, req.URL.Path
@@ -854,6 +935,9 @@ type PartitionSnapshot struct {
 	// InFlight counts requests sent and not yet settled; Waiting counts
 	// requests waiting for their turn in the partition's queue.
 	InFlight, Waiting int
+	// WaitingByPriority splits Waiting by [Priority] (a half-open probe
+	// counts as default); nil when only requests without a priority wait.
+	WaitingByPriority map[Priority]int
 	// NextAdmit is when the request at the head of the queue is planned
 	// to go, as far as is known now; zero when none waits or while the
 	// partition waits for a response to tell its limits.
@@ -932,9 +1016,10 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 		pt.mu.Lock()
 		s.InFlight = pt.inflight
 		s.Waiting = pt.q.n
+		s.WaitingByPriority = pt.q.waitingBy()
 		pt.advanceLocked(p, now)
 		if h := pt.q.head; h != nil && pt.coldOKLocked(p, now) {
-			s.NextAdmit = pt.readyAtLocked(p, now, costs{}, h.est, false)
+			s.NextAdmit = pt.laneReadyLocked(p, now, h.lane, h.est, false)
 		}
 		if pt.cooldown.After(now) {
 			s.CooldownUntil = pt.cooldown

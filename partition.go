@@ -361,11 +361,14 @@ type partition struct {
 	inflight  int       // sent and not yet settled
 	coldSince time.Time // when the head of the queue began waiting for a cold slot
 	ramp      int       // successes since the cold start or the latest 429, up to rampDone
-	// The queue of requests waiting for their turn, first come first
-	// served, and the total cost they will take.
-	q         queue
+	// The queue of requests waiting for their turn (by priority, then
+	// tenants' turns; first come first served without them), and the
+	// total cost they will take.
+	q         lanes
 	queued    costs
 	deadlined int       // waiters with a deadline
+	refuseWhy string    // WaitError.Reason of the next refusal (a swept waiter's)
+	prio      prioState // the batch lane's pace (priority.go)
 	replanned time.Time // when the queue was last re-planned
 	// Cumulative costs of every permit sent, the costs in flight, and the
 	// sequence number of the newest permit.
@@ -512,7 +515,12 @@ type moment struct {
 }
 
 // costs are cumulative costs in every unit.
-type costs struct{ req, in, out int64 }
+type costs struct {
+	req, in, out int64
+	// keep is the share of each window's burst a request planned with
+	// these costs ahead leaves unused (see PacingConfig.Reserve).
+	keep float64
+}
 
 func (c *costs) add(est TokenEstimate) {
 	c.req++
@@ -570,7 +578,7 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 		}
 		// A request larger than what the window holds at once goes
 		// when it is full, into debt.
-		c := min(float64(min(n, maxCost)), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
+		c := min(float64(min(n, maxCost))+keepUnits(w, ahead.keep, p.headroom), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
 		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
 	}
 	return t
