@@ -135,7 +135,7 @@ type Event struct {
 	// it used and those its attempt reserved: Reserved.Total() minus
 	// Used.Total() is the estimate's error.
 	Used, Reserved TokenEstimate
-	Priority  Priority      // the request's priority (EventPace, EventRejected, EventAttempt)
+	Priority       Priority // the request's priority (EventPace, EventRejected, EventAttempt)
 	// Context is the context of the request the event concerns, so that an
 	// observer can relate the event to the caller's trace; nil for events
 	// that concern no single request (breaker changes).
