@@ -24,7 +24,10 @@ func (in *Instrumentation) collect(_ context.Context, o metric.Observer) error {
 	parts := in.t.Snapshot()
 	now := time.Now()
 
-	type load struct{ waiting, inFlight int64 }
+	type load struct {
+		waiting, inFlight int64
+		byPrio            map[steady.Priority]int64 // nil when no partition waits with priorities
+	}
 	type win struct {
 		limit, remaining int64
 		reset            time.Time
@@ -48,6 +51,12 @@ func (in *Instrumentation) collect(_ context.Context, o metric.Observer) error {
 			order = append(order, pk)
 		}
 		l.waiting += int64(s.Waiting)
+		for pr, n := range s.WaitingByPriority {
+			if l.byPrio == nil {
+				l.byPrio = make(map[steady.Priority]int64, 3)
+			}
+			l.byPrio[pr] += int64(n)
+		}
 		l.inFlight += int64(s.InFlight)
 		for _, w := range s.Windows {
 			if w.Limit < 0 && w.Remaining < 0 {
@@ -67,7 +76,24 @@ func (in *Instrumentation) collect(_ context.Context, o metric.Observer) error {
 	}
 	for _, pk := range order {
 		set := metric.WithAttributeSet(attribute.NewSet(pk.attributes()...))
-		o.ObserveInt64(in.inst.waiting, loads[pk].waiting, set)
+		if l := loads[pk]; l.byPrio != nil {
+			// Waiting by priority: one series each, summing to the
+			// total; a partition without priorities counts as default.
+			var others int64
+			for _, pr := range []steady.Priority{steady.PriorityBatch, steady.PriorityInteractive} {
+				others += l.byPrio[pr]
+			}
+			for _, pr := range []steady.Priority{steady.PriorityBatch, steady.PriorityDefault, steady.PriorityInteractive} {
+				n := l.byPrio[pr]
+				if pr == steady.PriorityDefault {
+					n = l.waiting - others
+				}
+				kv := append(pk.attributes(), attribute.String(attrPriority, pr.String()))
+				o.ObserveInt64(in.inst.waiting, n, metric.WithAttributeSet(attribute.NewSet(kv...)))
+			}
+		} else {
+			o.ObserveInt64(in.inst.waiting, loads[pk].waiting, set)
+		}
 		o.ObserveInt64(in.inst.inFlight, loads[pk].inFlight, set)
 	}
 	for _, wk := range worder {

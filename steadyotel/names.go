@@ -92,6 +92,7 @@ const (
 
 	// steady's own.
 	attrReason          = "steady.reason"
+	attrPriority        = "steady.priority" // batch, default or interactive; only on requests with a priority
 	attrEventKind       = "steady.event.kind"
 	attrWindow          = "steady.rate_limit.window"
 	attrUnit            = "steady.rate_limit.unit"

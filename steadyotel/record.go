@@ -73,7 +73,7 @@ func (in *Instrumentation) observe(ev steady.Event) {
 // withReason returns the attributes of an event: its host, operation and
 // model, and the reason when not "".
 func (in *Instrumentation) withReason(h *host, ev steady.Event, why string) metric.MeasurementOption {
-	kv := make([]attribute.KeyValue, 0, len(h.attrs)+3)
+	kv := make([]attribute.KeyValue, 0, len(h.attrs)+4)
 	kv = append(kv, h.attrs...)
 	if op := operationOf(ev.Path); op != "" {
 		kv = append(kv, attribute.String(attrOperation, op))
@@ -83,6 +83,10 @@ func (in *Instrumentation) withReason(h *host, ev steady.Event, why string) metr
 	}
 	if why != "" {
 		kv = append(kv, attribute.String(attrReason, why))
+	}
+	if ev.Priority != steady.PriorityDefault {
+		// A request without a priority keeps the series it had.
+		kv = append(kv, attribute.String(attrPriority, ev.Priority.String()))
 	}
 	return metric.WithAttributeSet(attribute.NewSet(kv...))
 }
