@@ -1,6 +1,7 @@
 package steady
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -188,11 +189,11 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	var evs []Event // EventStore, emitted once pt.mu is released
 	for try := 0; ; try++ {
 		var err error
-		g, err = p.cfg.Store.Reserve(ctx, r)
+		g, err = p.storeReserve(ctx, pt, r, o.stop)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || err == errStopped {
 				pm.cancel()
-				return ctx.Err()
+				return cmp.Or(ctx.Err(), err)
 			}
 			return nil // the store decides nothing: paced locally
 		}

@@ -541,6 +541,7 @@ func (pt *partition) replanLanesLocked(p *pacer, now time.Time) {
 type prioState struct {
 	batchNext  time.Time
 	pacedSince time.Time
+	agedAt     time.Time // with a Store: when a batch request last took its place in line by age
 }
 
 // laneReadyLocked is readyAtLocked for the head of lane b. A batch request
