@@ -185,3 +185,35 @@ func ExampleBreakerConfig_hold() {
 	// open 2
 	// true 2
 }
+
+// Interactive calls and a batch share one key: marked with WithPriority,
+// the interactive call goes first whenever the partition is saturated,
+// and the batch keeps a share of each window free for it. Events carry
+// the priority.
+func ExampleWithPriority() {
+	fake := steadytest.NewFake(steadytest.ChatCompletion("Hi"))
+	t := steady.New(steady.Config{
+		Base: fake,
+		OnEvent: func(ev steady.Event) {
+			if ev.Kind == steady.EventAttempt {
+				fmt.Println(ev.Kind, ev.Priority, ev.Status)
+			}
+		},
+	})
+	client := openai.NewClient(
+		option.WithHTTPClient(&http.Client{Transport: t}),
+		option.WithBaseURL("https://api.example.test/v1"),
+		option.WithAPIKey("sk-..."),
+	)
+	ctx := steady.WithPriority(context.Background(), steady.PriorityInteractive)
+	// A batch job would use steady.WithPriority(ctx, steady.PriorityBatch),
+	// and a multi-tenant service steady.WithTenant(ctx, tenantID).
+	_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+		Model:    openai.ChatModelGPT5_4Mini,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+	})
+	fmt.Println(err)
+	// Output:
+	// attempt interactive 200
+	// <nil>
+}

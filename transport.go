@@ -699,6 +699,7 @@ func (c *call) event(kind EventKind, f Failure, err error) Event {
 		Reason:    f.Reason,
 		Err:       err,
 		Context:   c.ctx,
+		Priority:  priorityOf(c.ctx),
 	}
 }
 
