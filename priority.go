@@ -562,7 +562,9 @@ func (pt *partition) laneAdmittedLocked(p *pacer, w *waiter, now time.Time) {
 	pt.q.admitted(w)
 	if w.lane == laneBatch && p.reserve > 0 {
 		gap, _ := pt.batchGapLocked(p, w.est)
-		pt.prio.batchNext = maxTime(pt.prio.batchNext, now).Add(gap)
+		// Catching up by up to two intervals: a timer that fires late
+		// does not cost the batch its turn.
+		pt.prio.batchNext = maxTime(pt.prio.batchNext, now.Add(-2*gap)).Add(gap)
 		if pt.prio.pacedSince.IsZero() {
 			pt.prio.pacedSince = now
 		}

@@ -197,10 +197,10 @@ type tenantResult struct {
 // first two and lets the third run one more minute alone. The tenant is
 // a header read by PacingConfig.Tenant in the middleware form, and set
 // with steady.WithTenant in the other.
-func runTenants(t *testing.T, limit int, d time.Duration, form string) tenantResult {
+func runTenants(t *testing.T, limit int, d time.Duration, form string, tenants bool) tenantResult {
 	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: time.Minute, Latency: matrixLat})
 	cfg := steady.Config{}
-	if form == "middleware" {
+	if form == "middleware" && tenants {
 		cfg.Pacing.Tenant = func(r *http.Request) (string, float64) { return r.Header.Get("X-Tenant"), 1 }
 	}
 	var counts [3]atomic.Int64
@@ -223,7 +223,7 @@ func runTenants(t *testing.T, limit int, d time.Duration, form string) tenantRes
 				}
 				return resp, err
 			})}
-		if form == "middleware" {
+		if form == "middleware" || !tenants {
 			ctx = context.Background()
 		}
 		until := stop1
@@ -283,10 +283,11 @@ func TestTenantFairShares(t *testing.T) {
 	for i, limit := range []int{60, 600} {
 		form := []string{"middleware", "roundtripper"}[i%2]
 		t.Run(fmt.Sprintf("%d-per-minute/%s", limit, form), func(t *testing.T) {
-			var r tenantResult
-			synctest.Test(t, func(t *testing.T) { r = runTenants(t, limit, 6*time.Minute, form) })
-			row := fmt.Sprintf("tenants %d/min %-12s | shares while backlogged %.3f %.3f %.3f | third alone: %d in the next minute (limit %d) | failed %d",
-				limit, form, r.shares[0], r.shares[1], r.shares[2], r.alone, limit, r.failed)
+			var r, single tenantResult
+			synctest.Test(t, func(t *testing.T) { r = runTenants(t, limit, 6*time.Minute, form, true) })
+			synctest.Test(t, func(t *testing.T) { single = runTenants(t, limit, 6*time.Minute, form, false) })
+			row := fmt.Sprintf("tenants %d/min %-12s | shares while backlogged %.3f %.3f %.3f | third alone: %d in the next minute (limit %d) | failed %d | single queue: shares %.3f %.3f %.3f, third alone %d",
+				limit, form, r.shares[0], r.shares[1], r.shares[2], r.alone, limit, r.failed, single.shares[0], single.shares[1], single.shares[2], single.alone)
 			t.Log(row)
 			if os.Getenv("STEADY_PRIORITY") != "" {
 				fmt.Println(row)

@@ -194,6 +194,7 @@ func TestReport(t *testing.T) {
 	r.LoopbackPeers, r.LoopbackSequential = BatchPeers(), *sequential
 	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
 	r.Routing = RunRouting(t.Context())
+	r.Priority = runPriorityRows(t)
 	if *fleets {
 		procStart := time.Now()
 		r.Procs = runFleetCases(t, FleetMatrix())

@@ -75,6 +75,8 @@ type Report struct {
 	LoopbackSequential bool
 	// The routing batch: several keys behind one client (RunRouting).
 	Routing []RoutingRow
+	// The real-time priority rows on loopback.
+	Priority []PriorityRow
 	// The fleets of real processes on loopback (-fleets).
 	Procs        []FleetOutcome
 	ProcsWall    time.Duration
@@ -252,6 +254,7 @@ func (r Report) Write(w io.Writer) error {
 	r.writeFleet(p)
 	r.writeLoopback(p)
 	r.writeRouting(p)
+	r.writePriority(p)
 	r.writeProcs(p)
 
 	p("## How each peer is set up\n\n")
