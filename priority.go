@@ -572,7 +572,8 @@ func (pt *partition) laneAdmittedLocked(p *pacer, w *waiter, now time.Time) {
 }
 
 // batchGapLocked returns the time a request of estimate est takes of the
-// tightest known window at its full rate, and the longest window's length.
+// tightest known window at its whole rate (this process's share of it),
+// and the longest window's length.
 func (pt *partition) batchGapLocked(p *pacer, est TokenEstimate) (gap, period time.Duration) {
 	for i := range pt.windows {
 		w := &pt.windows[i]
@@ -585,7 +586,9 @@ func (pt *partition) batchGapLocked(p *pacer, est TokenEstimate) (gap, period ti
 		if n <= 0 {
 			continue
 		}
-		gap = max(gap, durationOf(float64(min(n, maxCost))*per.Seconds()/w.capacity(p.headroom)))
+		// At the window's whole rate: its headroom is the pacer's to
+		// spend or keep, by the window's own plan.
+		gap = max(gap, durationOf(float64(min(n, maxCost))*per.Seconds()/max(w.share*w.quota(), 1)))
 	}
 	return gap, period
 }

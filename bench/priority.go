@@ -132,8 +132,7 @@ func runPriority(ctx context.Context, c PriorityCase, prio bool) PriorityResult 
 		res.InteractiveP99 = waits[min((len(waits)*99+99)/100, len(waits))-1]
 	}
 	res.Batch = accepted - interAt
-	usable := float64(c.Requests) - float64(int(float64(c.Requests)*0.02))
-	res.BatchUse = float64(res.Batch) / (usable*c.Run.Seconds()/c.Window.Seconds() - float64(interAt))
+	res.BatchUse = float64(res.Batch) / (float64(c.Requests)*c.Run.Seconds()/c.Window.Seconds() - float64(interAt))
 	res.BatchFailed = batchFailed.Load()
 	st := prov.Stats()
 	res.Attempts, res.Limited = st.Requests, st.RateLimited

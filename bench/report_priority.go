@@ -21,7 +21,7 @@ func (r Report) writePriority(p func(string, ...any)) {
 	p("A batch saturates a provider on loopback (sliding window) while interactive calls arrive at random at 5%% of the limit, ")
 	p("each with a 5 s deadline, through steady as the HTTP client's transport: once with `steady.PriorityBatch` and `steady.PriorityInteractive` ")
 	p("set on their contexts, once without (today's single queue), at the same time, each against its own provider. ")
-	p("The interactive wait is a call's time less the provider's %s latency; the batch's use is of what the interactive calls leave of the limit (less steady's 2%% headroom). ", fmtDur(priorityLatency))
+	p("The interactive wait is a call's time less the provider's %s latency; the batch's use is of what the interactive calls leave of the limit. ", fmtDur(priorityLatency))
 	p("Targets: interactive p99 wait at most one request interval, no interactive call failed, the batch uses at least 97%%. ")
 	p("Alone: `go test -count=1 -run 'TestPriorityRealTime$' -loopback -v .`\n\n")
 	p("| row | queue | interactive calls | failed | p99 wait | batch calls | batch use | 429s |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
