@@ -454,7 +454,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	lane := laneOf(priorityOf(ctx))
 	pt.mu.Lock()
 	pt.advanceLocked(p, now)
-	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyAtLocked(p, now, pt.keepLocked(p, lane, now), est, false).After(now) {
+	if (pt.q.n == 0 || o.urgent) && pt.coldOKLocked(p, now) && !pt.readyKeepLocked(p, now, costs{}, pt.keepLocked(p, lane, now), est, false).After(now) {
 		if lane == laneBatch {
 			pt.prio.pacedSince = time.Time{} // not backlogged
 		}
@@ -462,14 +462,14 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	}
 	w := &waiter{est: est, lane: lane}
 	w.tenant, w.weight = p.tenantOf(ctx, req)
-	ahead := pt.queued
+	ahead, keep := pt.queued, pt.keepLocked(p, lane, now)
 	switch {
 	case o.urgent:
 		ahead = costs{}
 	case lane != laneDefault || w.tenant != "" || !pt.q.simple():
-		ahead = pt.q.ahead(w, pt.keepLocked(p, lane, now))
+		ahead = pt.q.ahead(w)
 	}
-	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyAtLocked(p, now, ahead, est, true), nil); err != nil {
+	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyKeepLocked(p, now, ahead, keep, est, true), nil); err != nil {
 		return nil, err
 	}
 	w.wake = make(chan struct{}, 1)
@@ -576,13 +576,14 @@ func (pt *partition) replanLocked(p *pacer, now time.Time) {
 		return
 	}
 	var ahead costs
+	var keep float64
 	if h := pt.q.head; h != nil {
-		ahead = pt.keepLocked(p, h.lane, now)
+		keep = pt.keepLocked(p, h.lane, now)
 	}
 	for w := pt.q.head; w != nil; {
 		next := w.next
 		if !w.deadline.IsZero() {
-			if at := pt.readyAtLocked(p, now, ahead, w.est, true); at.After(w.deadline) {
+			if at := pt.readyKeepLocked(p, now, ahead, keep, w.est, true); at.After(w.deadline) {
 				pt.sweepLocked(w, at)
 				w = next
 				continue

@@ -369,6 +369,7 @@ type partition struct {
 	deadlined int       // waiters with a deadline
 	refuseWhy string    // WaitError.Reason of the next refusal (a swept waiter's)
 	prio      prioState // the batch lane's pace (priority.go)
+	keep      float64   // the share of each window the request being planned leaves unused (readyKeepLocked)
 	replanned time.Time // when the queue was last re-planned
 	// Cumulative costs of every permit sent, the costs in flight, and the
 	// sequence number of the newest permit.
@@ -515,12 +516,7 @@ type moment struct {
 }
 
 // costs are cumulative costs in every unit.
-type costs struct {
-	req, in, out int64
-	// keep is the share of each window's burst a request planned with
-	// these costs ahead leaves unused (see PacingConfig.Reserve).
-	keep float64
-}
+type costs struct{ req, in, out int64 }
 
 func (c *costs) add(est TokenEstimate) {
 	c.req++
@@ -578,7 +574,7 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 		}
 		// A request larger than what the window holds at once goes
 		// when it is full, into debt.
-		c := min(float64(min(n, maxCost))+keepUnits(w, ahead.keep, p.headroom), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
+		c := min(float64(min(n, maxCost))+keepUnits(w, pt.keep, p.headroom), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
 		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
 	}
 	return t

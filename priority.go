@@ -378,22 +378,31 @@ func (q *lanes) simple() bool {
 // wait go first anyway), PacingConfig.Reserve, and one request once the
 // batch has been sent evenly for a whole window (the quota then comes
 // back one request at a time, and interactive requests take it first).
-func (pt *partition) keepLocked(p *pacer, b uint8, now time.Time) costs {
+func (pt *partition) keepLocked(p *pacer, b uint8, now time.Time) float64 {
 	if b != laneBatch || p.reserve <= 0 || pt.q.waiting(laneInteractive) > 0 {
-		return costs{}
+		return 0
 	}
 	if s := pt.prio.pacedSince; !s.IsZero() {
 		if _, period := pt.batchGapLocked(p, TokenEstimate{}); now.Sub(s) >= period {
-			return costs{keep: math.SmallestNonzeroFloat64}
+			return math.SmallestNonzeroFloat64 // one request
 		}
 	}
-	return costs{keep: p.reserve}
+	return p.reserve
+}
+
+// readyKeepLocked is readyAtLocked for a request that leaves keep of each
+// window unused.
+func (pt *partition) readyKeepLocked(p *pacer, now time.Time, ahead costs, keep float64, est TokenEstimate, optimistic bool) time.Time {
+	pt.keep = keep
+	t := pt.readyAtLocked(p, now, ahead, est, optimistic)
+	pt.keep = 0
+	return t
 }
 
 // ahead returns what goes before w, not yet queued, by the order of the
-// queue as it stands (a lower lane's minimum share aside), with keep.
-func (q *lanes) ahead(w *waiter, keep costs) costs {
-	c := keep
+// queue as it stands (a lower lane's minimum share aside).
+func (q *lanes) ahead(w *waiter) costs {
+	var c costs
 	if q.lane == nil {
 		return c
 	}
@@ -503,7 +512,7 @@ func bumpedWhy(higher, tenants bool) string {
 	return ""
 }
 
-// plus adds o's costs (not its keep).
+// plus adds o's costs.
 func (c *costs) plus(o costs) {
 	c.req += o.req
 	c.in += o.in
@@ -514,6 +523,7 @@ func (c *costs) plus(o costs) {
 // tenants: it walks the waiters in the order they go.
 func (pt *partition) replanLanesLocked(p *pacer, now time.Time) {
 	var ahead costs
+	var keep float64
 	var maxHigher, maxSame uint64 // the latest arrival ahead, of a higher lane and of the same one
 	lastLane := uint8(nLanes)
 	for _, w := range pt.q.order() {
@@ -522,10 +532,10 @@ func (pt *partition) replanLanesLocked(p *pacer, now time.Time) {
 				maxHigher, maxSame = max(maxHigher, maxSame), 0
 			}
 			lastLane = w.lane
-			ahead.keep = pt.keepLocked(p, w.lane, now).keep
+			keep = pt.keepLocked(p, w.lane, now)
 		}
 		if !w.deadline.IsZero() {
-			if at := pt.readyAtLocked(p, now, ahead, w.est, true); at.After(w.deadline) {
+			if at := pt.readyKeepLocked(p, now, ahead, keep, w.est, true); at.After(w.deadline) {
 				w.why = bumpedWhy(maxHigher > w.seq, maxSame > w.seq)
 				pt.sweepLocked(w, at)
 				continue
@@ -550,7 +560,7 @@ type prioState struct {
 // spread over the window rather than in one burst, so that an interactive
 // request finds the next unit within about one request interval.
 func (pt *partition) laneReadyLocked(p *pacer, now time.Time, b uint8, est TokenEstimate, optimistic bool) time.Time {
-	t := pt.readyAtLocked(p, now, pt.keepLocked(p, b, now), est, optimistic)
+	t := pt.readyKeepLocked(p, now, costs{}, pt.keepLocked(p, b, now), est, optimistic)
 	if b == laneBatch && p.reserve > 0 {
 		t = maxTime(t, pt.prio.batchNext)
 	}

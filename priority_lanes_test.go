@@ -77,11 +77,11 @@ func TestLanesRemoveKeepsFlows(t *testing.T) {
 	}
 	// What goes before a new waiter of a: b's one.
 	w := &waiter{lane: laneDefault, tenant: "a", weight: 1}
-	if c := q.ahead(w, costs{}); c.req != 1 {
+	if c := q.ahead(w); c.req != 1 {
 		t.Errorf("ahead of a new waiter of a: %d requests, want 1", c.req)
 	}
 	// Of a new interactive waiter: nothing.
-	if c := q.ahead(&waiter{lane: laneInteractive}, costs{}); c.req != 0 {
+	if c := q.ahead(&waiter{lane: laneInteractive}); c.req != 0 {
 		t.Errorf("ahead of an interactive waiter: %d, want 0", c.req)
 	}
 	drain(&q)
