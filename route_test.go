@@ -399,7 +399,7 @@ func TestUpstreamsKeyRevoked(t *testing.T) {
 				a := net.add("api.openai.com", "Bearer sk-a", limitedAccount(600))
 				b := net.add("api.openai.com", "Bearer sk-b", limitedAccount(600))
 				var events eventLog
-				client, _ := routedClient(form, steady.Config{Upstreams: twoKeys(), OnEvent: events.add}, &net)
+				client, st := routedClient(form, steady.Config{Upstreams: twoKeys(), OnEvent: events.add}, &net)
 				revokeAt := time.Now().Add(time.Minute)
 				time.AfterFunc(time.Minute, func() { b.revoked.Store(true) })
 				var res offered
@@ -418,6 +418,22 @@ func TestUpstreamsKeyRevoked(t *testing.T) {
 					}
 				}
 				target(t, "key-revoked/"+form+"/event", saw, "no event says key-b was refused")
+				// Visible, never a credential: the snapshot names both
+				// upstreams; attempts name the one that served them.
+				ups := map[string]bool{}
+				for _, ps := range st.Snapshot() {
+					ups[ps.Upstream] = true
+				}
+				served := map[string]int{}
+				leaked := false
+				for _, ev := range events.of(steady.EventAttempt) {
+					served[ev.Upstream]++
+					if strings.Contains(fmt.Sprint(ev), "sk-") {
+						leaked = true
+					}
+				}
+				target(t, "key-revoked/"+form+"/visible", ups["key-a"] && ups["key-b"] && len(ups) == 2 && served["key-a"] > 0 && served["key-b"] > 0 && !leaked,
+					"snapshot upstreams %v, attempts by upstream %v, a credential in an event: %v", ups, served, leaked)
 			})
 		})
 	}
