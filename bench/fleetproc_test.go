@@ -29,10 +29,10 @@ func TestMain(m *testing.M) {
 // figures vary from run to run: a listed row that meets its target is
 // logged, not failed; an unlisted row that misses fails.
 var fleetKnownMisses = map[string]string{
-	"fixed 10 s, Heroku (epoch-second resets): 4× steady (middleware), no store, deploy":  "uncoordinated shares: calls refused with a pacing wait past the deadline (issue 18, uncoord)",
-	"fixed 10 s, Heroku (epoch-second resets): 16× steady (middleware), no store, deploy": "uncoordinated shares: 429s over 5% and calls refused with a pacing wait past the deadline (issue 18, uncoord)",
-	"fixed 10 s, Heroku (epoch-second resets): 4× steady (transport), store, deploy":      "the store's cold start: 429s over 0.5% in the first windows (issue 18, store-fleet)",
-	"fixed 10 s, Heroku (epoch-second resets): 16× steady (middleware), store, deploy":    "the store's cold start: calls failed on their deadline (issue 18, store-fleet)",
+	"fixed 10 s, Heroku (epoch-second resets): 4× steady (middleware), no store, deploy":  "uncoordinated shares: calls refused with a pacing wait past the deadline (issue 18)",
+	"fixed 10 s, Heroku (epoch-second resets): 16× steady (middleware), no store, deploy": "uncoordinated shares: 429s over 5% and calls refused with a pacing wait past the deadline (issue 18)",
+	"fixed 10 s, Heroku (epoch-second resets): 4× steady (transport), store, deploy":      "the store's cold start: 429s over 0.5% in the first windows (issue 18)",
+	"fixed 10 s, Heroku (epoch-second resets): 16× steady (middleware), store, deploy":    "the store's cold start: calls failed on their deadline (issue 18)",
 }
 
 // runFleetCases runs cs one after another and logs each outcome.
