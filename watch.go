@@ -3,8 +3,8 @@ package steady
 import (
 	"bytes"
 	"io"
-	"mime"
 	"net/http"
+	"strings"
 	"sync"
 )
 
@@ -52,12 +52,10 @@ func watch(resp *http.Response, pm *permit, br *breaker) {
 
 // isEventStream reports a server-sent events response.
 func isEventStream(h http.Header) bool {
-	ct := h.Get("Content-Type")
-	if ct == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == "text/event-stream"
+	// Every successful response asks this: a cut and a case-insensitive
+	// compare, not mime.ParseMediaType's map of parameters.
+	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // Read reads from the upstream's body and watches what it returns.
