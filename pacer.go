@@ -179,6 +179,11 @@ var ErrWaitTooLong = errors.New("steady: pacing wait exceeds the maximum")
 // no reservation and nothing in flight.
 var errStopped = errors.New("steady: pacing stopped")
 
+// errMoved is acquire's error when admitOpts.move found another upstream
+// that sends the request sooner than its own queue would: the request
+// left the queue, and is routed again. It holds nothing.
+var errMoved = errors.New("steady: moved to another upstream")
+
 // WaitError reports a request refused by pacing without being sent,
 // because the time planned for it is past its context's deadline (Err is
 // context.DeadlineExceeded) or beyond MaxWait (Err is ErrWaitTooLong).
@@ -215,11 +220,16 @@ func (e *WaitError) Unwrap() error { return e.Err }
 // what the first acquire of a request read of its body, so that its
 // retries do not read it again. route is the name of the [Upstream] the
 // request is routed to ("" when not routed): its partitions are its own.
+// move, if set, is asked, with no lock held, whether another upstream
+// sends the request sooner than at, the time planned for it in its queue
+// (or past its deadline, if that is why it is refused): when it says so,
+// the request leaves the queue and acquire returns errMoved.
 type admitOpts struct {
 	stop   <-chan struct{}
 	urgent bool
 	body   *bodyInfo
 	route  string
+	move   func(at time.Time) bool
 }
 
 // bodyInfo is what pacing read of a request's body: its model and its
@@ -368,6 +378,10 @@ type waiter struct {
 	tag    float64
 	seq    uint64
 	why    string
+	// movable: a routed request that may move to another upstream;
+	// nudged: its partition asks it to look whether another would send
+	// it sooner (nudgeLastLocked).
+	movable, nudged bool
 }
 
 // queue is one flow of a partition's waiting requests, first come first
@@ -460,7 +474,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		return pt.admitLocked(p, req, est, start, now, nil), nil
 	}
-	w := &waiter{est: est, lane: lane}
+	w := &waiter{est: est, lane: lane, movable: o.move != nil && !o.urgent}
 	w.tenant, w.weight = p.tenantOf(ctx, req)
 	ahead, keep := pt.queued, pt.keepLocked(p, lane, now)
 	switch {
@@ -469,7 +483,20 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	case lane != laneDefault || w.tenant != "" || !pt.q.simple():
 		ahead = pt.q.ahead(w)
 	}
-	if err := pt.refuseLocked(ctx, p, req, start, now, pt.readyKeepLocked(p, now, ahead, keep, est, true), nil); err != nil {
+	at := pt.readyKeepLocked(p, now, ahead, keep, est, true)
+	if dl, ok := ctx.Deadline(); ok && at.After(dl) && w.movable {
+		// Past its deadline here: routed, it may go sooner elsewhere
+		// (it was routed here when this queue was shorter, or before
+		// its limits were known).
+		pt.mu.Unlock()
+		moved := o.move(at)
+		pt.mu.Lock()
+		if moved {
+			pt.mu.Unlock()
+			return nil, errMoved
+		}
+	}
+	if err := pt.refuseLocked(ctx, p, req, start, now, at, nil); err != nil {
 		return nil, err
 	}
 	w.wake = make(chan struct{}, 1)
@@ -530,7 +557,16 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		if w.swept {
 			// A re-plan found its time past its deadline and took it out
-			// of the queue.
+			// of the queue. Routed, it may go sooner elsewhere.
+			if err == nil && w.movable {
+				pt.mu.Unlock()
+				moved := o.move(w.sweptAt)
+				pt.mu.Lock()
+				if moved {
+					pt.mu.Unlock()
+					return nil, errMoved
+				}
+			}
 			if err == nil {
 				pt.refuseWhy = w.why
 				if err = pt.refuseLocked(ctx, p, req, start, now, w.sweptAt, nil); err != nil {
@@ -554,6 +590,67 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			// Its turn has not come by its deadline: it fails now, with
 			// a WaitError, not a moment later with its context's error.
 			return nil, pt.refuseLocked(ctx, p, req, start, now, w.deadline.Add(time.Nanosecond), w)
+		}
+		if w.nudged {
+			if moved := pt.moveLocked(p, w, o, now); moved {
+				return nil, errMoved
+			}
+		}
+	}
+}
+
+// moveLocked asks o.move whether w, nudged, would go sooner on another
+// upstream than where it waits. If so, w leaves the queue, the waiter
+// now planned last is nudged in turn, and moveLocked returns true with
+// pt.mu released; otherwise it returns false with pt.mu held and w in
+// its place (or admitted or swept meanwhile, which its wake tells).
+func (pt *partition) moveLocked(p *pacer, w *waiter, o admitOpts, now time.Time) bool {
+	w.nudged = false
+	at := pt.plannedLocked(p, w, now)
+	pt.mu.Unlock()
+	moved := o.move(at)
+	pt.mu.Lock()
+	if !moved || w.granted != nil || w.swept {
+		return false
+	}
+	pt.leaveLocked(w)
+	pt.nudgeLastLocked()
+	pt.mu.Unlock()
+	return true
+}
+
+// plannedLocked returns when w, queued, is planned to go as the queue
+// stands, as [pacer.plan] plans a request on another upstream (a window
+// of unknown kind taken to refill gradually).
+func (pt *partition) plannedLocked(p *pacer, w *waiter, now time.Time) time.Time {
+	pt.advanceLocked(p, now)
+	var ahead costs
+	switch {
+	case pt.q.head == w:
+	case pt.q.simple():
+		ahead = pt.queued
+		for x := w; x != nil; x = x.next {
+			ahead.sub(x.est)
+		}
+	default:
+		ahead = pt.q.ahead(w)
+		ahead.sub(w.est)
+	}
+	at := pt.readyKeepLocked(p, now, ahead, pt.keepLocked(p, w.lane, now), w.est, true)
+	return maxTime(at, pt.hintUntil)
+}
+
+// nudgeLastLocked wakes the waiter planned to go last, if it may move to
+// another upstream, to look whether one would send it sooner. A routed
+// partition does so at each answer (what it learned may have made its
+// queue slower than another's), and after each waiter that moved away:
+// the queues even out, one request at a time, from their ends.
+func (pt *partition) nudgeLastLocked() {
+	if w := pt.q.last(); w != nil && w.movable && !w.nudged {
+		w.nudged = true
+		select {
+		case w.wake <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -921,6 +1018,9 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	}
 	pt.replanLocked(p, now)
 	pt.wakeHeadLocked()
+	if pt.routed {
+		pt.nudgeLastLocked()
+	}
 	pt.mu.Unlock()
 	return ev, emit
 }

@@ -346,7 +346,8 @@ const maxDuration = time.Duration(math.MaxInt64)
 type partition struct {
 	entrySlot // key, users and last use, kept by the pacer's table
 	label     string
-	upstream  string // scheme://host, for the breaker state
+	upstream  string // scheme://host, for the breaker state; the Upstream's name when routed
+	routed    bool   // its requests are routed (Config.Upstreams): they may move to another upstream
 	host      string
 	model     string
 
@@ -449,7 +450,7 @@ func (p *pacer) newPartition(req *http.Request, host string, model string, userK
 	}
 	pt.upstream = scheme + "://" + host
 	if route != "" {
-		pt.upstream = route
+		pt.upstream, pt.routed = route, true
 	}
 	if userKey != "" || p.cfg.Key != nil {
 		pt.label = userKey

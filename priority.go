@@ -481,6 +481,28 @@ func (q *lanes) order() []*waiter {
 	return out
 }
 
+// last returns the waiter that goes last as the queue stands (the lowest
+// lane's highest tag), or nil when none waits.
+func (q *lanes) last() *waiter {
+	if q.n == 0 {
+		return nil
+	}
+	for b := range q.lane {
+		l := &q.lane[b]
+		if l.n == 0 {
+			continue
+		}
+		best := l.plain.q.tail
+		for _, f := range l.flows {
+			if t := f.q.tail; best == nil || t.tag > best.tag || (t.tag == best.tag && t.seq > best.seq) {
+				best = t
+			}
+		}
+		return best
+	}
+	return nil
+}
+
 // waitingBy returns the waiters per priority, nil when only default
 // requests wait.
 func (q *lanes) waitingBy() map[Priority]int {

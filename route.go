@@ -26,6 +26,14 @@ var errReroute = errors.New("steady: upstream unusable, routing again")
 // again before it is sent.
 const maxReroutes = 8
 
+// maxMoves bounds, per upstream, how often one request moves from one
+// upstream's queue to another's (after that it stays where it waits), and
+// moveGain is the least a move must bring its turn forward.
+const (
+	maxMoves = 8
+	moveGain = sameMoment
+)
+
 // routing is what a routed request keeps across its attempts.
 type routing struct {
 	rt       *router
@@ -39,6 +47,8 @@ type routing struct {
 	probe    bool            // the current attempt probes cur's refused key
 	stop     <-chan struct{} // closed when cur becomes unusable
 	reroutes int
+	moveTo   *route // where sooner found the request would go sooner
+	moves    int    // times it moved from one upstream's queue to another's
 }
 
 // startRouting prepares c for routing: it reads the body once (the
@@ -83,6 +93,13 @@ type candidate struct {
 // refused and not yet due for a probe), it waits for the first to come
 // back, if the request's deadline allows.
 func (c *call) route() error {
+	if r := c.rc.moveTo; r != nil {
+		c.rc.moveTo = nil
+		if st := r.standing(time.Now(), false); st.usable && !c.rc.failed[r.idx] {
+			c.use(r)
+			return nil
+		}
+	}
 	for {
 		now := time.Now()
 		r, wake, why := c.pick(now)
@@ -141,7 +158,7 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 				}
 				continue
 			}
-			at, load := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
+			at, load, _ := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
 			if st.rampAt.After(at) {
 				at = st.rampAt
 			}
@@ -218,6 +235,54 @@ func (rt *router) choose(cands []candidate, ctx interface{ Deadline() (time.Time
 	return best
 }
 
+// sooner reports whether another upstream would send the request before
+// at, the time planned for it in the queue it waits in (or found past its
+// deadline), by at least moveGain, and records the one that would send it
+// soonest, of the best tier, in rc.moveTo. It considers the upstreams
+// choose would: usable, not failed by the request, of the same tier or a
+// better one; of a worse tier only when at is past the deadline (less the
+// time left for the answer), and then only those that can send it before.
+// An upstream whose limits are not known yet plans every request for now:
+// it counts only when idle, or when at is past the deadline. It runs in
+// the request's goroutine, while it waits, with no lock held.
+func (c *call) sooner(at time.Time) bool {
+	rc := c.rc
+	if rc.moves >= maxMoves*len(rc.rt.routes) {
+		return false
+	}
+	now := time.Now()
+	dl, hasDL := c.ctx.Deadline()
+	if hasDL {
+		dl = dl.Add(-min(time.Second, dl.Sub(now)/4))
+	}
+	late := hasDL && at.After(dl)
+	cur := rc.cur
+	var best *route
+	var bestAt time.Time
+	for _, r := range rc.rt.routes {
+		if r == cur || rc.failed[r.idx] || (r.tier > cur.tier && !late) {
+			continue
+		}
+		st := r.standing(now, false)
+		if !st.usable {
+			continue
+		}
+		rat, load, known := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
+		rat = maxTime(rat, st.rampAt)
+		if (!known && load > 0 && !late) || (hasDL && rat.After(dl)) || !rat.Add(moveGain).Before(at) {
+			// An upstream whose limits are not known yet plans every
+			// request for now: only an idle one is sure to be sooner,
+			// unless the request cannot be served where it is.
+			continue
+		}
+		if best == nil || r.tier < best.tier || (r.tier == best.tier && rat.Before(bestAt)) {
+			best, bestAt = r, rat
+		}
+	}
+	rc.moveTo = best
+	return best != nil
+}
+
 // use addresses the next attempt to r.
 func (c *call) use(r *route) {
 	rc := c.rc
@@ -252,6 +317,10 @@ func (c *call) reroute(err error) bool {
 		r.probing = false
 		r.mu.Unlock()
 		c.rc.probe = false
+	}
+	if err == errMoved {
+		c.rc.moves++
+		return true
 	}
 	if err != errReroute {
 		return false
@@ -556,16 +625,17 @@ func (t *Transport) breakerState(upstream string) BreakerState {
 }
 
 // plan returns when a request of est, sent as req in upstream's
-// partition for model, would go, as its queue is planned now, and how
-// many requests wait and are in flight there.
-func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimate, now time.Time) (time.Time, int) {
+// partition for model, would go, as its queue is planned now, how many
+// requests wait and are in flight there, and whether its limits are known
+// (a partition not made yet has none: it plans every request for now).
+func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimate, now time.Time) (time.Time, int, bool) {
 	if p == nil || p.cfg.Disabled {
-		return now, 0
+		return now, 0, true
 	}
 	key, _ := p.partitionKey(req, model, upstream)
 	pt, ok := p.parts.get(key)
 	if !ok {
-		return now, 0
+		return now, 0, false
 	}
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
@@ -574,7 +644,7 @@ func (p *pacer) plan(req *http.Request, upstream, model string, est TokenEstimat
 	if pt.hintUntil.After(at) {
 		at = pt.hintUntil
 	}
-	return at, pt.q.n + pt.inflight
+	return at, pt.q.n + pt.inflight, pt.known
 }
 
 // sameOrigin checks that every upstream has u's origin (scheme, host and

@@ -352,10 +352,20 @@ func (c *call) admitNow() (admission, error) {
 			o := admitOpts{stop: v.opened, body: &c.body}
 			if c.rc != nil {
 				o.stop, o.route = c.rc.stop, c.rc.cur.name
+				if !c.rc.probe {
+					o.move = c.sooner
+				}
 			}
 			pm, err := c.t.pacer.acquire(c.ctx, r, o)
-			if err == errStopped && c.rc != nil {
-				return admission{}, errReroute // its key was refused or its circuit opened meanwhile
+			if c.rc != nil {
+				switch {
+				case err == errStopped:
+					return admission{}, errReroute // its key was refused or its circuit opened meanwhile
+				case err == errMoved:
+					return admission{}, err // another upstream sends it sooner
+				case err == nil:
+					c.rc.moveTo = nil
+				}
 			}
 			if err == errStopped {
 				continue // the circuit opened during the wait
