@@ -17,11 +17,14 @@ import (
 )
 
 // host is what steadyotel records of one upstream: its address, port and
-// GenAI provider, and the attributes they make.
+// GenAI provider, and the attributes they make; or, for a request routed
+// to one of [steady.Config.Upstreams], the upstream's Name alone.
 type host struct {
 	address  string
 	port     int
 	provider string // "" when not known
+	name     string // the routed Upstream's Name; "" when not routed
+	id       attribute.KeyValue
 	attrs    []attribute.KeyValue
 }
 
@@ -42,13 +45,14 @@ func newLabels() *labels {
 	l := &labels{
 		models:  make(map[string]string),
 		windows: make(map[string]string),
-		other:   &host{address: otherValue, attrs: []attribute.KeyValue{attribute.String(attrAddress, otherValue)}},
+		other:   &host{address: otherValue, id: attribute.String(attrAddress, otherValue), attrs: []attribute.KeyValue{attribute.String(attrAddress, otherValue)}},
 	}
 	l.hosts.Store(&map[string]*host{})
 	return l
 }
 
-// host returns the host of upstream, written "scheme://host[:port]".
+// host returns the host of upstream, written "scheme://host[:port]", or
+// the Name of a routed Upstream (an Event.Upstream without a scheme).
 func (l *labels) host(upstream string) *host {
 	cur := *l.hosts.Load()
 	if h := cur[upstream]; h != nil {
@@ -75,8 +79,16 @@ func (l *labels) host(upstream string) *host {
 }
 
 // parseHost splits upstream into address and port (the scheme's when none
-// is written) and names its provider.
+// is written) and names its provider. An upstream without a scheme is the
+// Name of a routed Upstream ([steady.Config.Upstreams]): its attribute is
+// steady.upstream.name, and it has no address (events do not say which
+// host a routed request went to, and its Name is not one). steady never
+// puts a credential in a Name, and bounds its length.
 func parseHost(upstream string) *host {
+	if upstream != "" && !strings.Contains(upstream, "://") {
+		id := attribute.String(attrUpstream, upstream)
+		return &host{name: upstream, id: id, attrs: []attribute.KeyValue{id}}
+	}
 	scheme, hp, ok := strings.Cut(upstream, "://")
 	if !ok {
 		scheme, hp = "https", upstream
@@ -93,8 +105,8 @@ func parseHost(upstream string) *host {
 		}
 	}
 	address = strings.ToLower(strings.TrimSuffix(address, "."))
-	h := &host{address: address, port: port, provider: providerOf(address)}
-	h.attrs = []attribute.KeyValue{attribute.String(attrAddress, address), attribute.Int(attrPort, port)}
+	h := &host{address: address, port: port, provider: providerOf(address), id: attribute.String(attrAddress, address)}
+	h.attrs = []attribute.KeyValue{h.id, attribute.Int(attrPort, port)}
 	if h.provider != "" {
 		h.attrs = append(h.attrs, attribute.String(attrProvider, h.provider))
 	}

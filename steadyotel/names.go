@@ -99,6 +99,7 @@ const (
 	attrBreakerState    = "steady.breaker.state"
 	attrBreakerPrevious = "steady.breaker.previous_state"
 	attrRequestID       = "steady.upstream.request_id"
+	attrUpstream        = "steady.upstream.name" // a routed request's Upstream.Name (steady.upstream is a namespace: see attrRequestID)
 	attrPacingWait      = "steady.pacing.wait"
 	attrWait            = "steady.wait"
 )

@@ -63,7 +63,7 @@ func (in *Instrumentation) observe(ev steady.Event) {
 			attribute.String(attrBreakerState, breakerStateName(ev.To)),
 			attribute.String(attrBreakerPrevious, breakerStateName(ev.From)))...)))
 	}
-	kv := []attribute.KeyValue{attribute.String(attrEventKind, ev.Kind.String()), attribute.String(attrAddress, h.address)}
+	kv := []attribute.KeyValue{attribute.String(attrEventKind, ev.Kind.String()), h.id}
 	if why != "" {
 		kv = append(kv, attribute.String(attrReason, why))
 	}

@@ -31,7 +31,8 @@ func (in *Instrumentation) span(ev steady.Event, k attemptKey) {
 	kv := make([]attribute.KeyValue, 0, 14)
 	kv = append(kv, k.h.attrs...)
 	kv = append(kv, attribute.String(attrMethod, k.method))
-	if ev.Upstream != "" {
+	if ev.Upstream != "" && k.h.name == "" {
+		// A routed request's Upstream is a Name, not a URL's origin.
 		kv = append(kv, attribute.String(attrURL, ev.Upstream+ev.Path))
 	}
 	if ev.Status != 0 {
