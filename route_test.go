@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,6 +245,104 @@ func TestUpstreamsRewriteOnCopy(t *testing.T) {
 			t.Errorf("the caller's body changed: %s", again)
 		}
 	}
+}
+
+// TestUpstreamsCredentialStripped: whatever credential the caller sent
+// (Authorization, Api-Key, X-Api-Key, X-Goog-Api-Key, Google's ?key=) is
+// removed from every routed attempt; each upstream gets its own Key (in
+// its header, or in its BaseURL's key parameter) and nothing else, and a
+// retry moved to another upstream carries none of the first one's.
+func TestUpstreamsCredentialStripped(t *testing.T) {
+	const secrets = "sk-client goog-client az-client ant-client goog-a goog-b"
+	send := func(t *testing.T, st *steady.Transport) *http.Request {
+		req, _ := http.NewRequest("POST", routeBaseURL+"/chat/completions?key=goog-client&trace=1", strings.NewReader(`{"model":"gpt-4o"}`))
+		req.Header.Set("Authorization", "Bearer sk-client")
+		req.Header.Set("X-Goog-Api-Key", "goog-client")
+		req.Header.Set("Api-Key", "az-client")
+		req.Header.Set("X-Api-Key", "ant-client")
+		resp, err := st.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return req
+	}
+	// leaks returns the secrets sent in r other than want's.
+	leaks := func(r *steadytest.Request, want ...string) []string {
+		sent := r.URL.String() + fmt.Sprint(r.Header)
+		var got []string
+		for _, s := range strings.Fields(secrets) {
+			if strings.Contains(sent, s) && !slices.Contains(want, s) {
+				got = append(got, s)
+			}
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		name       string
+		up         steady.Upstream
+		wantHeader string // header=value the upstream's key is sent in; "" for none
+		wantQuery  string
+		own        string // the upstream's own secret
+	}{
+		{"bearer", steady.Upstream{BaseURL: routeBaseURL, Key: "sk-up"}, "Authorization=Bearer sk-up", "trace=1", ""},
+		{"google-header", steady.Upstream{BaseURL: "https://generativelanguage.googleapis.com/v1beta/openai", Key: "goog-a", KeyHeader: "x-goog-api-key"},
+			"X-Goog-Api-Key=goog-a", "trace=1", "goog-a"},
+		{"google-query", steady.Upstream{BaseURL: "https://generativelanguage.googleapis.com/v1beta/openai?key=goog-b"}, "", "key=goog-b&trace=1", "goog-b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := steadytest.NewFakeT(t, steadytest.Response{Body: `{}`})
+			st := steady.New(steady.Config{Base: fake, Upstreams: []steady.Upstream{tc.up}})
+			req := send(t, st)
+			got := fake.Requests()[0]
+			for _, h := range []string{"Authorization", "Api-Key", "X-Api-Key", "X-Goog-Api-Key"} {
+				want := ""
+				if k, v, _ := strings.Cut(tc.wantHeader, "="); k == h {
+					want = v
+				}
+				if v := got.Header.Get(h); v != want {
+					t.Errorf("%s sent as %q, want %q", h, v, want)
+				}
+			}
+			if got.URL.RawQuery != tc.wantQuery {
+				t.Errorf("query sent %q, want %q", got.URL.RawQuery, tc.wantQuery)
+			}
+			if l := leaks(got, tc.own); len(l) > 0 {
+				t.Errorf("sent %v: %s %v", l, got.URL, got.Header)
+			}
+			if req.URL.RawQuery != "key=goog-client&trace=1" || req.Header.Get("X-Goog-Api-Key") != "goog-client" {
+				t.Errorf("the caller's request changed: %s %v", req.URL, req.Header)
+			}
+		})
+	}
+	t.Run("failover", func(t *testing.T) {
+		// The first upstream answers 503; the retry moves to the second,
+		// which must carry only its own key.
+		fake := steadytest.NewFakeT(t, steadytest.Response{Status: http.StatusServiceUnavailable, Body: `{}`}, steadytest.Response{Body: `{}`})
+		st := steady.New(steady.Config{Base: fake, Upstreams: []steady.Upstream{
+			{Name: "google-a", BaseURL: "https://generativelanguage.googleapis.com/v1beta/openai", Key: "goog-a", KeyHeader: "x-goog-api-key"},
+			{Name: "google-b", BaseURL: "https://generativelanguage.googleapis.com/v1beta/openai?key=goog-b", Weight: 1},
+		}})
+		send(t, st)
+		reqs := fake.Requests()
+		if len(reqs) != 2 {
+			t.Fatalf("%d attempts, want 2", len(reqs))
+		}
+		var seen []string
+		for i, r := range reqs {
+			own := "goog-b" // in google-b's BaseURL
+			if r.Header.Get("X-Goog-Api-Key") == "goog-a" {
+				own = "goog-a"
+			}
+			seen = append(seen, own)
+			if l := leaks(r, own); len(l) > 0 || !strings.Contains(r.URL.String()+fmt.Sprint(r.Header), own) {
+				t.Errorf("attempt %d sent %v beside its own %s: %s %v", i+1, l, own, r.URL, r.Header)
+			}
+		}
+		if seen[0] == seen[1] {
+			t.Errorf("both attempts went to %s", seen[0])
+		}
+	})
 }
 
 // TestUpstreamsBadConfig: a bad upstream fails every request with an

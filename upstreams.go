@@ -40,8 +40,10 @@ type Upstream struct {
 	BaseURL string
 
 	// Key is the upstream's credential, sent in place of the one the
-	// client set (which is never sent to an upstream). Empty means none
-	// is sent.
+	// client set (which is never sent to an upstream: its Authorization,
+	// Api-Key, X-Api-Key and X-Goog-Api-Key headers and its "key" query
+	// parameter are removed). Empty means none is sent but what BaseURL
+	// holds (Google's "?key=").
 	Key string
 
 	// KeyHeader is the header that carries Key. Empty means
@@ -207,26 +209,26 @@ func (rt *router) operation(u *url.URL) string {
 	return p
 }
 
-// credentialHeaders are the headers that may carry a client's credential:
-// removed from every routed request.
-var credentialHeaders = [...]string{"Authorization", "Api-Key", "X-Api-Key"}
-
 // request returns req addressed to r: URL, credential header and body
 // (with its model mapped) rewritten on a clone; req is not modified. op is
-// the request's operation path, body its bytes (nil: none).
+// the request's operation path, body its bytes (nil: none). Whatever
+// credential the client sent (every header of keyHeaders, Google's "key"
+// query parameter) is removed: an upstream gets its own Key, or none,
+// never the client's or another upstream's. A "key" in the upstream's own
+// BaseURL stays.
 func (r *route) request(req *http.Request, ctx context.Context, op string, body []byte, model string) *http.Request {
 	out := req.Clone(ctx)
 	u := *r.base
 	u.Path = r.base.Path + op
 	u.RawPath = ""
-	if q := mergeQuery(r.base.RawQuery, req.URL.RawQuery); q != "" {
+	if q := mergeQuery(r.base.RawQuery, withoutKeyParam(req.URL.RawQuery)); q != "" {
 		u.RawQuery = q
 	} else {
 		u.RawQuery = ""
 	}
 	out.URL = &u
 	out.Host = ""
-	for _, h := range credentialHeaders {
+	for _, h := range keyHeaders {
 		out.Header.Del(h)
 	}
 	if r.header != "" {
@@ -243,6 +245,26 @@ func (r *route) request(req *http.Request, ctx context.Context, op string, body 
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.Body, _ = out.GetBody()
 	return out
+}
+
+// withoutKeyParam returns the query q without its "key" parameters (a
+// credential, as Google's API takes it), the others as they were written.
+func withoutKeyParam(q string) string {
+	if !strings.Contains(q, "key") {
+		return q
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(q, "&") {
+		name, _, _ := strings.Cut(part, "=")
+		if n, err := url.QueryUnescape(name); err == nil && n == "key" || name == "key" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String()
 }
 
 // mergeQuery adds the upstream's query values to the request's; the
