@@ -968,6 +968,9 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))
+		if !w.probeAt.IsZero() && !pm.sentAt.Before(w.probeAt) {
+			w.probeAt = time.Time{} // the reset's probe has its answer
+		}
 	}
 	if responded {
 		// Limits are known once announced, or once a success shows

@@ -74,6 +74,11 @@ type window struct {
 	wholeRun  uint8         // whole-second resets in a row, up to 8
 	absRun    uint8         // of them, resets at whole seconds of the clock (not whole deltas), up to 8
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
+	notBucket bool          // of unknown kind, its resets shown not to follow its use: it does not refill gradually
+	// probeAt is when a reset in whole seconds let one request go first
+	// (see wholeAgain); until an answer to a request sent since, a plan
+	// for refusing takes the window as whole, as that answer may show.
+	probeAt time.Time
 
 	// The plan. avail is what this process may still use at time at (less
 	// headroom and its share); next is when a window that refills at its
@@ -201,6 +206,9 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// The window is whole again: what is still in flight may yet be
 		// counted in it.
 		w.lastUp = w.next
+		if whole := c - inflight; w.wholeAgain(whole) < whole {
+			w.probeAt = now
+		}
 		w.avail = max(w.avail, w.wholeAgain(c-inflight))
 		w.at = now // what came before the reset refills nothing after it
 		w.head, w.log, w.logSum = 0, w.log[:0], 0
@@ -276,11 +284,15 @@ func (w *window) give(t time.Time, n float64, h float64) {
 // when returns the earliest time, not before now, at which c units are
 // available (c counts what is queued ahead too). avail is current.
 func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time.Time {
-	if !w.known() || c <= w.avail {
+	capa := w.capacity(h)
+	avail := w.avail
+	if optimistic && !w.probeAt.IsZero() {
+		avail = max(avail, capa)
+	}
+	if !w.known() || c <= avail {
 		return now
 	}
-	capa := w.capacity(h)
-	need := c - w.avail
+	need := c - avail
 	p := w.guessPeriod()
 	kind := w.kind
 	if w.shared() {
@@ -290,24 +302,7 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 	case kindBucket:
 		return now.Add(durationOf(need / w.rate(h)))
 	case kindSliding, kindLocal:
-		t := now
-		cut := p + p/200
-		for _, e := range w.log[w.head:] {
-			need -= e.n
-			t = time.Unix(0, e.t).Add(cut)
-			if need <= 0 {
-				if !w.next.IsZero() && w.next.Before(t) && c-w.avail <= capa {
-					return w.next
-				}
-				return maxTime(t, now)
-			}
-		}
-		t = maxTime(t, now)
-		if !w.next.IsZero() && w.next.After(now) {
-			t = w.next
-		}
-		k := math.Ceil(need / capa)
-		return t.Add(durationOf(k * cut.Seconds()))
+		return w.slidingWhen(now, c, avail, capa, p)
 	}
 	gradual := now.Add(durationOf(need / w.rate(h)))
 	if w.next.IsZero() {
@@ -316,9 +311,40 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 	k := math.Ceil(need/capa) - 1
 	t := w.next.Add(durationOf(k * p.Seconds()))
 	if optimistic && gradual.Before(t) {
-		return gradual
+		if !w.notBucket {
+			return gradual
+		}
+		// Not a bucket: a window that refills at its reset, or a sliding
+		// one that gives each use back a period later; the sooner.
+		if s := w.slidingWhen(now, c, avail, capa, p); s.Before(t) {
+			return s
+		}
 	}
 	return t
+}
+
+// slidingWhen is when for a window that gives each use back one period p
+// (and a little) after it: c units, more than avail, capa at most at once.
+func (w *window) slidingWhen(now time.Time, c, avail, capa float64, p time.Duration) time.Time {
+	need := c - avail
+	t := now
+	cut := p + p/200
+	for _, e := range w.log[w.head:] {
+		need -= e.n
+		t = time.Unix(0, e.t).Add(cut)
+		if need <= 0 {
+			if !w.next.IsZero() && w.next.Before(t) && c-avail <= capa {
+				return w.next
+			}
+			return maxTime(t, now)
+		}
+	}
+	t = maxTime(t, now)
+	if !w.next.IsZero() && w.next.After(now) {
+		t = w.next
+	}
+	k := math.Ceil(need / capa)
+	return t.Add(durationOf(k * cut.Seconds()))
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -662,6 +688,16 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 	}
 	if w.kind == kindUnknown && w.maxUntil > 0 && abs64(remaining-w.remAtMax) >= max(limit/10, 2) {
 		used, usedMax := float64(limit-remaining), float64(limit-w.remAtMax)
+		if used > 0 && usedMax > 0 {
+			// A bucket's reset is the time to refill what is used, in
+			// proportion to it; resets far from that proportion
+			// (constant ones, as fixed and sliding windows show) rule a
+			// bucket out, even before the kind is known.
+			a, b := until.Seconds()/used, w.maxUntil.Seconds()/usedMax
+			if math.Abs(a-b) > 0.5*max(a, b) {
+				w.notBucket = true
+			}
+		}
 		switch {
 		case until >= w.maxUntil-w.maxUntil/20 && until <= w.maxUntil+w.maxUntil/20 &&
 			now.Sub(w.maxAt) >= w.maxUntil/8 && now.Sub(w.maxAt) < w.maxUntil-w.maxUntil/8:
