@@ -235,47 +235,64 @@ func TestFleetRedisUnreachable(t *testing.T) {
 	}
 }
 
-// TestFleetDeadUpstream runs a fleet against a dead upstream: its failures
-// in a row open the fleet's circuit as one process's would, and then one
-// probe goes for the fleet; so the fleet sends at most about twice what
-// one process alone sends (beyond the first requests of every process,
-// sent before any failure is known), and the other calls fail with
-// ErrCircuitOpen.
+// TestFleetDeadUpstream runs a fleet against a dead upstream, through the
+// SDK in both forms: its failures in a row open the fleet's circuit as
+// one process's would, and then one probe goes for the fleet; so a fleet
+// of 16 sends at most twice what one process alone sends (issue 18: the
+// first requests of every process included), and the other calls fail
+// with ErrCircuitOpen. Without the store, the same fleet is the control.
 func TestFleetDeadUpstream(t *testing.T) {
 	c := needRedis(t)
-	const run = 4 * time.Second
-	br := steady.BreakerConfig{ConsecutiveFailures: 5}
-	alone := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
-	runFleet(newFleet(t, alone, fleetOpts{n: 1, breaker: br}), 2, run)
-	one := alone.Stats().Requests
-
-	const n, callers = 8, 2
-	apart := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
-	runFleet(newFleet(t, apart, fleetOpts{n: n, breaker: br}), callers, run)
-	without := apart.Stats().Requests
-
-	prov := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
-	fleet := newFleet(t, prov, fleetOpts{n: n, client: c, prefix: testPrefix(t, c), breaker: br, storeOpts: []Option{WithFleetFailures(5, 0)}})
-	runFleet(fleet, callers, run)
-	all := prov.Stats().Requests
-	fleetRejected := 0
-	for _, m := range fleet {
-		for _, ev := range m.eventsOf(steady.EventRejected) {
-			if errors.Is(ev.Err, steady.ErrCircuitOpen) {
-				fleetRejected++
-			}
+	for _, row := range []struct {
+		middleware, defaults bool
+	}{{false, false}, {true, false}, {false, true}, {true, true}} {
+		middleware := row.middleware
+		name := "roundtripper"
+		if middleware {
+			name = "middleware"
 		}
-	}
-	t.Logf("one process alone: %d attempts; fleet of %d without the store: %d; with it: %d attempts, %d rejected by an open circuit", one, n, without, all, fleetRejected)
-	// Every caller's first attempt leaves before any failure is known.
-	if all > 2*one+n*callers {
-		t.Errorf("the fleet sent %d attempts to a dead upstream, one process %d: more than twice that and a first attempt per caller", all, one)
-	}
-	if 2*all > without {
-		t.Errorf("the fleet sent %d attempts with the store, %d without: not half", all, without)
-	}
-	if fleetRejected == 0 {
-		t.Error("no request was rejected by an open circuit")
+		// The breaker and the fleet's failures as configured (5 in a
+		// row), or both left at their defaults.
+		br := steady.BreakerConfig{ConsecutiveFailures: 5}
+		storeOpts := []Option{WithFleetFailures(5, 0)}
+		if row.defaults {
+			name += "/defaults"
+			br, storeOpts = steady.BreakerConfig{}, nil
+		}
+		t.Run(name, func(t *testing.T) {
+			const run = 4 * time.Second
+			alone := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
+			runFleet(newFleet(t, alone, fleetOpts{n: 1, breaker: br, middleware: middleware}), 2, run)
+			one := alone.Stats().Requests
+
+			const n, callers = 16, 2
+			apart := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
+			runFleet(newFleet(t, apart, fleetOpts{n: n, breaker: br, middleware: middleware}), callers, run)
+			without := apart.Stats().Requests
+
+			prov := steadytest.NewProvider(steadytest.ProviderConfig{Faults: steadytest.Faults{Outage: true}})
+			fleet := newFleet(t, prov, fleetOpts{n: n, client: c, prefix: testPrefix(t, c), breaker: br, middleware: middleware, storeOpts: storeOpts})
+			runFleet(fleet, callers, run)
+			all := prov.Stats().Requests
+			fleetRejected := 0
+			for _, m := range fleet {
+				for _, ev := range m.eventsOf(steady.EventRejected) {
+					if errors.Is(ev.Err, steady.ErrCircuitOpen) {
+						fleetRejected++
+					}
+				}
+			}
+			t.Logf("one process alone: %d attempts; fleet of %d without the store: %d; with it: %d attempts (%.2f× one process), %d rejected by an open circuit", one, n, without, all, float64(all)/float64(max(one, 1)), fleetRejected)
+			if all > 2*one {
+				t.Errorf("the fleet of %d sent %d attempts to a dead upstream, one process %d: more than twice that", n, all, one)
+			}
+			if 2*all > without {
+				t.Errorf("the fleet sent %d attempts with the store, %d without: not half", all, without)
+			}
+			if fleetRejected == 0 {
+				t.Error("no request was rejected by an open circuit")
+			}
+		})
 	}
 }
 
