@@ -151,7 +151,8 @@ var routeForms = []string{"middleware", "roundtripper"}
 // batchResult is what a batch of calls achieved.
 type batchResult struct {
 	ok, failed int
-	last       time.Time
+	last       time.Time   // the last success
+	failedAt   []time.Time // when each failure came
 	errs       []error
 }
 
@@ -173,6 +174,7 @@ func runBatch(client openai.Client, n int, ctxFor func(i int) (context.Context, 
 			defer mu.Unlock()
 			if err != nil {
 				res.failed++
+				res.failedAt = append(res.failedAt, time.Now())
 				if len(res.errs) < 3 {
 					res.errs = append(res.errs, err)
 				}
