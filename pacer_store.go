@@ -13,9 +13,30 @@ import (
 // attempt), and the request waits for the fleet's turn too; after the
 // attempt, the store is told what the response showed.
 
-// errStoreLocal is the Err of an EventStore reporting a fall back: the
-// store could not reach its backend and paces at this process's share.
+// errStoreLocal is the Err of an EventStore reporting a fall back whose
+// store named no cause: the store could not reach its backend and paces
+// at this process's share.
 var errStoreLocal = errors.New("steady: store unreachable; pacing at this process's share of the limits")
+
+// storeLocalError is the Err of an EventStore reporting a fall back that
+// its store gave a cause for ([StoreGrant.Err], [StoreGrant.Lapse]); it
+// unwraps to the cause.
+type storeLocalError struct{ cause error }
+
+func (e *storeLocalError) Error() string {
+	return "steady: store unreachable (" + e.cause.Error() + "); pacing at this process's share of the limits"
+}
+
+func (e *storeLocalError) Unwrap() error { return e.cause }
+
+// storeFallbackErr returns the Err of an EventStore reporting a fall
+// back of the given cause (nil: none named).
+func storeFallbackErr(cause error) error {
+	if cause == nil {
+		return errStoreLocal
+	}
+	return &storeLocalError{cause: cause}
+}
 
 // fleetReopen is how long a failed fleet probe opens the fleet's circuit
 // again when the local circuit stays closed.
@@ -58,18 +79,28 @@ func (pt *partition) storeCapsLocked(p *pacer) []int64 {
 }
 
 // storeApplyLocked applies a grant to pt: whether the store paces the
-// fleet, and a newer reading of the fleet's windows. It returns the
-// EventStore to emit (once pt.mu is released) when the partition fell
-// back to local pacing or rejoined the fleet; nil otherwise.
-func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time) *Event {
-	var ev *Event
-	if (!pt.storeSeen && !g.Shared) || (pt.storeSeen && g.Shared != pt.storeShared) {
-		// Each partition says so for itself: a store may fall back for
-		// one partition (its keys unusable) and stay shared for others.
-		ev = &Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Reason: "rejoined"}
-		if !g.Shared {
-			ev.Reason, ev.Err = "fallback", errStoreLocal
-		}
+// fleet, and a newer reading of the fleet's windows. It appends to evs the
+// EventStores to emit (once pt.mu is released) when the partition fell
+// back to local pacing or rejoined the fleet (both, in that order, for a
+// grant that reports a lapse), and returns evs.
+func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time, evs []Event) []Event {
+	// Each partition says so for itself: a store may fall back for one
+	// partition (its keys unusable) and stay shared for others.
+	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model}
+	switch {
+	case g.Shared && g.Lapse != nil && (!pt.storeSeen || pt.storeShared):
+		// The store fell back and rejoined between two grants of this
+		// partition: it is told as it happened.
+		fb := ev
+		fb.Reason, fb.Err = "fallback", storeFallbackErr(g.Lapse)
+		ev.Reason = "rejoined"
+		evs = append(evs, fb, ev)
+	case !g.Shared && (!pt.storeSeen || pt.storeShared):
+		ev.Reason, ev.Err = "fallback", storeFallbackErr(g.Err)
+		evs = append(evs, ev)
+	case g.Shared && pt.storeSeen && !pt.storeShared:
+		ev.Reason = "rejoined"
+		evs = append(evs, ev)
 	}
 	pt.storeSeen = true
 	if g.Shared != pt.storeShared {
@@ -93,7 +124,7 @@ func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now ti
 		}
 		pt.wakeHeadLocked()
 	}
-	return ev
+	return evs
 }
 
 // fleetOpenError is acquire's error when the fleet's circuit for the
@@ -199,9 +230,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		}
 		now = time.Now()
 		pt.mu.Lock()
-		if ev := p.storeApplyLocked(pt, pm, g, now); ev != nil {
-			evs = append(evs, *ev)
-		}
+		evs = p.storeApplyLocked(pt, pm, g, now, evs)
 		// A partition that learned its windows from the fleet's reading
 		// reserves in them at once, rather than send uncounted.
 		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != BreakerClosed {

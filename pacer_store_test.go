@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -292,6 +293,64 @@ func TestStoreEvents(t *testing.T) {
 		}
 		if len(evs) != 2 || evs[0].Reason != "fallback" || evs[0].Err == nil || evs[1].Reason != "rejoined" || evs[1].Kind.String() != "store" {
 			t.Errorf("store events %+v, want a fallback then a rejoin", evs)
+		}
+	})
+}
+
+// TestStoreEventCauses: an EventStore's Err names the cause the store
+// gave for falling back, and a grant that reports a lapse (the store fell
+// back and rejoined between two of the partition's grants, as when only
+// a settlement found the backend down) is told as a fallback and a rejoin.
+func TestStoreEventCauses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		refused := errors.New("backend refused the connection")
+		timeout := errors.New("backend did not answer in time")
+		store := &scriptStore{grant: func(n int) steady.StoreGrant {
+			switch n {
+			case 1:
+				return steady.StoreGrant{Fleet: 2, Err: refused}
+			case 3:
+				return steady.StoreGrant{Shared: true, Fleet: 2, Lapse: timeout}
+			case 4:
+				return steady.StoreGrant{Fleet: 2}
+			}
+			return steady.StoreGrant{Shared: true, Fleet: 2}
+		}}
+		fake := steadytest.NewFakeT(t)
+		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
+		var mu sync.Mutex
+		var evs []steady.Event
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, OnEvent: func(ev steady.Event) {
+			if ev.Kind == steady.EventStore {
+				mu.Lock()
+				evs = append(evs, ev)
+				mu.Unlock()
+			}
+		}}, fake, "middleware")
+		for range 5 {
+			if err := sdkChat(context.Background(), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := []struct {
+			reason string
+			cause  error
+		}{{"fallback", refused}, {"rejoined", nil}, {"fallback", timeout}, {"rejoined", nil}, {"fallback", nil}}
+		if len(evs) != len(want) {
+			t.Fatalf("store events %+v, want %d", evs, len(want))
+		}
+		for i, w := range want {
+			ev := evs[i]
+			switch {
+			case ev.Reason != w.reason:
+				t.Errorf("event %d: reason %q, want %q", i, ev.Reason, w.reason)
+			case w.reason == "rejoined" && ev.Err != nil:
+				t.Errorf("event %d: rejoin with Err %v", i, ev.Err)
+			case w.reason == "fallback" && ev.Err == nil:
+				t.Errorf("event %d: fallback without Err", i)
+			case w.cause != nil && (!errors.Is(ev.Err, w.cause) || !strings.Contains(ev.Err.Error(), w.cause.Error())):
+				t.Errorf("event %d: Err %v, want it to name %v", i, ev.Err, w.cause)
+			}
 		}
 	})
 }

@@ -125,6 +125,17 @@ type StoreGrant struct {
 	// Shared is false when the store could not reach its backend and
 	// decided locally, at this process's share of the limits.
 	Shared bool
+	// Err is, when Shared is false, why the store decided locally: the
+	// cause its backend gave (the connection refused, no answer in time,
+	// the partition's keys refused). Nil when Shared is true or the store
+	// does not say; the pacer's EventStore then names no cause.
+	Err error
+	// Lapse, when Shared is true, reports that the store fell back for
+	// this partition since the partition's previous grant (a settlement
+	// could not reach the backend) and shares again before any grant said
+	// so: it is the fall back's cause. The pacer reports that fall back
+	// and the rejoin, as two grants would have. Nil otherwise.
+	Lapse error
 }
 
 // StoreObservation is a rate-limit reading shared through a [Store]: the

@@ -28,11 +28,16 @@ const (
 func (s *Store) reserveAgain(ctx context.Context, r steady.StoreReservation) (steady.StoreGrant, error) {
 	start := s.cfg.now()
 	delay := coldPoll
+	var lapse error // told by a grant asked again: the final one tells it
 	for {
 		g, again, err := s.reserveOnce(ctx, r)
+		if g.Shared && g.Lapse == nil {
+			g.Lapse = lapse
+		}
 		if err != nil || !again {
 			return g, err
 		}
+		lapse = g.Lapse
 		wait := g.Wait
 		if wait <= 0 {
 			wait = delay
@@ -40,7 +45,7 @@ func (s *Store) reserveAgain(ctx context.Context, r steady.StoreReservation) (st
 		}
 		waited := s.cfg.now().Sub(start)
 		if r.MaxWait > 0 && waited+wait > r.MaxWait {
-			return steady.StoreGrant{Wait: waited + wait, Refused: true, Fleet: g.Fleet, Shared: true}, nil
+			return steady.StoreGrant{Wait: waited + wait, Refused: true, Fleet: g.Fleet, Shared: true, Lapse: lapse}, nil
 		}
 		t := time.NewTimer(wait)
 		select {

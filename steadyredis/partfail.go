@@ -35,11 +35,30 @@ func partitionError(err error) bool {
 // takes pt alone out of the fleet for the retry interval and counts as
 // Redis answering; any other error is the store's. It returns the error
 // the store should record.
+//
+// A failure of either kind is also recorded as pt's lapse until its next
+// grant tells it (see part.takeLapse), so that a fall back found by a
+// settlement alone is reported to the pacer too.
 func (s *Store) settled(pt *part, err error, now time.Time) error {
+	if err != nil && pt.id.Key == "" {
+		// The upstream's breaker alone (no pacing partition): the next
+		// grant of any partition tells the lapse.
+		s.mu.Lock()
+		if s.lapse == nil {
+			s.lapse = err
+		}
+		s.mu.Unlock()
+	} else if err != nil {
+		pt.mu.Lock()
+		if pt.lapse == nil {
+			pt.lapse = err
+		}
+		pt.mu.Unlock()
+	}
 	if partitionError(err) {
 		pt.mu.Lock()
 		was := pt.broken
-		pt.broken, pt.retryAt = true, now.Add(s.cfg.retry)
+		pt.broken, pt.retryAt, pt.brokenErr = true, now.Add(s.cfg.retry), err
 		pt.mu.Unlock()
 		if !was {
 			s.cfg.logger.Warn("steadyredis: Redis refuses a partition's keys; that partition paces locally at this process's share of the limits", "key", pt.keys[0], "err", err)
@@ -65,9 +84,29 @@ func (s *Store) settled(pt *part, err error, now time.Time) error {
 }
 
 // localOnly reports whether pt paces locally now because Redis refused its
-// keys less than the retry interval ago.
-func (pt *part) localOnly(now time.Time) bool {
+// keys less than the retry interval ago, and with what error.
+func (pt *part) localOnly(now time.Time) (bool, error) {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
-	return pt.broken && now.Before(pt.retryAt)
+	if pt.broken && now.Before(pt.retryAt) {
+		return true, pt.brokenErr
+	}
+	return false, nil
+}
+
+// takeLapse returns the cause of the failure of a call for pt since its
+// last grant, or of a call for no partition since any grant, if any, and
+// forgets it.
+func (s *Store) takeLapse(pt *part) error {
+	pt.mu.Lock()
+	err := pt.lapse
+	pt.lapse = nil
+	pt.mu.Unlock()
+	s.mu.Lock()
+	if err == nil {
+		err = s.lapse
+	}
+	s.lapse = nil
+	s.mu.Unlock()
+	return err
 }

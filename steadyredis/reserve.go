@@ -33,7 +33,10 @@ func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g s
 	pt.mu.Lock()
 	pt.lastUsed = now
 	pt.mu.Unlock()
-	if !pt.localOnly(now) && s.begin(now) {
+	local, cause := pt.localOnly(now)
+	switch {
+	case local:
+	case s.begin(now):
 		pt.mu.Lock()
 		pend := pt.takeLocked()
 		pt.mu.Unlock()
@@ -53,10 +56,19 @@ func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g s
 				pt.markCold(g.Seq)
 			}
 			pt.mu.Unlock()
+			g.Lapse = s.takeLapse(pt)
 			return g, again, nil
 		}
+		cause = err
+	default:
+		cause = s.localCause()
 	}
-	return pt.reserveLocal(r, s.cfg.fleetHint, s.cfg.now()), false, nil
+	g = pt.reserveLocal(r, s.cfg.fleetHint, s.cfg.now())
+	g.Err = cause
+	if lapse := s.takeLapse(pt); g.Err == nil {
+		g.Err = lapse
+	}
+	return g, false, nil
 }
 
 // Settle records how a reservation ended. A cooldown, a breaker opening
@@ -94,7 +106,7 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	}
 	pend := pt.takeLocked()
 	pt.mu.Unlock()
-	if pt.localOnly(now) || !s.begin(now) {
+	if local, _ := pt.localOnly(now); local || !s.begin(now) {
 		return
 	}
 	// What a response told is shared even when its caller has gone.
@@ -108,7 +120,7 @@ func (s *Store) flush(pt *part) {
 	pt.timer = nil
 	pend := pt.takeLocked()
 	pt.mu.Unlock()
-	if pend.empty() || pt.localOnly(s.cfg.now()) || !s.begin(s.cfg.now()) {
+	if local, _ := pt.localOnly(s.cfg.now()); pend.empty() || local || !s.begin(s.cfg.now()) {
 		return
 	}
 	_, err := s.run(context.Background(), pt.keys, s.settleArgs(s.encode(pend, 0, 0, false)))
@@ -320,7 +332,7 @@ func (s *Store) clockArg(a []any) []any {
 // parseGrant reads the script's reply to a reservation of n windows.
 func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 	if len(v) < 8 {
-		return steady.StoreGrant{}, false, fmt.Errorf("steadyredis: reply of %d values, want at least 8", len(v))
+		return steady.StoreGrant{}, false, fmt.Errorf("%w: reply of %d values, want at least 8", ErrScript, len(v))
 	}
 	ints := make([]int64, len(v))
 	for i, x := range v {
@@ -329,7 +341,7 @@ func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 		}
 		k, ok := x.(int64)
 		if !ok {
-			return steady.StoreGrant{}, false, fmt.Errorf("steadyredis: reply value %d is %T, want an integer", i, x)
+			return steady.StoreGrant{}, false, fmt.Errorf("%w: reply value %d is %T, want an integer", ErrScript, i, x)
 		}
 		ints[i] = k
 	}
@@ -368,7 +380,7 @@ func parseObservation(seq uint64, blob string, age time.Duration) (*steady.Store
 	d.UseNumber()
 	var ws [][]any
 	if err := d.Decode(&ws); err != nil {
-		return nil, fmt.Errorf("steadyredis: stored observation: %w", err)
+		return nil, fmt.Errorf("%w: stored observation: %w", ErrScript, err)
 	}
 	o := &steady.StoreObservation{Seq: seq, Windows: make([]steady.StoreObservedWindow, 0, len(ws))}
 	for _, w := range ws {

@@ -59,10 +59,6 @@ var reserveLua string
 
 var reserveScript = redis.NewScript(reserveLua)
 
-// ErrTimeout is the error reported (through WithNotify and the log) when
-// Redis did not answer within the timeout.
-var ErrTimeout = errors.New("steadyredis: Redis did not answer in time")
-
 // Option configures a [Store].
 type Option func(*config)
 
@@ -183,12 +179,15 @@ type Store struct {
 	c      redis.UniversalClient
 	cfg    config
 	direct bool // the client honours context deadlines itself
+	dials  *dialTrace
 
 	calls sync.WaitGroup // Redis calls and flushes in progress
 
 	mu      sync.Mutex
 	parts   partTable // guarded by mu
 	shared  bool      // Redis answered last; guarded by mu
+	cause   error     // why the last call failed, while not shared; guarded by mu
+	lapse   error     // a failed call for no partition, until a grant tells it; guarded by mu
 	retryAt time.Time // next try while not shared; guarded by mu
 	probing bool      // a call tries Redis while not shared; guarded by mu
 	closed  bool      // guarded by mu
@@ -202,6 +201,11 @@ var _ steady.Store = (*Store)(nil)
 // otherwise the call goes on in the background until the client's own
 // read timeout while the store has already decided locally. The error
 // reports a nil client or a prefix that cannot work (see [WithPrefix]).
+//
+// New adds one hook to client (redis.Hook) that records whether its last
+// dial failed, so that a fall back names its cause (ErrRefused rather
+// than ErrTimeout when nothing listens); the hook passes every call
+// through unchanged and stays with the client after Close.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	cfg := config{}
 	for _, o := range opts {
@@ -240,6 +244,8 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	}
 	s := &Store{c: client, cfg: cfg, shared: true}
 	s.parts.init()
+	s.dials = &dialTrace{}
+	client.AddHook(s.dials)
 	switch c := client.(type) {
 	case *redis.Client:
 		s.direct = c.Options().ContextTimeoutEnabled
@@ -325,10 +331,14 @@ type part struct {
 	cold     map[uint64]bool // Seqs of this process's cold reservations in the fleet's count; guarded by mu
 	lastUsed time.Time       // guarded by mu
 
-	// Redis refused this partition's keys (see partfail.go): it paces
-	// locally until retryAt. Guarded by mu.
-	broken  bool
-	retryAt time.Time
+	// Redis refused this partition's keys (see partfail.go), with
+	// brokenErr: it paces locally until retryAt. Guarded by mu.
+	broken    bool
+	brokenErr error
+	retryAt   time.Time
+	// lapse is the cause of a call for this partition that failed since
+	// its last grant, which the next grant tells. Guarded by mu.
+	lapse error
 }
 
 // maxParts bounds the partitions kept; idle ones are dropped beyond it.
@@ -409,6 +419,7 @@ func (s *Store) end(err error, now time.Time) {
 	s.probing = false
 	if err != nil {
 		s.retryAt = now.Add(s.cfg.retry)
+		s.cause = err
 	}
 	s.mu.Unlock()
 	if was == (err == nil) {
@@ -424,14 +435,17 @@ func (s *Store) end(err error, now time.Time) {
 	}
 }
 
-// run runs the script within the timeout.
+// run runs the script within the timeout. Its error names the cause of
+// a failure (see classify): ErrTimeout only when Redis did not answer in
+// time, not when its connection was refused.
 func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
+	tr := s.dials
 	if s.direct {
 		v, err := reserveScript.Run(cctx, s.c, keys, args...).Slice()
-		if err != nil && cctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w: %v", ErrTimeout, err)
+		if err != nil && ctx.Err() == nil {
+			err = classify(err, tr.dialErr(), cctx.Err() != nil)
 		}
 		return v, err
 	}
@@ -448,11 +462,28 @@ func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, erro
 	}()
 	select {
 	case r := <-ch:
+		if r.err != nil && ctx.Err() == nil {
+			r.err = classify(r.err, tr.dialErr(), cctx.Err() != nil)
+		}
 		return r.v, r.err
 	case <-cctx.Done():
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, ErrTimeout
+		return nil, classify(nil, tr.dialErr(), true)
 	}
+}
+
+// localCause returns why a call does not go to Redis now that begin
+// refused it: the store closed, or the cause of its last failure.
+func (s *Store) localCause() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if s.cause == nil {
+		return ErrTimeout // unreachable: not shared only after a failure
+	}
+	return s.cause
 }
