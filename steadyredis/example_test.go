@@ -3,6 +3,8 @@ package steadyredis_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -61,4 +63,14 @@ func Example() {
 	// ... send the request; then report what its response told:
 	store.Settle(ctx, steady.StoreSettlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
 	fmt.Println("shared with the fleet:", g.Shared)
+}
+
+// A program that owns its process sends go-redis's own log lines (a
+// failed dial each second while Redis is down) to the Transport's logger,
+// one line of a kind a minute, at its start. A Store never does this
+// itself: go-redis has one logger for the whole process.
+func ExampleRedisLogger() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	redis.SetLogger(steadyredis.RedisLogger(logger, 0))
+	_ = steady.New(steady.Config{Logger: logger})
 }

@@ -113,11 +113,16 @@ func runWorker(ctx context.Context, spec workerSpec, stdin io.Reader, stdout, st
 		opt.ContextTimeoutEnabled = true // a slow call is abandoned at the store's timeout
 		rc := redis.NewClient(opt)
 		defer rc.Close()
+		logger := slog.New(slog.NewTextHandler(stderr, nil))
+		// This program owns go-redis's process-wide logger: its dial
+		// failures while Redis is down go to the worker's log, one a
+		// minute, rather than a line a second.
+		redis.SetLogger(steadyredis.RedisLogger(logger, 0))
 		st, err := steadyredis.New(rc,
 			steadyredis.WithPrefix(spec.Prefix),
 			steadyredis.WithInstanceID("worker-"+strconv.Itoa(spec.ID)),
 			steadyredis.WithFleetHint(spec.FleetSize),
-			steadyredis.WithLogger(slog.New(slog.NewTextHandler(stderr, nil))),
+			steadyredis.WithLogger(logger),
 			steadyredis.WithNotify(func(c steadyredis.Change) {
 				if !c.Shared {
 					fallbacks.Add(1)
