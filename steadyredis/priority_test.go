@@ -91,6 +91,7 @@ func runFleetLanes(t *testing.T, fleet []*fleetMember, limit int, window, d time
 			defer mu.Unlock()
 			if err != nil {
 				res.interactiveFailed++
+				t.Logf("interactive call in %v failed after %v: %v", m.store != nil, time.Since(began), err)
 				return
 			}
 			interOK.Add(1)
