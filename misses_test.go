@@ -37,6 +37,7 @@ const (
 	whySmallFleet    = "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; a store (steadyredis) is the remedy"
 	whyColdShort     = "from a cold start nothing tells the rate before the first 429: slow start takes about a second to reach 20/s, and a window's quota is then paced evenly, where a sender that knows the limit sends it the moment the window opens; with deadlines at half the batch's minimum that costs up to a third of what the limit could serve by then"
 	whyColdBucket    = "a token bucket's stored burst, drained in slow start, costs a few more 429s before the rate is found"
+	whyProbeGap      = "issue 20: the open circuit probes at 1, 2, 4, 8 s, then every 7.5–10 s (Breaker.OpenTimeout), so a healing is seen up to a probe interval late; probing more often would cost the outage more attempts (at most 15 for 2 minutes is the other target)"
 	whyUncoord       = "issue 18: each process's share is its own part of what the key spent, which any split confirms; at zero latency the process whose reading of the reset is earliest (here the first caller's, 0 ns of inOrder's delay) reaches every reset first and, seeing no other request inside that instant, spends the window alone at share 1, while the others only see spent windows and shrink; additive increase at each epoch was tried and moved no row (the first process never sees the others)"
 	whySliding10s    = "not analysed yet: 1.24 times when the batch was launched in the scheduler's order, 1.28 times in the order of its calls"
 	whyRouteLate     = "as TestWaitOnlyIfServed, not analysed: some calls queued before the first answers, and not refused by them, wait and fail with a *WaitError 1 ms before their deadline (probably planned while the windows' kind was not known, taken to refill gradually); 28 did so before waiting calls could move to the other key"
@@ -127,6 +128,9 @@ var knownMisses = []knownMiss{
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper", "429s", whyUncoord},
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper", "failed", whyUncoord},
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper", "spread", whyUncoord},
+	// TestOutageWindowSpent: the first success after a 60 s outage.
+	{"TestOutageWindowSpent/middleware", "first success", whyProbeGap},
+	{"TestOutageWindowSpent/roundtripper", "first success", whyProbeGap},
 }
 
 // missKey names one measure of one row.
