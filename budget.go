@@ -2,7 +2,9 @@ package steady
 
 import (
 	"cmp"
+	"context"
 	"math"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/time/rate"
@@ -23,7 +25,10 @@ const (
 // what was earned. At most 100 earned retries are kept, so that a quiet
 // spell does not bank a retry storm. When the budget is spent, a failed
 // attempt is handed back to the caller instead of being retried. Retries
-// after a 429 neither need nor spend budget.
+// after a 429 neither need nor spend budget. With a [PacingConfig.Store]
+// that keeps the fleet's budget ([StoreRetryBudget], as steadyredis's
+// does), the budget, its cap and its floor are the fleet's per upstream,
+// not each process's; while the store cannot decide, each process's own.
 type BudgetConfig struct {
 	// Ratio is the share of first attempts that may be retried. Zero means
 	// 0.2; negative disables the budget (every retry is allowed).
@@ -42,6 +47,15 @@ type budget struct {
 	max     int64        // most micro-retries banked
 	balance atomic.Int64 // micro-retries
 	floor   *rate.Limiter
+	// floorRate and floorBurst are floor's settings (zero without one),
+	// as a fleet's budget shares them.
+	floorRate  float64
+	floorBurst int
+
+	// With a Store that keeps the fleet's budget: the micro-retries
+	// this process earned per upstream and has not yet told it.
+	mu     sync.Mutex
+	earned map[string]int64 // guarded by mu
 }
 
 const microRetry = 1_000_000
@@ -61,40 +75,64 @@ func newBudget(c BudgetConfig) *budget {
 		b.earn = b.max
 	}
 	if floor := cmp.Or(c.MinPerSecond, defaultBudgetMinPerSecond); floor > 0 {
-		b.floor = rate.NewLimiter(rate.Limit(floor), int(min(math.Max(1, math.Ceil(floor)), 1<<20)))
+		b.floorRate, b.floorBurst = floor, int(min(math.Max(1, math.Ceil(floor)), 1<<20))
+		b.floor = rate.NewLimiter(rate.Limit(floor), b.floorBurst)
 	}
 	return b
 }
 
-// deposit credits one first attempt.
-func (b *budget) deposit() {
-	if b == nil {
-		return
+// maxEarnedUpstreams bounds the upstreams whose earnings wait to be told
+// to a fleet's budget; beyond it, earnings toward a new one are dropped
+// (the fleet then allows fewer retries, never more).
+const maxEarnedUpstreams = 1024
+
+// earnFor records one first attempt toward upstream for the fleet's budget.
+func (b *budget) earnFor(upstream string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.earned == nil {
+		b.earned = make(map[string]int64)
 	}
-	for {
-		old := b.balance.Load()
-		if old >= b.max {
-			return
-		}
-		if b.balance.CompareAndSwap(old, min(old+b.earn, b.max)) {
-			return
-		}
+	if e, ok := b.earned[upstream]; ok || len(b.earned) < maxEarnedUpstreams {
+		b.earned[upstream] = min(e+b.earn, b.max)
 	}
 }
 
-// withdraw spends one retry; false means the budget is spent.
-func (b *budget) withdraw() bool {
+// takeEarned returns what this process earned toward upstream since it
+// last told the fleet, and forgets it.
+func (b *budget) takeEarned(upstream string) int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.earned[upstream]
+	delete(b.earned, upstream)
+	return e
+}
+
+// withdrawFleet spends one retry toward upstream from the fleet's budget
+// kept by fb; when fb cannot decide (its backend unreachable), from this
+// process's own budget, which earns from every first attempt either way.
+func (b *budget) withdrawFleet(ctx context.Context, fb StoreRetryBudget, upstream string) bool {
 	if b == nil {
 		return true
 	}
-	for {
-		old := b.balance.Load()
-		if old < microRetry {
-			break
-		}
-		if b.balance.CompareAndSwap(old, old-microRetry) {
-			return true
-		}
+	if fb == nil {
+		return b.withdraw()
 	}
-	return b.floor != nil && b.floor.Allow()
+	e := b.takeEarned(upstream)
+	ok, shared := fb.Retry(ctx, StoreRetry{Upstream: upstream, Earned: float64(e) / microRetry,
+		Max: float64(b.max) / microRetry, Floor: b.floorRate, FloorBurst: b.floorBurst})
+	if shared {
+		return ok
+	}
+	if e > 0 {
+		b.mu.Lock()
+		if b.earned == nil {
+			b.earned = make(map[string]int64)
+		}
+		if _, ok := b.earned[upstream]; ok || len(b.earned) < maxEarnedUpstreams {
+			b.earned[upstream] = min(b.earned[upstream]+e, b.max)
+		}
+		b.mu.Unlock()
+	}
+	return b.withdraw()
 }

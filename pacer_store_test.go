@@ -354,3 +354,69 @@ func TestStoreEventCauses(t *testing.T) {
 		}
 	})
 }
+
+// budgetStore is a scriptStore that keeps a fleet's retry budget: it
+// answers every Retry with ok and shared, and records what it is told.
+type budgetStore struct {
+	scriptStore
+	ok, shared bool
+
+	bmu    sync.Mutex
+	asks   int
+	earned float64
+}
+
+func (s *budgetStore) Retry(_ context.Context, r steady.StoreRetry) (bool, bool) {
+	s.bmu.Lock()
+	defer s.bmu.Unlock()
+	s.asks++
+	s.earned += r.Earned
+	return s.ok, s.shared
+}
+
+// TestStoreRetryBudget: a Transport whose Store keeps the fleet's retry
+// budget asks it before each retry (credited with what its first attempts
+// earned) and obeys it; when the store decides nothing, its own budget
+// does.
+func TestStoreRetryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		ok, shared  bool
+		wantRetries bool
+	}{
+		{"fleet refuses", false, true, false},
+		{"fleet allows", true, true, true},
+		{"store down: local budget", false, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := &budgetStore{ok: tc.ok, shared: tc.shared}
+				fake := steadytest.NewFakeT(t)
+				fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response {
+					return steadytest.Response{Status: 500, Body: `{"error":{"message":"down"}}`}
+				})
+				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{Disabled: true},
+					Retry: steady.RetryConfig{MaxRetries: 1}}, fake, "middleware")
+				const calls = 5
+				for range calls {
+					if err := sdkChat(context.Background(), c); err == nil {
+						t.Fatal("a call to a dead upstream succeeded")
+					}
+				}
+				store.bmu.Lock()
+				asks, earned := store.asks, store.earned
+				store.bmu.Unlock()
+				if asks != calls {
+					t.Errorf("%d asks of the fleet's budget, want %d (one per retry)", asks, calls)
+				}
+				if tc.shared && (earned < 0.2*calls-1e-9 || earned > 0.2*calls+1e-9) {
+					t.Errorf("the fleet was credited %v retries, want %v (0.2 per first attempt)", earned, 0.2*calls)
+				}
+				retries := fake.Calls() - calls
+				if tc.wantRetries && retries != calls || !tc.wantRetries && retries != 0 {
+					t.Errorf("%d retries sent, want retries %v", retries, tc.wantRetries)
+				}
+			})
+		})
+	}
+}

@@ -152,7 +152,7 @@ func (c *call) decide(f Failure) (wait time.Duration, reason string) {
 	}
 	// A 429 is a rate signal, not a failure: its retry waits its turn in
 	// the pacing queue and spends no budget.
-	if f.Status != http.StatusTooManyRequests && !c.t.budget.withdraw() {
+	if f.Status != http.StatusTooManyRequests && !c.t.budget.withdrawFleet(c.ctx, c.t.fleetBudget, c.upstream) {
 		return 0, "retry budget exhausted"
 	}
 	return wait, ""

@@ -264,3 +264,67 @@ func (o *StoreObservation) rateLimits(now time.Time) RateLimits {
 	}
 	return rl
 }
+
+// StoreRetryBudget is implemented by a [Store] that also keeps the fleet's
+// retry budget per upstream, so that the retries of every process toward
+// one upstream are bounded as one process's are ([BudgetConfig]): what
+// the fleet's first attempts earned, at most Max banked, and Floor
+// retries per second fleet-wide on top, rather than each process's
+// budget and floor multiplied by the fleet. A Transport whose Store
+// implements it asks before each retry (not after a 429); when the store
+// cannot decide, the Transport's own budget does.
+type StoreRetryBudget interface {
+	// Retry credits r.Earned to the fleet's budget toward r.Upstream
+	// and spends one retry of it. ok reports whether the retry may go;
+	// shared is false when the store could not reach its backend and
+	// decided nothing (ok is then false too).
+	Retry(ctx context.Context, r StoreRetry) (ok, shared bool)
+}
+
+// StoreRetry asks a [StoreRetryBudget] for one retry.
+type StoreRetry struct {
+	// Upstream names the budget, as [StorePartition.Upstream] does.
+	Upstream string
+	// Earned is the retries this process's first attempts earned toward
+	// the upstream since its last ask (a fraction of a retry each).
+	Earned float64
+	// Max is the most retries the fleet's budget keeps banked.
+	Max float64
+	// Floor is the retries per second the fleet may make on top of what
+	// was earned, in bursts of FloorBurst; zero or less means none.
+	Floor      float64
+	FloorBurst int
+}
+
+// deposit credits one first attempt.
+func (b *budget) deposit() {
+	if b == nil {
+		return
+	}
+	for {
+		old := b.balance.Load()
+		if old >= b.max {
+			return
+		}
+		if b.balance.CompareAndSwap(old, min(old+b.earn, b.max)) {
+			return
+		}
+	}
+}
+
+// withdraw spends one retry; false means the budget is spent.
+func (b *budget) withdraw() bool {
+	if b == nil {
+		return true
+	}
+	for {
+		old := b.balance.Load()
+		if old < microRetry {
+			break
+		}
+		if b.balance.CompareAndSwap(old, old-microRetry) {
+			return true
+		}
+	}
+	return b.floor != nil && b.floor.Allow()
+}

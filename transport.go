@@ -109,14 +109,17 @@ type Config struct {
 // value, or a nil pointer) sends nothing: every request fails with an
 // error that says so.
 type Transport struct {
-	cfg      Config
-	base     http.RoundTripper
-	retry    retryPolicy
-	guard    guardPolicy
-	budget   *budget   // nil: unlimited
-	breakers *breakers // nil: disabled
-	pacer    *pacer
-	router   *router // nil without Config.Upstreams
+	cfg    Config
+	base   http.RoundTripper
+	retry  retryPolicy
+	guard  guardPolicy
+	budget *budget // nil: unlimited
+	// fleetBudget is the Store's fleet-wide retry budget, when it keeps
+	// one and pacing is on; nil otherwise.
+	fleetBudget StoreRetryBudget
+	breakers    *breakers // nil: disabled
+	pacer       *pacer
+	router      *router // nil without Config.Upstreams
 
 	logs *logBursts // nil when no Logger
 
@@ -151,6 +154,9 @@ func New(cfg Config) *Transport {
 		t.pacer.breakerState = t.breakerState
 	}
 	t.pacer.noBreaker = t.breakers == nil
+	if fb, ok := cfg.Pacing.Store.(StoreRetryBudget); ok && !cfg.Pacing.Disabled && t.budget != nil {
+		t.fleetBudget = fb
+	}
 	return t
 }
 
@@ -493,6 +499,9 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 	}()
 	if c.attempt == 1 {
 		c.t.budget.deposit()
+		if c.t.fleetBudget != nil {
+			c.t.budget.earnFor(c.upstream)
+		}
 	}
 	observed := c.t.observed()
 	var sentAt time.Time

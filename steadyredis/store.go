@@ -439,11 +439,17 @@ func (s *Store) end(err error, now time.Time) {
 // a failure (see classify): ErrTimeout only when Redis did not answer in
 // time, not when its connection was refused.
 func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, error) {
+	return s.runScript(ctx, reserveScript, keys, args)
+}
+
+// runScript runs script within the timeout, as run does; a reply that is
+// not a list is returned as a list of one value.
+func (s *Store) runScript(ctx context.Context, script *redis.Script, keys []string, args []any) ([]any, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.timeout)
 	defer cancel()
 	tr := s.dials
 	if s.direct {
-		v, err := reserveScript.Run(cctx, s.c, keys, args...).Slice()
+		v, err := replyOf(script.Run(cctx, s.c, keys, args...))
 		if err != nil && ctx.Err() == nil {
 			err = classify(err, tr.dialErr(), cctx.Err() != nil)
 		}
@@ -457,7 +463,7 @@ func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, erro
 	s.calls.Add(1)
 	go func() {
 		defer s.calls.Done()
-		v, err := reserveScript.Run(cctx, s.c, keys, args...).Slice()
+		v, err := replyOf(script.Run(cctx, s.c, keys, args...))
 		ch <- result{v, err}
 	}()
 	select {
@@ -472,6 +478,19 @@ func (s *Store) run(ctx context.Context, keys []string, args []any) ([]any, erro
 		}
 		return nil, classify(nil, tr.dialErr(), true)
 	}
+}
+
+// replyOf returns a script's reply as a list: its values, or the one
+// value it is.
+func replyOf(c *redis.Cmd) ([]any, error) {
+	v, err := c.Result()
+	if err != nil {
+		return nil, err
+	}
+	if l, ok := v.([]any); ok {
+		return l, nil
+	}
+	return []any{v}, nil
 }
 
 // localCause returns why a call does not go to Redis now that begin
