@@ -91,7 +91,9 @@ func TestFallbackCause(t *testing.T) {
 					DialTimeout: 200 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
 				defer c.Close()
 				var ch changes
-				s := must(New(c, WithNotify(ch.add), WithTimeout(100*time.Millisecond)))
+				// A timeout long beside a refused dial (immediate on
+				// loopback), so that a loaded machine still sees it.
+				s := must(New(c, WithNotify(ch.add), WithTimeout(300*time.Millisecond)))
 				defer s.Close()
 				g := mustReserve(t, s, reservation(1))
 				check := func(what string, err error) {
