@@ -238,6 +238,7 @@ type FleetSample struct {
 type FleetProcess struct {
 	Calls, OK, Failed, Attempts, RateLimited int
 	Fallbacks, Rejoins                       int  // the store's changes
+	EventFallbacks                           int  // its partitions' EventStore fallbacks
 	StorePing                                bool // Redis answered when it started
 }
 
@@ -499,7 +500,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 			continue
 		}
 		p := FleetProcess{Calls: f.Calls, OK: f.OK, Failed: f.Failed, Attempts: f.Attempts, RateLimited: f.RateLimited,
-			Fallbacks: f.Fallbacks, Rejoins: f.Rejoins, StorePing: w.ping}
+			Fallbacks: f.Fallbacks, Rejoins: f.Rejoins, EventFallbacks: f.EventFallbacks, StorePing: w.ping}
 		if w.id == n {
 			out.Outside = &p
 			continue

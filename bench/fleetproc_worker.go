@@ -58,16 +58,19 @@ type fleetSpec struct {
 type fleetReport struct {
 	Kind        string
 	ID          int
-	Calls       int            `json:",omitempty"`
-	OK          int            `json:",omitempty"`
-	Failed      int            `json:",omitempty"`
-	Attempts    int            `json:",omitempty"`
-	RateLimited int            `json:",omitempty"`
-	Fallbacks   int            `json:",omitempty"` // the store fell back to local pacing
-	Rejoins     int            `json:",omitempty"` // the store rejoined the fleet
-	StorePing   bool           `json:",omitempty"` // Redis answered at start
-	Errors      map[string]int `json:",omitempty"` // failed calls by cause
-	LastEnd     time.Duration  `json:",omitempty"` // a batch: from the start to the end of its last call
+	Calls       int `json:",omitempty"`
+	OK          int `json:",omitempty"`
+	Failed      int `json:",omitempty"`
+	Attempts    int `json:",omitempty"`
+	RateLimited int `json:",omitempty"`
+	Fallbacks   int `json:",omitempty"` // the store fell back to local pacing
+	Rejoins     int `json:",omitempty"` // the store rejoined the fleet
+	// EventFallbacks counts the EventStore fallbacks of the process's
+	// partitions: at least Fallbacks, one per partition that fell back.
+	EventFallbacks int            `json:",omitempty"`
+	StorePing      bool           `json:",omitempty"` // Redis answered at start
+	Errors         map[string]int `json:",omitempty"` // failed calls by cause
+	LastEnd        time.Duration  `json:",omitempty"` // a batch: from the start to the end of its last call
 	// Per second since the common start: attempts sent, 429s received,
 	// calls ended ok and failed.
 	SecAttempts, SecLimited, SecOK, SecFailed []int  `json:",omitempty"`
@@ -192,6 +195,7 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 	var (
 		store              *steadyredis.Store
 		fallbacks, rejoins atomic.Int64
+		eventFallbacks     atomic.Int64 // EventStore fallbacks, as steadyotel counts them
 		ping               bool
 	)
 	if spec.Redis != "" {
@@ -222,6 +226,11 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 		store = st
 		defer store.Close()
 		cfg.Pacing.Store = store
+		cfg.OnEvent = func(ev steady.Event) {
+			if ev.Kind == steady.EventStore && ev.Reason == "fallback" {
+				eventFallbacks.Add(1)
+			}
+		}
 		pctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		ping = rc.Ping(pctx).Err() == nil
 		cancel()
@@ -290,7 +299,7 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 	runCtx, stop := context.WithDeadline(ctx, end)
 	defer stop()
 	if !sleepUntil(runCtx, from) {
-		return writeFinal(enc, spec, t, store, &fallbacks, &rejoins)
+		return writeFinal(enc, spec, t, store, &fallbacks, &rejoins, &eventFallbacks)
 	}
 	var wg sync.WaitGroup
 	switch {
@@ -321,7 +330,7 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 		}
 	}
 	wg.Wait()
-	return writeFinal(enc, spec, t, store, &fallbacks, &rejoins)
+	return writeFinal(enc, spec, t, store, &fallbacks, &rejoins, &eventFallbacks)
 }
 
 // runOutside sends chat completions at spec.Rate without steady and
@@ -364,7 +373,7 @@ func runOutside(ctx context.Context, spec fleetSpec, ht http.RoundTripper, t *pr
 	}
 }
 
-func writeFinal(enc *json.Encoder, spec fleetSpec, t *procTally, store *steadyredis.Store, fallbacks, rejoins *atomic.Int64) error {
+func writeFinal(enc *json.Encoder, spec fleetSpec, t *procTally, store *steadyredis.Store, fallbacks, rejoins, eventFallbacks *atomic.Int64) error {
 	if store != nil {
 		store.Close()
 	}
@@ -372,7 +381,7 @@ func writeFinal(enc *json.Encoder, spec fleetSpec, t *procTally, store *steadyre
 	r := fleetReport{Kind: "final", ID: spec.ID, Calls: t.calls, OK: t.ok, Failed: t.failed, Attempts: t.attempts,
 		RateLimited: t.limited, Errors: t.errs, LastEnd: t.lastEnd,
 		SecAttempts: t.secA, SecLimited: t.secL, SecOK: t.secO, SecFailed: t.secF,
-		Fallbacks: int(fallbacks.Load()), Rejoins: int(rejoins.Load())}
+		Fallbacks: int(fallbacks.Load()), Rejoins: int(rejoins.Load()), EventFallbacks: int(eventFallbacks.Load())}
 	t.mu.Unlock()
 	return enc.Encode(r)
 }

@@ -44,11 +44,18 @@ func (r Report) writeProcs(p func(string, ...any)) {
 		}
 		fb := "-"
 		if c.Store != NoStore {
-			n := 0
+			n, evs, silent := 0, 0, 0
 			for _, pr := range o.Processes {
 				n += pr.Fallbacks
+				evs += pr.EventFallbacks
+				if pr.Fallbacks > 0 && pr.EventFallbacks == 0 {
+					silent++ // fell back without an EventStore
+				}
 			}
 			fb = fmt.Sprint(n)
+			if silent > 0 || evs < n {
+				fb += fmt.Sprintf(" (EventStore %d; %d processes none)", evs, silent)
+			}
 		}
 		fleet := c.describe()
 		if o.Outside != nil {
