@@ -13,7 +13,10 @@ import (
 
 // fixedOK answers every request with the same small 200, reading and
 // closing the request body as a real transport does.
-type fixedOK struct{ header http.Header }
+type fixedOK struct {
+	header http.Header
+	body   string // okBody when empty
+}
 
 const okBody = `{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi"},"finish_reason":"stop"}]}`
 
@@ -22,11 +25,15 @@ func (f fixedOK) RoundTrip(req *http.Request) (*http.Response, error) {
 		io.Copy(io.Discard, req.Body)
 		req.Body.Close()
 	}
+	body := f.body
+	if body == "" {
+		body = okBody
+	}
 	return &http.Response{
 		StatusCode:    200,
 		Header:        f.header,
-		Body:          io.NopCloser(strings.NewReader(okBody)),
-		ContentLength: int64(len(okBody)),
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
 		Request:       req,
 	}, nil
 }
@@ -74,6 +81,46 @@ func BenchmarkBare(b *testing.B) { runBench(b, newBase()) }
 
 // BenchmarkTransport is the success path through steady over the same base.
 func BenchmarkTransport(b *testing.B) { runBench(b, steady.New(steady.Config{Base: newBase()})) }
+
+// usageBody is a chat completion of about 4 KiB of text that tells its
+// usage, as a provider answers.
+var usageBody = `{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"` +
+	strings.Repeat("The quick brown fox jumps over the lazy dog, then reads a story about languages. ", 50) +
+	`","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":950,"total_tokens":962},"system_fingerprint":"fp_1"}`
+
+// runBenchRead is runBench with the response's body read to its end, as
+// the SDK reads it.
+func runBenchRead(b *testing.B, rt http.RoundTripper) {
+	req := benchChatRequest(b)
+	buf := make([]byte, 32<<10)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		req.Body, _ = req.GetBody()
+		resp, err := rt.RoundTrip(req)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatal(resp, err)
+		}
+		for {
+			if _, err := resp.Body.Read(buf); err != nil {
+				break
+			}
+		}
+		resp.Body.Close()
+	}
+}
+
+// BenchmarkTransportReadBody is the success path with a 4 KiB body that
+// tells its usage, read to its end: by default (nothing uses the usage),
+// and settling by usage (PacingConfig.TokensByUsage), which watches it.
+func BenchmarkTransportReadBody(b *testing.B) {
+	base := newBase()
+	base.body = usageBody
+	b.Run("default", func(b *testing.B) { runBenchRead(b, steady.New(steady.Config{Base: base})) })
+	b.Run("by-usage", func(b *testing.B) {
+		runBenchRead(b, steady.New(steady.Config{Base: base, Pacing: steady.PacingConfig{TokensByUsage: true}}))
+	})
+}
 
 // BenchmarkTransportNoPacing is the success path with pacing turned off:
 // retries, budget and breaker only.

@@ -1059,7 +1059,9 @@ type PartitionSnapshot struct {
 	// outputs, read from the responses' usage; zero until enough are known.
 	// EstimateError is the mean, over the recent responses that told
 	// their usage, of the tokens reserved less those used: positive when
-	// requests reserve more than they use.
+	// requests reserve more than they use. A body that is not a stream is
+	// read for its usage only when usage counts or events are observed
+	// (docs/usage.md): otherwise both stay zero for it.
 	LearnedOutput int64
 	EstimateError float64
 }

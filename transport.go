@@ -109,11 +109,15 @@ type Config struct {
 // value, or a nil pointer) sends nothing: every request fails with an
 // error that says so.
 type Transport struct {
-	cfg    Config
-	base   http.RoundTripper
-	retry  retryPolicy
-	guard  guardPolicy
-	budget *budget // nil: unlimited
+	cfg   Config
+	base  http.RoundTripper
+	retry retryPolicy
+	guard guardPolicy
+	// byUsage: the pacer settles by usage (PacingConfig.TokensByUsage),
+	// so every JSON body is watched for it; otherwise only while events
+	// are observed (EventUsage) or in a stream (watch.go).
+	byUsage bool
+	budget  *budget // nil: unlimited
 	// fleetBudget is the Store's fleet-wide retry budget, when it keeps
 	// one and pacing is on; nil otherwise.
 	fleetBudget StoreRetryBudget
@@ -140,6 +144,9 @@ func New(cfg Config) *Transport {
 		retry:  newRetryPolicy(cfg.Retry),
 		guard:  newGuardPolicy(cfg.Retry),
 		budget: newBudget(cfg.Retry.Budget),
+		// Decided once: the hot path asks a field, and an atomic load
+		// for the observers (see watch).
+		byUsage: !cfg.Pacing.Disabled && cfg.Pacing.TokensByUsage,
 	}
 	if t.base == nil {
 		t.base = defaultBase()
@@ -528,7 +535,9 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 	}
 	a.pm.settle(resp, err)
 	if err == nil && resp.StatusCode/100 == 2 {
-		watch(resp, a.pm, c.br) // the body settles the tokens it says were used
+		// The body settles the tokens it says were used, when something
+		// uses them.
+		watch(resp, a.pm, c.br, c.t.byUsage || observed)
 	}
 	c.discovered = a.pm.discoveredPace()
 	outcome := c.outcome(resp, err)

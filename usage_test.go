@@ -64,7 +64,7 @@ func watchSSE(t *testing.T, stream string, piece int, readAll bool) (*permit, []
 	pm.est = TokenEstimate{Input: 10, Output: 1000}
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream; charset=utf-8"}}, Body: io.NopCloser(&pieces{s: stream, n: piece})}
 	pm.settle(resp, nil)
-	watch(resp, pm, nil)
+	watch(resp, pm, nil, true)
 	var got strings.Builder
 	if readAll {
 		io.Copy(&got, resp.Body)
@@ -189,7 +189,7 @@ func TestWatchErrorEvent(t *testing.T) {
 		for _, n := range []int{1, 2, 5, 17, 4096} {
 			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}},
 				Body: io.NopCloser(&pieces{s: before + ev + "data: {\"choices\":[]}\n\n", n: n})}
-			watch(resp, nil, nil)
+			watch(resp, nil, nil, true)
 			got, err := io.ReadAll(resp.Body)
 			var se *StreamError
 			if string(got) != before || !errors.As(err, &se) || se.Status != 529 || se.Type != "overloaded_error" || se.Message != "busy" {
@@ -206,7 +206,7 @@ func TestStreamErrorCarriesUsage(t *testing.T) {
 		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hi\"}}\n\n" +
 		"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal\"}}\n\n"
 	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(strings.NewReader(s))}
-	watch(resp, nil, nil)
+	watch(resp, nil, nil, true)
 	_, err := io.ReadAll(resp.Body)
 	var se *StreamError
 	if !errors.As(err, &se) || se.Status != 500 || se.Used != (TokenEstimate{25, 1}) {

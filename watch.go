@@ -38,24 +38,45 @@ type watchedBody struct {
 }
 
 // watch wraps the body of resp, a 2xx response to an attempt admitted
-// with pm (nil when pacing is off) through breaker br.
-func watch(resp *http.Response, pm *permit, br *breaker) {
+// with pm (nil when pacing is off) through breaker br. A stream is always
+// watched (its error events end it with a *StreamError). Another body is
+// watched only when its usage will be used (need: the pacer settles by
+// usage, or events are observed) and it may be JSON: otherwise it is
+// handed over as it came, at no cost.
+func watch(resp *http.Response, pm *permit, br *breaker, need bool) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	sse := isEventStream(resp.Header)
-	if pm == nil && !sse {
+	ct := resp.Header.Get("Content-Type")
+	sse := isEventStreamType(ct)
+	if !sse && (pm == nil || !need || !mayBeJSON(ct)) {
 		return
 	}
 	resp.Body = &watchedBody{rc: resp.Body, pm: pm, br: br, sse: sse}
 }
 
 // isEventStream reports a server-sent events response.
-func isEventStream(h http.Header) bool {
+func isEventStream(h http.Header) bool { return isEventStreamType(h.Get("Content-Type")) }
+
+// isEventStreamType reports a Content-Type of server-sent events.
+func isEventStreamType(ct string) bool {
 	// Every successful response asks this: a cut and a case-insensitive
 	// compare, not mime.ParseMediaType's map of parameters.
-	mt, _, _ := strings.Cut(h.Get("Content-Type"), ";")
+	mt, _, _ := strings.Cut(ct, ";")
 	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}
+
+// mayBeJSON reports whether a body of Content-Type ct may tell its usage:
+// JSON (application/json, any +json type), text/plain (that some
+// gateways send JSON as), or no type at all. Audio, images and HTML are
+// not read.
+func mayBeJSON(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	if mt == "" || strings.EqualFold(mt, "text/plain") {
+		return true
+	}
+	return len(mt) >= 4 && strings.EqualFold(mt[len(mt)-4:], "json")
 }
 
 // Read reads from the upstream's body and watches what it returns.
