@@ -216,3 +216,37 @@ func TestStreamErrorCarriesUsage(t *testing.T) {
 		t.Errorf("ClassifyError: %+v", f)
 	}
 }
+
+// TestWatchOnlyWhenUsed: a body that is not a stream is wrapped only when
+// its usage is used and it may be JSON; a stream always is.
+func TestWatchOnlyWhenUsed(t *testing.T) {
+	p := newPacer(PacingConfig{TokensPerMinute: 100000}, nil, nil)
+	req, _ := http.NewRequest("POST", "https://api.example.test/v1/chat/completions", nil)
+	cases := []struct {
+		ct      string
+		need    bool
+		watched bool
+	}{
+		{"application/json", false, false},
+		{"application/json", true, true},
+		{"application/vnd.api+json; charset=utf-8", true, true},
+		{"", true, true},
+		{"text/plain", true, true},
+		{"audio/mpeg", true, false},
+		{"text/html", true, false},
+		{"text/event-stream", false, true},
+	}
+	for _, tc := range cases {
+		pm, err := p.acquire(t.Context(), req, admitOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {tc.ct}}, Body: io.NopCloser(strings.NewReader(`{"usage":{"prompt_tokens":1}}`))}
+		pm.settle(resp, nil)
+		watch(resp, pm, nil, tc.need)
+		if _, ok := resp.Body.(*watchedBody); ok != tc.watched {
+			t.Errorf("%q need %v: watched %v, want %v", tc.ct, tc.need, ok, tc.watched)
+		}
+		resp.Body.Close()
+	}
+}
