@@ -98,10 +98,36 @@ func (s *usageScan) search(p []byte) []byte {
 	return p[i+len(usageKey):]
 }
 
-// indexUsage is bytes.Index(p, usageKey), anchored on its 'g': a byte
-// rarer in JSON than the quote the key begins with, so that the search
-// runs at IndexByte's speed over both structure and text.
+// indexUsage is bytes.Index(p, usageKey), which on JSON runs at a byte
+// at a time: no byte of the key is rare in it (its quote opens every
+// string, its letters are English text's). It alternates two searches at
+// IndexByte's speed: for a quote, which skips a completion's text (where
+// quotes are escaped and rare), and then, over the structure that follows
+// (where quotes are dense), for the key's 'g', rarer than its other bytes
+// in the members of chat, Responses and Anthropic bodies.
 func indexUsage(p []byte) int {
+	const window = 256 // the structure searched by its 'g' after a quote
+	for i := 0; ; {
+		j := bytes.IndexByte(p[i:], '"')
+		if j < 0 {
+			return -1
+		}
+		i += j
+		end := min(i+window, len(p))
+		// The window ends with the key's length after it, so that a key
+		// that begins inside it is found whole.
+		if k := indexUsageG(p[i:min(end+len(usageKey)-1, len(p))]); k >= 0 {
+			return i + k
+		}
+		if end == len(p) {
+			return -1
+		}
+		i = end
+	}
+}
+
+// indexUsageG is bytes.Index(p, usageKey), anchored on its 'g'.
+func indexUsageG(p []byte) int {
 	const g = len(`"usa`) // the 'g' in the key
 	for i := g; i < len(p); {
 		j := bytes.IndexByte(p[i:], 'g')
@@ -149,6 +175,10 @@ func (s *usageScan) step(p []byte) []byte {
 			switch c {
 			case ' ', '\t', '\r', '\n':
 			case '{':
+				if n, ok := s.whole(p[i+1:]); ok {
+					s.state, s.tailN = usSearch, 0
+					return p[i+1+n:]
+				}
 				s.state, s.depth, s.objN, s.objects = usObject, 1, 0, 1
 				s.inStr, s.inNum, s.field, s.wantKey = false, false, ufNone, true
 			default:
@@ -240,6 +270,151 @@ func (s *usageScan) object(p []byte) (rest []byte, done bool) {
 		}
 	}
 	return nil, false
+}
+
+// whole reads a usage object that p holds whole (p begins after its
+// '{'), the common case, in one pass with its state in locals, and
+// returns the bytes it read, through the '}'. ok is false, and nothing is
+// kept, when p ends first or holds what the fast path does not read (an
+// escape in a member's name, a value it cannot skip): object then reads
+// the same bytes as they come.
+func (s *usageScan) whole(p []byte) (n int, ok bool) {
+	p = p[:min(len(p), maxUsageObject)]
+	var vals [ufCacheIn + 1]int64
+	var seen [ufCacheIn + 1]bool
+	i := 0
+	ws := func() {
+		for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+			i++
+		}
+	}
+	for {
+		ws()
+		if i >= len(p) {
+			return 0, false
+		}
+		if p[i] == '}' {
+			break
+		}
+		if p[i] != '"' {
+			return 0, false
+		}
+		k := bytes.IndexByte(p[i+1:], '"')
+		if k < 0 {
+			return 0, false
+		}
+		key := p[i+1 : i+1+k]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return 0, false
+		}
+		i += k + 2
+		ws()
+		if i >= len(p) || p[i] != ':' {
+			return 0, false
+		}
+		i++
+		ws()
+		if i >= len(p) {
+			return 0, false
+		}
+		switch c := p[i]; {
+		case c >= '0' && c <= '9':
+			var v int64
+			for i < len(p) && p[i] >= '0' && p[i] <= '9' {
+				if v < maxTokensValue {
+					v = v*10 + int64(p[i]-'0')
+				}
+				i++
+			}
+			if f := usageField(key[:min(len(key), 32)], len(key)); f != ufNone {
+				vals[f], seen[f] = v, true
+			}
+		case c == '{' || c == '[':
+			e := skipValue(p[i:])
+			if e < 0 {
+				return 0, false
+			}
+			i += e
+		case c == 'n' || c == 't' || c == 'f':
+			for i < len(p) && p[i] >= 'a' && p[i] <= 'z' {
+				i++
+			}
+		case c == '"':
+			e := skipString(p[i+1:])
+			if e < 0 {
+				return 0, false
+			}
+			i += 1 + e
+		default:
+			return 0, false
+		}
+		ws()
+		if i >= len(p) {
+			return 0, false
+		}
+		if p[i] == ',' {
+			i++
+			continue
+		}
+		if p[i] != '}' {
+			return 0, false
+		}
+		break
+	}
+	// In the members' order of precedence, as record keeps them.
+	for f := ufInput; f <= ufCacheIn; f++ {
+		if seen[f] {
+			s.field, s.num = uint8(f), vals[f]
+			s.record()
+		}
+	}
+	return i + 1, true
+}
+
+// skipString returns the length of a JSON string's rest, p beginning
+// after its opening quote, through its closing quote; -1 if p ends first.
+func skipString(p []byte) int {
+	for i := 0; ; {
+		k := bytes.IndexByte(p[i:], '"')
+		if k < 0 {
+			return -1
+		}
+		j := i + k
+		// Escaped when an odd number of backslashes precede it.
+		b := 0
+		for b < j && p[j-1-b] == '\\' {
+			b++
+		}
+		if b%2 == 0 {
+			return j + 1
+		}
+		i = j + 1
+	}
+}
+
+// skipValue returns the length of the object or array p begins with,
+// through its closing bracket; -1 if p ends first or nests too deep.
+func skipValue(p []byte) int {
+	depth := 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '"':
+			e := skipString(p[i+1:])
+			if e < 0 {
+				return -1
+			}
+			i += e
+		case '{', '[':
+			if depth++; depth > 63 {
+				return -1
+			}
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
 }
 
 // record keeps the number just read in its field.
