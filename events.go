@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,7 +52,12 @@ const (
 	EventUsage
 	// EventUpstream reports one of [Config.Upstreams] changing standing:
 	// its key refused (Reason says how; Until is its next probe), so that
-	// requests skip it, or accepted again, so that it is ramped back.
+	// requests skip it, or accepted again, so that it is ramped back. It
+	// also reports a request that waited in Upstream's queue moving to
+	// another upstream's, which sends it sooner: Reason is "moved to
+	// NAME: would go sooner", or "moved to NAME: its turn here was past
+	// its deadline", and Until when it is planned there. A move is logged
+	// at Debug level, a change of standing at Warn.
 	EventUpstream
 )
 
@@ -165,12 +171,16 @@ func (t *Transport) emit(ev Event) {
 }
 
 // logLevel is the level ev is logged at.
-func logLevel(k EventKind) slog.Level {
-	switch k {
+func logLevel(ev Event) slog.Level {
+	switch ev.Kind {
 	case EventPace, EventCooldown, EventAttempt, EventUsage:
 		return slog.LevelDebug
 	case EventRetry:
 		return slog.LevelInfo
+	case EventUpstream:
+		if strings.HasPrefix(ev.Reason, "moved to ") {
+			return slog.LevelDebug // routine: the queues even out
+		}
 	}
 	return slog.LevelWarn // give-ups, refusals, breaker changes
 }
@@ -204,7 +214,7 @@ type burst struct {
 }
 
 func (lb *logBursts) log(l *slog.Logger, ev Event) {
-	level := logLevel(ev.Kind)
+	level := logLevel(ev)
 	if !l.Enabled(context.Background(), level) {
 		return
 	}

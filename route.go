@@ -47,8 +47,10 @@ type routing struct {
 	probe    bool            // the current attempt probes cur's refused key
 	stop     <-chan struct{} // closed when cur becomes unusable
 	reroutes int
-	moveTo   *route // where sooner found the request would go sooner
-	moves    int    // times it moved from one upstream's queue to another's
+	moveTo   *route    // where sooner found the request would go sooner
+	moveAt   time.Time // when moveTo would send it
+	moveLate bool      // it moves because its place was past its deadline
+	moves    int       // times it moved from one upstream's queue to another's
 }
 
 // startRouting prepares c for routing: it reads the body once (the
@@ -94,11 +96,13 @@ type candidate struct {
 // back, if the request's deadline allows.
 func (c *call) route() error {
 	if r := c.rc.moveTo; r != nil {
-		c.rc.moveTo = nil
 		if st := r.standing(time.Now(), false); st.usable && !c.rc.failed[r.idx] {
+			c.moved()
+			c.rc.moveTo = nil
 			c.use(r)
 			return nil
 		}
+		c.rc.moveTo = nil
 	}
 	for {
 		now := time.Now()
@@ -279,7 +283,7 @@ func (c *call) sooner(at time.Time) bool {
 			best, bestAt = r, rat
 		}
 	}
-	rc.moveTo = best
+	rc.moveTo, rc.moveAt, rc.moveLate = best, bestAt, late
 	return best != nil
 }
 
@@ -327,6 +331,24 @@ func (c *call) reroute(err error) bool {
 	}
 	c.rc.reroutes++
 	return c.rc.reroutes <= maxReroutes*len(c.rc.rt.routes)
+}
+
+// moved reports, with an EventUpstream, that the request left the queue
+// of the upstream it waited for (c.upstream, before use) for rc.moveTo's,
+// which sends it sooner. The reason names the upstream it moves to (a configured name,
+// bounded) and why; Until is when it is planned there.
+func (c *call) moved() {
+	rc := c.rc
+	if rc.moveTo == nil || !c.t.observed() {
+		return
+	}
+	why := ": would go sooner"
+	if rc.moveLate {
+		why = ": its turn here was past its deadline"
+	}
+	ev := c.event(EventUpstream, Failure{}, nil)
+	ev.Until, ev.Reason = rc.moveAt, "moved to "+rc.moveTo.name+why
+	c.t.emit(ev)
 }
 
 // unroutable ends a request that no upstream can take.

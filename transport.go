@@ -371,13 +371,14 @@ func (c *call) admitNow() (admission, error) {
 			}
 			pm, err := c.t.pacer.acquire(c.ctx, r, o)
 			if c.rc != nil {
+				if err != errMoved {
+					c.rc.moveTo = nil // it did not move
+				}
 				switch {
 				case err == errStopped:
 					return admission{}, errReroute // its key was refused or its circuit opened meanwhile
 				case err == errMoved:
 					return admission{}, err // another upstream sends it sooner
-				case err == nil:
-					c.rc.moveTo = nil
 				}
 			}
 			if err == errStopped {
