@@ -266,7 +266,10 @@ type pacer struct {
 	reserve      float64       // PacingConfig.Reserve, read
 	emit         func(Event)
 	breakerState func(upstream string) BreakerState
-	seed         maphash.Seed
+	// skipped reports why routing passes the upstream called name by,
+	// and until when, for snapshots; nil when not routed.
+	skipped func(name string, now time.Time) (string, time.Time)
+	seed    maphash.Seed
 
 	parts *table[*partition]
 
@@ -1064,6 +1067,17 @@ type PartitionSnapshot struct {
 	// (docs/usage.md): otherwise both stay zero for it.
 	LearnedOutput int64
 	EstimateError float64
+	// Skipped says, for a partition of one of [Config.Upstreams], why
+	// routing passes its upstream by, and SkippedUntil until when, as far
+	// as is known now: "key refused (REASON)" until its next probe,
+	// "circuit open" until the open period ends, "circuit half-open" while
+	// its probe is out (no end known), or "cooldown" (the server asked for
+	// a pause: a 429, a Retry-After hint) until the pause ends, the hint's
+	// end when it is longer than the cooldown steady holds. "" when the
+	// upstream is usable, and for a partition that is not routed. Names
+	// and reasons are bounded; never a credential.
+	Skipped      string
+	SkippedUntil time.Time
 }
 
 // WindowSnapshot is one rate-limit window of a partition.
@@ -1161,8 +1175,18 @@ func (p *pacer) snapshot(now time.Time) []PartitionSnapshot {
 			s.Windows = append(s.Windows, ws)
 			s.CooldownUntil = pause
 		}
+		routed, pause := pt.routed, s.CooldownUntil
+		if pt.hintUntil.After(pause) && pt.hintUntil.After(now) {
+			pause = pt.hintUntil
+		}
 		pt.mu.Unlock()
 		s.Breaker = p.breakerState(s.Upstream)
+		if routed && p.skipped != nil {
+			s.Skipped, s.SkippedUntil = p.skipped(s.Upstream, now)
+			if s.Skipped == "" && !pause.IsZero() {
+				s.Skipped, s.SkippedUntil = "cooldown", pause
+			}
+		}
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b PartitionSnapshot) int { return strings.Compare(a.Key, b.Key) })

@@ -583,6 +583,31 @@ func (r *route) breakerChanged(ev Event) {
 	r.mu.Unlock()
 }
 
+// skipped reports why routing passes the upstream called name by, and
+// until when (zero: not known), or "" when it is usable as far as its key
+// and circuit go.
+func (rt *router) skipped(name string, now time.Time) (string, time.Time) {
+	for _, r := range rt.routes {
+		if r.name != name {
+			continue
+		}
+		r.mu.Lock()
+		dead, why, at := r.dead, r.deadWhy, r.probeAt
+		r.mu.Unlock()
+		if dead {
+			return "key refused (" + why + ")", at
+		}
+		switch v := r.br.look(); {
+		case v.state == BreakerOpen:
+			return "circuit open", v.until
+		case v.state == BreakerHalfOpen:
+			return "circuit half-open", time.Time{}
+		}
+		return "", time.Time{}
+	}
+	return "", time.Time{}
+}
+
 // allRefused reports whether every upstream's key is refused.
 func allRefused(rt *router, now time.Time) bool {
 	for _, r := range rt.routes {

@@ -159,6 +159,7 @@ func New(cfg Config) *Transport {
 	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
 	if t.router != nil {
 		t.pacer.breakerState = t.breakerState
+		t.pacer.skipped = t.router.skipped
 	}
 	t.pacer.noBreaker = t.breakers == nil
 	if fb, ok := cfg.Pacing.Store.(StoreRetryBudget); ok && !cfg.Pacing.Disabled && t.budget != nil {
