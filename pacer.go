@@ -998,29 +998,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 		pt.probing = false
 	}
 	if !discovering && (status == http.StatusTooManyRequests || (status >= 400 && rl.HasRetryAfter)) {
-		// Until a request succeeds again, only a few go out at once:
-		// when the cooldown ends, the waiters do not all rush in.
-		pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
-		var until time.Time
-		if rl.HasRetryAfter {
-			hint := min(max(rl.RetryAfter, 0), maxHint)
-			until = now.Add(hint)
-			if hint > maxHintWait {
-				if until.After(pt.hintUntil) {
-					pt.hintUntil = until
-				}
-				until = now.Add(maxHintWait)
-			}
-		} else if t := pt.exhaustedResetLocked(now); !t.IsZero() {
-			until = t
-		} else {
-			until = now.Add(defaultCooldown)
-		}
-		if until.After(pt.cooldown) {
-			pt.cooldown = until
-			emit = true
-			ev = Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Status: status, Until: until, Reason: "rate limited"}
-		}
+		ev, emit = pt.coolLocked(status, rl, now)
 	}
 	pt.replanLocked(p, now)
 	pt.wakeHeadLocked()
@@ -1029,6 +1007,67 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 	}
 	pt.mu.Unlock()
 	return ev, emit
+}
+
+// coolLocked applies a 429 (or a hint beside another error) to the
+// partition: it cools down until the hint's end (bounded by maxHintWait,
+// a longer hint kept in hintUntil), or the exhausted window's reset, or
+// for defaultCooldown; until a request succeeds again, only a few go out
+// at once, so that the waiters do not all rush in when it ends. It
+// returns the cooldown event to emit after the lock is released.
+func (pt *partition) coolLocked(status int, rl RateLimits, now time.Time) (Event, bool) {
+	pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
+	var until time.Time
+	if rl.HasRetryAfter {
+		hint := min(max(rl.RetryAfter, 0), maxHint)
+		until = now.Add(hint)
+		if hint > maxHintWait {
+			if until.After(pt.hintUntil) {
+				pt.hintUntil = until
+			}
+			until = now.Add(maxHintWait)
+		}
+	} else if t := pt.exhaustedResetLocked(now); !t.IsZero() {
+		until = t
+	} else {
+		until = now.Add(defaultCooldown)
+	}
+	if !until.After(pt.cooldown) {
+		return Event{}, false
+	}
+	pt.cooldown = until
+	return Event{Kind: EventCooldown, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model, Status: status, Until: until, Reason: "rate limited"}, true
+}
+
+// streamLimited applies a rate-limit error event that ended pm's stream
+// after its first content, when its attempt had been settled as a 2xx:
+// the partition is paced as after a 429 answered with the event's hint
+// (hasHint false: none), bounded as a header's. The cooldown event says
+// it came from the stream. Its turn in the fleet's store (if any) is not
+// told: the store hears of it from the next 429, if there is one.
+// nil-safe.
+func (pm *permit) streamLimited(hint time.Duration, hasHint bool, now time.Time) {
+	if pm == nil {
+		return
+	}
+	pt, p := pm.pt, pm.p
+	rl := RateLimits{RetryAfter: hint, HasRetryAfter: hasHint}
+	pt.mu.Lock()
+	pt.advanceLocked(p, now)
+	discovering, ev, emit := pt.discoverObserveLocked(p, pm, true, http.StatusTooManyRequests, rl, now)
+	if !discovering {
+		ev, emit = pt.coolLocked(http.StatusTooManyRequests, rl, now)
+	}
+	pt.replanLocked(p, now)
+	pt.wakeHeadLocked()
+	if pt.routed {
+		pt.nudgeLastLocked()
+	}
+	pt.mu.Unlock()
+	if emit {
+		ev.Reason = "rate limited: stream error event"
+		p.emit(ev)
+	}
 }
 
 // PartitionSnapshot is the state of one pacing partition at one moment.

@@ -106,7 +106,9 @@ func streamErrorStatus(data []byte) (status int, typ, msg string) {
 			return int(r.Int()), typ, msg
 		}
 	}
-	k := strings.ToLower(typ + " " + e.Get("status").String())
+	// OpenAI's rate limit has the type "requests" or "tokens" and the
+	// code "rate_limit_exceeded": the code tells as much as the type.
+	k := strings.ToLower(typ + " " + code.String() + " " + e.Get("status").String())
 	switch {
 	case strings.Contains(k, "overloaded"):
 		status = 529

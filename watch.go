@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 )
 
 // watchedBody is the body of a 2xx response as the caller reads it: the
@@ -196,6 +197,14 @@ func (b *watchedBody) readErrorEvent() {
 	}
 	b.inErr, b.errEv = false, nil
 	b.err = se
+	if se.Status == http.StatusTooManyRequests {
+		// A rate limit after the first token: the partition is paced
+		// as after a 429 (a quota refused is not a pause).
+		now := time.Now()
+		if f := classify(se.Status, nil, se.body, now, nil); !keyRefused(f) {
+			b.pm.streamLimited(f.RetryAfter, f.HasRetryAfter, now)
+		}
+	}
 	switch {
 	case se.Status < 500:
 		b.reportLocked(nil)
