@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/tidwall/gjson"
 )
 
@@ -392,7 +393,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 		f.RequestID = printable(ef.requestID, maxRequestID)
 	}
 
-	f.RetryAfter, f.HasRetryAfter = ParseRetryAfter(h, now)
+	f.RetryAfter, f.HasRetryAfter = ratelimit.ParseRetryAfter(h, now)
 	if !f.HasRetryAfter {
 		if ef.hasHint {
 			f.RetryAfter, f.HasRetryAfter = ef.hint, true
@@ -620,7 +621,7 @@ func metadataHint(metadata gjson.Result, now time.Time) (time.Duration, bool) {
 	if len(h) == 0 {
 		return 0, false
 	}
-	rl := ParseRateLimits(h, now)
+	rl := ratelimit.Parse(h, now)
 	if rl.HasRetryAfter {
 		return rl.RetryAfter, true
 	}

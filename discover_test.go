@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -448,7 +449,7 @@ func TestDiscoverThroughProvider(t *testing.T) {
 						d.onAccepted(now)
 					} else {
 						refused++
-						ra, has := ParseRetryAfter(resp.Header, now)
+						ra, has := ratelimit.ParseRetryAfter(resp.Header, now)
 						d.onThrottled(sent, now, ra, has)
 					}
 					mu.Unlock()

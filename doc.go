@@ -41,7 +41,7 @@
 // meanwhile.
 //
 // Requests are paced per partition (upstream host, a hash of the
-// credential, and the model), following what [ParseRateLimits] reads from
+// credential, and the model), following what [ratelimit.Parse] reads from
 // each response, the limits stated in [PacingConfig], and the shared
 // cooldown after a 429. [Transport.Snapshot] shows every partition's
 // limits, waits and breaker state; [Config.OnEvent] and [Config.Logger]

@@ -1,5 +1,7 @@
 package steady
 
+import "github.com/steady-go/steady/ratelimit"
+
 // The headroom spent last. A window keeps a margin unused (the headroom)
 // against what it cannot see: others on the same key, requests the server
 // counts in another order. Alone on its key, a process would lose that
@@ -16,7 +18,7 @@ package steady
 // spends its margin: a token count is an estimate, and a shared window is
 // paced evenly.
 func (w *window) lastUnits(unseen int64) float64 {
-	if w.unit != UnitRequests || w.shared() || unseen > 0 || w.obsRem < 1 {
+	if w.unit != ratelimit.UnitRequests || w.shared() || unseen > 0 || w.obsRem < 1 {
 		return 0
 	}
 	return 1

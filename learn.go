@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // This file settles a permit with the tokens its response used, and learns
@@ -136,7 +138,7 @@ func (pm *permit) used(u TokenEstimate, outOK bool) {
 		pt.advanceLocked(p, now)
 		for i := range pt.windows {
 			w := &pt.windows[i]
-			if w.unit == UnitRequests {
+			if w.unit == ratelimit.UnitRequests {
 				continue
 			}
 			d := min(cost(w.unit, u), maxCost) - min(cost(w.unit, pm.est), maxCost)
@@ -169,7 +171,7 @@ func (p *pacer) storeUsed(pm *permit, u TokenEstimate) {
 	diff := false
 	for i, w := range st.windows {
 		actual[i] = -1
-		if un, _, ok := ParseStoreWindowID(w.ID); ok && un != UnitRequests {
+		if un, _, ok := ParseStoreWindowID(w.ID); ok && un != ratelimit.UnitRequests {
 			actual[i] = st.capped(i, cost(un, u)) // bounded as its reservation was
 			diff = diff || actual[i] != w.Cost
 		}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // PacingConfig configures proactive throttling. Limits are kept per
@@ -915,12 +917,12 @@ func (pm *permit) settle(resp *http.Response, err error) {
 		return
 	}
 	now := time.Now()
-	var rl RateLimits
-	var buf [maxWindows + 2]Window
+	var rl ratelimit.Limits
+	var buf [maxWindows + 2]ratelimit.Window
 	status := 0
 	if resp != nil {
 		status = resp.StatusCode
-		rl = appendRateLimits(buf[:0], resp.Header, now)
+		rl = ratelimit.Append(buf[:0], resp.Header, now)
 	}
 	pm.finish(resp != nil, status, rl, now)
 	if pm.stored {
@@ -952,7 +954,7 @@ func (pm *permit) cancel() {
 // finish is settle after the headers are read: status is the response's
 // (0 without one, when responded is false) and rl what its headers
 // announced.
-func (pm *permit) finish(responded bool, status int, rl RateLimits, now time.Time) {
+func (pm *permit) finish(responded bool, status int, rl ratelimit.Limits, now time.Time) {
 	if ev, ok := pm.observe(responded, status, rl, now); ok {
 		pm.p.emit(ev)
 	}
@@ -963,7 +965,7 @@ func (pm *permit) finish(responded bool, status int, rl RateLimits, now time.Tim
 // response's (0 without one) and rl what its headers announced. It wakes
 // the head of the queue, which re-plans, and returns a cooldown event to
 // emit after the lock is released.
-func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Time) (Event, bool) {
+func (pm *permit) observe(responded bool, status int, rl ratelimit.Limits, now time.Time) (Event, bool) {
 	pt, p := pm.pt, pm.p
 	pt.mu.Lock()
 	pm.landLocked()
@@ -1015,7 +1017,7 @@ func (pm *permit) observe(responded bool, status int, rl RateLimits, now time.Ti
 // for defaultCooldown; until a request succeeds again, only a few go out
 // at once, so that the waiters do not all rush in when it ends. It
 // returns the cooldown event to emit after the lock is released.
-func (pt *partition) coolLocked(status int, rl RateLimits, now time.Time) (Event, bool) {
+func (pt *partition) coolLocked(status int, rl ratelimit.Limits, now time.Time) (Event, bool) {
 	pt.probing, pt.probeSeq, pt.ramp = true, pt.seq, 0
 	var until time.Time
 	if rl.HasRetryAfter {
@@ -1051,7 +1053,7 @@ func (pm *permit) streamLimited(hint time.Duration, hasHint bool, now time.Time)
 		return
 	}
 	pt, p := pm.pt, pm.p
-	rl := RateLimits{RetryAfter: hint, HasRetryAfter: hasHint}
+	rl := ratelimit.Limits{RetryAfter: hint, HasRetryAfter: hasHint}
 	pt.mu.Lock()
 	pt.advanceLocked(p, now)
 	discovering, ev, emit := pt.discoverObserveLocked(p, pm, true, http.StatusTooManyRequests, rl, now)
@@ -1121,7 +1123,8 @@ type PartitionSnapshot struct {
 
 // WindowSnapshot is one rate-limit window of a partition.
 type WindowSnapshot struct {
-	Unit Unit
+	// Unit is what the window counts: requests or tokens.
+	Unit ratelimit.Unit
 	// Name is the announced window's name; "config" for a configured
 	// limit, "discovered" for the pace found for a provider that
 	// announces nothing (its Rate is the pace, in requests a second).

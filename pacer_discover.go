@@ -3,6 +3,8 @@ package steady
 import (
 	"net/http"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // Pacing of partitions whose provider announces no limits: a gateway's
@@ -56,7 +58,7 @@ func (pt *partition) discoverSentLocked(now time.Time) {
 // the partition is paced by its discoverer, in which case the generic
 // cooldown after a 429 does not apply, and returns a cooldown event when a
 // 429 made the discoverer pause the partition.
-func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool, status int, rl RateLimits, now time.Time) (bool, Event, bool) {
+func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool, status int, rl ratelimit.Limits, now time.Time) (bool, Event, bool) {
 	if !responded || len(pt.windows) > 0 {
 		return false, Event{}, false
 	}
@@ -112,7 +114,7 @@ func (pt *partition) discoverObserveLocked(p *pacer, pm *permit, responded bool,
 // returns when the pause the discoverer holds ends (zero: none).
 func (pt *partition) discoverSnapshotLocked(now time.Time) (WindowSnapshot, time.Time) {
 	rate, _ := pt.disc.estimate()
-	ws := WindowSnapshot{Unit: UnitRequests, Name: discoveredName, Kind: discoveredName, Limit: -1, Remaining: -1, Period: time.Second, Rate: rate, Share: 1}
+	ws := WindowSnapshot{Unit: ratelimit.UnitRequests, Name: discoveredName, Kind: discoveredName, Limit: -1, Remaining: -1, Period: time.Second, Rate: rate, Share: 1}
 	var pause time.Time
 	if g := time.Unix(0, pt.disc.gate); pt.disc.gate != 0 && g.After(now) {
 		pause = g

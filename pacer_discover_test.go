@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // TestDiscoverColdStartHeld: the first success without rate-limit headers
@@ -97,7 +99,7 @@ func TestDiscoverNoCooldown(t *testing.T) {
 		settleOK(pm)
 		pm, _ = req(ctx)
 		pm.done.Store(true)
-		pm.finish(true, http.StatusTooManyRequests, RateLimits{}, time.Now())
+		pm.finish(true, http.StatusTooManyRequests, ratelimit.Limits{}, time.Now())
 		start := time.Now()
 		pm, err = req(ctx)
 		if err != nil {
@@ -110,7 +112,7 @@ func TestDiscoverNoCooldown(t *testing.T) {
 			t.Errorf("cooldown until %v after a bare 429", s[0].CooldownUntil)
 		}
 		pm.done.Store(true)
-		pm.finish(true, http.StatusTooManyRequests, RateLimits{RetryAfter: 30 * time.Second, HasRetryAfter: true}, time.Now())
+		pm.finish(true, http.StatusTooManyRequests, ratelimit.Limits{RetryAfter: 30 * time.Second, HasRetryAfter: true}, time.Now())
 		until := time.Now().Add(30 * time.Second)
 		if s := p.snapshot(time.Now()); !s[0].CooldownUntil.Equal(until) {
 			t.Errorf("cooldown until %v, want the window's reopening at %v", s[0].CooldownUntil, until)

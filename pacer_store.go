@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // This file wires a [Store] into the pacer: after a request's local turn
@@ -299,7 +301,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 
 // storeSettle tells the store how pm's attempt ended: what its response
 // announced, a cooldown after a 429, and the verdict of a fleet probe.
-func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status int, rl RateLimits, now time.Time) {
+func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status int, rl ratelimit.Limits, now time.Time) {
 	pt := pm.pt
 	pt.mu.Lock()
 	st := pt.takeTurnLocked(pm)

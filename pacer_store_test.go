@@ -14,6 +14,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -114,7 +115,7 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 					t.Errorf("first reservation has windows %+v and cold-start bound %d before any response, want none and 4", rs[0].Windows, rs[0].ColdStart)
 				}
 				for i, r := range rs[1:] {
-					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(steady.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst > -1 {
+					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(ratelimit.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst > -1 {
 						t.Errorf("reservation %d: windows %+v, want one requests window that resets (a negative burst)", i+1, r.Windows)
 					}
 					if r.Partition.Upstream != "https://api.test" || r.Partition.Key == "" {

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // chatRequest returns a replayable chat completion request like the SDK's.
@@ -55,7 +57,7 @@ type simEntry struct {
 	cost int64
 }
 
-func (s *simServer) admit(now time.Time, cost int64) (int, RateLimits) {
+func (s *simServer) admit(now time.Time, cost int64) (int, ratelimit.Limits) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var remaining int64
@@ -112,9 +114,9 @@ func (s *simServer) admit(now time.Time, cost int64) (int, RateLimits) {
 		reset = now.Add(time.Duration((float64(s.limit) - s.tokens) / float64(s.limit) * float64(s.window)))
 	}
 	counted := s.end.IsZero() || now.Before(s.end)
-	var rl RateLimits
+	var rl ratelimit.Limits
 	if s.announce {
-		rl.Windows = []Window{{Unit: UnitRequests, Limit: s.limit, Remaining: remaining, Reset: reset}}
+		rl.Windows = []ratelimit.Window{{Unit: ratelimit.UnitRequests, Limit: s.limit, Remaining: remaining, Reset: reset}}
 	}
 	if !ok {
 		if counted {
@@ -226,9 +228,9 @@ func TestPacerSimulatedLoad(t *testing.T) {
 const smallChat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hi"}],"max_completion_tokens":100}`
 
 // settleOK settles pm as a 200 with the given windows.
-func settleOK(pm *permit, windows ...Window) {
+func settleOK(pm *permit, windows ...ratelimit.Window) {
 	pm.done.Store(true)
-	pm.finish(true, http.StatusOK, RateLimits{Windows: windows}, time.Now())
+	pm.finish(true, http.StatusOK, ratelimit.Limits{Windows: windows}, time.Now())
 }
 
 func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
@@ -368,7 +370,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 			t.Fatal(err)
 		}
 		pm.done.Store(true)
-		pm.finish(true, http.StatusTooManyRequests, RateLimits{RetryAfter: 10 * time.Second, HasRetryAfter: true}, time.Now())
+		pm.finish(true, http.StatusTooManyRequests, ratelimit.Limits{RetryAfter: 10 * time.Second, HasRetryAfter: true}, time.Now())
 		s := p.snapshot(time.Now())
 		if len(s) != 1 || !s[0].CooldownUntil.Equal(start.Add(10*time.Second)) {
 			t.Fatalf("snapshot = %+v, want a cooldown until +10s", s)
@@ -454,7 +456,7 @@ func TestColdStartBoundsInFlight(t *testing.T) {
 			t.Errorf("snapshot = %+v", s)
 		}
 		// The first response tells plenty remains: the rest go.
-		settleOK(first, Window{Unit: UnitRequests, Limit: 1000, Remaining: 990, Reset: time.Now().Add(time.Second)})
+		settleOK(first, ratelimit.Window{Unit: ratelimit.UnitRequests, Limit: 1000, Remaining: 990, Reset: time.Now().Add(time.Second)})
 		wg.Wait()
 		if len(permits) != 10 {
 			t.Errorf("%d requests out after the first response, want 10", len(permits))
@@ -477,8 +479,8 @@ func TestBindingWindowWins(t *testing.T) {
 		// Plenty per minute; per day, one request every 30 s and none
 		// left now.
 		settleOK(pm,
-			Window{Unit: UnitRequests, Name: "minute", Limit: 600, Remaining: 590, Reset: now.Add(time.Second)},
-			Window{Unit: UnitRequests, Name: "day", Limit: 2880, Remaining: 0, Reset: now.Add(time.Hour)},
+			ratelimit.Window{Unit: ratelimit.UnitRequests, Name: "minute", Limit: 600, Remaining: 590, Reset: now.Add(time.Second)},
+			ratelimit.Window{Unit: ratelimit.UnitRequests, Name: "day", Limit: 2880, Remaining: 0, Reset: now.Add(time.Hour)},
 		)
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
@@ -512,7 +514,7 @@ func TestSyncLowersToRemaining(t *testing.T) {
 		now := time.Now()
 		// 6000 tokens, headroom 120: 432 remain, less 102 in flight: two
 		// requests of 102 tokens fit, the third waits for the reset.
-		settleOK(pm, Window{Unit: UnitTokens, Limit: 6000, Remaining: 432, Reset: now.Add(10 * time.Second)})
+		settleOK(pm, ratelimit.Window{Unit: ratelimit.UnitTokens, Limit: 6000, Remaining: 432, Reset: now.Add(10 * time.Second)})
 		for range 2 {
 			pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 			if err != nil {
@@ -653,8 +655,8 @@ func TestPartitionSize(t *testing.T) {
 		}
 		now := time.Now()
 		settleOK(pm,
-			Window{Unit: UnitRequests, Limit: 500, Remaining: 499, Reset: now.Add(time.Second)},
-			Window{Unit: UnitTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)})
+			ratelimit.Window{Unit: ratelimit.UnitRequests, Limit: 500, Remaining: 499, Reset: now.Add(time.Second)},
+			ratelimit.Window{Unit: ratelimit.UnitTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)})
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -721,12 +723,12 @@ func FuzzObserve(f *testing.F) {
 					return
 				}
 				now := time.Now()
-				w := Window{Unit: Unit(unit), Limit: limit, Remaining: remaining, Period: time.Duration(period)}
+				w := ratelimit.Window{Unit: ratelimit.Unit(unit), Limit: limit, Remaining: remaining, Period: time.Duration(period)}
 				if resetIn != 0 {
 					w.Reset = now.Add(time.Duration(resetIn))
 				}
 				pm.done.Store(true)
-				pm.finish(true, status, RateLimits{Windows: []Window{w, w}, RetryAfter: time.Duration(retry), HasRetryAfter: hasRetry}, now)
+				pm.finish(true, status, ratelimit.Limits{Windows: []ratelimit.Window{w, w}, RetryAfter: time.Duration(retry), HasRetryAfter: hasRetry}, now)
 				if s := p.snapshot(now); len(s) != 1 || s[0].CooldownUntil.After(now.Add(time.Minute)) {
 					t.Fatalf("snapshot %+v", s)
 				}
@@ -748,8 +750,8 @@ func TestInputOutputWindows(t *testing.T) {
 		// until their reset in a minute: a request asking for 100 output
 		// tokens waits for it.
 		settleOK(pm,
-			Window{Unit: UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
-			Window{Unit: UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(time.Minute)},
+			ratelimit.Window{Unit: ratelimit.UnitInputTokens, Limit: 100000, Remaining: 99000, Reset: now.Add(time.Second)},
+			ratelimit.Window{Unit: ratelimit.UnitOutputTokens, Limit: 6000, Remaining: 0, Reset: now.Add(time.Minute)},
 		)
 		pm, err = p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -782,7 +784,7 @@ func TestRemainingOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		settleOK(pm, Window{Unit: UnitRequests, Limit: -1, Remaining: 120})
+		settleOK(pm, ratelimit.Window{Unit: ratelimit.UnitRequests, Limit: -1, Remaining: 120})
 		s := p.snapshot(time.Now())[0].Windows
 		if len(s) != 1 || s[0].Tokens != 118 {
 			t.Fatalf("windows = %+v, want 118 to use now", s)
@@ -1012,7 +1014,7 @@ func TestHugeHint(t *testing.T) {
 			t.Fatal(err)
 		}
 		pm.done.Store(true)
-		pm.finish(true, http.StatusTooManyRequests, RateLimits{RetryAfter: 24 * time.Hour, HasRetryAfter: true}, time.Now())
+		pm.finish(true, http.StatusTooManyRequests, ratelimit.Limits{RetryAfter: 24 * time.Hour, HasRetryAfter: true}, time.Now())
 		start := time.Now()
 		hctx, cancel := context.WithTimeout(ctx, time.Hour)
 		defer cancel()

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // maxWindows is how many rate-limit windows a partition tracks: the two
@@ -59,7 +61,7 @@ type stamp struct {
 // this process may use now, and when more comes. All fields are guarded by
 // the partition's mu.
 type window struct {
-	unit   Unit
+	unit   ratelimit.Unit
 	kind   windowKind
 	config bool   // stated by PacingConfig rather than announced
 	name   string // announced window name, if any
@@ -130,7 +132,7 @@ func (w *window) quota() float64 {
 // requests window (rounded down: a quota of 20 at 2% keeps none).
 func (w *window) headroomUnits(h float64) float64 {
 	r := w.quota() * h
-	if w.unit == UnitRequests {
+	if w.unit == ratelimit.UnitRequests {
 		return math.Floor(r)
 	}
 	return r
@@ -492,17 +494,17 @@ func (p *pacer) newPartition(req *http.Request, host string, model string, userK
 		pt.label = b.String()
 	}
 	if p.cfg.RequestsPerMinute > 0 {
-		pt.addConfigWindow(p, UnitRequests, p.cfg.RequestsPerMinute, now)
+		pt.addConfigWindow(p, ratelimit.UnitRequests, p.cfg.RequestsPerMinute, now)
 	}
 	if p.cfg.TokensPerMinute > 0 {
-		pt.addConfigWindow(p, UnitTokens, p.cfg.TokensPerMinute, now)
+		pt.addConfigWindow(p, ratelimit.UnitTokens, p.cfg.TokensPerMinute, now)
 	}
 	pt.known = len(pt.windows) > 0 || p.coldStart <= 0
 	pt.byUsage = p.cfg.TokensByUsage
 	return pt
 }
 
-func (pt *partition) addConfigWindow(p *pacer, u Unit, perMinute int64, now time.Time) {
+func (pt *partition) addConfigWindow(p *pacer, u ratelimit.Unit, perMinute int64, now time.Time) {
 	w := pt.addWindow()
 	*w = window{unit: u, kind: kindLocal, config: true, limit: perMinute, remaining: -1, period: time.Minute, stated: true, maxSeen: -1, share: 1, at: now, obsRem: -1}
 	w.avail = w.capacity(p.headroom)
@@ -521,15 +523,15 @@ func (pt *partition) addWindow() *window {
 }
 
 // cost returns what a request of estimate est counts in a window of unit u.
-func cost(u Unit, est TokenEstimate) int64 {
+func cost(u ratelimit.Unit, est TokenEstimate) int64 {
 	switch u {
-	case UnitRequests:
+	case ratelimit.UnitRequests:
 		return 1
-	case UnitTokens:
+	case ratelimit.UnitTokens:
 		return est.Input + est.Output
-	case UnitInputTokens:
+	case ratelimit.UnitInputTokens:
 		return est.Input
-	case UnitOutputTokens:
+	case ratelimit.UnitOutputTokens:
 		return est.Output
 	}
 	return 0
@@ -558,15 +560,15 @@ func (c *costs) sub(est TokenEstimate) {
 }
 
 // of returns the cost in unit u.
-func (c costs) of(u Unit) int64 {
+func (c costs) of(u ratelimit.Unit) int64 {
 	switch u {
-	case UnitRequests:
+	case ratelimit.UnitRequests:
 		return c.req
-	case UnitTokens:
+	case ratelimit.UnitTokens:
 		return c.in + c.out
-	case UnitInputTokens:
+	case ratelimit.UnitInputTokens:
 		return c.in
-	case UnitOutputTokens:
+	case ratelimit.UnitOutputTokens:
 		return c.out
 	}
 	return 0
@@ -633,7 +635,7 @@ func (pt *partition) takeLocked(now time.Time, est TokenEstimate) {
 
 // windowFor returns the announced window of unit u and name, adding it if
 // there is room; nil if there is none.
-func (pt *partition) windowFor(u Unit, name string, now time.Time) *window {
+func (pt *partition) windowFor(u ratelimit.Unit, name string, now time.Time) *window {
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		if !w.config && w.unit == u && w.name == name {
@@ -801,8 +803,8 @@ func (w *window) shared() bool { return w.share < 1 }
 // observeLocked applies one announced window, seen in the response to pm
 // at now. A response older than the newest applied (see below) only
 // updates the quota and what is in doubt.
-func (pt *partition) observeLocked(p *pacer, pm *permit, a Window, now time.Time) {
-	if a.Unit < UnitRequests || a.Unit > UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
+func (pt *partition) observeLocked(p *pacer, pm *permit, a ratelimit.Window, now time.Time) {
+	if a.Unit < ratelimit.UnitRequests || a.Unit > ratelimit.UnitOutputTokens || (a.Limit <= 0 && a.Remaining < 0) {
 		return // nothing to pace by
 	}
 	w := pt.windowFor(a.Unit, a.Name, now)
@@ -979,7 +981,7 @@ func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
 // momentEndLocked returns the last permit sent at the moment that began
 // with permit base, and the cumulative cost in unit u sent by then; seq and
 // sent (a permit of that moment) when the moment is too old to be known.
-func (pt *partition) momentEndLocked(base, seq uint64, sent int64, u Unit) (uint64, int64) {
+func (pt *partition) momentEndLocked(base, seq uint64, sent int64, u ratelimit.Unit) (uint64, int64) {
 	if base == pt.instSeq {
 		return pt.seq, pt.sent.of(u)
 	}

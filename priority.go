@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync/atomic"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // Priority orders the requests waiting in a saturated partition: higher
@@ -142,7 +144,7 @@ func keepUnits(w *window, share, h float64) float64 {
 		return 0
 	}
 	k := share * w.capacity(h)
-	if w.unit == UnitRequests {
+	if w.unit == ratelimit.UnitRequests {
 		return max(math.Round(k), 1)
 	}
 	return k

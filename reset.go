@@ -1,5 +1,7 @@
 package steady
 
+import "github.com/steady-go/steady/ratelimit"
+
 import "time"
 
 // wholeAgain is what a window may use at its reset, whole being all it
@@ -13,7 +15,7 @@ import "time"
 // window would draw a 429 for nearly every request. A tokens window is
 // whole at its reset: what one request costs is only an estimate.
 func (w *window) wholeAgain(whole float64) float64 {
-	if w.coarse && w.absRun >= 8 && w.kind == kindUnknown && w.unit == UnitRequests {
+	if w.coarse && w.absRun >= 8 && w.kind == kindUnknown && w.unit == ratelimit.UnitRequests {
 		return min(whole, 1)
 	}
 	return whole

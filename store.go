@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // Store shares the pacing state of partitions among the processes of a
@@ -202,18 +204,18 @@ type StoreSettlement struct {
 // StoreWindowID returns the name of a window shared through a [Store]:
 // its unit and name, such as "requests:minute", or "tokens:config" for a
 // configured limit.
-func StoreWindowID(u Unit, name string) string {
+func StoreWindowID(u ratelimit.Unit, name string) string {
 	return u.String() + ":" + name
 }
 
 // ParseStoreWindowID reverses [StoreWindowID]; ok is false for an ID it
 // did not make.
-func ParseStoreWindowID(id string) (u Unit, name string, ok bool) {
+func ParseStoreWindowID(id string) (u ratelimit.Unit, name string, ok bool) {
 	us, name, found := strings.Cut(id, ":")
 	if !found {
 		return 0, "", false
 	}
-	for _, c := range [...]Unit{UnitRequests, UnitTokens, UnitInputTokens, UnitOutputTokens} {
+	for _, c := range [...]ratelimit.Unit{ratelimit.UnitRequests, ratelimit.UnitTokens, ratelimit.UnitInputTokens, ratelimit.UnitOutputTokens} {
 		if c.String() == us {
 			return c, name, true
 		}
@@ -223,10 +225,10 @@ func ParseStoreWindowID(id string) (u Unit, name string, ok bool) {
 
 // storeObservation returns what a response's headers announced, read at
 // now, as a reading to share; nil when they announced no window.
-func storeObservation(rl RateLimits, now time.Time) *StoreObservation {
+func storeObservation(rl ratelimit.Limits, now time.Time) *StoreObservation {
 	var o *StoreObservation
 	for _, w := range rl.Windows {
-		if w.Unit < UnitRequests || w.Unit > UnitOutputTokens {
+		if w.Unit < ratelimit.UnitRequests || w.Unit > ratelimit.UnitOutputTokens {
 			continue
 		}
 		if o == nil {
@@ -246,8 +248,8 @@ func storeObservation(rl RateLimits, now time.Time) *StoreObservation {
 // have announced at now, so that the pacer applies it as its own. Windows
 // whose ID it cannot read are left out; values out of range read as
 // unknown.
-func (o *StoreObservation) rateLimits(now time.Time) RateLimits {
-	var rl RateLimits
+func (o *StoreObservation) rateLimits(now time.Time) ratelimit.Limits {
+	var rl ratelimit.Limits
 	if o == nil {
 		return rl
 	}
@@ -256,7 +258,7 @@ func (o *StoreObservation) rateLimits(now time.Time) RateLimits {
 		if !ok {
 			continue
 		}
-		w := Window{Unit: u, Name: name, Limit: max(sw.Limit, -1), Remaining: max(sw.Remaining, -1), Period: max(sw.Period, 0)}
+		w := ratelimit.Window{Unit: u, Name: name, Limit: max(sw.Limit, -1), Remaining: max(sw.Remaining, -1), Period: max(sw.Period, 0)}
 		if sw.Reset >= 0 {
 			w.Reset = now.Add(min(sw.Reset, maxHint))
 		}

@@ -5,10 +5,12 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/steady-go/steady/ratelimit"
 )
 
 func TestStoreWindowID(t *testing.T) {
-	for _, u := range []Unit{UnitRequests, UnitTokens, UnitInputTokens, UnitOutputTokens} {
+	for _, u := range []ratelimit.Unit{ratelimit.UnitRequests, ratelimit.UnitTokens, ratelimit.UnitInputTokens, ratelimit.UnitOutputTokens} {
 		for _, name := range []string{"", "minute", "config", "a:b"} {
 			id := StoreWindowID(u, name)
 			gu, gn, ok := ParseStoreWindowID(id)
@@ -35,7 +37,7 @@ func TestStoreObservationRoundTrip(t *testing.T) {
 	h.Set("x-ratelimit-limit-tokens", "30000")
 	h.Set("x-ratelimit-remaining-tokens", "29000")
 	h.Set("x-ratelimit-reset-tokens", "2s")
-	rl := ParseRateLimits(h, now)
+	rl := ratelimit.Parse(h, now)
 	if len(rl.Windows) != 2 {
 		t.Fatalf("parsed %d windows, want 2", len(rl.Windows))
 	}
@@ -51,7 +53,7 @@ func TestStoreObservationRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got.Windows, rl.Windows) {
 		t.Errorf("round trip\n got %+v\nwant %+v", got.Windows, rl.Windows)
 	}
-	if storeObservation(RateLimits{}, now) != nil {
+	if storeObservation(ratelimit.Limits{}, now) != nil {
 		t.Error("observation of no windows, want nil")
 	}
 	bad := &StoreObservation{Windows: []StoreObservedWindow{{ID: "bogus", Limit: 5}, {ID: "requests:x", Limit: -7, Remaining: -9, Reset: -1}}}

@@ -8,6 +8,7 @@ import (
 	"github.com/openai/openai-go/v3"
 
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadytest"
 )
 
@@ -45,7 +46,7 @@ func TestStoreCostBounded(t *testing.T) {
 				}
 				var tok *steady.StoreWindow
 				for i, w := range rs[1].Windows {
-					if u, _, _ := steady.ParseStoreWindowID(w.ID); u == steady.UnitTokens {
+					if u, _, _ := steady.ParseStoreWindowID(w.ID); u == ratelimit.UnitTokens {
 						tok = &rs[1].Windows[i]
 					}
 				}

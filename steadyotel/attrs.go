@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // host is what steadyotel records of one upstream: its address, port and
@@ -316,8 +317,8 @@ func breakerStateName(s steady.BreakerState) string {
 }
 
 // unitName returns the steady.rate_limit.unit value of u.
-func unitName(u steady.Unit) string {
-	if u == steady.UnitTokens {
+func unitName(u ratelimit.Unit) string {
+	if u == ratelimit.UnitTokens {
 		return unitNameTokens
 	}
 	return unitNameRequests

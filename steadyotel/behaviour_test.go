@@ -20,6 +20,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyotel"
 	"github.com/steady-go/steady/steadytest"
 )
@@ -108,7 +109,7 @@ func TestProviderGauges(t *testing.T) {
 		var want int64 = -1
 		for _, s := range h.st.Snapshot() {
 			for _, w := range s.Windows {
-				if w.Unit == steady.UnitRequests && w.Remaining >= 0 {
+				if w.Unit == ratelimit.UnitRequests && w.Remaining >= 0 {
 					want = w.Remaining
 				}
 			}

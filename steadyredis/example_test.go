@@ -11,6 +11,7 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/redis/go-redis/v9"
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyredis"
 )
 
@@ -50,8 +51,8 @@ func Example() {
 		Partition: steady.StorePartition{Upstream: "https://api.openai.com", Key: "api.openai.com/gpt-4o-mini#1a2b3c"},
 		Windows: []steady.StoreWindow{
 			// 500 requests and 200,000 tokens a minute, less 2% headroom.
-			{ID: steady.StoreWindowID(steady.UnitRequests, "requests"), Cost: 1, Rate: 500 * 0.98 / 60, Burst: 10},
-			{ID: steady.StoreWindowID(steady.UnitTokens, "tokens"), Cost: 1200, Rate: 200000 * 0.98 / 60, Burst: 4000},
+			{ID: steady.StoreWindowID(ratelimit.UnitRequests, "requests"), Cost: 1, Rate: 500 * 0.98 / 60, Burst: 10},
+			{ID: steady.StoreWindowID(ratelimit.UnitTokens, "tokens"), Cost: 1200, Rate: 200000 * 0.98 / 60, Burst: 4000},
 		},
 		MaxWait: 2 * time.Minute,
 	}

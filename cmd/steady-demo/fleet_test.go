@@ -14,6 +14,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyredis"
 )
 
@@ -230,7 +231,7 @@ func TestStoreOnEmbeddedRedis(t *testing.T) {
 	defer st.Close()
 	r := steady.StoreReservation{
 		Partition: steady.StorePartition{Upstream: "http://provider.invalid", Key: "demo"},
-		Windows:   []steady.StoreWindow{{ID: steady.StoreWindowID(steady.UnitRequests, "minute"), Cost: 1, Rate: 10, Burst: 1}},
+		Windows:   []steady.StoreWindow{{ID: steady.StoreWindowID(ratelimit.UnitRequests, "minute"), Cost: 1, Rate: 10, Burst: 1}},
 	}
 	g1, err := st.Reserve(t.Context(), r)
 	if err != nil {

@@ -1,4 +1,4 @@
-package steady_test
+package ratelimit_test
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/ratelimit"
 )
 
 // now is the client's clock in these tests.
@@ -29,8 +29,8 @@ func hdr(lines ...string) http.Header {
 
 func httpDate(t time.Time) string { return t.UTC().Format(http.TimeFormat) }
 
-func win(u steady.Unit, name string, limit, remaining int64, reset time.Duration, period time.Duration) steady.Window {
-	w := steady.Window{Unit: u, Name: name, Limit: limit, Remaining: remaining, Period: period}
+func win(u ratelimit.Unit, name string, limit, remaining int64, reset time.Duration, period time.Duration) ratelimit.Window {
+	w := ratelimit.Window{Unit: u, Name: name, Limit: limit, Remaining: remaining, Period: period}
 	if reset >= 0 {
 		w.Reset = now.Add(reset)
 	}
@@ -39,15 +39,15 @@ func win(u steady.Unit, name string, limit, remaining int64, reset time.Duration
 
 const noReset = -1
 
-func TestParseRateLimitsDialects(t *testing.T) {
-	req, tok := steady.UnitRequests, steady.UnitTokens
-	in, out := steady.UnitInputTokens, steady.UnitOutputTokens
+func TestParseDialects(t *testing.T) {
+	req, tok := ratelimit.UnitRequests, ratelimit.UnitTokens
+	in, out := ratelimit.UnitInputTokens, ratelimit.UnitOutputTokens
 	epoch := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).Unix(), 10) }
 	epochMs := func(d time.Duration) string { return strconv.FormatInt(now.Add(d).UnixMilli(), 10) }
 	tests := []struct {
 		name string
 		h    http.Header
-		want []steady.Window
+		want []ratelimit.Window
 	}{
 		{"openai", hdr(
 			"X-Ratelimit-Limit-Requests: 60",
@@ -56,7 +56,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"X-Ratelimit-Remaining-Tokens: 149984",
 			"X-Ratelimit-Reset-Requests: 1s",
 			"X-Ratelimit-Reset-Tokens: 6m0s",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 60, 59, time.Second, 0),
 			win(tok, "", 150000, 149984, 6*time.Minute, 0),
 		}},
@@ -67,7 +67,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"x-ratelimit-limit-tokens: 800000",
 			"x-ratelimit-remaining-tokens: 700000",
 			"x-ratelimit-reset-tokens: 2m59.56s",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 5000, 4999, 20*time.Millisecond, 0),
 			win(tok, "", 800000, 700000, 2*time.Minute+59560*time.Millisecond, 0),
 		}},
@@ -78,7 +78,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"x-ratelimit-limit-tokens_usage_based: 90000",
 			"x-ratelimit-remaining-tokens_usage_based: 89000",
 			"x-ratelimit-reset-tokens_usage_based: 1h2m3s",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(tok, "", 30000, 29000, 7*time.Minute+12*time.Second, 0),
 			win(tok, "usage_based", 90000, 89000, time.Hour+2*time.Minute+3*time.Second, 0),
 		}},
@@ -87,7 +87,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"X-Ratelimit-Remaining-Requests: 0",
 			"X-Ratelimit-Reset-Requests: "+epoch(42*time.Second),
 			"Date: "+httpDate(now),
-		), []steady.Window{win(req, "", 60, 0, 42*time.Second, 0)}},
+		), []ratelimit.Window{win(req, "", 60, 0, 42*time.Second, 0)}},
 		{"heroku duration", hdr(
 			"X-RateLimit-Limit-Requests: 60",
 			"X-RateLimit-Remaining-Requests: 12",
@@ -95,7 +95,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"X-RateLimit-Limit-Tokens: 400000",
 			"X-RateLimit-Remaining-Tokens: 1234",
 			"X-RateLimit-Reset-Tokens: 51s",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 60, 12, 51*time.Second, 0),
 			win(tok, "", 400000, 1234, 51*time.Second, 0),
 		}},
@@ -104,7 +104,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"x-ratelimit-remaining-requests: 59",
 			"x-ratelimit-reset-requests: 0",
 			"x-ratelimit-remaining-tokens: 59000",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", -1, 59, noReset, 0),
 			win(tok, "", -1, 59000, noReset, 0),
 		}},
@@ -122,7 +122,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"anthropic-ratelimit-output-tokens-remaining: 8000",
 			"anthropic-ratelimit-output-tokens-reset: 2025-08-21T14:40:59+02:00",
 			"request-id: req_011CV",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 50, 49, time.Second, 0),
 			win(tok, "", 90000, 89000, 59*time.Second, 0),
 			win(in, "", 40000, 39000, 30500*time.Millisecond, 0),
@@ -136,7 +136,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"X-Ratelimit-Reset-Requests: 2m59.56s",
 			"X-Ratelimit-Reset-Tokens: 7.66s",
 			"Retry-After: 2",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 14400, 14370, 2*time.Minute+59560*time.Millisecond, 0),
 			win(tok, "", 18000, 17997, 7660*time.Millisecond, 0),
 		}},
@@ -147,7 +147,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"x-ratelimit-remaining-tokens-minute: 59000",
 			"x-ratelimit-reset-requests-day: 33011.38",
 			"x-ratelimit-reset-tokens-minute: 11.38",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "day", 14400, 14399, 33011380*time.Millisecond, 24*time.Hour),
 			win(tok, "minute", 60000, 59000, 11380*time.Millisecond, time.Minute),
 		}},
@@ -157,7 +157,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"x-ratelimit-reset: 1",
 			"x-tokenlimit-limit: 2000",
 			"x-tokenlimit-remaining: 1500",
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "", 10, 9, time.Second, time.Second),
 			win(tok, "", 2000, 1500, noReset, time.Second),
 		}},
@@ -165,19 +165,19 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"X-RateLimit-Limit: 20",
 			"X-RateLimit-Remaining: 0",
 			"X-RateLimit-Reset: "+epochMs(90*time.Second),
-		), []steady.Window{win(req, "", 20, 0, 90*time.Second, 0)}},
+		), []ratelimit.Window{win(req, "", 20, 0, 90*time.Second, 0)}},
 		{"github epoch seconds", hdr(
 			"x-ratelimit-limit: 5000",
 			"x-ratelimit-remaining: 4987",
 			"x-ratelimit-reset: "+epoch(30*time.Minute),
 			"x-ratelimit-used: 13",
 			"x-ratelimit-resource: core",
-		), []steady.Window{win(req, "", 5000, 4987, 30*time.Minute, 0)}},
+		), []ratelimit.Window{win(req, "", 5000, 4987, 30*time.Minute, 0)}},
 		{"ietf policies", hdr(
 			`RateLimit-Policy: "burst";q=100;w=60, "daily";q=1000;w=86400`,
 			`RateLimit: "burst";r=50;t=30`,
 			`RateLimit: "daily";r=900;t=3600`,
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(req, "burst", 100, 50, 30*time.Second, time.Minute),
 			win(req, "daily", 1000, 900, time.Hour, 24*time.Hour),
 		}},
@@ -185,7 +185,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			`ratelimit-policy: "tpm";q=90000;w=60;qu="tokens"`,
 			`ratelimit-policy: "bytes";q=1000;qu="content-bytes", "rpm";q=60;w=60`,
 			`ratelimit: "rpm";r=0;t=12, "tpm";r=45000, "other";r=3;t=1`,
-		), []steady.Window{
+		), []ratelimit.Window{
 			win(tok, "tpm", 90000, 45000, noReset, time.Minute),
 			win(req, "rpm", 60, 0, 12*time.Second, time.Minute),
 			win(req, "other", -1, 3, time.Second, 0),
@@ -194,15 +194,15 @@ func TestParseRateLimitsDialects(t *testing.T) {
 			"RateLimit-Limit: 100, 100;w=60",
 			"RateLimit-Remaining: 42",
 			"RateLimit-Reset: 17",
-		), []steady.Window{win(req, "", 100, 42, 17*time.Second, time.Minute)}},
+		), []ratelimit.Window{win(req, "", 100, 42, 17*time.Second, time.Minute)}},
 		{"ietf dictionary draft", hdr(
 			"RateLimit: limit=100, remaining=50, reset=30",
-		), []steady.Window{win(req, "", 100, 50, 30*time.Second, 0)}},
+		), []ratelimit.Window{win(req, "", 100, 50, 30*time.Second, 0)}},
 		{"nothing", hdr("Content-Type: application/json", "X-Request-Id: abc"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := steady.ParseRateLimits(tt.h, now)
+			got := ratelimit.Parse(tt.h, now)
 			if !reflect.DeepEqual(got.Windows, tt.want) {
 				t.Errorf("windows:\n got %+v\nwant %+v", got.Windows, tt.want)
 			}
@@ -210,7 +210,7 @@ func TestParseRateLimitsDialects(t *testing.T) {
 	}
 }
 
-func TestParseRateLimitsCaseInsensitive(t *testing.T) {
+func TestParseCaseInsensitive(t *testing.T) {
 	lines := []string{
 		"x-ratelimit-limit-requests: 60",
 		"x-ratelimit-remaining-requests: 7",
@@ -227,18 +227,18 @@ func TestParseRateLimitsCaseInsensitive(t *testing.T) {
 		upper[strings.ToUpper(k)] = []string{strings.TrimSpace(v)}
 	}
 	lower := hdr(lines...)
-	want := steady.ParseRateLimits(lower, now)
+	want := ratelimit.Parse(lower, now)
 	if len(want.Windows) != 3 || !want.HasRetryAfter || want.RetryAfter != 3*time.Second {
 		t.Fatalf("lower-case keys: %+v", want)
 	}
 	for name, h := range map[string]http.Header{"canonical": canon, "upper": upper} {
-		if got := steady.ParseRateLimits(h, now); !reflect.DeepEqual(got, want) {
+		if got := ratelimit.Parse(h, now); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s keys:\n got %+v\nwant %+v", name, got, want)
 		}
 	}
 }
 
-func TestParseRateLimitsDateSkew(t *testing.T) {
+func TestParseDateSkew(t *testing.T) {
 	// The server's clock is 5 minutes behind the client's. An absolute reset
 	// 30 s after the server's Date is 30 s from the client's now.
 	server := now.Add(-5 * time.Minute)
@@ -249,18 +249,18 @@ func TestParseRateLimitsDateSkew(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := hdr(tt.key+": "+tt.val, "Date: "+httpDate(server))
-			rl := steady.ParseRateLimits(h, now)
+			rl := ratelimit.Parse(h, now)
 			if len(rl.Windows) != 1 || !rl.Windows[0].Reset.Equal(now.Add(30*time.Second)) {
 				t.Fatalf("with Date: %+v", rl.Windows)
 			}
 			// Without Date the absolute value is read on the client's clock:
 			// already past, so the reset is now.
-			rl = steady.ParseRateLimits(hdr(tt.key+": "+tt.val), now)
+			rl = ratelimit.Parse(hdr(tt.key+": "+tt.val), now)
 			if len(rl.Windows) != 1 || !rl.Windows[0].Reset.Equal(now) {
 				t.Fatalf("without Date: %+v", rl.Windows)
 			}
 			// An unreadable Date is as good as none.
-			rl = steady.ParseRateLimits(hdr(tt.key+": "+tt.val, "Date: yesterday"), now)
+			rl = ratelimit.Parse(hdr(tt.key+": "+tt.val, "Date: yesterday"), now)
 			if len(rl.Windows) != 1 || !rl.Windows[0].Reset.Equal(now) {
 				t.Fatalf("bad Date: %+v", rl.Windows)
 			}
@@ -268,25 +268,25 @@ func TestParseRateLimitsDateSkew(t *testing.T) {
 	}
 	// Relative resets do not depend on Date.
 	h := hdr("X-Ratelimit-Reset-Requests: 6m0s", "Date: "+httpDate(server))
-	if rl := steady.ParseRateLimits(h, now); !rl.Windows[0].Reset.Equal(now.Add(6 * time.Minute)) {
+	if rl := ratelimit.Parse(h, now); !rl.Windows[0].Reset.Equal(now.Add(6 * time.Minute)) {
 		t.Fatalf("duration with skewed Date: %+v", rl.Windows)
 	}
 }
 
-func TestParseRateLimitsBounds(t *testing.T) {
+func TestParseBounds(t *testing.T) {
 	for _, v := range []string{
 		"NaN", "Inf", "+Inf", "-1", "-5s", "1e400", "0x10", "", " ", "abc", "1..2", "1_000",
 		"99999999999999999999999999999999999", "1s2", "5 s", "1µ", "2025-13-45T99:99:99Z",
 	} {
 		h := hdr("x-ratelimit-limit-requests: "+v, "x-ratelimit-remaining-requests: "+v, "x-ratelimit-reset-requests: "+v)
-		rl := steady.ParseRateLimits(h, now)
+		rl := ratelimit.Parse(h, now)
 		if len(rl.Windows) != 0 {
 			t.Errorf("%q: read as %+v", v, rl.Windows)
 		}
 	}
 	// Absurd but readable values are clamped, never overflow.
 	for _, v := range []string{"999999999999h", "9223372036854775807", "99999999999999999999", "9999-12-31T23:59:59Z", "1e18"} {
-		rl := steady.ParseRateLimits(hdr("x-ratelimit-reset-requests: "+v), now)
+		rl := ratelimit.Parse(hdr("x-ratelimit-reset-requests: "+v), now)
 		for _, w := range rl.Windows {
 			if w.Reset.Before(now) || w.Reset.After(now.Add((365 * 24 * time.Hour))) {
 				t.Errorf("%q: reset %v out of bounds", v, w.Reset)
@@ -294,12 +294,12 @@ func TestParseRateLimitsBounds(t *testing.T) {
 		}
 	}
 	// Counts beyond 2^53 read as unknown.
-	rl := steady.ParseRateLimits(hdr("x-ratelimit-limit-requests: 99999999999999999999", "x-ratelimit-remaining-requests: 5"), now)
+	rl := ratelimit.Parse(hdr("x-ratelimit-limit-requests: 99999999999999999999", "x-ratelimit-remaining-requests: 5"), now)
 	if len(rl.Windows) != 1 || rl.Windows[0].Limit != -1 || rl.Windows[0].Remaining != 5 {
 		t.Errorf("huge limit: %+v", rl.Windows)
 	}
 	// Hostile IETF fields end the line at the error and never panic.
-	rl = steady.ParseRateLimits(hdr(`RateLimit-Policy: "a";q=5, "b;q=6`, `RateLimit: "a";r=-1;t=NaN`), now)
+	rl = ratelimit.Parse(hdr(`RateLimit-Policy: "a";q=5, "b;q=6`, `RateLimit: "a";r=-1;t=NaN`), now)
 	if len(rl.Windows) != 1 || rl.Windows[0].Name != "a" || rl.Windows[0].Limit != 5 || !rl.Windows[0].Reset.IsZero() {
 		t.Errorf("hostile ietf: %+v", rl.Windows)
 	}
@@ -309,7 +309,7 @@ func TestParseRateLimitsBounds(t *testing.T) {
 		lines = append(lines, fmt.Sprintf("x-ratelimit-limit-requests-w%d: 5", i))
 		lines = append(lines, fmt.Sprintf(`RateLimit-Policy: "p%d";q=1`, i))
 	}
-	if rl := steady.ParseRateLimits(hdr(lines...), now); len(rl.Windows) > 24 {
+	if rl := ratelimit.Parse(hdr(lines...), now); len(rl.Windows) > 24 {
 		t.Errorf("%d windows", len(rl.Windows))
 	}
 }
@@ -343,26 +343,26 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, ok := steady.ParseRetryAfter(tt.h, now)
+			d, ok := ratelimit.ParseRetryAfter(tt.h, now)
 			if d != tt.want || ok != tt.ok {
 				t.Errorf("got %v, %v; want %v, %v", d, ok, tt.want, tt.ok)
 			}
-			rl := steady.ParseRateLimits(tt.h, now)
+			rl := ratelimit.Parse(tt.h, now)
 			if rl.RetryAfter != tt.want || rl.HasRetryAfter != tt.ok {
-				t.Errorf("ParseRateLimits: got %v, %v; want %v, %v", rl.RetryAfter, rl.HasRetryAfter, tt.want, tt.ok)
+				t.Errorf("Parse: got %v, %v; want %v, %v", rl.RetryAfter, rl.HasRetryAfter, tt.want, tt.ok)
 			}
 		})
 	}
 }
 
-func TestParseRateLimitsOrderStable(t *testing.T) {
+func TestParseOrderStable(t *testing.T) {
 	h := hdr(
 		"x-ratelimit-limit-tokens: 1", "x-ratelimit-limit-requests: 2",
 		"x-ratelimit-limit-requests-day: 3", "anthropic-ratelimit-requests-limit: 4",
 		"x-ratelimit-limit: 5", "x-tokenlimit-limit: 6", "ratelimit-limit: 7",
 		`ratelimit-policy: "z";q=8, "a";q=9`,
 	)
-	first := steady.ParseRateLimits(h, now)
+	first := ratelimit.Parse(h, now)
 	var limits []int64
 	for _, w := range first.Windows {
 		limits = append(limits, w.Limit)
@@ -371,13 +371,13 @@ func TestParseRateLimitsOrderStable(t *testing.T) {
 		t.Fatalf("order %v, want %v", limits, want)
 	}
 	for range 50 {
-		if got := steady.ParseRateLimits(h, now); !reflect.DeepEqual(got, first) {
+		if got := ratelimit.Parse(h, now); !reflect.DeepEqual(got, first) {
 			t.Fatalf("unstable: %+v", got)
 		}
 	}
 }
 
-func ExampleParseRateLimits() {
+func ExampleParse() {
 	h := http.Header{}
 	h.Set("X-Ratelimit-Limit-Requests", "60")
 	h.Set("X-Ratelimit-Remaining-Requests", "0")
@@ -388,7 +388,7 @@ func ExampleParseRateLimits() {
 	h.Set("Retry-After", "2")
 
 	now := time.Date(2025, 8, 21, 12, 40, 0, 0, time.UTC)
-	rl := steady.ParseRateLimits(h, now)
+	rl := ratelimit.Parse(h, now)
 	for _, w := range rl.Windows {
 		fmt.Printf("%s: %d of %d left, full again in %v\n", w.Unit, w.Remaining, w.Limit, w.Reset.Sub(now))
 	}
@@ -425,22 +425,22 @@ func openAIHeaders() http.Header {
 	return h
 }
 
-func BenchmarkParseRateLimits(b *testing.B) {
+func BenchmarkParse(b *testing.B) {
 	h := openAIHeaders()
 	b.ReportAllocs()
 	for b.Loop() {
-		rl := steady.ParseRateLimits(h, now)
+		rl := ratelimit.Parse(h, now)
 		if len(rl.Windows) != 2 {
 			b.Fatal(rl)
 		}
 	}
 }
 
-// TestParseRateLimitsEpochNearClock reads Unix-timestamp resets against a
+// TestParseEpochNearClock reads Unix-timestamp resets against a
 // clock below the fixed 1e9 threshold: a testing/synctest bubble starts in
 // the year 2000, where a Heroku reset such as 946684830 must still read as
 // thirty seconds ahead, not as thirty years.
-func TestParseRateLimitsEpochNearClock(t *testing.T) {
+func TestParseEpochNearClock(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		clock := time.Now()
 		if clock.Unix() >= 1e9 {
@@ -453,7 +453,7 @@ func TestParseRateLimitsEpochNearClock(t *testing.T) {
 			{"epoch milliseconds", millis},
 			{"delta seconds", "30"},
 		} {
-			rl := steady.ParseRateLimits(hdr(
+			rl := ratelimit.Parse(hdr(
 				"X-RateLimit-Limit-Requests: 60",
 				"X-RateLimit-Remaining-Requests: 10",
 				"X-RateLimit-Reset-Requests: "+tc.value,

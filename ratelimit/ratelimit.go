@@ -1,11 +1,27 @@
-package steady
+// Package ratelimit reads the rate-limit headers of LLM and other HTTP APIs,
+// whatever dialect the provider speaks, into one value: the windows a
+// response announces (what each counts, its limit, what remains, when it
+// resets) and the server's retry hint.
+//
+// [Parse] knows OpenAI's and Groq's x-ratelimit-*, Anthropic's
+// anthropic-ratelimit-*, Azure's, Cerebras's, Together's, OpenRouter's,
+// Heroku's and GitHub's spellings, and the IETF RateLimit-Policy and
+// RateLimit fields with their older drafts. [Append] is the same reading
+// for a caller that keeps a buffer: on a typical response it does not
+// allocate. [ParseRetryAfter] reads only the retry hint.
+//
+// The package imports nothing but the standard library; steady paces its
+// calls with it, and any program may read these headers with it.
+package ratelimit
 
 import (
 	"encoding/binary"
+	"hash/fnv"
 	"math"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Unit is what a rate-limit window counts.
@@ -44,7 +60,10 @@ type Window struct {
 	Unit Unit
 	// Name tells windows of one unit apart: "minute", "day", or an IETF
 	// policy name. Empty when the dialect names none. OpenAI's
-	// x-ratelimit-*-tokens_usage_based window is named "usage_based".
+	// x-ratelimit-*-tokens_usage_based window is named "usage_based". An
+	// IETF policy's name is the server's to choose: one longer than 64
+	// bytes or not printable UTF-8 is bounded to its printable start, "~"
+	// and 16 hex digits of its FNV-1a hash, 64 bytes in all.
 	Name string
 	// Limit is the window's quota; -1 when not announced.
 	Limit int64
@@ -57,9 +76,9 @@ type Window struct {
 	Period time.Duration
 }
 
-// RateLimits is the normalized reading of a response's rate-limit headers,
+// Limits is the normalized reading of a response's rate-limit headers,
 // whatever dialect the provider speaks.
-type RateLimits struct {
+type Limits struct {
 	// Windows lists every window the headers announce, in a stable order:
 	// x-ratelimit-* windows, then anthropic-ratelimit-*, the unsuffixed
 	// x-ratelimit-limit/-remaining/-reset window, x-tokenlimit-*, the
@@ -74,13 +93,13 @@ type RateLimits struct {
 	HasRetryAfter bool
 }
 
-// maxHint bounds every wait and reset read from a server. A longer
-// Retry-After, or a reset further ahead, is clamped to maxHint: it still
+// MaxHint bounds every wait and reset read from a server. A longer
+// Retry-After, or a reset further ahead, is clamped to MaxHint: it still
 // reads as very long (so that a caller comparing it with its own cap gives
 // up), but no arithmetic on it can overflow.
-const maxHint = 365 * 24 * time.Hour
+const MaxHint = 365 * 24 * time.Hour
 
-// ParseRateLimits reads every rate-limit dialect in h: OpenAI and Groq
+// Parse reads every rate-limit dialect in h: OpenAI and Groq
 // (x-ratelimit-{limit,remaining,reset}-{requests,tokens}, Go-style duration
 // resets, the -tokens_usage_based variant), Heroku (the same names, reset as
 // a duration or a Unix timestamp), Azure (-1 limits and 0 resets read as
@@ -91,8 +110,8 @@ const maxHint = 365 * 24 * time.Hour
 // RateLimit-Policy and RateLimit structured fields (several policies,
 // matched by name, split over several lines, units by qu) and the older
 // drafts' RateLimit-Limit/-Remaining/-Reset and "RateLimit: limit=100,
-// remaining=50, reset=30". IETF policies in units steady does not pace
-// (content-bytes, concurrent-requests) are left out.
+// remaining=50, reset=30". IETF policies in units other than requests and
+// tokens (content-bytes, concurrent-requests) are left out.
 //
 // A bare number in a reset header reads as epoch milliseconds from 1e12,
 // epoch seconds from 1e9, and delta seconds below; a number within about
@@ -102,15 +121,15 @@ const maxHint = 365 * 24 * time.Hour
 // when the response has a readable Date header more than 2 s away from the
 // local clock, a reset is now plus its distance from Date, so a skewed
 // client clock does not shift it. A reset
-// in the past reads as now; one beyond maxHint (a year) is clamped.
+// in the past reads as now; one beyond MaxHint (a year) is clamped.
 //
 // Header names are matched case-insensitively. A value that cannot be read
 // (garbage, negative, NaN) is ignored; a window with no readable value is
-// left out. ParseRateLimits never panics.
-func ParseRateLimits(h http.Header, now time.Time) RateLimits {
+// left out. Parse never panics.
+func Parse(h http.Header, now time.Time) Limits {
 	var s headerScan
 	s.scan(h)
-	var rl RateLimits
+	var rl Limits
 	if n := s.maxWindows(); n > 0 {
 		rl.Windows = make([]Window, 0, n)
 	}
@@ -122,13 +141,14 @@ func ParseRateLimits(h http.Header, now time.Time) RateLimits {
 	return rl
 }
 
-// appendRateLimits is ParseRateLimits appending the windows to dst, so that
-// a caller that keeps a buffer parses without allocating. It appends at
-// most maxSlots+maxIETF (20) windows.
-func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
+// Append is [Parse] appending the windows to dst, so that a caller that
+// keeps a buffer parses without allocating. It appends at most 20 windows
+// (maxSlots+maxIETF); the result's Windows is dst with them appended, empty
+// rather than nil when there are none.
+func Append(dst []Window, h http.Header, now time.Time) Limits {
 	var s headerScan
 	s.scan(h)
-	rl := RateLimits{Windows: s.appendWindows(dst, now)}
+	rl := Limits{Windows: s.appendWindows(dst, now)}
 	rl.RetryAfter, rl.HasRetryAfter = s.retryAfterHint(now)
 	return rl
 }
@@ -138,7 +158,7 @@ func appendRateLimits(dst []Window, h http.Header, now time.Time) RateLimits {
 // seconds, float seconds, or an HTTP-date in any of the three formats of
 // RFC 9110. An HTTP-date is read against the response's Date header when it
 // has one (else against now); a date in the past gives 0. A hint beyond
-// maxHint (a year) is clamped to it. A source that cannot be read is skipped; ok is
+// MaxHint (a year) is clamped to it. A source that cannot be read is skipped; ok is
 // false when no source is readable.
 func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	var s headerScan
@@ -586,7 +606,7 @@ func (s *headerScan) serverNow(now time.Time) time.Time {
 const maxSkew = 2 * time.Second
 
 // untilAbs gives how long from the server's now the absolute time t is,
-// clamped to [0, maxHint].
+// clamped to [0, MaxHint].
 func (s *headerScan) untilAbs(t time.Time, now time.Time) time.Duration {
 	return clampHint(t.Sub(s.serverNow(now)))
 }
@@ -752,7 +772,7 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 		p := &pol[i]
 		// A policy's name is the server's to choose: bounded as model
 		// names are, so that no string kept from a response is long.
-		w := Window{Unit: p.unit, Name: boundLabel(p.name), Limit: p.limit, Remaining: p.remaining, Period: p.period}
+		w := Window{Unit: p.unit, Name: boundName(p.name), Limit: p.limit, Remaining: p.remaining, Period: p.period}
 		if p.hasReset {
 			w.Reset = now.Add(p.reset)
 		}
@@ -761,8 +781,8 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 	return dst
 }
 
-// unitOfIETF maps a policy's qu parameter to a Unit; 0 for units steady
-// does not pace (content-bytes, concurrent-requests).
+// unitOfIETF maps a policy's qu parameter to a Unit; 0 for units this
+// package does not read (content-bytes, concurrent-requests).
 func unitOfIETF(qu string) Unit {
 	switch {
 	case qu == "" || equalFold(qu, "requests"):
@@ -778,7 +798,7 @@ func unitOfIETF(qu string) Unit {
 }
 
 // sfItem is one item of an IETF structured-field list with the parameters
-// steady reads; a parameter absent or unreadable is -1.
+// this package reads; a parameter absent or unreadable is -1.
 type sfItem struct {
 	name       string
 	named      bool
@@ -1131,32 +1151,32 @@ func clampCount(f float64) int64 {
 	return int64(f)
 }
 
-// secondsDuration converts seconds to a Duration clamped to [0, maxHint];
+// secondsDuration converts seconds to a Duration clamped to [0, MaxHint];
 // NaN reads as 0.
 func secondsDuration(sec float64) time.Duration {
 	if !(sec > 0) {
 		return 0
 	}
-	if sec >= maxHint.Seconds() {
-		return maxHint
+	if sec >= MaxHint.Seconds() {
+		return MaxHint
 	}
 	return time.Duration(sec*1e9 + 0.5)
 }
 
-// clampHint clamps d to [0, maxHint].
+// clampHint clamps d to [0, MaxHint].
 func clampHint(d time.Duration) time.Duration {
 	if d < 0 {
 		return 0
 	}
-	if d > maxHint {
-		return maxHint
+	if d > MaxHint {
+		return MaxHint
 	}
 	return d
 }
 
 // parseGoDuration reads a duration the way Go prints them ("1s", "6m0s",
 // "20ms", "2m59.56s", "1h2m3.5s"), without a sign. It is clamped to
-// maxHint.
+// MaxHint.
 func parseGoDuration(s string) (time.Duration, bool) {
 	if s == "" || len(s) > 64 {
 		return 0, false
@@ -1213,4 +1233,48 @@ func parseAbsTime(v string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// maxName bounds a window's name, as steady bounds model names.
+const maxName = 64
+
+// boundName returns name when it is at most maxName bytes of printable
+// UTF-8, else its printable start, "~" and 16 hex digits of its FNV-1a
+// hash, maxName bytes at most in all.
+func boundName(name string) string {
+	if len(name) <= maxName && printableName(name) {
+		return name
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	hash := h.Sum64()
+	const suffix = 1 + 16
+	var out [maxName]byte
+	k := 0
+	for _, r := range name[:min(len(name), maxName)] {
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f {
+			continue
+		}
+		if k+utf8.RuneLen(r) > maxName-suffix {
+			break
+		}
+		k += utf8.EncodeRune(out[k:], r)
+	}
+	out[k] = '~'
+	k++
+	const hex = "0123456789abcdef"
+	for i := range 16 {
+		out[k+i] = hex[hash>>(60-4*i)&0xf]
+	}
+	return string(out[:k+16])
+}
+
+// printableName reports whether s is valid UTF-8 with no control bytes.
+func printableName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
 }

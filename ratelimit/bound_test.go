@@ -1,4 +1,4 @@
-package steady
+package ratelimit
 
 import (
 	"net/http"
@@ -8,7 +8,7 @@ import (
 )
 
 // TestPolicyNameBounded: a RateLimit-Policy name is the server's to
-// choose; a 100 KB one is kept as at most maxModel bytes, and two long
+// choose; a 100 KB one is kept as at most maxName bytes, and two long
 // names that differ only at their end stay two windows.
 func TestPolicyNameBounded(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
@@ -16,14 +16,14 @@ func TestPolicyNameBounded(t *testing.T) {
 	h := http.Header{}
 	h.Set("RateLimit-Policy", `"`+long+`a";q=100;w=60, "`+long+`b";q=50;w=60`)
 	h.Set("RateLimit", `"`+long+`a";r=90;t=30, "`+long+`b";r=40;t=30`)
-	rl := ParseRateLimits(h, now)
+	rl := Parse(h, now)
 	if len(rl.Windows) != 2 {
 		t.Fatalf("%d windows, want 2", len(rl.Windows))
 	}
 	a, b := rl.Windows[0], rl.Windows[1]
 	for _, w := range rl.Windows {
-		if len(w.Name) > maxModel {
-			t.Errorf("window name of %d bytes, want at most %d", len(w.Name), maxModel)
+		if len(w.Name) > maxName {
+			t.Errorf("window name of %d bytes, want at most %d", len(w.Name), maxName)
 		}
 	}
 	if a.Name == b.Name {
