@@ -658,6 +658,24 @@ func (bs *breakers) named(name string, changed func(Event)) *breaker {
 	return b
 }
 
+// UpstreamOrigin returns the origin, "scheme://host[:port]", of the
+// BaseURL of the [Upstream] called name in [Config.Upstreams], or "" when
+// t routes to none of that name. It is where the requests routed to that
+// upstream go, for integrations that label them by host (steadyotel's
+// server.address); an origin holds no credential (a BaseURL's user
+// information is refused, and Google's ?key= is in its query).
+func (t *Transport) UpstreamOrigin(name string) string {
+	if t == nil || t.router == nil {
+		return ""
+	}
+	for _, r := range t.router.routes {
+		if r.name == name {
+			return r.base.Scheme + "://" + r.base.Host
+		}
+	}
+	return ""
+}
+
 // breakerState reports the state of upstream's circuit: one of the
 // routed upstreams, by name, or a host.
 func (t *Transport) breakerState(upstream string) BreakerState {

@@ -18,8 +18,9 @@ import (
 )
 
 // host is what steadyotel records of one upstream: its address, port and
-// GenAI provider, and the attributes they make; or, for a request routed
-// to one of [steady.Config.Upstreams], the upstream's Name alone.
+// GenAI provider, and the attributes they make; for a request routed to
+// one of [steady.Config.Upstreams], the upstream's Name beside the
+// address, port and provider of its BaseURL.
 type host struct {
 	address  string
 	port     int
@@ -40,6 +41,9 @@ type labels struct {
 	models  map[string]string // model → itself, while under the cap; guarded by mu
 	windows map[string]string // window name → itself; guarded by mu
 	other   *host             // stands for every upstream past the cap
+	// origin returns the origin ("scheme://host") of a routed Upstream's
+	// BaseURL, by Name; "" when none. nil: none known.
+	origin func(name string) string
 }
 
 func newLabels() *labels {
@@ -63,6 +67,9 @@ func (l *labels) host(upstream string) *host {
 		return l.other
 	}
 	h := parseHost(upstream)
+	if h.name != "" && l.origin != nil {
+		h = routedHost(h.name, l.origin(h.name))
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur = *l.hosts.Load()
@@ -79,11 +86,27 @@ func (l *labels) host(upstream string) *host {
 	return h
 }
 
+// routedHost is the host of the routed Upstream called name, whose
+// BaseURL has origin: steady.upstream.name, and the origin's
+// server.address, server.port and provider ("" origin: the name alone).
+// Like every host it counts once against maxHosts.
+func routedHost(name, origin string) *host {
+	id := attribute.String(attrUpstream, name)
+	h := &host{name: name, id: id, attrs: []attribute.KeyValue{id}}
+	if !strings.Contains(origin, "://") {
+		return h
+	}
+	o := parseHost(origin)
+	h.address, h.port, h.provider = o.address, o.port, o.provider
+	h.attrs = append(h.attrs, o.attrs...)
+	return h
+}
+
 // parseHost splits upstream into address and port (the scheme's when none
 // is written) and names its provider. An upstream without a scheme is the
 // Name of a routed Upstream ([steady.Config.Upstreams]): its attribute is
-// steady.upstream.name, and it has no address (events do not say which
-// host a routed request went to, and its Name is not one). steady never
+// steady.upstream.name, and parseHost gives it no address (its Name is
+// not one; labels.host adds its BaseURL's, see routedHost). steady never
 // puts a credential in a Name, and bounds its length.
 func parseHost(upstream string) *host {
 	if upstream != "" && !strings.Contains(upstream, "://") {

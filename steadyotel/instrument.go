@@ -94,6 +94,7 @@ func Instrument(t *steady.Transport, opts ...Option) (*Instrumentation, error) {
 		c.tp, c.explicitTP = otel.GetTracerProvider(), false
 	}
 	in := &Instrumentation{t: t, labels: newLabels()}
+	in.labels.origin = t.UpstreamOrigin
 
 	if _, off := c.mp.(metricnoop.MeterProvider); !off {
 		meter := c.mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version))

@@ -64,6 +64,9 @@ func (in *Instrumentation) observe(ev steady.Event) {
 			attribute.String(attrBreakerPrevious, breakerStateName(ev.From)))...)))
 	}
 	kv := []attribute.KeyValue{attribute.String(attrEventKind, ev.Kind.String()), h.id}
+	if h.name != "" && h.address != "" {
+		kv = append(kv, attribute.String(attrAddress, h.address)) // a routed upstream's host, beside its Name
+	}
 	if why != "" {
 		kv = append(kv, attribute.String(attrReason, why))
 	}
