@@ -289,7 +289,12 @@ func TestFakeFleetDeploy(t *testing.T) {
 			if n == 16 {
 				cfg.form = "middleware"
 			}
-			r := simulate(t, testPrefix(t, c), cfg)
+			pre := testPrefix(t, c)
+			r := simulate(t, pre, cfg)
+			// Alone on the key, the fleet infers no others.
+			if sh := fleetShares(t, c, pre); len(sh) != 0 {
+				t.Errorf("%d processes alone on the key inferred shares of it: %v", n, sh)
+			}
 			lo, hi := r.spread()
 			t.Logf("%d processes with the store: %v; goodput %.1f%%; shares %+.0f%%..%+.0f%% (target ±15%%, not asserted); 429s at %v",
 				n, r, 100*float64(r.Accepted)/reachable, 100*lo, 100*hi, r.at429)

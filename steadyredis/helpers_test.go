@@ -209,3 +209,31 @@ func must(s *Store, err error) *Store {
 	}
 	return s
 }
+
+// fleetShares returns the fleet's inferred share of the key (reserve.lua's
+// fs:ID fields) in every partition hash under prefix, keyed by hash and
+// window.
+func fleetShares(t testing.TB, c *redis.Client, prefix string) map[string]float64 {
+	t.Helper()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, k := range keys {
+		if c.Type(ctx, k).Val() != "hash" {
+			continue
+		}
+		for f, v := range c.HGetAll(ctx, k).Val() {
+			if strings.HasPrefix(f, "fs:") {
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s %s = %q: %v", k, f, v, err)
+				}
+				out[k+" "+f] = x
+			}
+		}
+	}
+	return out
+}

@@ -185,6 +185,11 @@ func (p *pending) add(st steady.StoreSettlement) {
 		case w.Cost <= 0 || w.Rate <= 0:
 		case !st.Sent:
 			d = -w.Cost
+		case st.Cooldown > 0 && (i >= len(st.Actual) || st.Actual[i] < 0):
+			// Refused (a 429, or a hint to wait): the server did not
+			// count it, and the fleet's count of what it spent must not
+			// either, or it would read the others' use as its own.
+			d = -w.Cost
 		case i < len(st.Actual) && st.Actual[i] >= 0:
 			d = st.Actual[i] - w.Cost
 		}
@@ -491,6 +496,11 @@ func (pt *part) settleLocal(st steady.StoreSettlement, hint int) {
 		d := int64(0)
 		switch {
 		case !st.Sent:
+			d = -w.Cost
+		case st.Cooldown > 0 && (i >= len(st.Actual) || st.Actual[i] < 0):
+			// Refused (a 429, or a hint to wait): the server did not
+			// count it, and the fleet's count of what it spent must not
+			// either, or it would read the others' use as its own.
 			d = -w.Cost
 		case i < len(st.Actual) && st.Actual[i] >= 0:
 			d = st.Actual[i] - w.Cost

@@ -176,6 +176,86 @@ end
 -- n:ID may reach before it, pv:ID set while the epoch is provisional (no
 -- reading yet).
 local epochTol = 400000 -- readings of one epoch end within this (us)
+-- The fleet's share of a key that others use too (issue 18: a store
+-- must not hide what the headers say). Two fleets on two prefixes, or a
+-- fleet beside a process without steady, each read what remains falling
+-- faster than the fleet sends. Over one epoch, from the first moment of
+-- it the fleet read (its base) to the latest reading, the server counted
+-- fx:ID - rr + 1 units (from the base's first counted request to the
+-- latest's last), of which the fleet's were at most what it issued from
+-- the base's start to the latest moment's end; the rest are others'. The
+-- share (fs:ID) falls at once to what the fleet took of that, and rises
+-- back by a quarter of the gap when a moment's readings are all in
+-- (the next moment's first arrives) and showed fewer others, while much
+-- remains (near empty, a window hides what others take). It bounds what
+-- the fleet sends at once of what remains, and of the burst at each
+-- epoch's start, as one process alone paces its share. Readings of a
+-- limit far below the fleet's accepted one (see evidence) do not move it;
+-- one reading bounds the share no lower than a sixteenth, and the next
+-- truthful ones undo it. fb:ID, fe:ID, fx:ID and fo:ID are the base
+-- moment's start, epoch end, most remaining read, and the units it issued
+-- that n:ID does not count (the cold reservations').
+--
+-- mb is the reading's moment base (-1: the cold reservations), rr and rx
+-- the least and most remaining its moment read so far, and prr, when the
+-- reading begins a new moment, the least the moment before it read.
+local minShare = 1 / 16
+local function fleetShare(id, lim, e, mb, rr, rx, prr)
+  local v = redis.call('HMGET', p, 'fs:' .. id, 'l:' .. id, 'fb:' .. id, 'fe:' .. id, 'fx:' .. id, 'fo:' .. id,
+    'mb:' .. id, 'n:' .. id, 'mp:' .. id, 'me:' .. id, 'kc')
+  local s0 = num(v[1], 1)
+  local s = s0
+  local l = num(v[2], 0)
+  if lim <= 0 or (l > 0 and lim * 4 <= l) then return s end
+  -- What the fleet issued in the reading's moment: all of it may be in
+  -- what the server counted.
+  local base, off, total = mb, 0, nil
+  if mb < 0 then
+    base, off, total = 0, num(v[11], 0), 0
+  elseif mb == num(v[7], nil) then
+    total = num(v[8], 0) - mb
+  elseif mb == num(v[9], nil) then
+    total = num(v[10], 0) - mb
+  else
+    total = num(v[8], 0) - mb
+  end
+  local fb, fe, fx, fo = num(v[3], nil), num(v[4], nil), num(v[5], nil), num(v[6], 0)
+  if not fb or not fe or not fx or math.abs(e - fe) > epochTol or base < fb then
+    -- The epoch's first moment read.
+    fb, fx, fo = base, rx, off
+    redis.call('HSET', p, 'fb:' .. id, fmt(fb), 'fe:' .. id, fmt(e), 'fx:' .. id, fmt(fx), 'fo:' .. id, fmt(fo))
+  elseif base == fb then
+    if rx > fx then
+      fx = rx
+      redis.call('HSET', p, 'fx:' .. id, fmt(fx))
+    end
+  elseif prr and prr * 4 >= lim then
+    -- The moment before this one is all in: what it showed may raise the
+    -- share.
+    local own = base - fb + fo
+    local span = fx - prr + 1
+    local others = span - own
+    if own + math.max(others, 0) >= 4 then
+      local ratio = 1
+      if others > 1 + 0.02 * span then ratio = own / (own + others) end
+      if ratio > s then
+        s = math.min(s + (ratio - s) / 4, 1)
+        if s > 0.95 then s = 1 end
+      end
+    end
+  end
+  local own = base - fb + fo + total
+  local span = fx - rr + 1
+  local others = span - own
+  if own + math.max(others, 0) >= 4 and others > 1 + 0.02 * span then
+    s = math.min(s, math.max(own / (own + others), minShare))
+  end
+  if s ~= s0 then
+    redis.call('HSET', p, 'fs:' .. id, string.format('%.6g', s))
+  end
+  return s
+end
+
 -- epochObserve applies one response's reading: rem remained after its
 -- request (of cost cost, issued count iss: its moment's base plus its
 -- cost; 0 for a cold reservation), and the epoch ends in reset us. The
@@ -197,18 +277,22 @@ local function epochObserve(id, lim, rem, reset, iss, cost)
   if iss == 0 then mb = -1 end -- the cold reservations, before any window
   local rm, rk, rr = num(v[3], nil), num(v[4], 0), num(v[5], 0)
   if rm and mb < rm then return end -- an older moment: a newer one tells more
+  local rx = num(redis.call('HGET', p, 'rx:' .. id), rem)
+  local prr = nil
   if rm and mb == rm then
-    rk, rr = rk + cost, math.min(rr, rem)
+    rk, rr, rx = rk + cost, math.min(rr, rem), math.max(rx, rem)
   else
-    rm, rk, rr = mb, cost, rem
+    if rm then prr = rr end
+    rm, rk, rr, rx = mb, cost, rem, rem
   end
-  local c = math.max(rm, 0) + rk + rr
+  local s = fleetShare(id, lim, e, rm, rr, rx, prr)
+  local c = math.max(rm, 0) + rk + math.floor(s * rr)
   if mb < 0 then
     -- Of the cold reservations, those not answered yet may not be
     -- counted.
-    c = rr - math.max(num(redis.call('HGET', p, 'kc'), 1) - rk, 0)
+    c = math.floor(s * rr) - math.max(num(redis.call('HGET', p, 'kc'), 1) - rk, 0)
   end
-  redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c), 'rm:' .. id, fmt(rm), 'rk:' .. id, fmt(rk), 'rr:' .. id, fmt(rr))
+  redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c), 'rm:' .. id, fmt(rm), 'rk:' .. id, fmt(rk), 'rr:' .. id, fmt(rr), 'rx:' .. id, fmt(rx))
   if v[2] then redis.call('HDEL', p, 'pv:' .. id) end
   latest = math.max(latest, e)
 end
@@ -240,7 +324,8 @@ local function epochTurn(id, cost, bu, r, start, resets)
     local w = redis.call('HMGET', p, 'rm:' .. id, 'rk:' .. id)
     local answered = 0
     if num(w[1], -1) >= 0 then answered = num(w[1], 0) + num(w[2], 0) end
-    e, c = e + k * len, n + bu - math.max(n - answered, 0)
+    local s = num(redis.call('HGET', p, 'fs:' .. id), 1)
+    e, c = e + k * len, n + math.max(math.floor(s * bu), 1) - math.max(n - answered, 0)
     redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c))
     latest = math.max(latest, e)
   end
@@ -314,6 +399,11 @@ if settle then
       end
       if v[2] and d[2] <= tonumber(v[2]) then
         redis.call('HSET', p, 'mb:' .. d[1], fmt(tonumber(v[2]) + d[3]))
+      end
+      -- The fleet's share compares counts of the same kind (fleetShare).
+      for _, f in ipairs({'mp:', 'me:', 'fb:'}) do
+        local x = num(redis.call('HGET', p, f .. d[1]), nil)
+        if x and d[2] <= x then redis.call('HSET', p, f .. d[1], fmt(x + d[3])) end
       end
     end
   end
@@ -515,6 +605,9 @@ local function moment(id, at, n, cost)
   local v = redis.call('HMGET', p, 'm:' .. id, 'mb:' .. id)
   local m = num(v[1], nil)
   if m and at >= m and at - m <= sameMoment then return num(v[2], 0) + cost end
+  if v[2] then
+    redis.call('HSET', p, 'mp:' .. id, v[2], 'me:' .. id, fmt(n - cost))
+  end
   redis.call('HSET', p, 'm:' .. id, fmt(at), 'mb:' .. id, fmt(n - cost))
   return n
 end
