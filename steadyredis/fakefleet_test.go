@@ -51,7 +51,7 @@ type simResult struct {
 	at429   []time.Duration // when each 429 came, from the start
 	failed  int64           // calls that failed (not cut off by the run's end)
 	errs    map[string]int
-	outside int64 // attempts of the outside consumer
+	outside int64         // attempts of the outside consumer
 	last    time.Duration // a batch's makespan: when its last call ended, from the start
 	events  []steady.Event
 }
