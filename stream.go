@@ -364,6 +364,23 @@ func (b *aheadBody) Read(p []byte) (int, error) {
 
 func (b *aheadBody) Close() error { return b.rc.Close() }
 
+// cancelBody is the body of an attempt that has a context of its own
+// (see call.send): Close closes the upstream's body and then cancels that
+// context, which ends a Read that Close alone does not (a transport that
+// stops reading when the request's context ends).
+type cancelBody struct {
+	rc     io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+
+func (b *cancelBody) Close() error {
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}
+
 // fail counts one failure against the upstream outside an attempt's slot:
 // an error event in a stream whose attempt counted a success. nil-safe.
 func (b *breaker) fail() {

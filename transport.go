@@ -500,8 +500,12 @@ func (c *call) heldPastDeadline(v view) error {
 // are released before the panic goes on.
 func (c *call) send(r *http.Request, a admission) (resp *http.Response, err error) {
 	released := false
+	var cancel context.CancelFunc
 	defer func() {
 		if !released {
+			if cancel != nil {
+				cancel()
+			}
 			a.pm.settle(nil, errPanicked)
 			c.br.report(a.slot, errBreakerExcluded)
 		}
@@ -517,6 +521,16 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 	if observed {
 		sentAt = time.Now()
 	}
+	guarded := !c.t.guard.off && r.Method == http.MethodPost
+	if guarded {
+		// The attempt has a context of its own, canceled when its body
+		// is closed: the stream guard's read ahead, which closes the body
+		// when it gives up, then ends even where Close alone does not end
+		// a Read that blocks.
+		var actx context.Context
+		actx, cancel = context.WithCancel(r.Context())
+		r = r.WithContext(actx)
+	}
 	if c.next != nil {
 		resp, err = c.next(r)
 	} else {
@@ -530,7 +544,14 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		// body; every later step may then close it.
 		resp.Body = http.NoBody
 	}
-	if err == nil && resp.StatusCode/100 == 2 && !c.t.guard.off && r.Method == http.MethodPost && isEventStream(resp.Header) {
+	if cancel != nil {
+		if resp == nil || resp.Body == http.NoBody {
+			cancel()
+		} else {
+			resp.Body = &cancelBody{rc: resp.Body, cancel: cancel}
+		}
+	}
+	if err == nil && resp.StatusCode/100 == 2 && guarded && isEventStream(resp.Header) {
 		// Read ahead to the first content: an error or a stall before it
 		// is judged as the status it stands for (stream.go).
 		resp, _, err = guardStream(c.ctx, c.t.guard, resp)
