@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/steady-go/steady/store"
 	"golang.org/x/time/rate"
 )
 
@@ -26,7 +27,7 @@ const (
 // spell does not bank a retry storm. When the budget is spent, a failed
 // attempt is handed back to the caller instead of being retried. Retries
 // after a 429 neither need nor spend budget. With a [PacingConfig.Store]
-// that keeps the fleet's budget ([StoreRetryBudget], as steadyredis's
+// that keeps the fleet's budget ([store.RetryBudget], as steadyredis's
 // does), the budget, its cap and its floor are the fleet's per upstream,
 // not each process's; while the store cannot decide, each process's own.
 type BudgetConfig struct {
@@ -111,7 +112,7 @@ func (b *budget) takeEarned(upstream string) int64 {
 // withdrawFleet spends one retry toward upstream from the fleet's budget
 // kept by fb; when fb cannot decide (its backend unreachable), from this
 // process's own budget, which earns from every first attempt either way.
-func (b *budget) withdrawFleet(ctx context.Context, fb StoreRetryBudget, upstream string) bool {
+func (b *budget) withdrawFleet(ctx context.Context, fb store.RetryBudget, upstream string) bool {
 	if b == nil {
 		return true
 	}
@@ -119,7 +120,7 @@ func (b *budget) withdrawFleet(ctx context.Context, fb StoreRetryBudget, upstrea
 		return b.withdraw()
 	}
 	e := b.takeEarned(upstream)
-	ok, shared := fb.Retry(ctx, StoreRetry{Upstream: upstream, Earned: float64(e) / microRetry,
+	ok, shared := fb.Retry(ctx, store.Retry{Upstream: upstream, Earned: float64(e) / microRetry,
 		Max: float64(b.max) / microRetry, Floor: b.floorRate, FloorBurst: b.floorBurst})
 	if shared {
 		return ok
@@ -135,4 +136,37 @@ func (b *budget) withdrawFleet(ctx context.Context, fb StoreRetryBudget, upstrea
 		b.mu.Unlock()
 	}
 	return b.withdraw()
+}
+
+// deposit credits one first attempt.
+func (b *budget) deposit() {
+	if b == nil {
+		return
+	}
+	for {
+		old := b.balance.Load()
+		if old >= b.max {
+			return
+		}
+		if b.balance.CompareAndSwap(old, min(old+b.earn, b.max)) {
+			return
+		}
+	}
+}
+
+// withdraw spends one retry; false means the budget is spent.
+func (b *budget) withdraw() bool {
+	if b == nil {
+		return true
+	}
+	for {
+		old := b.balance.Load()
+		if old < microRetry {
+			break
+		}
+		if b.balance.CompareAndSwap(old, old-microRetry) {
+			return true
+		}
+	}
+	return b.floor != nil && b.floor.Allow()
 }

@@ -40,10 +40,11 @@ const (
 	// breaker's probe (To is BreakerClosed otherwise). It is
 	// logged at Debug level.
 	EventAttempt
-	// EventStore reports a partition's pacing [Store] falling back to
-	// local pacing at this process's share of the limits (Reason
-	// "fallback", with Err) or rejoining the fleet (Reason "rejoined"),
-	// once per partition: a store may fall back for one partition alone.
+	// EventStore reports a partition's pacing store ([PacingConfig.Store])
+	// falling back to local pacing at this process's share of the limits
+	// (Reason "fallback", with Err) or rejoining the fleet (Reason
+	// "rejoined"), once per partition: a store may fall back for one
+	// partition alone.
 	EventStore
 	// EventUsage reports the tokens a response said it used (Used), read
 	// from its body as the caller read it, against what its attempt

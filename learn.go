@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/steady-go/steady/ratelimit"
+	"github.com/steady-go/steady/store"
 )
 
 // This file settles a permit with the tokens its response used, and learns
@@ -161,7 +162,7 @@ func (pm *permit) used(u TokenEstimate, outOK bool) {
 // reservation: the difference from the reserved cost is charged or given
 // back fleet-wide. It is a second settlement of the same grant, after the
 // one made when the response's headers came: Sent, with Actual set and
-// nothing else (see [Store]).
+// nothing else (see store.Store).
 func (p *pacer) storeUsed(pm *permit, u TokenEstimate) {
 	st := pm.turn
 	if st == nil || !st.grant.Shared && len(st.windows) == 0 {
@@ -171,7 +172,7 @@ func (p *pacer) storeUsed(pm *permit, u TokenEstimate) {
 	diff := false
 	for i, w := range st.windows {
 		actual[i] = -1
-		if un, _, ok := ParseStoreWindowID(w.ID); ok && un != ratelimit.UnitRequests {
+		if un, _, ok := store.ParseWindowID(w.ID); ok && un != ratelimit.UnitRequests {
 			actual[i] = st.capped(i, cost(un, u)) // bounded as its reservation was
 			diff = diff || actual[i] != w.Cost
 		}
@@ -179,7 +180,7 @@ func (p *pacer) storeUsed(pm *permit, u TokenEstimate) {
 	if !diff {
 		return
 	}
-	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true, Actual: actual})
+	p.cfg.Store.Settle(context.Background(), store.Settlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true, Actual: actual})
 }
 
 // correct charges a use answered at landed d more units (or gives back

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/steady-go/steady/ratelimit"
+	"github.com/steady-go/steady/store"
 )
 
 // PacingConfig configures proactive throttling. Limits are kept per
@@ -102,9 +103,10 @@ type PacingConfig struct {
 	MaxWait time.Duration
 
 	// Store, if set, shares this Transport's pacing partitions with other
-	// processes through it (see package steadyredis). Nil means each
-	// Transport paces alone.
-	Store Store
+	// processes through it (see package steadyredis; package store holds
+	// the seam for its implementers). Nil means each Transport paces
+	// alone.
+	Store store.Store
 
 	// TokensByUsage says that the provider counts a request's tokens by
 	// what its response says it used, charged once known (as gateways

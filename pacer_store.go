@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/steady-go/steady/ratelimit"
+	"github.com/steady-go/steady/store"
 )
 
-// This file wires a [Store] into the pacer: after a request's local turn
+// This file wires a store.Store into the pacer: after a request's local turn
 // comes, the store reserves it in the fleet's shared budget (one call per
 // attempt), and the request waits for the fleet's turn too; after the
 // attempt, the store is told what the response showed.
@@ -21,7 +22,7 @@ import (
 var errStoreLocal = errors.New("steady: store unreachable; pacing at this process's share of the limits")
 
 // storeLocalError is the Err of an EventStore reporting a fall back that
-// its store gave a cause for ([StoreGrant.Err], [StoreGrant.Lapse]); it
+// its store gave a cause for ([store.Grant.Err], [store.Grant.Lapse]); it
 // unwraps to the cause.
 type storeLocalError struct{ cause error }
 
@@ -46,9 +47,9 @@ const fleetReopen = 2 * time.Second
 
 // storeTurn is a permit's reservation in the store.
 type storeTurn struct {
-	part    StorePartition
-	windows []StoreWindow
-	grant   StoreGrant
+	part    store.Partition
+	windows []store.Window
+	grant   store.Grant
 	// cold: reserved before the fleet knew any window; what its response
 	// shows was issued before every reservation in a window.
 	cold bool
@@ -85,7 +86,7 @@ func (pt *partition) storeCapsLocked(p *pacer) []int64 {
 // EventStores to emit (once pt.mu is released) when the partition fell
 // back to local pacing or rejoined the fleet (both, in that order, for a
 // grant that reports a lapse), and returns evs.
-func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now time.Time, evs []Event) []Event {
+func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g store.Grant, now time.Time, evs []Event) []Event {
 	// Each partition says so for itself: a store may fall back for one
 	// partition (its keys unusable) and stay shared for others.
 	ev := Event{Kind: EventStore, Time: now, Upstream: pt.upstream, Partition: pt.label, Model: pt.model}
@@ -117,7 +118,7 @@ func (p *pacer) storeApplyLocked(pt *partition, pm *permit, g StoreGrant, now ti
 	}
 	if g.Observed != nil && g.Observed.Seq > pt.fleetSeq {
 		pt.fleetSeq = g.Observed.Seq
-		rl := g.Observed.rateLimits(now)
+		rl := observedLimits(g.Observed, now)
 		for _, w := range rl.Windows {
 			pt.observeLocked(p, pm, w, now)
 		}
@@ -150,15 +151,15 @@ func (e *fleetOpenError) Unwrap() error { return ErrCircuitOpen }
 // so that it never sends more than the quota in any span of the window's
 // length, whatever kind of window it is, even when requests sent in turn
 // reach the server a little out of step.
-func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWindow {
-	var ws []StoreWindow
+func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []store.Window {
+	var ws []store.Window
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		if !w.known() {
 			continue
 		}
 		if ws == nil {
-			ws = make([]StoreWindow, 0, len(pt.windows))
+			ws = make([]store.Window, 0, len(pt.windows))
 		}
 		name := w.name
 		if w.config {
@@ -173,8 +174,8 @@ func (pt *partition) storeWindowsLocked(p *pacer, est TokenEstimate) []StoreWind
 			// of the quota less headroom (a negative burst says so).
 			burst = -max(int64(w.quota()-h), c, 1)
 		}
-		ws = append(ws, StoreWindow{
-			ID:    StoreWindowID(w.unit, name),
+		ws = append(ws, store.Window{
+			ID:    store.WindowID(w.unit, name),
 			Cost:  c,
 			Rate:  max(q, 1) / w.guessPeriod().Seconds(),
 			Burst: burst,
@@ -198,7 +199,7 @@ func storeCap(c int64, q float64) int64 {
 func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit, o admitOpts, start time.Time) error {
 	pt := pm.pt
 	pt.mu.Lock()
-	st := &storeTurn{part: StorePartition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est), caps: pt.storeCapsLocked(p)}
+	st := &storeTurn{part: store.Partition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est), caps: pt.storeCapsLocked(p)}
 	known := len(st.windows) > 0
 	seq := pt.fleetSeq
 	cold := 0
@@ -208,7 +209,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	pt.mu.Unlock()
 
 	now := time.Now()
-	r := StoreReservation{Partition: st.part, Windows: st.windows, ObservedSeq: seq, ColdStart: cold}
+	r := store.Reservation{Partition: st.part, Windows: st.windows, ObservedSeq: seq, ColdStart: cold}
 	if p.maxWait > 0 {
 		r.MaxWait = max(p.maxWait-now.Sub(start), time.Nanosecond)
 	}
@@ -218,7 +219,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			r.MaxWait = left
 		}
 	}
-	var g StoreGrant
+	var g store.Grant
 	var evs []Event // EventStore, emitted once pt.mu is released
 	for try := 0; ; try++ {
 		var err error
@@ -235,7 +236,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		evs = p.storeApplyLocked(pt, pm, g, now, evs)
 		// A partition that learned its windows from the fleet's reading
 		// reserves in them at once, rather than send uncounted.
-		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != BreakerClosed {
+		if try > 0 || known || !g.Shared || g.Refused || g.Breaker != store.BreakerClosed {
 			break
 		}
 		ws := pt.storeWindowsLocked(p, pm.est)
@@ -247,7 +248,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 		}
 		seq, caps := pt.fleetSeq, pt.storeCapsLocked(p)
 		pt.mu.Unlock()
-		p.cfg.Store.Settle(ctx, StoreSettlement{Partition: st.part, Windows: st.windows, Grant: g})
+		p.cfg.Store.Settle(ctx, store.Settlement{Partition: st.part, Windows: st.windows, Grant: g})
 		r.Windows, r.ObservedSeq, r.ColdStart, st.windows, st.caps = ws, seq, 0, ws, caps
 	}
 	st.grant = g
@@ -257,9 +258,9 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	}
 
 	switch {
-	case g.Breaker == BreakerOpen && p.noBreaker:
+	case g.Breaker == store.BreakerOpen && p.noBreaker:
 		return nil // nothing reserved; this Transport has no circuit breaker
-	case g.Breaker == BreakerOpen:
+	case g.Breaker == store.BreakerOpen:
 		pm.cancel()
 		return &fleetOpenError{upstream: pt.upstream, until: now.Add(g.Wait)}
 	case g.Refused:
@@ -310,7 +311,7 @@ func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status i
 		return
 	}
 	pm.turn = st // for the usage its body tells (storeUsed)
-	s := StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true}
+	s := store.Settlement{Partition: st.part, Windows: st.windows, Grant: st.grant, Sent: true}
 	if o := storeObservation(rl, now); o != nil && st.grant.Seq > 0 {
 		o.Seq = st.grant.Seq
 		if st.cold {
@@ -329,7 +330,7 @@ func (p *pacer) storeSettle(pm *permit, resp *http.Response, err error, status i
 	}
 	pt.mu.Unlock()
 	s.Failed = (resp != nil && status >= 500) || (resp == nil && err != nil && !errors.Is(err, context.Canceled))
-	if st.grant.Breaker == BreakerHalfOpen {
+	if st.grant.Breaker == store.BreakerHalfOpen {
 		switch {
 		case resp != nil && status < 500:
 			s.BreakerClosed = true
@@ -349,7 +350,7 @@ func (p *pacer) storeCancel(pm *permit) {
 	if st == nil {
 		return
 	}
-	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: st.part, Windows: st.windows, Grant: st.grant})
+	p.cfg.Store.Settle(context.Background(), store.Settlement{Partition: st.part, Windows: st.windows, Grant: st.grant})
 }
 
 // takeTurnLocked returns pm's reservation and forgets it.
@@ -365,18 +366,18 @@ func (p *pacer) storeBreakerOpen(upstream string, d time.Duration) {
 	if p == nil || p.cfg.Store == nil || p.cfg.Disabled || d <= 0 {
 		return
 	}
-	p.cfg.Store.Settle(context.Background(), StoreSettlement{Partition: StorePartition{Upstream: upstream}, BreakerOpen: d})
+	p.cfg.Store.Settle(context.Background(), store.Settlement{Partition: store.Partition{Upstream: upstream}, BreakerOpen: d})
 }
 
 // markGradualLocked marks the windows of o that this partition knows
 // refill gradually (a bucket or a sliding window), so that the store
 // does not hold them to their reset.
-func (pt *partition) markGradualLocked(o *StoreObservation) {
+func (pt *partition) markGradualLocked(o *store.Observation) {
 	for i := range o.Windows {
 		ow := &o.Windows[i]
 		for j := range pt.windows {
 			w := &pt.windows[j]
-			if !w.config && StoreWindowID(w.unit, w.name) == ow.ID {
+			if !w.config && store.WindowID(w.unit, w.name) == ow.ID {
 				ow.Gradual = w.kind == kindBucket || w.kind == kindSliding
 			}
 		}

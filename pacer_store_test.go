@@ -16,43 +16,44 @@ import (
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadytest"
+	"github.com/steady-go/steady/store"
 )
 
 // scriptStore is an in-memory Store: it answers each reservation with
 // grant(n) (n counts from 0) and records what it is asked and told.
 type scriptStore struct {
-	grant func(n int) steady.StoreGrant
+	grant func(n int) store.Grant
 
 	mu      sync.Mutex
-	reserve []steady.StoreReservation
-	settle  []steady.StoreSettlement
+	reserve []store.Reservation
+	settle  []store.Settlement
 }
 
-func (s *scriptStore) Reserve(ctx context.Context, r steady.StoreReservation) (steady.StoreGrant, error) {
+func (s *scriptStore) Reserve(ctx context.Context, r store.Reservation) (store.Grant, error) {
 	if err := ctx.Err(); err != nil {
-		return steady.StoreGrant{}, err
+		return store.Grant{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(s.reserve)
 	s.reserve = append(s.reserve, r)
-	g := steady.StoreGrant{Shared: true, Fleet: 1, Seq: uint64(n + 1)}
+	g := store.Grant{Shared: true, Fleet: 1, Seq: uint64(n + 1)}
 	if s.grant != nil {
 		g = s.grant(n)
 	}
 	return g, nil
 }
 
-func (s *scriptStore) Settle(_ context.Context, st steady.StoreSettlement) {
+func (s *scriptStore) Settle(_ context.Context, st store.Settlement) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.settle = append(s.settle, st)
 }
 
-func (s *scriptStore) calls() ([]steady.StoreReservation, []steady.StoreSettlement) {
+func (s *scriptStore) calls() ([]store.Reservation, []store.Settlement) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]steady.StoreReservation(nil), s.reserve...), append([]steady.StoreSettlement(nil), s.settle...)
+	return append([]store.Reservation(nil), s.reserve...), append([]store.Settlement(nil), s.settle...)
 }
 
 // limited is a completion announcing a requests window.
@@ -93,11 +94,11 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 	for _, form := range []string{"roundtripper", "middleware"} {
 		t.Run(form, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := &scriptStore{grant: func(n int) steady.StoreGrant {
-					return steady.StoreGrant{Shared: true, Fleet: 2, Seq: uint64(10 + n), Wait: time.Duration(n) * time.Second}
+				fs := &scriptStore{grant: func(n int) store.Grant {
+					return store.Grant{Shared: true, Fleet: 2, Seq: uint64(10 + n), Wait: time.Duration(n) * time.Second}
 				}}
 				fake := steadytest.NewFakeT(t, limited("59"), limited("58"), limited("57"))
-				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, form)
+				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}}, fake, form)
 				start := time.Now()
 				for range 3 {
 					if err := sdkChat(context.Background(), c); err != nil {
@@ -107,7 +108,7 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 				if took := time.Since(start); took != 3*time.Second {
 					t.Errorf("three calls took %v, want the store's waits: 0+1+2s", took)
 				}
-				rs, ss := store.calls()
+				rs, ss := fs.calls()
 				if len(rs) != 3 || len(ss) != 3 {
 					t.Fatalf("%d reservations and %d settlements, want 3 and 3", len(rs), len(ss))
 				}
@@ -115,7 +116,7 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 					t.Errorf("first reservation has windows %+v and cold-start bound %d before any response, want none and 4", rs[0].Windows, rs[0].ColdStart)
 				}
 				for i, r := range rs[1:] {
-					if len(r.Windows) != 1 || r.Windows[0].ID != steady.StoreWindowID(ratelimit.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst > -1 {
+					if len(r.Windows) != 1 || r.Windows[0].ID != store.WindowID(ratelimit.UnitRequests, "") || r.Windows[0].Cost != 1 || r.Windows[0].Rate <= 0 || r.Windows[0].Burst > -1 {
 						t.Errorf("reservation %d: windows %+v, want one requests window that resets (a negative burst)", i+1, r.Windows)
 					}
 					if r.Partition.Upstream != "https://api.test" || r.Partition.Key == "" {
@@ -136,13 +137,13 @@ func TestStoreReservesEveryAttempt(t *testing.T) {
 // deadline) fails the call without sending it, with a *WaitError.
 func TestStoreRefusal(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &scriptStore{grant: func(int) steady.StoreGrant {
-			return steady.StoreGrant{Shared: true, Fleet: 4, Refused: true, Wait: time.Minute}
+		fs := &scriptStore{grant: func(int) store.Grant {
+			return store.Grant{Shared: true, Fleet: 4, Refused: true, Wait: time.Minute}
 		}}
 		fake := steadytest.NewFakeT(t, limited("59"))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		err := sdkChat(ctx, storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, "roundtripper"))
+		err := sdkChat(ctx, storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}}, fake, "roundtripper"))
 		var we *steady.WaitError
 		if !errors.As(err, &we) || !errors.Is(err, context.DeadlineExceeded) || we.Wait != time.Minute {
 			t.Fatalf("err = %v, want a WaitError for the store's minute", err)
@@ -150,7 +151,7 @@ func TestStoreRefusal(t *testing.T) {
 		if fake.Calls() != 0 {
 			t.Errorf("%d requests sent", fake.Calls())
 		}
-		if _, ss := store.calls(); len(ss) != 0 {
+		if _, ss := fs.calls(); len(ss) != 0 {
 			t.Errorf("refused reservation settled: %+v", ss)
 		}
 	})
@@ -163,12 +164,12 @@ func TestStoreRefusal(t *testing.T) {
 func TestStoreFleetCircuit(t *testing.T) {
 	t.Run("open fails at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			store := &scriptStore{grant: func(int) steady.StoreGrant {
-				return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerOpen, Wait: 5 * time.Second}
+			fs := &scriptStore{grant: func(int) store.Grant {
+				return store.Grant{Shared: true, Fleet: 4, Breaker: store.BreakerOpen, Wait: 5 * time.Second}
 			}}
 			fake := steadytest.NewFakeT(t, limited("59"))
 			start := time.Now()
-			err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, "roundtripper"))
+			err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}}, fake, "roundtripper"))
 			if !errors.Is(err, steady.ErrCircuitOpen) || time.Since(start) != 0 {
 				t.Fatalf("err = %v after %v, want ErrCircuitOpen at once", err, time.Since(start))
 			}
@@ -179,32 +180,32 @@ func TestStoreFleetCircuit(t *testing.T) {
 	})
 	t.Run("hold waits, probe closes", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			store := &scriptStore{grant: func(n int) steady.StoreGrant {
+			fs := &scriptStore{grant: func(n int) store.Grant {
 				switch n {
 				case 0:
-					return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerOpen, Wait: 5 * time.Second}
+					return store.Grant{Shared: true, Fleet: 4, Breaker: store.BreakerOpen, Wait: 5 * time.Second}
 				case 1:
-					return steady.StoreGrant{Shared: true, Fleet: 4, Breaker: steady.BreakerHalfOpen, Seq: 7}
+					return store.Grant{Shared: true, Fleet: 4, Breaker: store.BreakerHalfOpen, Seq: 7}
 				}
-				return steady.StoreGrant{Shared: true, Fleet: 4, Seq: uint64(7 + n)}
+				return store.Grant{Shared: true, Fleet: 4, Seq: uint64(7 + n)}
 			}}
 			fake := steadytest.NewFakeT(t, limited("59"))
 			start := time.Now()
-			if err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{Hold: true}}, fake, "middleware")); err != nil {
+			if err := sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, Breaker: steady.BreakerConfig{Hold: true}}, fake, "middleware")); err != nil {
 				t.Fatal(err)
 			}
 			if took := time.Since(start); took != 5*time.Second {
 				t.Errorf("held %v, want the fleet's 5s", took)
 			}
-			_, ss := store.calls()
-			if len(ss) != 1 || !ss[0].BreakerClosed || ss[0].Grant.Breaker != steady.BreakerHalfOpen {
+			_, ss := fs.calls()
+			if len(ss) != 1 || !ss[0].BreakerClosed || ss[0].Grant.Breaker != store.BreakerHalfOpen {
 				t.Errorf("settlements %+v, want the probe's success", ss)
 			}
 		})
 	})
 	t.Run("local open opens the fleet", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			store := &scriptStore{}
+			fs := &scriptStore{}
 			fake := steadytest.NewFakeT(t)
 			fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return steadytest.ServerError(503) })
 			opens := 0
@@ -213,8 +214,8 @@ func TestStoreFleetCircuit(t *testing.T) {
 					opens++ // delivered on the caller's goroutine
 				}
 			}
-			_ = sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 3}, OnEvent: onEvent}, fake, "roundtripper"))
-			_, ss := store.calls()
+			_ = sdkChat(context.Background(), storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 3}, OnEvent: onEvent}, fake, "roundtripper"))
+			_, ss := fs.calls()
 			opened := 0
 			for _, s := range ss {
 				if s.BreakerOpen > 0 {
@@ -236,15 +237,15 @@ func TestStoreFleetCircuit(t *testing.T) {
 // reservation back unsent.
 func TestStoreCooldownAndCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &scriptStore{grant: func(n int) steady.StoreGrant {
-			g := steady.StoreGrant{Shared: true, Fleet: 2, Seq: uint64(n + 1)}
+		fs := &scriptStore{grant: func(n int) store.Grant {
+			g := store.Grant{Shared: true, Fleet: 2, Seq: uint64(n + 1)}
 			if n == 1 {
 				g.Wait = time.Hour
 			}
 			return g
 		}}
 		fake := steadytest.NewFakeT(t, steadytest.RateLimited(3*time.Second))
-		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Retry: steady.RetryConfig{MaxRetries: -1}}, fake, "roundtripper")
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, Retry: steady.RetryConfig{MaxRetries: -1}}, fake, "roundtripper")
 		if err := sdkChat(context.Background(), c); err == nil {
 			t.Fatal("the 429 succeeded")
 		}
@@ -253,7 +254,7 @@ func TestStoreCooldownAndCancel(t *testing.T) {
 		if err := sdkChat(ctx, c); !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v, want the context's end", err)
 		}
-		_, ss := store.calls()
+		_, ss := fs.calls()
 		if len(ss) != 2 {
 			t.Fatalf("%d settlements, want 2: %+v", len(ss), ss)
 		}
@@ -273,14 +274,14 @@ func TestStoreCooldownAndCancel(t *testing.T) {
 // reported once each, with a reason.
 func TestStoreEvents(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := &scriptStore{grant: func(n int) steady.StoreGrant {
-			return steady.StoreGrant{Shared: n == 0 || n >= 3, Fleet: 2}
+		fs := &scriptStore{grant: func(n int) store.Grant {
+			return store.Grant{Shared: n == 0 || n >= 3, Fleet: 2}
 		}}
 		fake := steadytest.NewFakeT(t)
 		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
 		var mu sync.Mutex
 		var evs []steady.Event
-		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, OnEvent: func(ev steady.Event) {
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: func(ev steady.Event) {
 			if ev.Kind == steady.EventStore {
 				mu.Lock()
 				evs = append(evs, ev)
@@ -306,22 +307,22 @@ func TestStoreEventCauses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		refused := errors.New("backend refused the connection")
 		timeout := errors.New("backend did not answer in time")
-		store := &scriptStore{grant: func(n int) steady.StoreGrant {
+		fs := &scriptStore{grant: func(n int) store.Grant {
 			switch n {
 			case 1:
-				return steady.StoreGrant{Fleet: 2, Err: refused}
+				return store.Grant{Fleet: 2, Err: refused}
 			case 3:
-				return steady.StoreGrant{Shared: true, Fleet: 2, Lapse: timeout}
+				return store.Grant{Shared: true, Fleet: 2, Lapse: timeout}
 			case 4:
-				return steady.StoreGrant{Fleet: 2}
+				return store.Grant{Fleet: 2}
 			}
-			return steady.StoreGrant{Shared: true, Fleet: 2}
+			return store.Grant{Shared: true, Fleet: 2}
 		}}
 		fake := steadytest.NewFakeT(t)
 		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
 		var mu sync.Mutex
 		var evs []steady.Event
-		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, OnEvent: func(ev steady.Event) {
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: func(ev steady.Event) {
 			if ev.Kind == steady.EventStore {
 				mu.Lock()
 				evs = append(evs, ev)
@@ -367,7 +368,7 @@ type budgetStore struct {
 	earned float64
 }
 
-func (s *budgetStore) Retry(_ context.Context, r steady.StoreRetry) (bool, bool) {
+func (s *budgetStore) Retry(_ context.Context, r store.Retry) (bool, bool) {
 	s.bmu.Lock()
 	defer s.bmu.Unlock()
 	s.asks++
@@ -391,12 +392,12 @@ func TestStoreRetryBudget(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := &budgetStore{ok: tc.ok, shared: tc.shared}
+				fs := &budgetStore{ok: tc.ok, shared: tc.shared}
 				fake := steadytest.NewFakeT(t)
 				fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response {
 					return steadytest.Response{Status: 500, Body: `{"error":{"message":"down"}}`}
 				})
-				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}, Breaker: steady.BreakerConfig{Disabled: true},
+				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, Breaker: steady.BreakerConfig{Disabled: true},
 					Retry: steady.RetryConfig{MaxRetries: 1}}, fake, "middleware")
 				const calls = 5
 				for range calls {
@@ -404,9 +405,9 @@ func TestStoreRetryBudget(t *testing.T) {
 						t.Fatal("a call to a dead upstream succeeded")
 					}
 				}
-				store.bmu.Lock()
-				asks, earned := store.asks, store.earned
-				store.bmu.Unlock()
+				fs.bmu.Lock()
+				asks, earned := fs.asks, fs.earned
+				fs.bmu.Unlock()
 				if asks != calls {
 					t.Errorf("%d asks of the fleet's budget, want %d (one per retry)", asks, calls)
 				}

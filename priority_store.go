@@ -3,6 +3,8 @@ package steady
 import (
 	"context"
 	"time"
+
+	"github.com/steady-go/steady/store"
 )
 
 // This file holds priorities fleet-wide, through a Store: a batch request
@@ -25,7 +27,7 @@ const batchAge = 20
 
 // storeReserve is Store.Reserve for a request of ctx's priority. Its error
 // is the store's, ctx's, or errStopped when stop is closed.
-func (p *pacer) storeReserve(ctx context.Context, pt *partition, r StoreReservation, stop <-chan struct{}) (StoreGrant, error) {
+func (p *pacer) storeReserve(ctx context.Context, pt *partition, r store.Reservation, stop <-chan struct{}) (store.Grant, error) {
 	if laneOf(priorityOf(ctx)) != laneBatch || p.reserve <= 0 || len(r.Windows) == 0 {
 		return p.cfg.Store.Reserve(ctx, r)
 	}
@@ -78,7 +80,7 @@ func (p *pacer) storeReserve(ctx context.Context, pt *partition, r StoreReservat
 			d = min(d, batchAge*gap-waited)
 		}
 		if err := waitTurn(ctx, stop, nil, d, -1); err != nil {
-			return StoreGrant{}, err
+			return store.Grant{}, err
 		}
 	}
 }

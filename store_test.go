@@ -7,24 +7,8 @@ import (
 	"time"
 
 	"github.com/steady-go/steady/ratelimit"
+	"github.com/steady-go/steady/store"
 )
-
-func TestStoreWindowID(t *testing.T) {
-	for _, u := range []ratelimit.Unit{ratelimit.UnitRequests, ratelimit.UnitTokens, ratelimit.UnitInputTokens, ratelimit.UnitOutputTokens} {
-		for _, name := range []string{"", "minute", "config", "a:b"} {
-			id := StoreWindowID(u, name)
-			gu, gn, ok := ParseStoreWindowID(id)
-			if !ok || gu != u || gn != name {
-				t.Errorf("ParseStoreWindowID(%q) = %v, %q, %v; want %v, %q", id, gu, gn, ok, u, name)
-			}
-		}
-	}
-	for _, bad := range []string{"", "requests", "unknown:minute", "Requests:minute", ":x"} {
-		if u, n, ok := ParseStoreWindowID(bad); ok {
-			t.Errorf("ParseStoreWindowID(%q) = %v, %q, true; want not ok", bad, u, n)
-		}
-	}
-}
 
 // TestStoreObservationRoundTrip checks that a response's windows survive
 // being shared: read in one process, applied in another.
@@ -46,7 +30,7 @@ func TestStoreObservationRoundTrip(t *testing.T) {
 		t.Fatalf("observation %+v", o)
 	}
 	later := now.Add(time.Minute)
-	got := o.rateLimits(later)
+	got := observedLimits(o, later)
 	for i := range rl.Windows {
 		rl.Windows[i].Reset = rl.Windows[i].Reset.Add(time.Minute)
 	}
@@ -56,8 +40,8 @@ func TestStoreObservationRoundTrip(t *testing.T) {
 	if storeObservation(ratelimit.Limits{}, now) != nil {
 		t.Error("observation of no windows, want nil")
 	}
-	bad := &StoreObservation{Windows: []StoreObservedWindow{{ID: "bogus", Limit: 5}, {ID: "requests:x", Limit: -7, Remaining: -9, Reset: -1}}}
-	if got := bad.rateLimits(now).Windows; len(got) != 1 || got[0].Limit != -1 || got[0].Remaining != -1 || !got[0].Reset.IsZero() {
+	bad := &store.Observation{Windows: []store.ObservedWindow{{ID: "bogus", Limit: 5}, {ID: "requests:x", Limit: -7, Remaining: -9, Reset: -1}}}
+	if got := observedLimits(bad, now).Windows; len(got) != 1 || got[0].Limit != -1 || got[0].Remaining != -1 || !got[0].Reset.IsZero() {
 		t.Errorf("bad reading gave %+v, want one window with unknowns", got)
 	}
 }

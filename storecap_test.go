@@ -10,6 +10,7 @@ import (
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadytest"
+	"github.com/steady-go/steady/store"
 )
 
 // TestStoreCostBounded: a request asking for an absurd max_tokens counts,
@@ -21,14 +22,14 @@ func TestStoreCostBounded(t *testing.T) {
 	for _, form := range []string{"roundtripper", "middleware"} {
 		t.Run(form, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := &scriptStore{}
+				fs := &scriptStore{}
 				tokens := func() steadytest.Response {
 					return steadytest.ChatCompletion("Hi").WithHeader(
 						"X-Ratelimit-Limit-Requests", "60", "X-Ratelimit-Remaining-Requests", "59", "X-Ratelimit-Reset-Requests", "1s",
 						"X-Ratelimit-Limit-Tokens", "10000", "X-Ratelimit-Remaining-Tokens", "9000", "X-Ratelimit-Reset-Tokens", "6s")
 				}
 				fake := steadytest.NewFakeT(t, tokens(), tokens())
-				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: store}}, fake, form)
+				c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}}, fake, form)
 				if err := sdkChat(context.Background(), c); err != nil {
 					t.Fatal(err)
 				}
@@ -40,13 +41,13 @@ func TestStoreCostBounded(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				rs, _ := store.calls()
+				rs, _ := fs.calls()
 				if len(rs) != 2 {
 					t.Fatalf("%d reservations, want 2", len(rs))
 				}
-				var tok *steady.StoreWindow
+				var tok *store.Window
 				for i, w := range rs[1].Windows {
-					if u, _, _ := steady.ParseStoreWindowID(w.ID); u == ratelimit.UnitTokens {
+					if u, _, _ := store.ParseWindowID(w.ID); u == ratelimit.UnitTokens {
 						tok = &rs[1].Windows[i]
 					}
 				}

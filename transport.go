@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3/option"
+	"github.com/steady-go/steady/store"
 )
 
 // ErrCircuitOpen is returned, wrapped, for a request refused because its
@@ -120,7 +121,7 @@ type Transport struct {
 	budget  *budget // nil: unlimited
 	// fleetBudget is the Store's fleet-wide retry budget, when it keeps
 	// one and pacing is on; nil otherwise.
-	fleetBudget StoreRetryBudget
+	fleetBudget store.RetryBudget
 	breakers    *breakers // nil: disabled
 	pacer       *pacer
 	router      *router // nil without Config.Upstreams
@@ -162,7 +163,7 @@ func New(cfg Config) *Transport {
 		t.pacer.skipped = t.router.skipped
 	}
 	t.pacer.noBreaker = t.breakers == nil
-	if fb, ok := cfg.Pacing.Store.(StoreRetryBudget); ok && !cfg.Pacing.Disabled && t.budget != nil {
+	if fb, ok := cfg.Pacing.Store.(store.RetryBudget); ok && !cfg.Pacing.Disabled && t.budget != nil {
 		t.fleetBudget = fb
 	}
 	return t

@@ -23,6 +23,7 @@ import (
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyotel"
 	"github.com/steady-go/steady/steadytest"
+	"github.com/steady-go/steady/store"
 )
 
 // TestBudgetExhausted: a retry budget that allows no retry turns a 500
@@ -279,11 +280,11 @@ func TestConcurrent(t *testing.T) {
 // every reservation locally, as a store that fell back does.
 type localStore struct{}
 
-func (localStore) Reserve(context.Context, steady.StoreReservation) (steady.StoreGrant, error) {
-	return steady.StoreGrant{Fleet: 1}, nil
+func (localStore) Reserve(context.Context, store.Reservation) (store.Grant, error) {
+	return store.Grant{Fleet: 1}, nil
 }
 
-func (localStore) Settle(context.Context, steady.StoreSettlement) {}
+func (localStore) Settle(context.Context, store.Settlement) {}
 
 // TestStoreFallback: a store that cannot reach its backend is counted once
 // as a fall back, however many requests it then decides alone.

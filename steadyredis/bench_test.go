@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // BenchmarkReserve measures what the store adds to one request on the
@@ -19,7 +19,7 @@ func BenchmarkReserve(b *testing.B) {
 	c.AddHook(rt)
 	s := must(New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second)))
 	defer s.Close()
-	r := steady.StoreReservation{Partition: testPart, Windows: []steady.StoreWindow{
+	r := store.Reservation{Partition: testPart, Windows: []store.Window{
 		{ID: "requests:minute", Cost: 1, Rate: 1e6, Burst: 1000},
 		{ID: "tokens:minute", Cost: 500, Rate: 1e9, Burst: 1e6},
 	}}
@@ -35,8 +35,8 @@ func BenchmarkReserve(b *testing.B) {
 		if g.Observed != nil {
 			r.ObservedSeq = g.Observed.Seq
 		}
-		s.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Actual: []int64{1, 420},
-			Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{
+		s.Settle(ctx, store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Actual: []int64{1, 420},
+			Observed: &store.Observation{Windows: []store.ObservedWindow{
 				{ID: "requests:minute", Limit: 10000, Remaining: int64(9000 - i%1000), Reset: time.Second, Issued: -1},
 			}}})
 		lat = append(lat, time.Since(start))
@@ -52,7 +52,7 @@ func BenchmarkReserveParallel(b *testing.B) {
 	c.AddHook(rt)
 	s := must(New(c, WithPrefix(testPrefix(b, c)), WithTimeout(time.Second)))
 	defer s.Close()
-	r := steady.StoreReservation{Partition: testPart, Windows: []steady.StoreWindow{{ID: "requests:minute", Cost: 1, Rate: 1e6, Burst: 1000}}}
+	r := store.Reservation{Partition: testPart, Windows: []store.Window{{ID: "requests:minute", Cost: 1, Rate: 1e6, Burst: 1000}}}
 	mustReserveB(b, s, r)
 	n0 := rt.count()
 	b.ReportAllocs()
@@ -64,7 +64,7 @@ func BenchmarkReserveParallel(b *testing.B) {
 				b.Errorf("Reserve = %+v, %v", g, err)
 				return
 			}
-			s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true})
+			s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true})
 		}
 	})
 	b.StopTimer()
@@ -88,7 +88,7 @@ func BenchmarkPing(b *testing.B) {
 	report(b, lat, b.N)
 }
 
-func mustReserveB(b *testing.B, s *Store, r steady.StoreReservation) steady.StoreGrant {
+func mustReserveB(b *testing.B, s *Store, r store.Reservation) store.Grant {
 	g, err := s.Reserve(context.Background(), r)
 	if err != nil || !g.Shared {
 		b.Fatalf("Reserve = %+v, %v; want shared", g, err)

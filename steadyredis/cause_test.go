@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
+	"github.com/steady-go/steady/store"
 )
 
 // closedAddr returns an address where nothing listens: a dial there is
@@ -228,7 +229,7 @@ func TestLapseReported(t *testing.T) {
 	}
 	// Only a settlement goes to Redis while it fails: a 429's cooldown,
 	// sent at once, for the partition the request used.
-	var part steady.StorePartition
+	var part store.Partition
 	s.mu.Lock()
 	for _, pt := range s.parts.list {
 		if pt.id.Key != "" {
@@ -237,7 +238,7 @@ func TestLapseReported(t *testing.T) {
 	}
 	s.mu.Unlock()
 	h.on.Store(true)
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: part, Grant: steady.StoreGrant{Shared: true}, Sent: true, Cooldown: time.Millisecond})
+	s.Settle(context.Background(), store.Settlement{Partition: part, Grant: store.Grant{Shared: true}, Sent: true, Cooldown: time.Millisecond})
 	if s.Shared() {
 		t.Fatal("store shared after a settlement failed")
 	}

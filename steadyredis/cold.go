@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // The fleet's cold start: while nobody in the fleet has seen a reading of
@@ -25,7 +25,7 @@ const (
 // short delay, longer each time), or a request that fits neither a
 // window's epoch nor the next (again at the epoch's end). It stops when
 // ctx ends, and refuses when r.MaxWait would pass first.
-func (s *Store) reserveAgain(ctx context.Context, r steady.StoreReservation) (steady.StoreGrant, error) {
+func (s *Store) reserveAgain(ctx context.Context, r store.Reservation) (store.Grant, error) {
 	start := s.cfg.now()
 	delay := coldPoll
 	var lapse error // told by a grant asked again: the final one tells it
@@ -45,13 +45,13 @@ func (s *Store) reserveAgain(ctx context.Context, r steady.StoreReservation) (st
 		}
 		waited := s.cfg.now().Sub(start)
 		if r.MaxWait > 0 && waited+wait > r.MaxWait {
-			return steady.StoreGrant{Wait: waited + wait, Refused: true, Fleet: g.Fleet, Shared: true, Lapse: lapse}, nil
+			return store.Grant{Wait: waited + wait, Refused: true, Fleet: g.Fleet, Shared: true, Lapse: lapse}, nil
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return steady.StoreGrant{}, ctx.Err()
+			return store.Grant{}, ctx.Err()
 		case <-t.C:
 		}
 	}
@@ -78,7 +78,7 @@ func (pt *part) markCold(seq uint64) {
 // settleCold takes the end of a cold reservation out of the fleet's count,
 // and reports whether it must be sent at once: it is, since the fleet
 // waits for it (its slot, or its response's reading). pt.mu is held.
-func (pt *part) settleCold(st steady.StoreSettlement) bool {
+func (pt *part) settleCold(st store.Settlement) bool {
 	if !pt.cold[st.Grant.Seq] {
 		return false
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // TestFleetColdStart checks that the fleet's first reservations of a
@@ -22,8 +22,8 @@ func TestFleetColdStart(t *testing.T) {
 		stores[i] = must(New(c, WithPrefix(prefix), WithInstanceID("p"+strconv.Itoa(i)), WithTimeout(time.Second)))
 		defer stores[i].Close()
 	}
-	r := steady.StoreReservation{Partition: testPart, ColdStart: bound, MaxWait: 30 * time.Millisecond}
-	var granted []steady.StoreGrant
+	r := store.Reservation{Partition: testPart, ColdStart: bound, MaxWait: 30 * time.Millisecond}
+	var granted []store.Grant
 	refused := 0
 	for _, s := range stores {
 		g := mustReserve(t, s, r)
@@ -38,14 +38,14 @@ func TestFleetColdStart(t *testing.T) {
 		t.Fatalf("%d cold reservations granted and %d refused, want %d and %d", len(granted), refused, bound, n-bound)
 	}
 	// A cold reservation given back unsent frees its slot.
-	stores[0].Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Grant: granted[0]})
+	stores[0].Settle(context.Background(), store.Settlement{Partition: testPart, Grant: granted[0]})
 	if g := mustReserve(t, stores[5], r); g.Refused {
 		t.Errorf("a cold reservation refused after a slot was given back: %+v", g)
 	}
 	// A response's reading ends the cold start: it is sent at once, and
 	// every process reserves again, with the reading.
-	stores[1].Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Grant: granted[1], Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 100, Remaining: 97, Reset: 30 * time.Second, Issued: 0}}}})
+	stores[1].Settle(context.Background(), store.Settlement{Partition: testPart, Grant: granted[1], Sent: true,
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: "requests:minute", Limit: 100, Remaining: 97, Reset: 30 * time.Second, Issued: 0}}}})
 	for i, s := range stores[6:] {
 		g := mustReserve(t, s, r)
 		if g.Refused || g.Observed == nil || len(g.Observed.Windows) != 1 || g.Observed.Windows[0].Remaining != 97 {

@@ -3,7 +3,7 @@ package steadyredis
 import (
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // Epoch readings: every response's reading of a window that is whole
@@ -29,7 +29,7 @@ type epochReading struct {
 
 // addEpochReadings keeps the readings of st's response that the script
 // counts in epochs.
-func (p *pending) addEpochReadings(st steady.StoreSettlement) {
+func (p *pending) addEpochReadings(st store.Settlement) {
 	o := st.Observed
 	if !st.Sent || o == nil || st.Grant.Seq == 0 {
 		return

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // These tests show that no single input stalls the fleet or spreads past
@@ -55,21 +55,21 @@ func TestWrongTypeKey(t *testing.T) {
 	s := must(New(c, WithPrefix(prefix), WithNotify(ch.add), withClock(clk.now), WithTimeout(time.Second)))
 	defer s.Close()
 	ctx := context.Background()
-	bad := steady.StorePartition{Upstream: testPart.Upstream, Key: "api.example.com/poisoned#00"}
-	other := steady.StorePartition{Upstream: "https://other.example.com", Key: "other.example.com/m#00"}
-	w := []steady.StoreWindow{{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 5}}
+	bad := store.Partition{Upstream: testPart.Upstream, Key: "api.example.com/poisoned#00"}
+	other := store.Partition{Upstream: "https://other.example.com", Key: "other.example.com/m#00"}
+	w := []store.Window{{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 5}}
 	key := s.keys(bad)[0]
 	if err := c.Set(ctx, key, "not a hash", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		gb := mustReserve(t, s, steady.StoreReservation{Partition: bad, Windows: w})
+		gb := mustReserve(t, s, store.Reservation{Partition: bad, Windows: w})
 		if gb.Shared {
 			t.Fatalf("reservation %d in the poisoned partition: %+v, want local", i, gb)
 		}
-		s.Settle(ctx, steady.StoreSettlement{Partition: bad, Windows: w, Grant: gb, Sent: true, Cooldown: time.Second})
-		for _, p := range []steady.StorePartition{testPart, other} {
-			if g := mustReserve(t, s, steady.StoreReservation{Partition: p, Windows: w}); !g.Shared {
+		s.Settle(ctx, store.Settlement{Partition: bad, Windows: w, Grant: gb, Sent: true, Cooldown: time.Second})
+		for _, p := range []store.Partition{testPart, other} {
+			if g := mustReserve(t, s, store.Reservation{Partition: p, Windows: w}); !g.Shared {
 				t.Fatalf("reservation %d in a healthy partition %v: %+v, want shared", i, p, g)
 			}
 		}
@@ -82,7 +82,7 @@ func TestWrongTypeKey(t *testing.T) {
 	}
 	c.Del(ctx, key)
 	clk.advance(2 * DefaultRetryInterval)
-	if g := mustReserve(t, s, steady.StoreReservation{Partition: bad, Windows: w}); !g.Shared {
+	if g := mustReserve(t, s, store.Reservation{Partition: bad, Windows: w}); !g.Shared {
 		t.Errorf("after the key is gone and the retry interval: %+v, want shared", g)
 	}
 	ch.mu.Lock()
@@ -133,7 +133,7 @@ func TestNothingHalfWritten(t *testing.T) {
 			t.Errorf("field %s is %q after failed runs, was %q", k, after[k], v)
 		}
 	}
-	s.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true})
+	s.Settle(ctx, store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true})
 }
 
 // TestTTLNeverShortens: a cooldown of an hour keeps its key for the hour
@@ -148,10 +148,10 @@ func TestTTLNeverShortens(t *testing.T) {
 	r := reservation(1)
 	g := mustReserve(t, s, r)
 	g2 := mustReserve(t, s, r)
-	s.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Hour})
+	s.Settle(ctx, store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Hour})
 	// A reading that arrives after the cooldown, sent on its own.
-	s.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 590, Reset: time.Second, Issued: -1}}}})
+	s.Settle(ctx, store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true,
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 590, Reset: time.Second, Issued: -1}}}})
 	s.flush(s.part(testPart, time.Now()))
 	if ttl := c.PTTL(ctx, s.keys(testPart)[0]).Val(); ttl < time.Hour {
 		t.Errorf("budget TTL %v after an hour's cooldown and later writes, want at least an hour", ttl)
@@ -171,7 +171,7 @@ func TestScheduleMovesBack(t *testing.T) {
 	b := must(New(c, WithPrefix(prefix)))
 	defer a.Close()
 	defer b.Close()
-	forged := reservation(1, steady.StoreWindow{ID: "tokens:minute", Cost: 1, Rate: 1.0 / 60, Burst: 1})
+	forged := reservation(1, store.Window{ID: "tokens:minute", Cost: 1, Rate: 1.0 / 60, Burst: 1})
 	ga := mustReserve(t, a, forged)
 	if ga.Wait > time.Second {
 		t.Fatalf("forged first wait %v", ga.Wait)
@@ -181,7 +181,7 @@ func TestScheduleMovesBack(t *testing.T) {
 		t.Errorf("forged second wait %v, want about a minute by its own reading", g.Wait)
 	}
 	// ...and the others, at the true rate, owe two units at 1000 a second.
-	truthful := reservation(1, steady.StoreWindow{ID: "tokens:minute", Cost: 1, Rate: 1000, Burst: 1})
+	truthful := reservation(1, store.Window{ID: "tokens:minute", Cost: 1, Rate: 1000, Burst: 1})
 	if g := mustReserve(t, b, truthful); g.Wait > 10*time.Millisecond {
 		t.Errorf("truthful wait %v after a forged limit, want at most a few ms", g.Wait)
 	}
@@ -199,8 +199,8 @@ func TestEveryKeyHasTTL(t *testing.T) {
 	r := reservation(1)
 	for i := range 20 {
 		g := mustReserve(t, s, r)
-		st := steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Failed: i%3 == 0,
-			Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 500, Reset: time.Second, Issued: -1}}}}
+		st := store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Failed: i%3 == 0,
+			Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 500, Reset: time.Second, Issued: -1}}}}
 		if i == 5 {
 			st.Cooldown = time.Second
 		}

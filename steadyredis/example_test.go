@@ -13,6 +13,7 @@ import (
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyredis"
+	"github.com/steady-go/steady/store"
 )
 
 // Every process of a fleet gives its Transport a store on the same Redis:
@@ -20,16 +21,16 @@ import (
 func Example_transport() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
 	defer client.Close()
-	store, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"),
+	redisStore, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"),
 		// The same secret in every process, from where the credentials
 		// come: a reader of Redis cannot confirm a guessed key.
 		steadyredis.WithSecret([]byte("from-your-secret-store")))
 	if err != nil {
 		panic(err) // a prefix that cannot work, such as one holding braces
 	}
-	defer store.Close()
+	defer redisStore.Close()
 
-	t := steady.New(steady.Config{Pacing: steady.PacingConfig{Store: store}})
+	t := steady.New(steady.Config{Pacing: steady.PacingConfig{Store: redisStore}})
 	_ = openai.NewClient(option.WithMiddleware(t.Middleware))
 	// ... make calls as usual: pacing reserves each attempt in Redis.
 }
@@ -40,29 +41,29 @@ func Example_transport() {
 func Example() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", ContextTimeoutEnabled: true})
 	defer client.Close()
-	store, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
+	redisStore, err := steadyredis.New(client, steadyredis.WithPrefix("myservice:steady:"))
 	if err != nil {
 		return
 	}
-	defer store.Close()
+	defer redisStore.Close()
 
 	ctx := context.Background()
-	r := steady.StoreReservation{
-		Partition: steady.StorePartition{Upstream: "https://api.openai.com", Key: "api.openai.com/gpt-4o-mini#1a2b3c"},
-		Windows: []steady.StoreWindow{
+	r := store.Reservation{
+		Partition: store.Partition{Upstream: "https://api.openai.com", Key: "api.openai.com/gpt-4o-mini#1a2b3c"},
+		Windows: []store.Window{
 			// 500 requests and 200,000 tokens a minute, less 2% headroom.
-			{ID: steady.StoreWindowID(ratelimit.UnitRequests, "requests"), Cost: 1, Rate: 500 * 0.98 / 60, Burst: 10},
-			{ID: steady.StoreWindowID(ratelimit.UnitTokens, "tokens"), Cost: 1200, Rate: 200000 * 0.98 / 60, Burst: 4000},
+			{ID: store.WindowID(ratelimit.UnitRequests, "requests"), Cost: 1, Rate: 500 * 0.98 / 60, Burst: 10},
+			{ID: store.WindowID(ratelimit.UnitTokens, "tokens"), Cost: 1200, Rate: 200000 * 0.98 / 60, Burst: 4000},
 		},
 		MaxWait: 2 * time.Minute,
 	}
-	g, err := store.Reserve(ctx, r)
-	if err != nil || g.Refused || g.Breaker == steady.BreakerOpen {
+	g, err := redisStore.Reserve(ctx, r)
+	if err != nil || g.Refused || g.Breaker == store.BreakerOpen {
 		return // the request is not sent
 	}
 	time.Sleep(g.Wait) // the pacer waits with the request's context
 	// ... send the request; then report what its response told:
-	store.Settle(ctx, steady.StoreSettlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
+	redisStore.Settle(ctx, store.Settlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
 	fmt.Println("shared with the fleet:", g.Shared)
 }
 

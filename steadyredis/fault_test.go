@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 	"go.uber.org/goleak"
 )
 
@@ -22,7 +22,7 @@ var ignoreServer = goleak.IgnoreAnyFunction("github.com/steady-go/steady/steadyr
 
 // run reserves and settles n requests from each of g goroutines, failing
 // t on any error, and returns how many grants were shared.
-func run(t *testing.T, s *Store, g, n int, r steady.StoreReservation) (shared int) {
+func run(t *testing.T, s *Store, g, n int, r store.Reservation) (shared int) {
 	t.Helper()
 	var count atomic.Int64
 	var wg sync.WaitGroup
@@ -37,8 +37,8 @@ func run(t *testing.T, s *Store, g, n int, r steady.StoreReservation) (shared in
 				if gr.Shared {
 					count.Add(1)
 				}
-				s.Settle(context.Background(), steady.StoreSettlement{Partition: r.Partition, Windows: r.Windows, Grant: gr, Sent: true,
-					Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 500, Reset: time.Second, Issued: -1}}}})
+				s.Settle(context.Background(), store.Settlement{Partition: r.Partition, Windows: r.Windows, Grant: gr, Sent: true,
+					Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: "requests:minute", Limit: 600, Remaining: 500, Reset: time.Second, Issued: -1}}}})
 			}
 		})
 	}
@@ -66,7 +66,7 @@ func TestUnreachableAtStart(t *testing.T) {
 	s := must(New(c, WithFleetHint(4), WithNotify(ch.add), withClock(clk.now), WithTimeout(100*time.Millisecond)))
 	defer s.Close()
 	// A quarter of 100/s with a burst of 8: 25/s, bursts of 2.
-	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 100, Burst: 8})
+	r := reservation(1, store.Window{ID: "requests:minute", Cost: 1, Rate: 100, Burst: 8})
 	var waits []time.Duration
 	for range 4 {
 		g := mustReserve(t, s, r)
@@ -81,11 +81,11 @@ func TestUnreachableAtStart(t *testing.T) {
 	// A local reservation given back is returned to the local share; a
 	// 429 pauses the local share too.
 	g := mustReserve(t, s, r)
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: false})
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: false})
 	if g2 := mustReserve(t, s, r); g2.Wait != g.Wait {
 		t.Errorf("wait %v after a give-back, want %v again", g2.Wait, g.Wait)
 	} else {
-		s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Cooldown: 5 * time.Second})
+		s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Cooldown: 5 * time.Second})
 	}
 	if g := mustReserve(t, s, r); g.Wait < 5*time.Second {
 		t.Errorf("wait %v after a 5s cooldown, want at least 5s", g.Wait)
@@ -116,7 +116,7 @@ func TestRestartedEmpty(t *testing.T) {
 	var ch changes
 	s := must(New(c, WithNotify(ch.add), withClock(clk.now), WithTimeout(time.Second), WithPrefix("restart:")))
 	defer s.Close()
-	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
+	r := reservation(1, store.Window{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
 
 	// Mid-run: the server dies while goroutines reserve.
 	var wg sync.WaitGroup
@@ -136,7 +136,7 @@ func TestRestartedEmpty(t *testing.T) {
 				if err != nil {
 					fails.Add(1)
 				}
-				s.Settle(context.Background(), steady.StoreSettlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
+				s.Settle(context.Background(), store.Settlement{Partition: r.Partition, Windows: r.Windows, Grant: g, Sent: true})
 				switch done.Add(1) {
 				case 200:
 					close(halfway)

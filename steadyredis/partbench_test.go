@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // BenchmarkNewPartition measures what a partition the store has never
@@ -67,24 +67,24 @@ func BenchmarkNewPartition(b *testing.B) {
 	}
 }
 
-func benchPart(i int) steady.StorePartition {
-	return steady.StorePartition{Upstream: "https://api.example.com", Key: "api.example.com/model-" + strconv.Itoa(i) + "#0123456789abcdef"}
+func benchPart(i int) store.Partition {
+	return store.Partition{Upstream: "https://api.example.com", Key: "api.example.com/model-" + strconv.Itoa(i) + "#0123456789abcdef"}
 }
 
-var benchWindows = []steady.StoreWindow{
+var benchWindows = []store.Window{
 	{ID: "requests:", Cost: 1, Rate: 10000.0 / 60, Burst: 100},
 	{ID: "tokens:", Cost: 500, Rate: 2e6 / 60, Burst: 20000},
 }
 
 // benchReserve reserves in p and settles with a reading, sent with the
 // reservation's flush.
-func benchReserve(b *testing.B, s *Store, p steady.StorePartition, ctx context.Context) {
-	g, err := s.Reserve(ctx, steady.StoreReservation{Partition: p, Windows: benchWindows})
+func benchReserve(b *testing.B, s *Store, p store.Partition, ctx context.Context) {
+	g, err := s.Reserve(ctx, store.Reservation{Partition: p, Windows: benchWindows})
 	if err != nil || !g.Shared {
 		b.Fatalf("Reserve = %+v, %v; want shared", g, err)
 	}
-	s.Settle(ctx, steady.StoreSettlement{Partition: p, Windows: benchWindows, Grant: g, Sent: true, Actual: []int64{-1, 420},
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{
+	s.Settle(ctx, store.Settlement{Partition: p, Windows: benchWindows, Grant: g, Sent: true, Actual: []int64{-1, 420},
+		Observed: &store.Observation{Windows: []store.ObservedWindow{
 			{ID: "requests:", Limit: 10000, Remaining: 9999, Reset: 6 * time.Millisecond, Issued: -1},
 			{ID: "tokens:", Limit: 2000000, Remaining: 1999000, Reset: 30 * time.Millisecond, Issued: -1},
 		}}})
@@ -98,7 +98,7 @@ func fill(b *testing.B, c *redis.Client, s *Store, n int) {
 	if err := reserveScript.Load(ctx, c).Err(); err != nil {
 		b.Fatal(err)
 	}
-	settle := encodeSettle(pending{units: map[string]int64{"tokens:": -80}, obs: &steady.StoreObservation{Seq: 1, Windows: []steady.StoreObservedWindow{
+	settle := encodeSettle(pending{units: map[string]int64{"tokens:": -80}, obs: &store.Observation{Seq: 1, Windows: []store.ObservedWindow{
 		{ID: "requests:", Limit: 10000, Remaining: 9999, Reset: 6 * time.Millisecond, Issued: 1},
 		{ID: "tokens:", Limit: 2000000, Remaining: 1999000, Reset: 30 * time.Millisecond, Issued: 500},
 	}}}, 0, 0, false)
@@ -106,7 +106,7 @@ func fill(b *testing.B, c *redis.Client, s *Store, n int) {
 	for i := 0; i < n; i += batch {
 		pipe := c.Pipeline()
 		for j := i; j < min(i+batch, n); j++ {
-			r := steady.StoreReservation{Partition: benchPart(j), Windows: benchWindows}
+			r := store.Reservation{Partition: benchPart(j), Windows: benchWindows}
 			reserveScript.EvalSha(ctx, pipe, s.keys(r.Partition), s.args(r, "")...)
 			reserveScript.EvalSha(ctx, pipe, s.keys(r.Partition), s.settleArgs(settle)...)
 		}

@@ -3,7 +3,7 @@ package steadyredis
 import (
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // partTable is the store's partitions, in a map and in a list that a
@@ -18,7 +18,7 @@ import (
 // table can hold more than maxParts while more are busy. Guarded by the
 // store's mu.
 type partTable struct {
-	m      map[steady.StorePartition]*part
+	m      map[store.Partition]*part
 	list   []*part
 	cursor int // next entry of list the sweep looks at
 }
@@ -27,7 +27,7 @@ type partTable struct {
 // than one, so that the table shrinks back when the idle outnumber the new.
 const sweepStep = 4
 
-func (t *partTable) init() { t.m = make(map[steady.StorePartition]*part) }
+func (t *partTable) init() { t.m = make(map[store.Partition]*part) }
 
 // add inserts pt, after a bounded sweep when the table is full.
 func (t *partTable) add(pt *part, now time.Time, idle time.Duration) {

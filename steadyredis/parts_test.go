@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // TestPartTableSweeps: past maxParts, each new partition drops idle ones a
@@ -17,7 +17,7 @@ func TestPartTableSweeps(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
 	idle := time.Minute
 	mk := func(i int, at time.Time) *part {
-		pt := &part{id: steady.StorePartition{Upstream: "u", Key: strconv.Itoa(i)}, lastUsed: at}
+		pt := &part{id: store.Partition{Upstream: "u", Key: strconv.Itoa(i)}, lastUsed: at}
 		tb.add(pt, at, idle)
 		return pt
 	}
@@ -27,7 +27,7 @@ func TestPartTableSweeps(t *testing.T) {
 	if len(tb.list) != 3*maxParts || len(tb.m) != 3*maxParts {
 		t.Fatalf("%d/%d partitions, want all %d kept while in use", len(tb.list), len(tb.m), 3*maxParts)
 	}
-	keep := tb.m[steady.StorePartition{Upstream: "u", Key: "7"}]
+	keep := tb.m[store.Partition{Upstream: "u", Key: "7"}]
 	keep.pend.fails = 1 // something waits to be sent
 	later := t0.Add(2 * idle)
 	for i := range 3 * maxParts {

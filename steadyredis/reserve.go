@@ -11,23 +11,23 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // Reserve reserves a request's turn in its partition's shared budget: one
 // round trip to Redis, carrying what earlier responses told. When Redis
 // does not answer in time the turn is decided locally, at this process's
 // share of the limits. The error is non-nil only when ctx has ended.
-func (s *Store) Reserve(ctx context.Context, r steady.StoreReservation) (steady.StoreGrant, error) {
+func (s *Store) Reserve(ctx context.Context, r store.Reservation) (store.Grant, error) {
 	if err := ctx.Err(); err != nil {
-		return steady.StoreGrant{}, err
+		return store.Grant{}, err
 	}
 	return s.reserveAgain(ctx, r)
 }
 
 // reserveOnce is one reservation; again reports a cold reservation the
 // fleet has no room for yet.
-func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g steady.StoreGrant, again bool, err error) {
+func (s *Store) reserveOnce(ctx context.Context, r store.Reservation) (g store.Grant, again bool, err error) {
 	now := s.cfg.now()
 	pt := s.part(r.Partition, now)
 	pt.mu.Lock()
@@ -43,7 +43,7 @@ func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g s
 		v, err := s.run(ctx, pt.keys, s.args(r, s.encode(pend, 0, 0, false)))
 		if err != nil && ctx.Err() != nil {
 			s.abort()
-			return steady.StoreGrant{}, false, ctx.Err()
+			return store.Grant{}, false, ctx.Err()
 		}
 		if err == nil {
 			g, again, err = parseGrant(v, len(r.Windows))
@@ -76,7 +76,7 @@ func (s *Store) reserveOnce(ctx context.Context, r steady.StoreReservation) (g s
 // timeout, even when ctx has ended); the rest waits for the partition's
 // next reservation, or the flush delay. A settlement of an empty
 // Partition.Key with BreakerOpen only opens the upstream's circuit.
-func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
+func (s *Store) Settle(ctx context.Context, st store.Settlement) {
 	now := s.cfg.now()
 	pt := s.part(st.Partition, now)
 	pt.mu.Lock()
@@ -93,7 +93,7 @@ func (s *Store) Settle(ctx context.Context, st steady.StoreSettlement) {
 	} else {
 		pt.settleLocal(st, s.cfg.fleetHint)
 	}
-	closeProbe := st.BreakerClosed && st.Grant.Breaker == steady.BreakerHalfOpen
+	closeProbe := st.BreakerClosed && st.Grant.Breaker == store.BreakerHalfOpen
 	if st.Sent && s.cfg.fleetFailures > 0 {
 		pt.pend.outcome(st.Failed)
 	}
@@ -139,7 +139,7 @@ func (s *Store) abort() {
 // pending is what responses told that waits to be sent.
 type pending struct {
 	units map[string]int64 // cost to charge (or give back, negative) per window
-	obs   *steady.StoreObservation
+	obs   *store.Observation
 	// The upstream's failures in a row since the last success, and
 	// whether a success ended the fleet's run before them.
 	fails int64
@@ -178,7 +178,7 @@ func (s *Store) encode(p pending, cool, open time.Duration, closed bool) string 
 }
 
 // add merges a shared reservation's settlement.
-func (p *pending) add(st steady.StoreSettlement) {
+func (p *pending) add(st store.Settlement) {
 	for i, w := range st.Windows {
 		d := int64(0)
 		switch {
@@ -211,7 +211,7 @@ func (p *pending) add(st steady.StoreSettlement) {
 	if p.obs != nil && p.obs.Seq >= st.Grant.Seq {
 		return // a newer reading waits already
 	}
-	c := &steady.StoreObservation{Seq: st.Grant.Seq, Windows: make([]steady.StoreObservedWindow, len(o.Windows))}
+	c := &store.Observation{Seq: st.Grant.Seq, Windows: make([]store.ObservedWindow, len(o.Windows))}
 	copy(c.Windows, o.Windows)
 	for i := range c.Windows {
 		w := &c.Windows[i]
@@ -294,7 +294,7 @@ func micros(d time.Duration) int64 {
 }
 
 // args are the script's arguments for a reservation.
-func (s *Store) args(r steady.StoreReservation, settle string) []any {
+func (s *Store) args(r store.Reservation, settle string) []any {
 	maxWait := int64(-1)
 	if r.MaxWait > 0 {
 		maxWait = int64(r.MaxWait / time.Microsecond)
@@ -335,9 +335,9 @@ func (s *Store) clockArg(a []any) []any {
 }
 
 // parseGrant reads the script's reply to a reservation of n windows.
-func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
+func parseGrant(v []any, n int) (g store.Grant, again bool, err error) {
 	if len(v) < 8 {
-		return steady.StoreGrant{}, false, fmt.Errorf("%w: reply of %d values, want at least 8", ErrScript, len(v))
+		return store.Grant{}, false, fmt.Errorf("%w: reply of %d values, want at least 8", ErrScript, len(v))
 	}
 	ints := make([]int64, len(v))
 	for i, x := range v {
@@ -346,11 +346,11 @@ func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 		}
 		k, ok := x.(int64)
 		if !ok {
-			return steady.StoreGrant{}, false, fmt.Errorf("%w: reply value %d is %T, want an integer", ErrScript, i, x)
+			return store.Grant{}, false, fmt.Errorf("%w: reply value %d is %T, want an integer", ErrScript, i, x)
 		}
 		ints[i] = k
 	}
-	g = steady.StoreGrant{
+	g = store.Grant{
 		Wait:    time.Duration(max(ints[0], 0)) * time.Microsecond,
 		Refused: ints[1] == 1,
 		Seq:     uint64(max(ints[2], 0)),
@@ -359,14 +359,14 @@ func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 	}
 	switch ints[3] {
 	case 1:
-		g.Breaker = steady.BreakerHalfOpen
+		g.Breaker = store.BreakerHalfOpen
 	case 2:
-		g.Breaker = steady.BreakerOpen
+		g.Breaker = store.BreakerOpen
 	}
 	if blob, _ := v[6].(string); blob != "" {
 		o, err := parseObservation(uint64(max(ints[5], 0)), blob, time.Duration(max(ints[7], 0))*time.Microsecond)
 		if err != nil {
-			return steady.StoreGrant{}, false, err
+			return store.Grant{}, false, err
 		}
 		g.Observed = o
 	}
@@ -380,14 +380,14 @@ func parseGrant(v []any, n int) (g steady.StoreGrant, again bool, err error) {
 }
 
 // parseObservation reads a stored observation published age ago.
-func parseObservation(seq uint64, blob string, age time.Duration) (*steady.StoreObservation, error) {
+func parseObservation(seq uint64, blob string, age time.Duration) (*store.Observation, error) {
 	d := json.NewDecoder(bytes.NewReader([]byte(blob)))
 	d.UseNumber()
 	var ws [][]any
 	if err := d.Decode(&ws); err != nil {
 		return nil, fmt.Errorf("%w: stored observation: %w", ErrScript, err)
 	}
-	o := &steady.StoreObservation{Seq: seq, Windows: make([]steady.StoreObservedWindow, 0, len(ws))}
+	o := &store.Observation{Seq: seq, Windows: make([]store.ObservedWindow, 0, len(ws))}
 	for _, w := range ws {
 		if len(w) < 5 {
 			continue
@@ -397,7 +397,7 @@ func parseObservation(seq uint64, blob string, age time.Duration) (*steady.Store
 		rem, _ := number(w[2])
 		reset, _ := number(w[3])
 		iss, _ := number(w[4])
-		ow := steady.StoreObservedWindow{ID: id, Limit: limit, Remaining: rem, Reset: -1, Issued: iss}
+		ow := store.ObservedWindow{ID: id, Limit: limit, Remaining: rem, Reset: -1, Issued: iss}
 		if len(w) > 5 {
 			if p, ok := number(w[5]); ok && p > 0 {
 				ow.Period = time.Duration(p) * time.Microsecond
@@ -432,7 +432,7 @@ func number(x any) (int64, bool) {
 
 // reserveLocal decides a turn in this process alone, at its share of each
 // window: the rate and burst divided by the fleet's size.
-func (pt *part) reserveLocal(r steady.StoreReservation, hint int, now time.Time) steady.StoreGrant {
+func (pt *part) reserveLocal(r store.Reservation, hint int, now time.Time) store.Grant {
 	pt.mu.Lock()
 	defer pt.mu.Unlock()
 	fleet := pt.fleet
@@ -469,7 +469,7 @@ func (pt *part) reserveLocal(r steady.StoreReservation, hint int, now time.Time)
 		}
 	}
 	wait := goAt.Sub(now)
-	g := steady.StoreGrant{Wait: wait, Fleet: fleet}
+	g := store.Grant{Wait: wait, Fleet: fleet}
 	if r.MaxWait > 0 && wait > r.MaxWait {
 		g.Refused = true
 		return g
@@ -483,7 +483,7 @@ func (pt *part) reserveLocal(r steady.StoreReservation, hint int, now time.Time)
 }
 
 // settleLocal gives back or charges what a local reservation cost.
-func (pt *part) settleLocal(st steady.StoreSettlement, hint int) {
+func (pt *part) settleLocal(st store.Settlement, hint int) {
 	fleet := pt.fleet
 	if fleet <= 0 {
 		fleet = hint
@@ -513,7 +513,7 @@ func (pt *part) settleLocal(st steady.StoreSettlement, hint int) {
 
 // share returns the seconds per unit and the burst of one process's share
 // of window w in a fleet of n.
-func share(w steady.StoreWindow, n int) (per, burst float64, ok bool) {
+func share(w store.Window, n int) (per, burst float64, ok bool) {
 	if !(w.Rate > 0) || math.IsInf(w.Rate, 0) {
 		return 0, 0, false
 	}

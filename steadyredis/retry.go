@@ -5,10 +5,10 @@ import (
 	_ "embed"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
-// The fleet's retry budget (steady.StoreRetryBudget): one key per
+// The fleet's retry budget (store.RetryBudget): one key per
 // upstream, beside its breaker in the upstream's hash slot, and one
 // script call per retry (never per first attempt: what a process's first
 // attempts earned travels with its next retry, so that a process that
@@ -20,18 +20,18 @@ var retryLua string
 
 var retryScript = redis.NewScript(retryLua)
 
-var _ steady.StoreRetryBudget = (*Store)(nil)
+var _ store.RetryBudget = (*Store)(nil)
 
 // Retry spends one retry of the fleet's budget toward r.Upstream, first
 // crediting what this process earned. When Redis does not answer, or
 // refuses the budget's key, it decides nothing (shared false): the
 // Transport's own budget does.
-func (s *Store) Retry(ctx context.Context, r steady.StoreRetry) (ok, shared bool) {
+func (s *Store) Retry(ctx context.Context, r store.Retry) (ok, shared bool) {
 	now := s.cfg.now()
 	if ctx.Err() != nil || !s.begin(now) {
 		return false, false
 	}
-	key := s.keys(steady.StorePartition{Upstream: r.Upstream})[2] + ":r"
+	key := s.keys(store.Partition{Upstream: r.Upstream})[2] + ":r"
 	args := s.clockArg([]any{finite(r.Earned), finite(r.Max), finite(r.Floor), max(r.FloorBurst, 1), s.cfg.keyTTL.Milliseconds()})
 	v, err := s.runScript(ctx, retryScript, []string{key}, args)
 	if err != nil && ctx.Err() != nil {

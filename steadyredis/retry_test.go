@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // TestFleetRetryBudget: 16 processes retrying toward one dead upstream
@@ -30,7 +30,7 @@ func TestFleetRetryBudget(t *testing.T) {
 	// banked, 10 a second in bursts of 10.
 	ask := func(s *Store, earned float64) (ok bool) {
 		t.Helper()
-		ok, shared := s.Retry(context.Background(), steady.StoreRetry{Upstream: "https://api.example.com", Earned: earned, Max: 100, Floor: 10, FloorBurst: 10})
+		ok, shared := s.Retry(context.Background(), store.Retry{Upstream: "https://api.example.com", Earned: earned, Max: 100, Floor: 10, FloorBurst: 10})
 		if !shared {
 			t.Fatal("Retry not shared with Redis up")
 		}
@@ -74,7 +74,7 @@ func TestFleetRetryBudget(t *testing.T) {
 	defer dead.Close()
 	s := must(New(dead, WithTimeout(100*time.Millisecond)))
 	defer s.Close()
-	if ok, shared := s.Retry(context.Background(), steady.StoreRetry{Upstream: "https://api.example.com", Earned: 1, Max: 100, Floor: 10, FloorBurst: 10}); ok || shared {
+	if ok, shared := s.Retry(context.Background(), store.Retry{Upstream: "https://api.example.com", Earned: 1, Max: 100, Floor: 10, FloorBurst: 10}); ok || shared {
 		t.Errorf("Retry with Redis refused = %v, %v; want nothing decided (false, false)", ok, shared)
 	}
 }

@@ -38,7 +38,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
 // Defaults of the options.
@@ -172,7 +172,7 @@ type Change struct {
 	Key string
 }
 
-// Store is a [steady.Store] backed by Redis. Make one with [New]; it is
+// Store is a [store.Store] backed by Redis. Make one with [New]; it is
 // safe for concurrent use. Close it when done so that what responses told
 // is not lost.
 type Store struct {
@@ -193,7 +193,7 @@ type Store struct {
 	closed  bool      // guarded by mu
 }
 
-var _ steady.Store = (*Store)(nil)
+var _ store.Store = (*Store)(nil)
 
 // New returns a store that coordinates through client, which may be a
 // standalone, Sentinel (failover) or Cluster client. A client made with
@@ -319,7 +319,7 @@ func (s *Store) Close() error {
 // part is one partition's keys, what waits to be sent, and the state used
 // while pacing locally.
 type part struct {
-	id   steady.StorePartition
+	id   store.Partition
 	keys []string // budget, heartbeats, breaker
 
 	mu       sync.Mutex
@@ -346,7 +346,7 @@ const maxParts = 1024
 
 // part returns the state of partition p, creating it if needed. Its cost
 // does not grow with the number of partitions: see partTable.
-func (s *Store) part(p steady.StorePartition, now time.Time) *part {
+func (s *Store) part(p store.Partition, now time.Time) *part {
 	s.mu.Lock()
 	pt := s.parts.m[p]
 	s.mu.Unlock()
@@ -367,7 +367,7 @@ func (s *Store) part(p steady.StorePartition, now time.Time) *part {
 // the heartbeats beside it, and the upstream's breaker. The hashes are
 // SHA-256, or HMAC-SHA256 under the store's secret (WithSecret), cut to
 // 64 bits: fixed-length names whatever the upstream and label.
-func (s *Store) keys(p steady.StorePartition) []string {
+func (s *Store) keys(p store.Partition) []string {
 	sum := func(parts ...string) string {
 		var h hash.Hash
 		if len(s.cfg.secret) > 0 {

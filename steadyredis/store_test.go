@@ -9,20 +9,20 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/store"
 )
 
-var testPart = steady.StorePartition{Upstream: "https://api.example.com", Key: "api.example.com/gpt-x#abc123"}
+var testPart = store.Partition{Upstream: "https://api.example.com", Key: "api.example.com/gpt-x#abc123"}
 
-func reservation(cost int64, windows ...steady.StoreWindow) steady.StoreReservation {
+func reservation(cost int64, windows ...store.Window) store.Reservation {
 	if len(windows) == 0 {
-		windows = []steady.StoreWindow{{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 5}}
+		windows = []store.Window{{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 5}}
 	}
 	_ = cost
-	return steady.StoreReservation{Partition: testPart, Windows: windows}
+	return store.Reservation{Partition: testPart, Windows: windows}
 }
 
-func mustReserve(t *testing.T, s *Store, r steady.StoreReservation) steady.StoreGrant {
+func mustReserve(t *testing.T, s *Store, r store.Reservation) store.Grant {
 	t.Helper()
 	g, err := s.Reserve(context.Background(), r)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestSharedBudget(t *testing.T) {
 			wg.Go(func() {
 				for k := range each {
 					tokens := int64(50 + (g*each+k)%100)
-					r := steady.StoreReservation{Partition: testPart, Windows: []steady.StoreWindow{
+					r := store.Reservation{Partition: testPart, Windows: []store.Window{
 						{ID: "requests:minute", Cost: 1, Rate: rate, Burst: burst},
 						{ID: "tokens:minute", Cost: tokens, Rate: tokRate, Burst: tokBurst},
 					}}
@@ -81,7 +81,7 @@ func TestSharedBudget(t *testing.T) {
 					rtt = max(rtt, after.Sub(before))
 					admits = append(admits, admit{at, tokens})
 					mu.Unlock()
-					s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: gr, Sent: true})
+					s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: gr, Sent: true})
 				}
 			})
 		}
@@ -137,21 +137,21 @@ func TestObservationNewerWins(t *testing.T) {
 	b := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
 	defer a.Close()
 	defer b.Close()
-	r := reservation(1, steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
+	r := reservation(1, store.Window{ID: "requests:minute", Cost: 1, Rate: 1000, Burst: 100})
 	g1 := mustReserve(t, a, r)
 	g2 := mustReserve(t, a, r)
 	if g2.Seq != g1.Seq+1 {
 		t.Fatalf("seqs %d then %d, want consecutive", g1.Seq, g2.Seq)
 	}
-	obs := func(rem int64) *steady.StoreObservation {
-		return &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "requests:minute", Limit: 500, Remaining: rem, Reset: 30 * time.Second, Period: time.Minute, Issued: -1}}}
+	obs := func(rem int64) *store.Observation {
+		return &store.Observation{Windows: []store.ObservedWindow{{ID: "requests:minute", Limit: 500, Remaining: rem, Reset: 30 * time.Second, Period: time.Minute, Issued: -1}}}
 	}
 	// The later response arrives first, then the earlier one.
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Observed: obs(400)})
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g1, Sent: true, Observed: obs(450)})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Observed: obs(400)})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g1, Sent: true, Observed: obs(450)})
 	mustReserve(t, a, r) // carries the settlements
 	// Published separately as well: the older one must still lose.
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g1, Sent: true, Observed: obs(460)})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g1, Sent: true, Observed: obs(460)})
 	a.Close()
 
 	g := mustReserve(t, b, r)
@@ -178,15 +178,15 @@ func TestObservationCorrectsBudget(t *testing.T) {
 	prefix := testPrefix(t, c)
 	s := must(New(c, WithPrefix(prefix)))
 	defer s.Close()
-	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 10}
+	w := store.Window{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 10}
 	r := reservation(1, w)
 	g := mustReserve(t, s, r)
 	if g.Wait != 0 {
 		t.Fatalf("first wait %v, want 0", g.Wait)
 	}
 	// Another client of the key used everything: nothing remains.
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 0, Reset: 5 * time.Second, Issued: -1, Gradual: true}}}})
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: w.ID, Limit: 600, Remaining: 0, Reset: 5 * time.Second, Issued: -1, Gradual: true}}}})
 	g = mustReserve(t, s, r)
 	// The budget is empty: this request waits for one unit at 10/s.
 	if g.Wait < 90*time.Millisecond || g.Wait > 110*time.Millisecond {
@@ -205,12 +205,12 @@ func TestResetWindowHoldsToReading(t *testing.T) {
 	other := must(New(c, WithPrefix(prefix), WithTimeout(time.Second)))
 	defer s.Close()
 	defer other.Close()
-	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: -600}
+	w := store.Window{ID: "requests:minute", Cost: 1, Rate: 10, Burst: -600}
 	r := reservation(1, w)
 	g := mustReserve(t, s, r)
 	// The response says 3 remain until the reset, 2 s away.
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 3, Reset: 2 * time.Second, Issued: -1}}}})
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: w.ID, Limit: 600, Remaining: 3, Reset: 2 * time.Second, Issued: -1}}}})
 	for i := range 3 {
 		if g := mustReserve(t, s, r); g.Wait > 10*time.Millisecond {
 			t.Errorf("request %d of the 3 that remain waits %v, want none", i+1, g.Wait)
@@ -235,7 +235,7 @@ func TestCooldownPausesFleet(t *testing.T) {
 	defer b.Close()
 	r := reservation(1)
 	g := mustReserve(t, a, r)
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: 2 * time.Second})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: 2 * time.Second})
 	gb := mustReserve(t, b, r)
 	if gb.Wait < 1900*time.Millisecond || gb.Wait > 2*time.Second {
 		t.Errorf("other process waits %v after a 2s cooldown, want about 2s", gb.Wait)
@@ -259,15 +259,15 @@ func TestGiveBackAndReconcile(t *testing.T) {
 	prefix := testPrefix(t, c)
 	s := must(New(c, WithPrefix(prefix), WithFlushDelay(time.Hour)))
 	defer s.Close()
-	w := steady.StoreWindow{ID: "tokens:minute", Cost: 1000, Rate: 1000, Burst: 1000}
+	w := store.Window{ID: "tokens:minute", Cost: 1000, Rate: 1000, Burst: 1000}
 	r := reservation(1, w)
 	g := mustReserve(t, s, r) // the burst is used
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: false})
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: false})
 	if g2 := mustReserve(t, s, r); g2.Wait > 10*time.Millisecond {
 		t.Fatalf("wait %v after the only reservation was given back, want none", g2.Wait)
 	} else {
 		// Sent, and it cost 3000 where 1000 were reserved.
-		s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Actual: []int64{3000}})
+		s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g2, Sent: true, Actual: []int64{3000}})
 	}
 	// 3000 spent from a full bucket of 1000: the next 1000 wait until
 	// 3000 have flowed back at 1000/s.
@@ -291,29 +291,29 @@ func TestFleetBreaker(t *testing.T) {
 	other := r
 	other.Partition.Key = "api.example.com/other-model#abc123" // same upstream
 	g := mustReserve(t, a, r)
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerOpen: 10 * time.Second})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerOpen: 10 * time.Second})
 	gb := mustReserve(t, b, other)
-	if gb.Breaker != steady.BreakerOpen || gb.Wait < 9*time.Second || gb.Wait > 10*time.Second || gb.Seq != 0 {
+	if gb.Breaker != store.BreakerOpen || gb.Wait < 9*time.Second || gb.Wait > 10*time.Second || gb.Seq != 0 {
 		t.Fatalf("other process's grant %+v, want open for about 10s and nothing reserved", gb)
 	}
 	// A late success of an ordinary request does not close it.
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerClosed: true})
-	if gb := mustReserve(t, b, r); gb.Breaker != steady.BreakerOpen {
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerClosed: true})
+	if gb := mustReserve(t, b, r); gb.Breaker != store.BreakerOpen {
 		t.Fatalf("grant %+v after a non-probe success, want still open", gb)
 	}
 	// Open for a microsecond: the next reservation is the fleet's probe,
 	// the one after finds the circuit open while the probe is out.
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerOpen: time.Microsecond})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, BreakerOpen: time.Microsecond})
 	c.HSet(context.Background(), b.keys(testPart)[2], "u", "0") // its time is up
 	probe := mustReserve(t, b, r)
-	if probe.Breaker != steady.BreakerHalfOpen || probe.Seq == 0 {
+	if probe.Breaker != store.BreakerHalfOpen || probe.Seq == 0 {
 		t.Fatalf("grant %+v when the open time is up, want the probe", probe)
 	}
-	if g := mustReserve(t, a, other); g.Breaker != steady.BreakerOpen || g.Wait < 59*time.Second {
+	if g := mustReserve(t, a, other); g.Breaker != store.BreakerOpen || g.Wait < 59*time.Second {
 		t.Fatalf("grant %+v while the probe is out, want open until the probe times out", g)
 	}
-	b.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: probe, Sent: true, BreakerClosed: true})
-	if g := mustReserve(t, a, other); g.Breaker != steady.BreakerClosed {
+	b.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: probe, Sent: true, BreakerClosed: true})
+	if g := mustReserve(t, a, other); g.Breaker != store.BreakerClosed {
 		t.Fatalf("grant %+v after the probe succeeded, want closed", g)
 	}
 }
@@ -327,7 +327,7 @@ func TestKeys(t *testing.T) {
 	defer s.Close()
 	r := reservation(1)
 	g := mustReserve(t, s, r)
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Second, BreakerOpen: time.Second})
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Second, BreakerOpen: time.Second})
 	keys, err := c.Keys(context.Background(), prefix+"*").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -360,7 +360,7 @@ func TestFleetSize(t *testing.T) {
 	c := needRedis(t)
 	prefix := testPrefix(t, c)
 	r := reservation(1)
-	var g steady.StoreGrant
+	var g store.Grant
 	for i := range 3 {
 		// The count is what is tested, not the timeout: a second keeps a
 		// loaded machine's slow answer from being taken for a fallback.
@@ -392,7 +392,7 @@ func TestSettleAfterCancel(t *testing.T) {
 	if _, err := a.Reserve(ctx, r); err == nil {
 		t.Error("Reserve with an ended context succeeded")
 	}
-	a.Settle(ctx, steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Second})
+	a.Settle(ctx, store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true, Cooldown: time.Second})
 	if gb := mustReserve(t, b, r); gb.Wait < 900*time.Millisecond {
 		t.Errorf("wait %v after a 1s cooldown settled with an ended context", gb.Wait)
 	}
@@ -410,15 +410,15 @@ func TestObservationAfterOthers(t *testing.T) {
 	b := must(New(c, WithPrefix(prefix)))
 	defer a.Close()
 	defer b.Close()
-	w := steady.StoreWindow{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 20}
+	w := store.Window{ID: "requests:minute", Cost: 1, Rate: 10, Burst: 20}
 	r := reservation(1, w)
 	g := mustReserve(t, a, r)
 	for range 4 {
 		mustReserve(t, b, r) // sent by another process after g
 	}
 	// The response to g says 5 remain: the 4 sent since leave 1.
-	a.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second, Issued: -1, Gradual: true}}}})
+	a.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: w.ID, Limit: 600, Remaining: 5, Reset: 30 * time.Second, Issued: -1, Gradual: true}}}})
 	if g := mustReserve(t, a, r); g.Wait > 10*time.Millisecond {
 		t.Errorf("wait %v with one left, want none", g.Wait)
 	}
@@ -434,7 +434,7 @@ func TestExtremes(t *testing.T) {
 	prefix := testPrefix(t, c)
 	s := must(New(c, WithPrefix(prefix)))
 	defer s.Close()
-	r := reservation(1, steady.StoreWindow{ID: "tokens:day", Cost: 1 << 40, Rate: 1.0 / 86400, Burst: 1})
+	r := reservation(1, store.Window{ID: "tokens:day", Cost: 1 << 40, Rate: 1.0 / 86400, Burst: 1})
 	for range 2 {
 		g := mustReserve(t, s, r)
 		if !g.Shared || g.Wait < 0 {
@@ -442,10 +442,10 @@ func TestExtremes(t *testing.T) {
 		}
 	}
 	g := mustReserve(t, s, r)
-	s.Settle(context.Background(), steady.StoreSettlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
+	s.Settle(context.Background(), store.Settlement{Partition: testPart, Windows: r.Windows, Grant: g, Sent: true,
 		Cooldown: 1 << 62, BreakerOpen: 1 << 62, Actual: []int64{1 << 50},
-		Observed: &steady.StoreObservation{Windows: []steady.StoreObservedWindow{{ID: "tokens:day", Limit: 1 << 60, Remaining: 0, Reset: 1 << 62}}}})
-	if g := mustReserve(t, s, r); !g.Shared || g.Breaker != steady.BreakerOpen || g.Wait < 24*time.Hour {
+		Observed: &store.Observation{Windows: []store.ObservedWindow{{ID: "tokens:day", Limit: 1 << 60, Remaining: 0, Reset: 1 << 62}}}})
+	if g := mustReserve(t, s, r); !g.Shared || g.Breaker != store.BreakerOpen || g.Wait < 24*time.Hour {
 		t.Errorf("grant %+v after extreme settlement, want shared, open, a long wait", g)
 	}
 	if !s.Shared() {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
-	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/steady-go/steady/steadyredis"
+	"github.com/steady-go/steady/store"
 )
 
 // TestMain makes the test binary a fleet worker when the fleet test
@@ -229,9 +229,9 @@ func TestStoreOnEmbeddedRedis(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	r := steady.StoreReservation{
-		Partition: steady.StorePartition{Upstream: "http://provider.invalid", Key: "demo"},
-		Windows:   []steady.StoreWindow{{ID: steady.StoreWindowID(ratelimit.UnitRequests, "minute"), Cost: 1, Rate: 10, Burst: 1}},
+	r := store.Reservation{
+		Partition: store.Partition{Upstream: "http://provider.invalid", Key: "demo"},
+		Windows:   []store.Window{{ID: store.WindowID(ratelimit.UnitRequests, "minute"), Cost: 1, Rate: 10, Burst: 1}},
 	}
 	g1, err := st.Reserve(t.Context(), r)
 	if err != nil {
