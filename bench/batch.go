@@ -17,34 +17,34 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// Kind is how a limit counts requests.
-type Kind int
+// limitKind is how a limit counts requests.
+type limitKind int
 
 const (
-	// Sliding admits a request when fewer than the limit were admitted in
+	// kindSliding admits a request when fewer than the limit were admitted in
 	// the last window-long span.
-	Sliding Kind = iota
-	// Bucket is a token bucket, full at the start, refilled with the limit
+	kindSliding limitKind = iota
+	// kindBucket is a token bucket, full at the start, refilled with the limit
 	// once per window.
-	Bucket
-	// Fixed counts requests in fixed windows aligned on multiples of the
+	kindBucket
+	// kindFixed counts requests in fixed windows aligned on multiples of the
 	// window since the Unix epoch; each window's quota is usable at once.
-	Fixed
-	// Leaky is a leaky bucket (GCRA): one request per window/limit, up to
+	kindFixed
+	// kindLeaky is a leaky bucket (GCRA): one request per window/limit, up to
 	// Burst more at once; it announces nothing and answers bare 429s.
-	Leaky
+	kindLeaky
 )
 
 // String returns the kind's name for tables.
-func (k Kind) String() string {
+func (k limitKind) String() string {
 	switch k {
-	case Sliding:
+	case kindSliding:
 		return "sliding window"
-	case Bucket:
+	case kindBucket:
 		return "token bucket"
-	case Fixed:
+	case kindFixed:
 		return "fixed window"
-	case Leaky:
+	case kindLeaky:
 		return "leaky bucket"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
@@ -54,16 +54,16 @@ func (k Kind) String() string {
 // to its algorithms; the other kinds are counted by bench's gate in front
 // of an unlimited Provider. When steadytest counts a kind itself, adding
 // it here is one line.
-var countedBySteadytest = map[Kind]steadytest.Algorithm{
-	Sliding: steadytest.SlidingWindow,
-	Bucket:  steadytest.TokenBucket,
+var countedBySteadytest = map[limitKind]steadytest.Algorithm{
+	kindSliding: steadytest.SlidingWindow,
+	kindBucket:  steadytest.TokenBucket,
 }
 
-// Limit is a provider's rate limit: Requests per Window, counted as Kind,
+// limitSpec is a provider's rate limit: Requests per Window, counted as Kind,
 // announced in Dialect (a leaky bucket announces nothing), answering an
 // admitted request after Latency.
-type Limit struct {
-	Kind     Kind
+type limitSpec struct {
+	Kind     limitKind
 	Requests int
 	Window   time.Duration
 	// Burst, for Leaky only, is how many requests are admitted at once
@@ -79,12 +79,12 @@ type Limit struct {
 }
 
 // String describes l for tables, e.g. "fixed window 20/1s, heroku-seed".
-func (l Limit) String() string {
+func (l limitSpec) String() string {
 	s := fmt.Sprintf("%s %d/%s", l.Kind, l.Requests, fmtDur(l.Window))
-	if l.Kind == Leaky {
+	if l.Kind == kindLeaky {
 		s += fmt.Sprintf(" burst %d", l.Burst)
 	}
-	if l.Kind == Leaky || l.Dialect == steadytest.DialectNone {
+	if l.Kind == kindLeaky || l.Dialect == steadytest.DialectNone {
 		return s + ", no headers"
 	}
 	if l.TruncateResets {
@@ -101,7 +101,7 @@ type batchUpstream interface {
 }
 
 // upstream returns a fresh provider counting l.
-func (l Limit) upstream() batchUpstream {
+func (l limitSpec) upstream() batchUpstream {
 	if a, ok := countedBySteadytest[l.Kind]; ok {
 		return steadytest.NewProvider(steadytest.ProviderConfig{
 			RequestsPerWindow: l.Requests, Window: l.Window, Algorithm: a,
@@ -114,23 +114,23 @@ func (l Limit) upstream() batchUpstream {
 // admitAt is the earliest time after start at which the quota can admit
 // the i-th request of a batch (from 0), for a client that knows the limit
 // exactly and sends every request at the first moment the limit allows.
-func (l Limit) admitAt(i int, start time.Time) time.Duration {
+func (l limitSpec) admitAt(i int, start time.Time) time.Duration {
 	n, w := l.Requests, l.Window
 	switch l.Kind {
-	case Sliding:
+	case kindSliding:
 		return time.Duration(i/n) * w
-	case Fixed:
+	case kindFixed:
 		if i < n {
 			return 0
 		}
 		phase := time.Duration(start.UnixNano() % int64(w))
 		return time.Duration(i/n)*w - phase
-	case Bucket:
+	case kindBucket:
 		if i < n {
 			return 0
 		}
 		return time.Duration(i-n+1) * w / time.Duration(n)
-	case Leaky:
+	case kindLeaky:
 		if i <= l.Burst {
 			return 0
 		}
@@ -139,8 +139,8 @@ func (l Limit) admitAt(i int, start time.Time) time.Duration {
 	panic(fmt.Sprintf("bench: no quota schedule for %s", l.Kind))
 }
 
-// Pattern is how a batch's callers make their calls.
-type Pattern struct {
+// pattern is how a batch's callers make their calls.
+type pattern struct {
 	Name string
 	// Workers is how many callers share the batch, each making one call
 	// after another. Zero launches every call at once.
@@ -156,10 +156,10 @@ type Pattern struct {
 	CancelOnError bool
 }
 
-// Batch is a finite batch of chat completions against one limit.
-type Batch struct {
-	Limit   Limit
-	Pattern Pattern
+// batch is a finite batch of chat completions against one limit.
+type batch struct {
+	Limit   limitSpec
+	Pattern pattern
 	Calls   int
 	// Processes is how many independent clients (each its own SDK client
 	// and, for steady, its own Transport) share the batch and the
@@ -174,7 +174,7 @@ type Batch struct {
 // Minimum is the batch's physical minimum makespan from start: the time at
 // which the quota can admit the last call, plus one answer's latency, and
 // no less than the workers need to make the calls one after another.
-func (b Batch) Minimum(start time.Time) time.Duration {
+func (b batch) Minimum(start time.Time) time.Duration {
 	if b.Calls <= 0 {
 		return 0
 	}
@@ -186,7 +186,7 @@ func (b Batch) Minimum(start time.Time) time.Duration {
 }
 
 // deadline is each call's deadline, or zero for none.
-func (b Batch) deadline(start time.Time) time.Duration {
+func (b batch) deadline(start time.Time) time.Duration {
 	if b.Pattern.Deadline > 0 {
 		return b.Pattern.Deadline
 	}
@@ -198,7 +198,7 @@ func (b Batch) deadline(start time.Time) time.Duration {
 
 // Servable is how many of the batch's calls the quota can serve before
 // their deadline: every call when there is none.
-func (b Batch) Servable(start time.Time) int {
+func (b batch) Servable(start time.Time) int {
 	d := b.deadline(start)
 	if d <= 0 || b.Pattern.Workers > 0 {
 		// Workers start each call afresh: a deadline bounds one call,
@@ -214,15 +214,15 @@ func (b Batch) Servable(start time.Time) int {
 	return n
 }
 
-func (b Batch) cap(start time.Time) time.Duration {
+func (b batch) cap(start time.Time) time.Duration {
 	if b.Cap > 0 {
 		return b.Cap
 	}
 	return 4*b.Minimum(start) + 5*time.Minute
 }
 
-// BatchResult is what one peer did with a batch.
-type BatchResult struct {
+// batchResult is what one peer did with a batch.
+type batchResult struct {
 	Peer       string
 	Start      time.Time     // when the batch began
 	Minimum    time.Duration // the quota's minimum makespan from Start
@@ -238,7 +238,7 @@ type BatchResult struct {
 }
 
 // Ratio is the makespan as a multiple of the quota minimum.
-func (r BatchResult) Ratio() float64 {
+func (r batchResult) Ratio() float64 {
 	if r.Minimum <= 0 {
 		return 0
 	}
@@ -246,7 +246,7 @@ func (r BatchResult) Ratio() float64 {
 }
 
 // LimitedShare is the share of upstream attempts answered 429.
-func (r BatchResult) LimitedShare() float64 {
+func (r batchResult) LimitedShare() float64 {
 	if r.Attempts == 0 {
 		return 0
 	}
@@ -255,12 +255,12 @@ func (r BatchResult) LimitedShare() float64 {
 
 // Lost is how many calls failed that the quota could have served before
 // their deadline.
-func (r BatchResult) Lost() int {
+func (r batchResult) Lost() int {
 	return max(0, r.Servable-r.OK)
 }
 
 // TopWhy returns the most common reason calls failed and its count.
-func (r BatchResult) TopWhy() (string, int) {
+func (r batchResult) TopWhy() (string, int) {
 	best, n := "", 0
 	for k, c := range r.Why {
 		if c > n || c == n && k < best {
@@ -270,8 +270,8 @@ func (r BatchResult) TopWhy() (string, int) {
 	return best, n
 }
 
-// BatchRun is how RunBatch runs.
-type BatchRun struct {
+// batchRun is how runBatch runs.
+type batchRun struct {
 	// Loopback serves each peer's provider on its own 127.0.0.1 server,
 	// through real connections; otherwise in memory.
 	Loopback bool
@@ -280,14 +280,14 @@ type BatchRun struct {
 	Sequential bool
 }
 
-// RunBatch runs b once per peer, each against its own fresh provider, and
+// runBatch runs b once per peer, each against its own fresh provider, and
 // returns one result per peer. In memory inside a testing/synctest bubble
 // it runs in fake time.
-func RunBatch(ctx context.Context, b Batch, peers []Peer, how BatchRun) ([]BatchResult, error) {
+func runBatch(ctx context.Context, b batch, peers []peerSpec, how batchRun) ([]batchResult, error) {
 	if b.Calls <= 0 || b.Limit.Requests <= 0 || b.Limit.Window <= 0 || b.Limit.Burst < 0 {
 		return nil, errors.New("bench: a batch needs calls, and a limit with positive requests and window")
 	}
-	out := make([]BatchResult, len(peers))
+	out := make([]batchResult, len(peers))
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		run := func() { out[i] = runOne(ctx, b, p, how.Loopback) }
@@ -302,7 +302,7 @@ func RunBatch(ctx context.Context, b Batch, peers []Peer, how BatchRun) ([]Batch
 }
 
 // runOne runs b through one peer against a fresh provider.
-func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
+func runOne(ctx context.Context, b batch, p peerSpec, loopback bool) batchResult {
 	up := b.Limit.upstream()
 	t := &tally{}
 	url := "http://provider.invalid/v1/"
@@ -317,19 +317,19 @@ func runOne(ctx context.Context, b Batch, p Peer, loopback bool) BatchResult {
 	}
 	sdks := make([]openai.Client, max(b.Processes, 1))
 	for i := range sdks {
-		sdks[i] = NewClient(p, url, base)
+		sdks[i] = newClient(p, url, base)
 	}
 	var turn atomic.Int64
 
 	// A fixed window's quota depends on where in the window the batch
 	// starts: start on a boundary, as a batch started long after the last
 	// one would find a fresh window.
-	if b.Limit.Kind == Fixed {
+	if b.Limit.Kind == kindFixed {
 		w := b.Limit.Window
 		sleepUntil(ctx, time.Now().Truncate(w).Add(w))
 	}
 	start := time.Now()
-	res := BatchResult{Peer: p.Name, Start: start, Minimum: b.Minimum(start), Servable: b.Servable(start), Calls: b.Calls, Why: map[string]int{}}
+	res := batchResult{Peer: p.Name, Start: start, Minimum: b.Minimum(start), Servable: b.Servable(start), Calls: b.Calls, Why: map[string]int{}}
 	deadline := b.deadline(start)
 	// The cap cancels the calls without a deadline they could see: a call
 	// "without a deadline" must look like one on context.Background().

@@ -18,42 +18,42 @@ import (
 )
 
 // runMatrix runs every limit with every pattern in fake time.
-func runMatrix(t *testing.T, peers []Peer, limits []BatchLimit, patterns []Pattern) ([]BatchRow, time.Duration) {
+func runMatrix(t *testing.T, peers []peerSpec, limits []batchLimit, patterns []pattern) ([]batchRow, time.Duration) {
 	start := time.Now()
-	var batches []Batch
+	var batches []batch
 	for _, bl := range limits {
 		for _, p := range patterns {
-			batches = append(batches, Batch{Limit: bl.Limit, Calls: bl.Calls, Pattern: p})
+			batches = append(batches, batch{Limit: bl.Limit, Calls: bl.Calls, Pattern: p})
 		}
 	}
 	return runBatches(t, peers, batches), time.Since(start)
 }
 
 // runBatches runs each batch in fake time.
-func runBatches(t *testing.T, peers []Peer, batches []Batch) []BatchRow {
-	var rows []BatchRow
+func runBatches(t *testing.T, peers []peerSpec, batches []batch) []batchRow {
+	var rows []batchRow
 	for _, b := range batches {
 		synctest.Test(t, func(t *testing.T) {
-			res, err := RunBatch(t.Context(), b, peers, BatchRun{})
+			res, err := runBatch(t.Context(), b, peers, batchRun{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			rows = append(rows, BatchRow{Batch: b, Results: res})
+			rows = append(rows, batchRow{Batch: b, Results: res})
 		})
 	}
 	return rows
 }
 
 // runLoopback runs the real-time batches on loopback.
-func runLoopback(t *testing.T, peers []Peer, cases []LoopbackCase, sequential bool) ([]LoopbackRow, time.Duration) {
+func runLoopback(t *testing.T, peers []peerSpec, cases []loopbackCase, sequential bool) ([]loopbackRow, time.Duration) {
 	start := time.Now()
-	var rows []LoopbackRow
+	var rows []loopbackRow
 	for _, c := range cases {
-		res, err := RunBatch(t.Context(), c.Batch, peers, BatchRun{Loopback: true, Sequential: sequential})
+		res, err := runBatch(t.Context(), c.Batch, peers, batchRun{Loopback: true, Sequential: sequential})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rows = append(rows, LoopbackRow{Case: c, Results: res})
+		rows = append(rows, loopbackRow{Case: c, Results: res})
 		t.Logf("%s, %s: done after %s", c.Name, c.Batch.Pattern.Name, time.Since(start).Round(time.Second))
 	}
 	return rows, time.Since(start)
@@ -65,8 +65,8 @@ func TestLoopback(t *testing.T) {
 	if !*loopback {
 		t.Skip("run with -loopback to run the real-time batches")
 	}
-	r := Report{LoopbackPeers: BatchPeers(), LoopbackSequential: *sequential}
-	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
+	r := benchReport{LoopbackPeers: batchPeers(), LoopbackSequential: *sequential}
+	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, loopbackCases(), *sequential)
 	var b bytes.Buffer
 	r.writeLoopback(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
 	t.Logf("\n%s", b.String())
@@ -75,29 +75,29 @@ func TestLoopback(t *testing.T) {
 func TestMinimum(t *testing.T) {
 	epoch := time.Unix(1_000_000_000, 0) // on a boundary of 1 s, 10 s and 1 min windows
 	for _, c := range []struct {
-		b     Batch
+		b     batch
 		start time.Time
 		want  time.Duration
 	}{
 		// Sliding: a window's quota per window, the last batch one
 		// window after the previous.
-		{Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Latency: time.Second}, Calls: 200}, epoch, 3*time.Minute + time.Second},
-		{Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute}, Calls: 60}, epoch, 0},
+		{batch{Limit: limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute, Latency: time.Second}, Calls: 200}, epoch, 3*time.Minute + time.Second},
+		{batch{Limit: limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute}, Calls: 60}, epoch, 0},
 		// Fixed windows: the next boundary, wherever the batch starts.
-		{Batch{Limit: Limit{Kind: Fixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch, 5 * time.Second},
-		{Batch{Limit: Limit{Kind: Fixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch.Add(300 * time.Millisecond), 4700 * time.Millisecond},
+		{batch{Limit: limitSpec{Kind: kindFixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch, 5 * time.Second},
+		{batch{Limit: limitSpec{Kind: kindFixed, Requests: 20, Window: time.Second}, Calls: 120}, epoch.Add(300 * time.Millisecond), 4700 * time.Millisecond},
 		// Token bucket: the full bucket, then one per refill.
-		{Batch{Limit: Limit{Kind: Bucket, Requests: 60, Window: time.Minute}, Calls: 200}, epoch, 140 * time.Second},
+		{batch{Limit: limitSpec{Kind: kindBucket, Requests: 60, Window: time.Minute}, Calls: 200}, epoch, 140 * time.Second},
 		// Leaky bucket 20/s burst 10: 11 at once, then one per 50 ms.
-		{Batch{Limit: Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Latency: 50 * time.Millisecond}, Calls: 300}, epoch, 14500 * time.Millisecond},
+		{batch{Limit: limitSpec{Kind: kindLeaky, Requests: 20, Window: time.Second, Burst: 10, Latency: 50 * time.Millisecond}, Calls: 300}, epoch, 14500 * time.Millisecond},
 		// Workers bound it too: 16 workers, 100 ms each, no limit to speak of.
-		{Batch{Limit: Limit{Kind: Sliding, Requests: 1000, Window: time.Second, Latency: 100 * time.Millisecond}, Calls: 160, Pattern: Pattern{Workers: 16}}, epoch, time.Second},
+		{batch{Limit: limitSpec{Kind: kindSliding, Requests: 1000, Window: time.Second, Latency: 100 * time.Millisecond}, Calls: 160, Pattern: pattern{Workers: 16}}, epoch, time.Second},
 	} {
 		if got := c.b.Minimum(c.start); got != c.want {
 			t.Errorf("%s, %d calls: minimum %s, want %s", c.b.Limit, c.b.Calls, got, c.want)
 		}
 	}
-	b := Batch{Limit: Limit{Kind: Sliding, Requests: 60, Window: time.Minute}, Calls: 200, Pattern: Pattern{Relative: 0.5}}
+	b := batch{Limit: limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute}, Calls: 200, Pattern: pattern{Relative: 0.5}}
 	if got := b.Servable(epoch); got != 120 {
 		t.Errorf("servable in half of 3 minutes at 60/min: %d, want 120", got)
 	}
@@ -107,7 +107,7 @@ func TestMinimum(t *testing.T) {
 // definitions, through its in-memory transport.
 func TestGate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		g := newGate(Limit{Kind: Fixed, Requests: 3, Window: time.Second, Dialect: steadytest.DialectHerokuSeed})
+		g := newGate(limitSpec{Kind: kindFixed, Requests: 3, Window: time.Second, Dialect: steadytest.DialectHerokuSeed})
 		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 400*time.Millisecond)))
 		var statuses []int
 		var last http.Header
@@ -131,7 +131,7 @@ func TestGate(t *testing.T) {
 			t.Errorf("next window: status %d, remaining %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Remaining-Requests"))
 		}
 
-		l := newGate(Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 2})
+		l := newGate(limitSpec{Kind: kindLeaky, Requests: 20, Window: time.Second, Burst: 2})
 		statuses = statuses[:0]
 		for range 4 {
 			resp := post(t, l)
@@ -156,16 +156,16 @@ func TestGate(t *testing.T) {
 }
 
 // TestBatch runs two small batches through every peer in fake time and
-// checks what RunBatch counts.
+// checks what runBatch counts.
 func TestBatch(t *testing.T) {
-	for _, b := range []Batch{
-		{Limit: Limit{Kind: Fixed, Requests: 10, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Workers: 4}},
-		{Limit: Limit{Kind: Leaky, Requests: 10, Window: time.Second, Burst: 2, Latency: 50 * time.Millisecond}, Calls: 20, Pattern: Pattern{CancelOnError: true}},
-		{Limit: Limit{Kind: Sliding, Requests: 10, Window: 10 * time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Relative: 0.5}},
-		{Limit: Limit{Kind: Bucket, Requests: 10, Window: time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: Pattern{Workers: 8}, Processes: 3},
+	for _, b := range []batch{
+		{Limit: limitSpec{Kind: kindFixed, Requests: 10, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: pattern{Workers: 4}},
+		{Limit: limitSpec{Kind: kindLeaky, Requests: 10, Window: time.Second, Burst: 2, Latency: 50 * time.Millisecond}, Calls: 20, Pattern: pattern{CancelOnError: true}},
+		{Limit: limitSpec{Kind: kindSliding, Requests: 10, Window: 10 * time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: pattern{Relative: 0.5}},
+		{Limit: limitSpec{Kind: kindBucket, Requests: 10, Window: time.Second, Latency: 50 * time.Millisecond}, Calls: 30, Pattern: pattern{Workers: 8}, Processes: 3},
 	} {
 		synctest.Test(t, func(t *testing.T) {
-			res, err := RunBatch(t.Context(), b, BatchPeers(), BatchRun{})
+			res, err := runBatch(t.Context(), b, batchPeers(), batchRun{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,8 +189,8 @@ func TestBatch(t *testing.T) {
 }
 
 func TestWorseThanBare(t *testing.T) {
-	bare := BatchResult{Peer: "bare SDK", Calls: 200, Servable: 200, OK: 180, Failed: 20, Minimum: time.Minute, Makespan: 2 * time.Minute, Attempts: 400, Limited: 200}
-	slow := BatchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: time.Minute, Makespan: time.Minute, Attempts: 118,
+	bare := batchResult{Peer: "bare SDK", Calls: 200, Servable: 200, OK: 180, Failed: 20, Minimum: time.Minute, Makespan: 2 * time.Minute, Attempts: 400, Limited: 200}
+	slow := batchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: time.Minute, Makespan: time.Minute, Attempts: 118,
 		Why: map[string]int{"steady: pacing wait exceeds the maximum": 82}}
 	got := worseThanBare(slow, bare)
 	for _, want := range []string{"failed 82 calls the quota could serve in time (bare SDK: 20)", `82 of its failures: "steady: pacing wait exceeds the maximum"`} {
@@ -202,7 +202,7 @@ func TestWorseThanBare(t *testing.T) {
 		t.Errorf("worseThanBare = %q: names a figure where steady is not worse", got)
 	}
 	bare.OK, bare.Failed, bare.Makespan, bare.Limited = 200, 0, 61*time.Second, 10
-	fine := BatchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 200, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 200}
+	fine := batchResult{Peer: "steady", Calls: 200, Servable: 200, OK: 200, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 200}
 	if got := worseThanBare(fine, bare); got != "" {
 		t.Errorf("worseThanBare = %q for a result no worse", got)
 	}
@@ -242,11 +242,11 @@ func post(t *testing.T, rt http.RoundTripper) *http.Response {
 }
 
 func TestMainWorse(t *testing.T) {
-	bare := Result{Peer: "bare SDK", Goodput: 1, FailedOutage: 100, FailFast: 2 * time.Second, OutageAttempts: 5000, Reopened: 20 * time.Millisecond, Recovery: 1, P50: 200 * time.Millisecond, P99: 40 * time.Second}
-	s := Result{Peer: "steady", Goodput: 0.983, FailedOutage: 3000, OutageAttempts: 40, Reopened: 5 * time.Second, Recovery: 0.9,
+	bare := result{Peer: "bare SDK", Goodput: 1, FailedOutage: 100, FailFast: 2 * time.Second, OutageAttempts: 5000, Reopened: 20 * time.Millisecond, Recovery: 1, P50: 200 * time.Millisecond, P99: 40 * time.Second}
+	s := result{Peer: "steady", Goodput: 0.983, FailedOutage: 3000, OutageAttempts: 40, Reopened: 5 * time.Second, Recovery: 0.9,
 		FailedRecovery: 50, LastFailure: 30 * time.Second, WhyOutage: map[string]int{"circuit open": 3000}, WhyRecovery: map[string]int{"circuit open": 49, "HTTP 503": 1},
 		P50: 3 * time.Second, P99: 3 * time.Second}
-	got := strings.Join(Report{}.mainWorse(s, bare), "\n")
+	got := strings.Join(benchReport{}.mainWorse(s, bare), "\n")
 	for _, want := range []string{
 		"goodput during the overload: 0.983 against 1.000, within the 2% of every limit steady keeps unused",
 		"failed calls during the outage: 3000 against 100; 3000 of them: \"circuit open\"",
@@ -266,16 +266,16 @@ func TestMainWorse(t *testing.T) {
 }
 
 func TestBatchTable(t *testing.T) {
-	lim := Limit{Kind: Sliding, Requests: 60, Window: time.Minute}
-	row := BatchRow{Batch: Batch{Limit: lim, Calls: 200, Pattern: Pattern{Name: "all at once, no deadline"}}, Results: []BatchResult{
+	lim := limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute}
+	row := batchRow{Batch: batch{Limit: lim, Calls: 200, Pattern: pattern{Name: "all at once, no deadline"}}, Results: []batchResult{
 		{Peer: "bare SDK", Calls: 200, Servable: 200, OK: 180, Failed: 20, Minimum: 3 * time.Minute, Makespan: 2 * time.Minute, Attempts: 400, Limited: 200},
 		{Peer: "steady (middleware)", Calls: 200, Servable: 200, OK: 200, Minimum: 3 * time.Minute, Makespan: 189 * time.Second, Attempts: 200},
 		{Peer: "steady (transport)", Calls: 200, Servable: 200, OK: 118, Failed: 82, Minimum: 3 * time.Minute, Makespan: 2 * time.Minute, Attempts: 118, Why: map[string]int{"steady: pacing wait exceeds the maximum": 82}},
 	}}
-	peers := []Peer{{Name: "bare SDK"}, {Name: "steady (middleware)"}, {Name: "steady (transport)"}}
+	peers := []peerSpec{{Name: "bare SDK"}, {Name: "steady (middleware)"}, {Name: "steady (transport)"}}
 	var b bytes.Buffer
-	batchTable(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []BatchRow{row})
-	steadySummary(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []BatchRow{row})
+	batchTable(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []batchRow{row})
+	steadySummary(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }, peers, []batchRow{row})
 	out := b.String()
 	for _, want := range []string{
 		"| sliding window 60/1m0s, openai headers | all at once, no deadline | 200 | 3m0s | 0.667× (2m0s), 180 ok / 20 failed, 50.0% 429 | **1.05× (3m9s), 200 ok, 0% 429** |",
@@ -297,8 +297,8 @@ func TestBatchTable(t *testing.T) {
 // through every peer and a real loopback server: the harness's network
 // path, not its timing.
 func TestBatchLoopback(t *testing.T) {
-	b := Batch{Limit: Limit{Kind: Leaky, Requests: 100000, Window: time.Second, Burst: 1000}, Calls: 20, Pattern: Pattern{Workers: 4}}
-	res, err := RunBatch(t.Context(), b, BatchPeers(), BatchRun{Loopback: true})
+	b := batch{Limit: limitSpec{Kind: kindLeaky, Requests: 100000, Window: time.Second, Burst: 1000}, Calls: 20, Pattern: pattern{Workers: 4}}
+	res, err := runBatch(t.Context(), b, batchPeers(), batchRun{Loopback: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,15 +311,15 @@ func TestBatchLoopback(t *testing.T) {
 }
 
 func TestTargets(t *testing.T) {
-	lim := Limit{Kind: Sliding, Requests: 60, Window: time.Minute}
-	good := BatchResult{Peer: "steady (middleware)", Calls: 100, Servable: 100, OK: 100, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 100}
-	r := Report{
-		MatrixPeers: []Peer{{Name: "bare SDK"}, {Name: "steady (middleware)"}},
-		Matrix: []BatchRow{
-			{Batch: Batch{Limit: lim, Calls: 100}, Results: []BatchResult{{Peer: "bare SDK"}, good}},
-			{Batch: Batch{Limit: lim, Calls: 100, Pattern: Pattern{Relative: 0.5}}, Results: []BatchResult{{Peer: "bare SDK"}, {Peer: "steady (middleware)", Calls: 100, Servable: 50, OK: 45, Failed: 55, Minimum: time.Minute, Makespan: 30 * time.Second, Attempts: 45}}},
+	lim := limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute}
+	good := batchResult{Peer: "steady (middleware)", Calls: 100, Servable: 100, OK: 100, Minimum: time.Minute, Makespan: 62 * time.Second, Attempts: 100}
+	r := benchReport{
+		MatrixPeers: []peerSpec{{Name: "bare SDK"}, {Name: "steady (middleware)"}},
+		Matrix: []batchRow{
+			{Batch: batch{Limit: lim, Calls: 100}, Results: []batchResult{{Peer: "bare SDK"}, good}},
+			{Batch: batch{Limit: lim, Calls: 100, Pattern: pattern{Relative: 0.5}}, Results: []batchResult{{Peer: "bare SDK"}, {Peer: "steady (middleware)", Calls: 100, Servable: 50, OK: 45, Failed: 55, Minimum: time.Minute, Makespan: 30 * time.Second, Attempts: 45}}},
 		},
-		Results: []Result{{Peer: "steady", OutageAttempts: 12, Reopened: 11 * time.Second}},
+		Results: []result{{Peer: "steady", OutageAttempts: 12, Reopened: 11 * time.Second}},
 	}
 	var b bytes.Buffer
 	r.writeTargets(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
@@ -347,7 +347,7 @@ func TestRouting(t *testing.T) {
 	if !*loopback {
 		t.Skip("run with -loopback to run the real-time batches")
 	}
-	r := Report{Routing: RunRouting(t.Context())}
+	r := benchReport{Routing: runRouting(t.Context())}
 	var b bytes.Buffer
 	r.writeRouting(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
 	t.Logf("\n%s", b.String())

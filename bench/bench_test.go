@@ -28,7 +28,7 @@ const reportCommand = "go test -count=1 -run 'TestReport$' -report ."
 
 // fullScenario is the workload of BENCHMARKS.md: ten minutes of simulated
 // traffic with a 600-requests-per-minute limit.
-var fullScenario = Scenario{
+var fullScenario = scenario{
 	Requests: 600, Window: time.Minute, Latency: 200 * time.Millisecond,
 	Concurrency: 32, Offered: 3,
 	Overload: 5 * time.Minute, Outage: 2 * time.Minute, Recovery: 3 * time.Minute,
@@ -36,7 +36,7 @@ var fullScenario = Scenario{
 }
 
 // shortScenario is the same shape, small enough for every CI run.
-var shortScenario = Scenario{
+var shortScenario = scenario{
 	Requests: 20, Window: 10 * time.Second, Latency: 100 * time.Millisecond,
 	Concurrency: 8, Offered: 3,
 	Overload: 30 * time.Second, Outage: 20 * time.Second, Recovery: 20 * time.Second,
@@ -46,12 +46,12 @@ var shortScenario = Scenario{
 func TestWorkload(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sc := shortScenario
-		results, err := Run(t.Context(), sc, Peers())
+		results, err := runScenario(t.Context(), sc, allPeers())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(results) != len(Peers()) {
-			t.Fatalf("%d results for %d peers", len(results), len(Peers()))
+		if len(results) != len(allPeers()) {
+			t.Fatalf("%d results for %d peers", len(results), len(allPeers()))
 		}
 		for _, r := range results {
 			t.Logf("%+v", r)
@@ -82,40 +82,40 @@ func TestWorkload(t *testing.T) {
 }
 
 func TestRunRejectsBadScenario(t *testing.T) {
-	for _, sc := range []Scenario{
+	for _, sc := range []scenario{
 		{Requests: 10, Window: time.Second, CallTimeout: time.Second},               // no offered load
 		{Requests: 0, Window: time.Second, Offered: 1, CallTimeout: time.Second},    // no limit
 		{Requests: 10, Window: time.Second, Offered: 1},                             // no call timeout
 		{Requests: 10, Window: time.Second, Offered: 1, CallTimeout: 1, Outage: -1}, // negative phase
 	} {
-		if _, err := Run(context.Background(), sc, Peers()); err == nil {
+		if _, err := runScenario(context.Background(), sc, allPeers()); err == nil {
 			t.Errorf("Run(%+v) accepted", sc)
 		}
 	}
 }
 
 func TestReportWrite(t *testing.T) {
-	r := Report{
+	r := benchReport{
 		Scenario: shortScenario,
-		Peers:    Peers(),
-		Results: []Result{
+		Peers:    allPeers(),
+		Results: []result{
 			{Peer: "bare SDK", Calls: 100, OK: 90, Failed: 10, FailedOverload: 10, FailedOutage: 30, FailFast: 8 * time.Second, Recovery: 0.5, Goodput: 0.9, Attempts: 200, RateLimited: 100, OutageAttempts: 60, P99: 9 * time.Second},
 			{Peer: "go-retryablehttp", Calls: 100, OK: 100, Goodput: 0.95, Attempts: 150, RateLimited: 50, OutageAttempts: 80, P99: 20 * time.Second},
 			{Peer: "failsafe-go", Calls: 100, OK: 100, FailedOutage: 50, Goodput: 0.95, Attempts: 150, RateLimited: 50, OutageAttempts: 10, P99: 20 * time.Second},
 			{Peer: "steady", Calls: 100, OK: 100, FailedOutage: 40, FailFast: time.Millisecond, Recovery: 0.95, Goodput: 0.99, Attempts: 101, RateLimited: 1, OutageAttempts: 3, P99: 2 * time.Second},
 		},
-		Overhead: []Overhead{
+		Overhead: []overheadRow{
 			{Peer: "bare SDK", NsPerOp: 1000, AllocsOp: 10, SDKNsPerOp: 50000, SDKAllocsOp: 170},
 			{Peer: "go-retryablehttp", NsPerOp: 3000, AllocsOp: 30},
 			{Peer: "failsafe-go", NsPerOp: 5000, AllocsOp: 50},
 			{Peer: "steady", NsPerOp: 2000, AllocsOp: 15, SDKNsPerOp: 51000, SDKAllocsOp: 175},
 		},
 		Sweep: shortScenario,
-		Dialects: []DialectRun{{Dialect: steadytest.DialectHerokuSeed, Results: []Result{
+		Dialects: []dialectRun{{Dialect: steadytest.DialectHerokuSeed, Results: []result{
 			{Goodput: 1, Attempts: 200, RateLimited: 100}, {Goodput: 0.9, Attempts: 100, RateLimited: 10},
 			{Goodput: 0.8, Attempts: 100}, {Goodput: 0.99, Attempts: 300, RateLimited: 3},
 		}}},
-		Machine: Machine{CPU: "Test CPU", Cores: 2, Go: "go1.26", OS: "linux/amd64"},
+		Machine: machine{CPU: "Test CPU", Cores: 2, Go: "go1.26", OS: "linux/amd64"},
 		Command: reportCommand,
 	}
 	var b bytes.Buffer
@@ -152,11 +152,11 @@ func TestReport(t *testing.T) {
 	if !*report {
 		t.Skip("run with -report to write ../BENCHMARKS.md")
 	}
-	r := Report{Scenario: fullScenario, Peers: Peers(), Machine: ThisMachine(), Date: time.Now(), Command: reportCommand}
+	r := benchReport{Scenario: fullScenario, Peers: allPeers(), Machine: thisMachine(), Date: time.Now(), Command: reportCommand}
 	wallStart := time.Now()
 	synctest.Test(t, func(t *testing.T) {
 		var err error
-		r.Results, err = Run(t.Context(), fullScenario, r.Peers)
+		r.Results, err = runScenario(t.Context(), fullScenario, r.Peers)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -168,36 +168,36 @@ func TestReport(t *testing.T) {
 		sc := r.Sweep
 		sc.Dialect = d
 		synctest.Test(t, func(t *testing.T) {
-			res, err := Run(t.Context(), sc, r.Peers)
+			res, err := runScenario(t.Context(), sc, r.Peers)
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.Dialects = append(r.Dialects, DialectRun{Dialect: d, Results: res})
+			r.Dialects = append(r.Dialects, dialectRun{Dialect: d, Results: res})
 		})
 	}
 	{
-		hold := HoldPeer()
+		hold := holdPeer()
 		r.HoldScenario = fullScenario
 		r.HoldScenario.CallTimeout = fullScenario.Outage + time.Minute
-		steadyPeer := Peers()[len(Peers())-1]
+		steadyPeer := allPeers()[len(allPeers())-1]
 		synctest.Test(t, func(t *testing.T) {
 			var err error
-			r.Hold, err = Run(t.Context(), r.HoldScenario, []Peer{steadyPeer, hold})
+			r.Hold, err = runScenario(t.Context(), r.HoldScenario, []peerSpec{steadyPeer, hold})
 			if err != nil {
 				t.Fatal(err)
 			}
 		})
 	}
-	r.MatrixPeers = BatchPeers()
-	r.Matrix, r.MatrixWall = runMatrix(t, r.MatrixPeers, MatrixLimits(), MatrixPatterns())
-	r.Fleet = runBatches(t, r.MatrixPeers, FleetBatches())
-	r.LoopbackPeers, r.LoopbackSequential = BatchPeers(), *sequential
-	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, LoopbackCases(), *sequential)
-	r.Routing = RunRouting(t.Context())
+	r.MatrixPeers = batchPeers()
+	r.Matrix, r.MatrixWall = runMatrix(t, r.MatrixPeers, matrixLimits(), matrixPatterns())
+	r.Fleet = runBatches(t, r.MatrixPeers, fleetBatches())
+	r.LoopbackPeers, r.LoopbackSequential = batchPeers(), *sequential
+	r.Loopback, r.LoopbackWall = runLoopback(t, r.LoopbackPeers, loopbackCases(), *sequential)
+	r.Routing = runRouting(t.Context())
 	r.Priority = runPriorityRows(t)
 	if *fleets {
 		procStart := time.Now()
-		r.Procs = runFleetCases(t, FleetMatrix())
+		r.Procs = runFleetCases(t, fleetMatrix())
 		r.ProcsWall = time.Since(procStart)
 		if *fleetRows != "" || *fleetDur > 0 {
 			r.ProcsCommand = reportCommand + " -fleets"
@@ -224,14 +224,14 @@ func TestReport(t *testing.T) {
 // measureOverhead runs the overhead benchmark of every peer rounds times,
 // interleaved so that a slow stretch of a shared machine hits every peer,
 // and keeps each peer's fastest round.
-func measureOverhead(t *testing.T, peers []Peer, rounds int) []Overhead {
-	out := make([]Overhead, len(peers))
+func measureOverhead(t *testing.T, peers []peerSpec, rounds int) []overheadRow {
+	out := make([]overheadRow, len(peers))
 	for round := range rounds {
 		for i, p := range peers {
 			res := testing.Benchmark(func(b *testing.B) { benchmarkOverhead(b, p) })
 			sdk := testing.Benchmark(func(b *testing.B) { benchmarkSDKCall(b, p) })
 			t.Logf("round %d %s: %s %s; SDK call %s %s", round+1, p.Name, res, res.MemString(), sdk, sdk.MemString())
-			o := Overhead{Peer: p.Name, NsPerOp: nsPerOp(res), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(),
+			o := overheadRow{Peer: p.Name, NsPerOp: nsPerOp(res), AllocsOp: res.AllocsPerOp(), BytesOp: res.AllocedBytesPerOp(),
 				SDKNsPerOp: nsPerOp(sdk), SDKAllocsOp: sdk.AllocsPerOp()}
 			if round == 0 {
 				out[i] = o
@@ -258,12 +258,12 @@ func nsPerOp(r testing.BenchmarkResult) float64 {
 // BenchmarkOverhead measures one successful request with a 2 KB chat body
 // through each peer's RoundTripper to an in-memory base.
 func BenchmarkOverhead(b *testing.B) {
-	for _, p := range Peers() {
+	for _, p := range allPeers() {
 		b.Run(strings.ReplaceAll(p.Name, " ", "-"), func(b *testing.B) { benchmarkOverhead(b, p) })
 	}
 }
 
-func benchmarkOverhead(b *testing.B, p Peer) {
+func benchmarkOverhead(b *testing.B, p peerSpec) {
 	rt := p.Transport(okBase{})
 	body := chatBody(2048)
 	ctx := context.Background()
@@ -292,13 +292,13 @@ func benchmarkOverhead(b *testing.B, p Peer) {
 // SDK and each peer to an in-memory base, a prompt of about 2 KB: what a
 // peer adds, next to the cost of the SDK call itself.
 func BenchmarkSDKCall(b *testing.B) {
-	for _, p := range Peers() {
+	for _, p := range allPeers() {
 		b.Run(strings.ReplaceAll(p.Name, " ", "-"), func(b *testing.B) { benchmarkSDKCall(b, p) })
 	}
 }
 
-func benchmarkSDKCall(b *testing.B, p Peer) {
-	client := NewClient(p, "http://provider.invalid/v1/", okBase{})
+func benchmarkSDKCall(b *testing.B, p peerSpec) {
+	client := newClient(p, "http://provider.invalid/v1/", okBase{})
 	params := openai.ChatCompletionNewParams{
 		Model:               "gpt-4o-mini",
 		MaxCompletionTokens: openai.Int(64),

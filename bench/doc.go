@@ -11,11 +11,14 @@
 // writes ../BENCHMARKS.md with the results, the success-path overhead of
 // each peer (BenchmarkOverhead) and the machine it ran on. It also runs a
 // matrix of finite batches against every kind of limit in fake time
-// (RunBatch, MatrixLimits, MatrixPatterns), each peer's makespan stated as
+// (runBatch, matrixLimits, matrixPatterns), each peer's makespan stated as
 // a multiple of the quota's physical minimum, and the same kind of batch in
-// real time against servers on 127.0.0.1 (LoopbackCases), which
+// real time against servers on 127.0.0.1 (loopbackCases), which
 //
 //	go test -count=1 -run 'TestLoopback$' -loopback -v .
 //
 // runs alone.
+//
+// Nothing imports the package: its harness is unexported, and its tests
+// (and the flags above) are the way in.
 package bench

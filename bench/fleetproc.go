@@ -22,81 +22,81 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// FleetStart is how the processes of a fleet run start.
-type FleetStart int
+// fleetStart is how the processes of a fleet run start.
+type fleetStart int
 
 const (
-	// Deploy starts every process at once.
-	Deploy FleetStart = iota
-	// Rolling starts the processes one after another, evenly over the
+	// deploy starts every process at once.
+	deploy fleetStart = iota
+	// rolling starts the processes one after another, evenly over the
 	// first third of the run, as a rolling restart brings them up.
-	Rolling
-	// SteadyState starts every process at once and measures only the
+	rolling
+	// steadyState starts every process at once and measures only the
 	// last two thirds of the run.
-	SteadyState
+	steadyState
 )
 
 // String names the start for tables.
-func (s FleetStart) String() string {
+func (s fleetStart) String() string {
 	switch s {
-	case Deploy:
+	case deploy:
 		return "deploy"
-	case Rolling:
+	case rolling:
 		return "rolling"
-	case SteadyState:
+	case steadyState:
 		return "steady state"
 	}
 	return "FleetStart(" + strconv.Itoa(int(s)) + ")"
 }
 
-// FleetStore is how the processes of a fleet share their pacing.
-type FleetStore int
+// fleetStore is how the processes of a fleet share their pacing.
+type fleetStore int
 
 const (
-	// NoStore: every process paces alone.
-	NoStore FleetStore = iota
-	// OneStore: every process shares one steadyredis store (one prefix).
-	OneStore
-	// TwoStores: half the processes share one prefix, half another, as
+	// noStore: every process paces alone.
+	noStore fleetStore = iota
+	// oneStore: every process shares one steadyredis store (one prefix).
+	oneStore
+	// twoStores: half the processes share one prefix, half another, as
 	// two services sharing a key, each with its own store.
-	TwoStores
+	twoStores
 )
 
 // String names the store mode for tables.
-func (s FleetStore) String() string {
+func (s fleetStore) String() string {
 	switch s {
-	case NoStore:
+	case noStore:
 		return "no store"
-	case OneStore:
+	case oneStore:
 		return "store"
-	case TwoStores:
+	case twoStores:
 		return "two stores"
 	}
 	return "FleetStore(" + strconv.Itoa(int(s)) + ")"
 }
 
-// FleetFault is what happens to the store's Redis during a run.
-type FleetFault int
+// fleetFault is what happens to the store's Redis during a run.
+type fleetFault int
 
 const (
-	// NoFault leaves Redis alone.
-	NoFault FleetFault = iota
-	// RedisKilled kills Redis (SIGKILL) a quarter into the run, and
+	// noFault leaves Redis alone.
+	noFault fleetFault = iota
+	// redisKilled kills Redis (SIGKILL) a quarter into the run, and
 	// restarts it empty one window (at least 2 s) later.
-	RedisKilled
-	// RedisPaused stops Redis (SIGSTOP) a quarter into the run for 1 s,
+	redisKilled
+	// redisPaused stops Redis (SIGSTOP) a quarter into the run for 1 s,
 	// forty times the store's default timeout, then lets it go on.
-	RedisPaused
+	redisPaused
 )
 
 // String names the fault for tables.
-func (f FleetFault) String() string {
+func (f fleetFault) String() string {
 	switch f {
-	case NoFault:
+	case noFault:
 		return "none"
-	case RedisKilled:
+	case redisKilled:
 		return "Redis killed, restarted empty"
-	case RedisPaused:
+	case redisPaused:
 		return "Redis paused"
 	}
 	return "FleetFault(" + strconv.Itoa(int(f)) + ")"
@@ -104,29 +104,29 @@ func (f FleetFault) String() string {
 
 // The clients a fleet's processes can run.
 const (
-	FleetBare       = "bare SDK"
-	FleetMiddleware = "steady (middleware)"
-	FleetTransport  = "steady (transport)"
+	fleetBare       = "bare SDK"
+	fleetMiddleware = "steady (middleware)"
+	fleetTransport  = "steady (transport)"
 )
 
-// FleetCase is one run of a fleet of real OS processes on loopback against
+// fleetCase is one run of a fleet of real OS processes on loopback against
 // one simulated provider (steadytest, served on 127.0.0.1): its limit, the
 // fleet's size and client, how it starts, how it shares its pacing, and
 // what happens to the store.
-type FleetCase struct {
+type fleetCase struct {
 	Name     string
 	Provider steadytest.ProviderConfig // the limits, their algorithm and dialect, the latency
 	// Processes is the fleet's size. Zero means one.
 	Processes int
-	// Client is FleetBare, FleetMiddleware or FleetTransport. Empty means
-	// FleetMiddleware.
+	// Client is fleetBare, fleetMiddleware or fleetTransport. Empty means
+	// fleetMiddleware.
 	Client string
-	Start  FleetStart
-	Store  FleetStore
+	Start  fleetStart
+	Store  fleetStore
 	// Outside adds a process without steady that sends at a third of the
 	// limit, without retries, beside the fleet.
 	Outside bool
-	Fault   FleetFault
+	Fault   fleetFault
 	// Duration is the run's length under sustained load; for a batch
 	// (Calls > 0), the most it may take.
 	Duration time.Duration
@@ -143,37 +143,37 @@ type FleetCase struct {
 	CallTimeout time.Duration
 }
 
-func (c FleetCase) processes() int { return max(c.Processes, 1) }
+func (c fleetCase) processes() int { return max(c.Processes, 1) }
 
-func (c FleetCase) client() string {
+func (c fleetCase) client() string {
 	if c.Client == "" {
-		return FleetMiddleware
+		return fleetMiddleware
 	}
 	return c.Client
 }
 
-func (c FleetCase) callers() int {
+func (c fleetCase) callers() int {
 	if c.Callers <= 0 {
 		return 8
 	}
 	return c.Callers
 }
 
-func (c FleetCase) offered() float64 {
+func (c fleetCase) offered() float64 {
 	if c.Offered <= 0 {
 		return 3
 	}
 	return c.Offered
 }
 
-func (c FleetCase) callTimeout() time.Duration {
+func (c fleetCase) callTimeout() time.Duration {
 	if c.CallTimeout <= 0 {
 		return time.Minute
 	}
 	return c.CallTimeout
 }
 
-func (c FleetCase) window() time.Duration {
+func (c fleetCase) window() time.Duration {
 	if c.Provider.Window <= 0 {
 		return time.Minute
 	}
@@ -194,7 +194,7 @@ func fleetCost() int { return (len(fleetPrompt)+3)/4 + fleetMaxTokens }
 // RequestRate is the most requests per second the limit admits in the
 // long run: the requests limit, or the tokens limit divided by what one
 // request of the fleet costs, whichever binds.
-func (c FleetCase) RequestRate() float64 {
+func (c fleetCase) RequestRate() float64 {
 	n := math.Inf(1)
 	if r := c.Provider.RequestsPerWindow; r > 0 {
 		n = float64(r)
@@ -206,46 +206,46 @@ func (c FleetCase) RequestRate() float64 {
 }
 
 // perWindow is how many requests the limit admits per window.
-func (c FleetCase) perWindow() int {
+func (c fleetCase) perWindow() int {
 	return int(math.Round(c.RequestRate() * c.window().Seconds()))
 }
 
 // Minimum is a batch's physical minimum makespan, from a start at start:
 // the time at which the quota can admit its last call, plus one answer's
 // latency.
-func (c FleetCase) Minimum(start time.Time) time.Duration {
+func (c fleetCase) Minimum(start time.Time) time.Duration {
 	if c.Calls <= 0 {
 		return 0
 	}
-	kind := Sliding
+	kind := kindSliding
 	switch c.Provider.Algorithm {
 	case steadytest.TokenBucket:
-		kind = Bucket
+		kind = kindBucket
 	case steadytest.FixedWindow:
-		kind = Fixed
+		kind = kindFixed
 	}
-	b := Batch{Limit: Limit{Kind: kind, Requests: c.perWindow(), Window: c.window(), Latency: c.Provider.Latency},
-		Calls: c.Calls, Pattern: Pattern{Workers: c.callers() * c.processes()}}
+	b := batch{Limit: limitSpec{Kind: kind, Requests: c.perWindow(), Window: c.window(), Latency: c.Provider.Latency},
+		Calls: c.Calls, Pattern: pattern{Workers: c.callers() * c.processes()}}
 	return b.Minimum(start)
 }
 
-// FleetSample is what the provider counted in one second of a run.
-type FleetSample struct {
+// fleetSample is what the provider counted in one second of a run.
+type fleetSample struct {
 	Requests, Accepted, RateLimited int64
 }
 
-// FleetProcess is one process's tallies.
-type FleetProcess struct {
+// fleetProcess is one process's tallies.
+type fleetProcess struct {
 	Calls, OK, Failed, Attempts, RateLimited int
 	Fallbacks, Rejoins                       int  // the store's changes
 	EventFallbacks                           int  // its partitions' EventStore fallbacks
 	StorePing                                bool // Redis answered when it started
 }
 
-// FleetOutcome is what a fleet run measured. The fleet's figures leave
+// fleetOutcome is what a fleet run measured. The fleet's figures leave
 // out the outside consumer, whose own are in Outside.
-type FleetOutcome struct {
-	Case                                     FleetCase
+type fleetOutcome struct {
+	Case                                     fleetCase
 	Calls, OK, Failed, Attempts, RateLimited int
 	// Errors counts the failed calls by cause.
 	Errors map[string]int
@@ -258,17 +258,17 @@ type FleetOutcome struct {
 	// Makespan and Minimum are a batch's time from the start to the end of
 	// its last call, and the quota's minimum for it.
 	Makespan, Minimum time.Duration
-	Processes         []FleetProcess
-	Outside           *FleetProcess
+	Processes         []fleetProcess
+	Outside           *fleetProcess
 	// Samples is the provider's count, second by second from the start.
-	Samples []FleetSample
+	Samples []fleetSample
 	// SecLimited is the fleet's 429s, second by second from the start.
 	SecLimited []int
 	Wall       time.Duration
 }
 
 // LimitedShare is the share of the fleet's attempts answered 429.
-func (o FleetOutcome) LimitedShare() float64 {
+func (o fleetOutcome) LimitedShare() float64 {
 	if o.Attempts == 0 {
 		return 0
 	}
@@ -276,29 +276,29 @@ func (o FleetOutcome) LimitedShare() float64 {
 }
 
 // Ratio is a batch's makespan as a multiple of its minimum.
-func (o FleetOutcome) Ratio() float64 {
+func (o fleetOutcome) Ratio() float64 {
 	if o.Minimum <= 0 {
 		return 0
 	}
 	return o.Makespan.Seconds() / o.Minimum.Seconds()
 }
 
-// FleetRedis is the Redis that fleet runs with a store use, unless a fault
+// fleetRedis is the Redis that fleet runs with a store use, unless a fault
 // needs a server of their own.
-const FleetRedis = "redis://127.0.0.1:6379"
+const fleetRedis = "redis://127.0.0.1:6379"
 
-// FleetRedisReady says why a fleet with a store cannot run here, or nil:
-// the Redis at FleetRedis answers, and, for faults, redis-server is on
+// fleetRedisReady says why a fleet with a store cannot run here, or nil:
+// the Redis at fleetRedis answers, and, for faults, redis-server is on
 // the PATH (a fault run starts its own server, never touching the shared
 // one).
-func FleetRedisReady(fault FleetFault) error {
-	if fault != NoFault {
+func fleetRedisReady(fault fleetFault) error {
+	if fault != noFault {
 		if _, err := exec.LookPath("redis-server"); err != nil {
 			return fmt.Errorf("a Redis fault needs redis-server on the PATH to run a server of its own: %w", err)
 		}
 		return nil
 	}
-	return pingRedis(FleetRedis)
+	return pingRedis(fleetRedis)
 }
 
 func pingRedis(url string) error {
@@ -318,13 +318,13 @@ func pingRedis(url string) error {
 	return nil
 }
 
-// RunFleet runs c: it serves a fresh provider on loopback, starts the
-// fleet's processes (this binary again, which must call [FleetWorker]
+// runFleet runs c: it serves a fresh provider on loopback, starts the
+// fleet's processes (this binary again, which must call fleetWorker
 // first thing), samples the provider every second, injects the fault, and
 // adds up what the processes report. Workers' stderr goes to logs.
-func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, error) {
+func runFleet(ctx context.Context, c fleetCase, logs io.Writer) (fleetOutcome, error) {
 	wallStart := time.Now()
-	out := FleetOutcome{Case: c, Errors: map[string]int{}}
+	out := fleetOutcome{Case: c, Errors: map[string]int{}}
 	exe, err := os.Executable()
 	if err != nil {
 		return out, fmt.Errorf("bench: finding this binary for the fleet's workers: %w", err)
@@ -333,11 +333,11 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 	switch {
 	case c.Duration <= 0:
 		return out, errors.New("bench: a fleet run needs a positive Duration")
-	case c.Store != NoStore && c.client() == FleetBare:
+	case c.Store != noStore && c.client() == fleetBare:
 		return out, errors.New("bench: the bare SDK has no store")
-	case c.Fault != NoFault && c.Store == NoStore:
+	case c.Fault != noFault && c.Store == noStore:
 		return out, errors.New("bench: a Redis fault needs a store")
-	case c.Store == TwoStores && n < 2:
+	case c.Store == twoStores && n < 2:
 		return out, errors.New("bench: two stores need two processes at least")
 	}
 
@@ -353,10 +353,10 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 	baseURL := "http://" + ln.Addr().String() + "/v1/"
 
 	// The store's Redis.
-	redisURL := FleetRedis
+	redisURL := fleetRedis
 	var own *redisServer
-	if c.Store != NoStore {
-		if c.Fault != NoFault {
+	if c.Store != noStore {
+		if c.Fault != noFault {
 			if own, err = startRedisServer(); err != nil {
 				return out, err
 			}
@@ -368,7 +368,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 		}
 	}
 	prefix := fmt.Sprintf("steady-bench:%d:", time.Now().UnixNano())
-	if c.Store != NoStore && own == nil {
+	if c.Store != noStore && own == nil {
 		defer deletePrefix(redisURL, prefix)
 	}
 
@@ -398,7 +398,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 		workers = append(workers, w)
 		return nil
 	}
-	clientOf := map[string]string{FleetBare: workerBare, FleetMiddleware: workerMiddleware, FleetTransport: workerTransport}
+	clientOf := map[string]string{fleetBare: workerBare, fleetMiddleware: workerMiddleware, fleetTransport: workerTransport}
 	for i := range n {
 		spec := fleetSpec{ID: i, Client: clientOf[c.client()], Callers: callers, Interval: interval, FleetHint: n}
 		if c.Calls > 0 {
@@ -408,9 +408,9 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 			}
 		}
 		switch c.Store {
-		case OneStore:
+		case oneStore:
 			spec.Redis, spec.Prefix = redisURL, prefix
-		case TwoStores:
+		case twoStores:
 			spec.Redis, spec.Prefix, spec.FleetHint = redisURL, prefix+strconv.Itoa(i%2)+":", (n+1-i%2)/2
 		}
 		if err := spawn(spec); err != nil {
@@ -440,7 +440,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 	end := start.Add(c.Duration)
 	for i, w := range workers {
 		from := start
-		if c.Start == Rolling && i < n && n > 1 {
+		if c.Start == rolling && i < n && n > 1 {
 			from = start.Add(c.Duration / 3 * time.Duration(i) / time.Duration(n-1))
 		}
 		fmt.Fprintf(w.stdin, "start %d %d %d\n", start.UnixNano(), from.UnixNano(), end.UnixNano())
@@ -451,7 +451,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 	bgCtx, bgStop := context.WithCancel(ctx)
 	defer bg.Wait()
 	defer bgStop()
-	samples := make(chan []FleetSample, 1)
+	samples := make(chan []fleetSample, 1)
 	bg.Go(func() { samples <- sampleProvider(bgCtx, prov, start, buckets) })
 	if own != nil {
 		bg.Go(func() { injectFault(bgCtx, own, c, start.Add(c.Duration/4), logs) })
@@ -481,7 +481,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 	var errs []error
 	var oks []int
 	lo := 0 // the measured span [lo, hi), in seconds from the start
-	if c.Start == SteadyState {
+	if c.Start == steadyState {
 		lo = int(c.Duration / 3 / time.Second)
 	}
 	hi := int(c.Duration / time.Second)
@@ -499,7 +499,7 @@ func RunFleet(ctx context.Context, c FleetCase, logs io.Writer) (FleetOutcome, e
 			errs = append(errs, fmt.Errorf("bench: fleet worker %d ended without its tallies%s", w.id, w.error()))
 			continue
 		}
-		p := FleetProcess{Calls: f.Calls, OK: f.OK, Failed: f.Failed, Attempts: f.Attempts, RateLimited: f.RateLimited,
+		p := fleetProcess{Calls: f.Calls, OK: f.OK, Failed: f.Failed, Attempts: f.Attempts, RateLimited: f.RateLimited,
 			Fallbacks: f.Fallbacks, Rejoins: f.Rejoins, EventFallbacks: f.EventFallbacks, StorePing: w.ping}
 		if w.id == n {
 			out.Outside = &p
@@ -573,15 +573,15 @@ func maxShareDeviation(counts []int) float64 {
 
 // sampleProvider reads the provider's counters every second from start,
 // until ctx is done, and returns what each second added.
-func sampleProvider(ctx context.Context, p *steadytest.Provider, start time.Time, buckets int) []FleetSample {
-	var out []FleetSample
+func sampleProvider(ctx context.Context, p *steadytest.Provider, start time.Time, buckets int) []fleetSample {
+	var out []fleetSample
 	prev := p.Stats()
 	for i := 1; ; i++ {
 		if !sleepUntil(ctx, start.Add(time.Duration(i)*time.Second)) {
 			return out
 		}
 		s := p.Stats()
-		out = append(out, FleetSample{Requests: s.Requests - prev.Requests, Accepted: s.Accepted - prev.Accepted, RateLimited: s.RateLimited - prev.RateLimited})
+		out = append(out, fleetSample{Requests: s.Requests - prev.Requests, Accepted: s.Accepted - prev.Accepted, RateLimited: s.RateLimited - prev.RateLimited})
 		prev = s
 		if i >= buckets+60 {
 			return out
@@ -590,12 +590,12 @@ func sampleProvider(ctx context.Context, p *steadytest.Provider, start time.Time
 }
 
 // injectFault does c.Fault to the run's own Redis at from.
-func injectFault(ctx context.Context, r *redisServer, c FleetCase, from time.Time, logs io.Writer) {
+func injectFault(ctx context.Context, r *redisServer, c fleetCase, from time.Time, logs io.Writer) {
 	if !sleepUntil(ctx, from) {
 		return
 	}
 	switch c.Fault {
-	case RedisKilled:
+	case redisKilled:
 		r.kill()
 		if !sleepUntil(ctx, time.Now().Add(max(c.window(), 2*time.Second))) {
 			return
@@ -603,7 +603,7 @@ func injectFault(ctx context.Context, r *redisServer, c FleetCase, from time.Tim
 		if err := r.restart(); err != nil {
 			fmt.Fprintf(logs, "bench: restarting Redis: %v\n", err)
 		}
-	case RedisPaused:
+	case redisPaused:
 		r.cmd.Process.Signal(syscall.SIGSTOP)
 		sleepUntil(context.Background(), time.Now().Add(time.Second))
 		r.cmd.Process.Signal(syscall.SIGCONT)
@@ -745,13 +745,13 @@ func (w *fleetProc) error() string {
 }
 
 // describe is a fleet case in a few words, for logs and tables.
-func (c FleetCase) describe() string {
+func (c fleetCase) describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d× %s, %s, %s", c.processes(), c.client(), c.Store, c.Start)
 	if c.Outside {
 		b.WriteString(", outside consumer")
 	}
-	if c.Fault != NoFault {
+	if c.Fault != noFault {
 		b.WriteString(", " + c.Fault.String())
 	}
 	return b.String()

@@ -18,7 +18,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if code, ok := FleetWorker(); ok {
+	if code, ok := fleetWorker(); ok {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
@@ -36,12 +36,12 @@ var fleetKnownMisses = map[string]string{
 }
 
 // runFleetCases runs cs one after another and logs each outcome.
-func runFleetCases(t *testing.T, cs []FleetCase) []FleetOutcome {
+func runFleetCases(t *testing.T, cs []fleetCase) []fleetOutcome {
 	var filter *regexp.Regexp
 	if *fleetRows != "" {
 		filter = regexp.MustCompile(*fleetRows)
 	}
-	var out []FleetOutcome
+	var out []fleetOutcome
 	for _, c := range cs {
 		desc := c.Name + ": " + c.describe()
 		if filter != nil && !filter.MatchString(desc) {
@@ -50,8 +50,8 @@ func runFleetCases(t *testing.T, cs []FleetCase) []FleetOutcome {
 		if *fleetDur > 0 && c.Calls == 0 {
 			c.Duration = *fleetDur
 		}
-		if c.Store != NoStore {
-			if err := FleetRedisReady(c.Fault); err != nil {
+		if c.Store != noStore {
+			if err := fleetRedisReady(c.Fault); err != nil {
 				if os.Getenv("STEADY_REQUIRE_REDIS") == "1" {
 					t.Errorf("%s: %v (STEADY_REQUIRE_REDIS=1)", desc, err)
 				} else {
@@ -61,7 +61,7 @@ func runFleetCases(t *testing.T, cs []FleetCase) []FleetOutcome {
 			}
 		}
 		var logs lockedBuffer
-		o, err := RunFleet(t.Context(), c, &logs)
+		o, err := runFleet(t.Context(), c, &logs)
 		if err != nil {
 			t.Errorf("%s: %v\n%s", desc, err, logs.String())
 			continue
@@ -73,7 +73,7 @@ func runFleetCases(t *testing.T, cs []FleetCase) []FleetOutcome {
 }
 
 // summary is an outcome in one line.
-func (o FleetOutcome) summary() string {
+func (o fleetOutcome) summary() string {
 	s := fmt.Sprintf("429s %s (%d of %d), goodput %.3f, failed %d of %d, spread ±%.1f%%, took %s",
 		pct(o.LimitedShare()), o.RateLimited, o.Attempts, o.Goodput, o.Failed, o.Calls, 100*o.Spread, o.Wall.Round(time.Second))
 	if o.Minimum > 0 {
@@ -95,7 +95,7 @@ func TestFleetShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("real processes in real time: not with -short")
 	}
-	for _, o := range runFleetCases(t, FleetShort()) {
+	for _, o := range runFleetCases(t, fleetShort()) {
 		c := o.Case
 		desc := c.Name + ": " + c.describe()
 		// The provider's samples and the workers' tallies agree.
@@ -145,9 +145,9 @@ func TestFleetMatrix(t *testing.T) {
 	if !*fleets || *report {
 		t.Skip("run with -fleets (hours; -fleet-rows to pick rows) to run the full fleet matrix")
 	}
-	out := runFleetCases(t, FleetMatrix())
+	out := runFleetCases(t, fleetMatrix())
 	var b strings.Builder
-	Report{Procs: out}.writeProcs(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
+	benchReport{Procs: out}.writeProcs(func(format string, a ...any) { fmt.Fprintf(&b, format, a...) })
 	t.Logf("\n%s", b.String())
 }
 

@@ -24,7 +24,7 @@ import (
 )
 
 // fleetWorkerEnv names the environment variable that makes a binary a
-// fleet worker (see [FleetWorker]): it holds the worker's spec as JSON.
+// fleet worker (see fleetWorker): it holds the worker's spec as JSON.
 const fleetWorkerEnv = "STEADY_BENCH_FLEET_WORKER"
 
 // The client a fleet worker runs.
@@ -77,15 +77,15 @@ type fleetReport struct {
 	Err                                       string `json:",omitempty"`
 }
 
-// FleetWorker runs this process as a worker of [RunFleet] when the
+// fleetWorker runs this process as a worker of runFleet when the
 // environment says so, and reports whether it did (with the exit code the
-// process should end with). A binary that runs fleets calls it first
-// thing, in main or TestMain:
+// process should end with). The package's TestMain calls it first
+// thing, since runFleet starts the test binary again as each worker:
 //
-//	if code, ok := bench.FleetWorker(); ok {
+//	if code, ok := fleetWorker(); ok {
 //		os.Exit(code)
 //	}
-func FleetWorker() (code int, ok bool) {
+func fleetWorker() (code int, ok bool) {
 	specJSON := os.Getenv(fleetWorkerEnv)
 	if specJSON == "" {
 		return 0, false

@@ -20,7 +20,7 @@ import (
 // http.Handler for a loopback server. Time is read with time.Now, so inside
 // a testing/synctest bubble it is fake.
 type gate struct {
-	lim  Limit
+	lim  limitSpec
 	next *steadytest.Provider
 
 	mu   sync.Mutex
@@ -34,7 +34,7 @@ var (
 	_ http.Handler      = (*gate)(nil)
 )
 
-func newGate(l Limit) *gate {
+func newGate(l limitSpec) *gate {
 	return &gate{lim: l, next: steadytest.NewProvider(steadytest.ProviderConfig{
 		Dialect: l.Dialect, Latency: l.Latency,
 	})}
@@ -59,7 +59,7 @@ func (g *gate) decide(now time.Time) verdict {
 	defer g.mu.Unlock()
 	w := g.lim.Window
 	switch g.lim.Kind {
-	case Fixed:
+	case kindFixed:
 		idx := now.UnixNano() / int64(w)
 		if idx != g.win {
 			g.win, g.used = idx, 0
@@ -73,7 +73,7 @@ func (g *gate) decide(now time.Time) verdict {
 		}
 		v.remaining = g.lim.Requests - g.used
 		return v
-	case Leaky:
+	case kindLeaky:
 		// GCRA: one request per interval, up to Burst more at once.
 		interval := w / time.Duration(g.lim.Requests)
 		tolerance := interval * time.Duration(g.lim.Burst)
@@ -93,7 +93,7 @@ func (g *gate) decide(now time.Time) verdict {
 // setHeaders writes the limit's headers in the gate's dialect. A leaky
 // bucket announces nothing.
 func (g *gate) setHeaders(h http.Header, now time.Time, v verdict) {
-	if g.lim.Kind == Leaky {
+	if g.lim.Kind == kindLeaky {
 		return
 	}
 	limit, rem := strconv.Itoa(g.lim.Requests), strconv.Itoa(v.remaining)
@@ -122,7 +122,7 @@ func (g *gate) setHeaders(h http.Header, now time.Time, v verdict) {
 func (g *gate) refusal(now time.Time, v verdict) (http.Header, string) {
 	h := http.Header{}
 	h.Set("Date", now.UTC().Format(http.TimeFormat))
-	if g.lim.Kind == Leaky {
+	if g.lim.Kind == kindLeaky {
 		h.Set("Content-Type", "text/html")
 		return h, "<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n<body>\r\n<center><h1>429 Too Many Requests</h1></center>\r\n</body>\r\n</html>\r\n"
 	}

@@ -6,39 +6,39 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// BatchLimit is one limit of the batch matrix and the size of the batch
+// batchLimit is one limit of the batch matrix and the size of the batch
 // run against it.
-type BatchLimit struct {
-	Limit Limit
+type batchLimit struct {
+	Limit limitSpec
 	Calls int
 }
 
-// MatrixLimits returns the limits of the fake-time batch matrix. A new
+// matrixLimits returns the limits of the fake-time batch matrix. A new
 // limit is one line.
-func MatrixLimits() []BatchLimit {
+func matrixLimits() []batchLimit {
 	const openai, heroku, anthropic, none = steadytest.DialectOpenAI, steadytest.DialectHerokuSeed, steadytest.DialectAnthropic, steadytest.DialectNone
 	ms := time.Millisecond
-	return []BatchLimit{
-		{Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 200},
-		{Limit{Kind: Sliding, Requests: 100, Window: 10 * time.Second, Dialect: openai, Latency: 200 * ms}, 300},
-		{Limit{Kind: Bucket, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 200},
-		{Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: heroku, Latency: 50 * ms}, 120},
-		{Limit{Kind: Fixed, Requests: 100, Window: 10 * time.Second, Dialect: openai, Latency: 200 * ms}, 300},
-		{Limit{Kind: Fixed, Requests: 60, Window: time.Minute, Dialect: heroku, Latency: 200 * ms}, 200},
-		{Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Dialect: none, Latency: 50 * ms}, 300},
-		{Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: none, Latency: 50 * ms}, 120},
-		{Limit{Kind: Sliding, Requests: 60, Window: time.Minute, Dialect: none, Latency: 200 * ms}, 200},
+	return []batchLimit{
+		{limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 200},
+		{limitSpec{Kind: kindSliding, Requests: 100, Window: 10 * time.Second, Dialect: openai, Latency: 200 * ms}, 300},
+		{limitSpec{Kind: kindBucket, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 200},
+		{limitSpec{Kind: kindFixed, Requests: 20, Window: time.Second, Dialect: heroku, Latency: 50 * ms}, 120},
+		{limitSpec{Kind: kindFixed, Requests: 100, Window: 10 * time.Second, Dialect: openai, Latency: 200 * ms}, 300},
+		{limitSpec{Kind: kindFixed, Requests: 60, Window: time.Minute, Dialect: heroku, Latency: 200 * ms}, 200},
+		{limitSpec{Kind: kindLeaky, Requests: 20, Window: time.Second, Burst: 10, Dialect: none, Latency: 50 * ms}, 300},
+		{limitSpec{Kind: kindFixed, Requests: 20, Window: time.Second, Dialect: none, Latency: 50 * ms}, 120},
+		{limitSpec{Kind: kindSliding, Requests: 60, Window: time.Minute, Dialect: none, Latency: 200 * ms}, 200},
 		// Exact fits of several windows (issue 20): the headroom must
 		// cost no window; whole-second resets, rounded up or truncated.
-		{Limit{Kind: Fixed, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 300},
-		{Limit{Kind: Sliding, Requests: 100, Window: 10 * time.Second, Dialect: heroku, Latency: 200 * ms}, 300},
-		{Limit{Kind: Sliding, Requests: 100, Window: 10 * time.Second, Dialect: anthropic, Latency: 200 * ms, TruncateResets: true}, 300},
+		{limitSpec{Kind: kindFixed, Requests: 60, Window: time.Minute, Dialect: openai, Latency: 200 * ms}, 300},
+		{limitSpec{Kind: kindSliding, Requests: 100, Window: 10 * time.Second, Dialect: heroku, Latency: 200 * ms}, 300},
+		{limitSpec{Kind: kindSliding, Requests: 100, Window: 10 * time.Second, Dialect: anthropic, Latency: 200 * ms, TruncateResets: true}, 300},
 	}
 }
 
-// MatrixPatterns returns the callers of the fake-time batch matrix.
-func MatrixPatterns() []Pattern {
-	return []Pattern{
+// matrixPatterns returns the callers of the fake-time batch matrix.
+func matrixPatterns() []pattern {
+	return []pattern{
 		{Name: "16 workers, no deadline", Workers: 16},
 		{Name: "all at once, no deadline"},
 		{Name: "all at once, cancel all on the first error", CancelOnError: true},
@@ -47,22 +47,22 @@ func MatrixPatterns() []Pattern {
 	}
 }
 
-// FleetBatches returns the batches shared by several uncoordinated
+// fleetBatches returns the batches shared by several uncoordinated
 // processes on one key: the same batch split over 1, 4 and 16 clients.
-func FleetBatches() []Batch {
-	lim := Limit{Kind: Sliding, Requests: 600, Window: time.Minute, Dialect: steadytest.DialectOpenAI, Latency: 200 * time.Millisecond}
-	var bs []Batch
+func fleetBatches() []batch {
+	lim := limitSpec{Kind: kindSliding, Requests: 600, Window: time.Minute, Dialect: steadytest.DialectOpenAI, Latency: 200 * time.Millisecond}
+	var bs []batch
 	for _, n := range []int{1, 4, 16} {
-		bs = append(bs, Batch{Limit: lim, Calls: 1500, Pattern: Pattern{Name: "32 workers, no deadline", Workers: 32}, Processes: n})
+		bs = append(bs, batch{Limit: lim, Calls: 1500, Pattern: pattern{Name: "32 workers, no deadline", Workers: 32}, Processes: n})
 	}
 	return bs
 }
 
-// LoopbackCase is one real-time batch on loopback and the targets steady
+// loopbackCase is one real-time batch on loopback and the targets steady
 // must meet in it.
-type LoopbackCase struct {
+type loopbackCase struct {
 	Name      string
-	Batch     Batch
+	Batch     batch
 	MaxRatio  float64 // target: makespan at most this multiple of the minimum
 	MaxLimits float64 // target: at most this share of attempts answered 429
 }
@@ -76,17 +76,17 @@ const (
 	loopbackCapSlack  = 5 * time.Second
 )
 
-// LoopbackCases returns the real-time batches, each with its cap.
-func LoopbackCases() []LoopbackCase {
+// loopbackCases returns the real-time batches, each with its cap.
+func loopbackCases() []loopbackCase {
 	ms := time.Millisecond
-	heroku := Limit{Kind: Fixed, Requests: 20, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * ms}
-	tenSec := Limit{Kind: Fixed, Requests: 100, Window: 10 * time.Second, Dialect: steadytest.DialectOpenAI, Latency: 50 * ms}
-	leaky := Limit{Kind: Leaky, Requests: 20, Window: time.Second, Burst: 10, Latency: 50 * ms}
-	cs := []LoopbackCase{
-		{"per-second fixed windows, Heroku headers", Batch{Limit: heroku, Calls: 120, Pattern: Pattern{Name: "16 workers, no deadline", Workers: 16}}, 1.10, 0.01},
-		{"10-second fixed windows, OpenAI headers", Batch{Limit: tenSec, Calls: 200, Pattern: Pattern{Name: "all at once, no deadline"}}, 1.10, 0.01},
-		{"header-less leaky bucket", Batch{Limit: leaky, Calls: 300, Pattern: Pattern{Name: "16 workers, 60 s deadlines", Workers: 16, Deadline: time.Minute}}, 1.25, 0.05},
-		{"header-less leaky bucket", Batch{Limit: leaky, Calls: 300, Pattern: Pattern{Name: "all at once, no deadline"}}, 1.25, 0.05},
+	heroku := limitSpec{Kind: kindFixed, Requests: 20, Window: time.Second, Dialect: steadytest.DialectHerokuSeed, Latency: 50 * ms}
+	tenSec := limitSpec{Kind: kindFixed, Requests: 100, Window: 10 * time.Second, Dialect: steadytest.DialectOpenAI, Latency: 50 * ms}
+	leaky := limitSpec{Kind: kindLeaky, Requests: 20, Window: time.Second, Burst: 10, Latency: 50 * ms}
+	cs := []loopbackCase{
+		{"per-second fixed windows, Heroku headers", batch{Limit: heroku, Calls: 120, Pattern: pattern{Name: "16 workers, no deadline", Workers: 16}}, 1.10, 0.01},
+		{"10-second fixed windows, OpenAI headers", batch{Limit: tenSec, Calls: 200, Pattern: pattern{Name: "all at once, no deadline"}}, 1.10, 0.01},
+		{"header-less leaky bucket", batch{Limit: leaky, Calls: 300, Pattern: pattern{Name: "16 workers, 60 s deadlines", Workers: 16, Deadline: time.Minute}}, 1.25, 0.05},
+		{"header-less leaky bucket", batch{Limit: leaky, Calls: 300, Pattern: pattern{Name: "all at once, no deadline"}}, 1.25, 0.05},
 	}
 	for i := range cs {
 		b := &cs[i].Batch

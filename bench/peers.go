@@ -12,8 +12,8 @@ import (
 	"github.com/steady-go/steady"
 )
 
-// Peer is one way of calling an LLM API through the OpenAI Go SDK.
-type Peer struct {
+// peerSpec is one way of calling an LLM API through the OpenAI Go SDK.
+type peerSpec struct {
 	// Name labels the peer in tables and benchmarks.
 	Name string
 	// Setup describes, for the report, how the SDK is configured.
@@ -26,10 +26,10 @@ type Peer struct {
 	Options func(base http.RoundTripper) []option.RequestOption
 }
 
-// Peers returns the bare SDK, go-retryablehttp, failsafe-go and steady,
+// allPeers returns the bare SDK, go-retryablehttp, failsafe-go and steady,
 // each set up as its documentation suggests.
-func Peers() []Peer {
-	return []Peer{
+func allPeers() []peerSpec {
+	return []peerSpec{
 		{
 			Name:      "bare SDK",
 			Setup:     "the SDK's own retries (2 retries, 0.5 s to 8 s backoff, Retry-After honoured)",
@@ -79,16 +79,16 @@ func Peers() []Peer {
 	}
 }
 
-// BatchPeers returns the bare SDK, go-retryablehttp, failsafe-go, and
+// batchPeers returns the bare SDK, go-retryablehttp, failsafe-go, and
 // steady in both forms: SDK middleware and the HTTP client's transport.
-func BatchPeers() []Peer {
-	ps := Peers()
+func batchPeers() []peerSpec {
+	ps := allPeers()
 	for i := range ps {
 		if ps[i].Name == "steady" {
 			ps[i].Name = "steady (middleware)"
 		}
 	}
-	return append(ps, Peer{
+	return append(ps, peerSpec{
 		Name:      "steady (transport)",
 		Setup:     "steady.New(steady.Config{}) as the HTTP client's transport (option.WithHTTPClient), SDK defaults left on",
 		Transport: func(base http.RoundTripper) http.RoundTripper { return steady.New(steady.Config{Base: base}) },
@@ -98,12 +98,12 @@ func BatchPeers() []Peer {
 	})
 }
 
-// HoldPeer returns steady as SDK middleware with its breaker holding calls
+// holdPeer returns steady as SDK middleware with its breaker holding calls
 // until the circuit closes (while their deadline allows) instead of
 // failing them at once.
-func HoldPeer() Peer {
+func holdPeer() peerSpec {
 	hold := steady.BreakerConfig{Hold: true}
-	return Peer{
+	return peerSpec{
 		Name:  "steady, hold mode",
 		Setup: "steady.New(steady.Config{Breaker: steady.BreakerConfig{Hold: true}}) as SDK middleware, SDK defaults left on",
 		Transport: func(base http.RoundTripper) http.RoundTripper {
@@ -147,8 +147,8 @@ func failsafeTransport(base http.RoundTripper) http.RoundTripper {
 	return failsafehttp.NewRoundTripper(base, retry, breaker)
 }
 
-// NewClient returns an SDK client that calls baseURL through peer and base.
-func NewClient(peer Peer, baseURL string, base http.RoundTripper) openai.Client {
+// newClient returns an SDK client that calls baseURL through peer and base.
+func newClient(peer peerSpec, baseURL string, base http.RoundTripper) openai.Client {
 	opts := append([]option.RequestOption{
 		option.WithBaseURL(baseURL),
 		option.WithAPIKey("sk-bench"),

@@ -17,31 +17,31 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// PriorityCase is the real-time priority row: a batch saturating a
+// priorityCase is the real-time priority row: a batch saturating a
 // provider on loopback for Run, and interactive calls arriving at random
 // at 5% of the limit, through steady with priorities and through steady
 // as a single queue (no priority set).
-type PriorityCase struct {
+type priorityCase struct {
 	Requests int           // the limit per window
 	Window   time.Duration // a sliding window
 	Run      time.Duration
 	Batch    int // batch callers
 }
 
-// PriorityCases is the row the report runs: 60 requests a 3 s window
+// priorityCases is the row the report runs: 60 requests a 3 s window
 // (20/s), 32 batch callers, 30 s.
-func PriorityCases() []PriorityCase {
-	return []PriorityCase{{Requests: 60, Window: 3 * time.Second, Run: 30 * time.Second, Batch: 32}}
+func priorityCases() []priorityCase {
+	return []priorityCase{{Requests: 60, Window: 3 * time.Second, Run: 30 * time.Second, Batch: 32}}
 }
 
-// PriorityResult is what one side of the row measured.
-type PriorityResult struct {
+// priorityResult is what one side of the row measured.
+type priorityResult struct {
 	Priorities          bool
 	Interactive         int           // interactive calls made
 	InteractiveFailed   int           // of them, failed
 	InteractiveP99      time.Duration // p99 of their time less the provider's latency
 	Batch               int64         // batch calls the provider accepted in the run
-	BatchUse            float64       // Batch / (the limit less 2% headroom over the run, less the interactive calls)
+	BatchUse            float64       // batch / (the limit less 2% headroom over the run, less the interactive calls)
 	BatchFailed         int64
 	Attempts, Limited   int64 // upstream attempts and 429s
 	RequestInterval     time.Duration
@@ -50,10 +50,10 @@ type PriorityResult struct {
 
 const priorityLatency = 20 * time.Millisecond
 
-// RunPriority runs c in real time on loopback, once with priorities and
+// runPriorityCase runs c in real time on loopback, once with priorities and
 // once without, at the same time, each against its own provider.
-func RunPriority(ctx context.Context, c PriorityCase) [2]PriorityResult {
-	var out [2]PriorityResult
+func runPriorityCase(ctx context.Context, c priorityCase) [2]priorityResult {
+	var out [2]priorityResult
 	var wg sync.WaitGroup
 	for i, prio := range []bool{true, false} {
 		wg.Go(func() { out[i] = runPriority(ctx, c, prio) })
@@ -62,7 +62,7 @@ func RunPriority(ctx context.Context, c PriorityCase) [2]PriorityResult {
 	return out
 }
 
-func runPriority(ctx context.Context, c PriorityCase, prio bool) PriorityResult {
+func runPriority(ctx context.Context, c priorityCase, prio bool) priorityResult {
 	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: c.Requests, Window: c.Window, Latency: priorityLatency})
 	srv := httptest.NewServer(prov)
 	defer srv.Close()
@@ -72,7 +72,7 @@ func runPriority(ctx context.Context, c PriorityCase, prio bool) PriorityResult 
 	sdk := openai.NewClient(option.WithHTTPClient(&http.Client{Transport: tr}), option.WithBaseURL(srv.URL+"/v1/"), option.WithAPIKey("sk-bench"))
 	params := openai.ChatCompletionNewParams{Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}}
 
-	res := PriorityResult{Priorities: prio, RequestInterval: c.Window / time.Duration(c.Requests), InteractiveDeadline: 5 * time.Second}
+	res := priorityResult{Priorities: prio, RequestInterval: c.Window / time.Duration(c.Requests), InteractiveDeadline: 5 * time.Second}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	bctx, ictx := runCtx, context.Background()

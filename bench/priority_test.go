@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-func runPriorityRows(t *testing.T) []PriorityRow {
-	var rows []PriorityRow
-	for _, c := range PriorityCases() {
-		rows = append(rows, PriorityRow{Case: c, Results: RunPriority(t.Context(), c)})
+func runPriorityRows(t *testing.T) []priorityRow {
+	var rows []priorityRow
+	for _, c := range priorityCases() {
+		rows = append(rows, priorityRow{Case: c, Results: runPriorityCase(t.Context(), c)})
 	}
 	return rows
 }

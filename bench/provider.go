@@ -7,10 +7,10 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// Upstream is a simulated provider: it answers requests in memory,
+// simUpstream is a simulated provider: it answers requests in memory,
 // switches an outage on and off, and says the most requests it ever
 // admitted in one window.
-type Upstream interface {
+type simUpstream interface {
 	http.RoundTripper
 	SetOutage(on bool)
 	MaxInWindow() int64
@@ -26,8 +26,8 @@ func (s simulated) SetOutage(on bool) { s.SetFaults(steadytest.Faults{Outage: on
 // MaxInWindow returns the most requests admitted in any window-long span.
 func (s simulated) MaxInWindow() int64 { return s.Stats().MaxRequestsInWindow }
 
-// NewUpstream returns a simulated provider with sc's limits.
-func NewUpstream(sc Scenario) (Upstream, error) {
+// newUpstream returns a simulated provider with sc's limits.
+func newUpstream(sc scenario) (simUpstream, error) {
 	if sc.Requests <= 0 || sc.Window <= 0 {
 		return nil, fmt.Errorf("bench: the provider needs a positive limit and window")
 	}

@@ -13,9 +13,9 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// Overhead is one peer's success-path cost: its layer alone
+// overheadRow is one peer's success-path cost: its layer alone
 // (BenchmarkOverhead) and a whole SDK call through it (BenchmarkSDKCall).
-type Overhead struct {
+type overheadRow struct {
 	Peer        string
 	NsPerOp     float64
 	AllocsOp    int64
@@ -24,17 +24,17 @@ type Overhead struct {
 	SDKAllocsOp int64
 }
 
-// Machine describes where a report was measured.
-type Machine struct {
+// machine describes where a report was measured.
+type machine struct {
 	CPU   string
 	Cores int
 	Go    string
 	OS    string
 }
 
-// ThisMachine returns the CPU model, core count and Go version here.
-func ThisMachine() Machine {
-	m := Machine{CPU: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+// thisMachine returns the CPU model, core count and Go version here.
+func thisMachine() machine {
+	m := machine{CPU: "unknown", Cores: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		defer f.Close()
 		sc := bufio.NewScanner(f)
@@ -49,44 +49,44 @@ func ThisMachine() Machine {
 	return m
 }
 
-// DialectRun is the results of one dialect in the sweep.
-type DialectRun struct {
+// dialectRun is the results of one dialect in the sweep.
+type dialectRun struct {
 	Dialect steadytest.Dialect
-	Results []Result // in the order of Report.Peers
+	Results []result // in the order of Report.Peers
 }
 
-// Report is everything BENCHMARKS.md shows.
-type Report struct {
-	Scenario Scenario
-	Peers    []Peer
-	Results  []Result     // in the order of Peers
-	Overhead []Overhead   // in the order of Peers; Peers[0] is the baseline
-	Sweep    Scenario     // the workload of the dialect sweep
-	Dialects []DialectRun // the sweep, one run per dialect
+// benchReport is everything BENCHMARKS.md shows.
+type benchReport struct {
+	Scenario scenario
+	Peers    []peerSpec
+	Results  []result      // in the order of Peers
+	Overhead []overheadRow // in the order of Peers; Peers[0] is the baseline
+	Sweep    scenario      // the workload of the dialect sweep
+	Dialects []dialectRun  // the sweep, one run per dialect
 	// The fake-time batch matrix.
-	Matrix      []BatchRow
-	MatrixPeers []Peer
+	Matrix      []batchRow
+	MatrixPeers []peerSpec
 	MatrixWall  time.Duration // real time the matrix took
-	Fleet       []BatchRow    // FleetBatches, with MatrixPeers
+	Fleet       []batchRow    // fleetBatches, with MatrixPeers
 	// The real-time batches on loopback.
-	Loopback           []LoopbackRow
-	LoopbackPeers      []Peer
+	Loopback           []loopbackRow
+	LoopbackPeers      []peerSpec
 	LoopbackWall       time.Duration
 	LoopbackSequential bool
-	// The routing batch: several keys behind one client (RunRouting).
-	Routing []RoutingRow
+	// The routing batch: several keys behind one client (runRouting).
+	Routing []routingRow
 	// The real-time priority rows on loopback.
-	Priority []PriorityRow
+	Priority []priorityRow
 	// The fleets of real processes on loopback (-fleets).
-	Procs        []FleetOutcome
+	Procs        []fleetOutcome
 	ProcsWall    time.Duration
 	ProcsCommand string // the flags that chose the rows, when not the whole matrix
 	// The outage with deadlines that outlast it: fail-fast steady and
 	// steady holding calls; empty when steady has no hold option.
-	Hold         []Result
-	HoldScenario Scenario
+	Hold         []result
+	HoldScenario scenario
 
-	Machine Machine
+	Machine machine
 	Date    time.Time
 	Command string
 	Wall    time.Duration // real time the workload took
@@ -94,7 +94,7 @@ type Report struct {
 }
 
 // Write writes r as Markdown.
-func (r Report) Write(w io.Writer) error {
+func (r benchReport) Write(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	p := func(format string, a ...any) { fmt.Fprintf(bw, format, a...) }
 	sc := r.Scenario
@@ -134,7 +134,7 @@ func (r Report) Write(w io.Writer) error {
 		p("---:|")
 	}
 	p("\n")
-	row := func(label string, cell func(Result) (float64, string)) {
+	row := func(label string, cell func(result) (float64, string)) {
 		p("| %s", label)
 		refV, _ := cell(r.Results[ref])
 		for i, res := range r.Results {
@@ -147,19 +147,19 @@ func (r Report) Write(w io.Writer) error {
 		}
 		p(" |\n")
 	}
-	row("goodput during overload, fraction of the limit", func(x Result) (float64, string) {
+	row("goodput during overload, fraction of the limit", func(x result) (float64, string) {
 		return x.Goodput, fmt.Sprintf("%.3f", x.Goodput)
 	})
-	row("429s, share of upstream attempts", func(x Result) (float64, string) {
+	row("429s, share of upstream attempts", func(x result) (float64, string) {
 		return x.RateLimitedShare(), fmt.Sprintf("%.1f%% (%d of %d)", 100*x.RateLimitedShare(), x.RateLimited, x.Attempts)
 	})
-	row("failed calls during the overload", func(x Result) (float64, string) {
+	row("failed calls during the overload", func(x result) (float64, string) {
 		return float64(x.FailedOverload), fmt.Sprint(x.FailedOverload)
 	})
-	row("upstream attempts during the outage", func(x Result) (float64, string) {
+	row("upstream attempts during the outage", func(x result) (float64, string) {
 		return float64(x.OutageAttempts), fmt.Sprint(x.OutageAttempts)
 	})
-	row("failed calls during the outage, median time to fail", func(x Result) (float64, string) {
+	row("failed calls during the outage, median time to fail", func(x result) (float64, string) {
 		if x.FailedOutage == 0 {
 			return 0, "0"
 		}
@@ -169,42 +169,42 @@ func (r Report) Write(w io.Writer) error {
 		}
 		return x.FailFast.Seconds(), fmt.Sprintf("%d, %s", x.FailedOutage, d)
 	})
-	row("from the upstream's recovery to the first success", func(x Result) (float64, string) {
+	row("from the upstream's recovery to the first success", func(x result) (float64, string) {
 		return x.Reopened.Seconds(), reopened(x)
 	})
-	row("from the upstream's recovery to the last failed call", func(x Result) (float64, string) {
+	row("from the upstream's recovery to the last failed call", func(x result) (float64, string) {
 		if x.LastFailure < 0 {
 			return 0, "none failed"
 		}
 		return x.LastFailure.Seconds(), fmtDur(x.LastFailure)
 	})
-	row("failed calls after the outage", func(x Result) (float64, string) {
+	row("failed calls after the outage", func(x result) (float64, string) {
 		return float64(x.FailedRecovery), fmt.Sprint(x.FailedRecovery)
 	})
-	row("goodput after the outage, fraction of the limit", func(x Result) (float64, string) {
+	row("goodput after the outage, fraction of the limit", func(x result) (float64, string) {
 		return x.Recovery, fmt.Sprintf("%.3f", x.Recovery)
 	})
-	row("p50 latency, successful calls", func(x Result) (float64, string) { return x.P50.Seconds(), fmtDur(x.P50) })
-	row("p99 latency, successful calls", func(x Result) (float64, string) { return x.P99.Seconds(), fmtDur(x.P99) })
-	row("most requests admitted in one window", func(x Result) (float64, string) {
+	row("p50 latency, successful calls", func(x result) (float64, string) { return x.P50.Seconds(), fmtDur(x.P50) })
+	row("p99 latency, successful calls", func(x result) (float64, string) { return x.P99.Seconds(), fmtDur(x.P99) })
+	row("most requests admitted in one window", func(x result) (float64, string) {
 		return float64(x.MaxInWindow), fmt.Sprintf("%d / %d", x.MaxInWindow, sc.Requests)
 	})
 	if len(r.Overhead) > 0 {
 		base := r.Overhead[0]
-		row("success-path time per request (ns/op)", func(x Result) (float64, string) {
+		row("success-path time per request (ns/op)", func(x result) (float64, string) {
 			o := r.overhead(x.Peer)
 			return o.NsPerOp - base.NsPerOp, fmt.Sprintf("%.0f (%+.0f)", o.NsPerOp, o.NsPerOp-base.NsPerOp)
 		})
-		row("success-path allocations (allocs/op)", func(x Result) (float64, string) {
+		row("success-path allocations (allocs/op)", func(x result) (float64, string) {
 			o := r.overhead(x.Peer)
 			return float64(o.AllocsOp - base.AllocsOp), fmt.Sprintf("%d (%+d)", o.AllocsOp, o.AllocsOp-base.AllocsOp)
 		})
-		row("success-path memory (B/op)", func(x Result) (float64, string) {
+		row("success-path memory (B/op)", func(x result) (float64, string) {
 			o := r.overhead(x.Peer)
 			return float64(o.BytesOp - base.BytesOp), fmt.Sprintf("%d (%+d)", o.BytesOp, o.BytesOp-base.BytesOp)
 		})
 		if base.SDKNsPerOp > 0 {
-			row("whole SDK call (ns/op, allocs/op)", func(x Result) (float64, string) {
+			row("whole SDK call (ns/op, allocs/op)", func(x result) (float64, string) {
 				o := r.overhead(x.Peer)
 				return o.SDKNsPerOp, fmt.Sprintf("%.0f, %d", o.SDKNsPerOp, o.SDKAllocsOp)
 			})
@@ -259,9 +259,9 @@ func (r Report) Write(w io.Writer) error {
 
 	p("## How each peer is set up\n\n")
 	peers := r.Peers
-	for _, extra := range [][]Peer{r.MatrixPeers, r.LoopbackPeers} {
+	for _, extra := range [][]peerSpec{r.MatrixPeers, r.LoopbackPeers} {
 		for _, e := range extra {
-			if !slices.ContainsFunc(peers, func(q Peer) bool { return q.Setup == e.Setup }) {
+			if !slices.ContainsFunc(peers, func(q peerSpec) bool { return q.Setup == e.Setup }) {
 				peers = append(peers, e)
 			}
 		}
@@ -274,13 +274,13 @@ func (r Report) Write(w io.Writer) error {
 	return bw.Flush()
 }
 
-func (r Report) overhead(peer string) Overhead {
+func (r benchReport) overhead(peer string) overheadRow {
 	for _, o := range r.Overhead {
 		if o.Peer == peer {
 			return o
 		}
 	}
-	return Overhead{Peer: peer}
+	return overheadRow{Peer: peer}
 }
 
 // ratio formats v/ref, or says why it has none.

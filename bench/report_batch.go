@@ -9,16 +9,16 @@ import (
 	"time"
 )
 
-// BatchRow is one batch of a matrix and what every peer did with it.
-type BatchRow struct {
-	Batch   Batch
-	Results []BatchResult // in the order of the matrix's peers
+// batchRow is one batch of a matrix and what every peer did with it.
+type batchRow struct {
+	Batch   batch
+	Results []batchResult // in the order of the matrix's peers
 }
 
-// LoopbackRow is one real-time batch and what every peer did with it.
-type LoopbackRow struct {
-	Case    LoopbackCase
-	Results []BatchResult
+// loopbackRow is one real-time batch and what every peer did with it.
+type loopbackRow struct {
+	Case    loopbackCase
+	Results []batchResult
 }
 
 // isSteady reports whether a peer is steady in one of its forms.
@@ -26,7 +26,7 @@ func isSteady(name string) bool { return strings.HasPrefix(name, "steady") }
 
 // batchCell formats one peer's result: makespan as a multiple of the
 // minimum, calls ok (and failed, unfinished), and the 429 share.
-func batchCell(r BatchResult) string {
+func batchCell(r batchResult) string {
 	var b strings.Builder
 	ratio := "n/a"
 	if r.Minimum > 0 {
@@ -53,7 +53,7 @@ func pct(v float64) string {
 
 // minimumCell is the batch's minimum and, when a deadline caps what can
 // be served, how many calls the quota can serve before it.
-func minimumCell(r BatchResult, b Batch) string {
+func minimumCell(r batchResult, b batch) string {
 	s := fmtDur(r.Minimum)
 	if r.Servable < b.Calls {
 		s += fmt.Sprintf("; %d servable by the %s deadline", r.Servable, fmtDur(b.deadline(r.Start)))
@@ -63,7 +63,7 @@ func minimumCell(r BatchResult, b Batch) string {
 
 // worseThanBare says, from the measured figures, where steady's result s
 // is worse than the bare SDK's result bare, or "" where it is not.
-func worseThanBare(s, bare BatchResult) string {
+func worseThanBare(s, bare batchResult) string {
 	var why []string
 	// Calls still out at the cap are said separately.
 	sLost, bLost := max(0, s.Lost()-s.Unfinished), max(0, bare.Lost()-bare.Unfinished)
@@ -90,7 +90,7 @@ func worseThanBare(s, bare BatchResult) string {
 // batchTable writes a table of batch results, one row per batch and a
 // column per peer, and then, for every row where steady did worse than the
 // bare SDK (the first peer), a line saying which figure and by how much.
-func batchTable(p func(string, ...any), peers []Peer, rows []BatchRow) {
+func batchTable(p func(string, ...any), peers []peerSpec, rows []batchRow) {
 	p("| limit | callers | calls | quota minimum |")
 	for _, peer := range peers {
 		p(" %s |", peer.Name)
@@ -147,7 +147,7 @@ func batchTable(p func(string, ...any), peers []Peer, rows []BatchRow) {
 // steadySummary states, per steady form, how the matrix meets the targets:
 // calls lost that the quota could serve, rows finished within 1.05× the
 // minimum, and the worst 429 share.
-func steadySummary(p func(string, ...any), peers []Peer, rows []BatchRow) {
+func steadySummary(p func(string, ...any), peers []peerSpec, rows []batchRow) {
 	for i, peer := range peers {
 		if !isSteady(peer.Name) {
 			continue
@@ -182,7 +182,7 @@ func steadySummary(p func(string, ...any), peers []Peer, rows []BatchRow) {
 }
 
 // writeMatrix writes the fake-time batch matrix.
-func (r Report) writeMatrix(p func(string, ...any)) {
+func (r benchReport) writeMatrix(p func(string, ...any)) {
 	if len(r.Matrix) == 0 {
 		return
 	}
@@ -200,7 +200,7 @@ func (r Report) writeMatrix(p func(string, ...any)) {
 	p("*cancel all on the first error* shares one context cancelled at the first failure, as `errgroup.WithContext` does; ")
 	p("deadlines are per call, as a multiple of the batch's minimum. ")
 	var gated, own []string
-	for k := Sliding; k <= Leaky; k++ {
+	for k := kindSliding; k <= kindLeaky; k++ {
 		if _, ok := countedBySteadytest[k]; ok {
 			own = append(own, k.String()+"s")
 		} else {
@@ -215,7 +215,7 @@ func (r Report) writeMatrix(p func(string, ...any)) {
 }
 
 // writeLoopback writes the real-time batches on loopback.
-func (r Report) writeLoopback(p func(string, ...any)) {
+func (r benchReport) writeLoopback(p func(string, ...any)) {
 	if len(r.Loopback) == 0 {
 		return
 	}
@@ -227,9 +227,9 @@ func (r Report) writeLoopback(p func(string, ...any)) {
 	p("The same kind of batch in real time: each limit is served by an HTTP server on 127.0.0.1 (`net/http`), and the peers run %s (%s of real time in all). ", how, r.LoopbackWall.Round(time.Second))
 	p("Each run is capped at %s times its minimum plus %s; calls still out then are cancelled and counted as unfinished. ", trim(loopbackCapFactor), fmtDur(loopbackCapSlack))
 	p("The per-second windows announce Heroku-style headers (limit, remaining, reset as a Unix timestamp in whole seconds, with a whole-second `Date`); the 10-second windows OpenAI-style duration resets; the leaky bucket answers bare 429s with no header and its upstream takes %s.\n\n", fmtDur(50*time.Millisecond))
-	rows := make([]BatchRow, len(r.Loopback))
+	rows := make([]batchRow, len(r.Loopback))
 	for i, l := range r.Loopback {
-		rows[i] = BatchRow{Batch: l.Case.Batch, Results: l.Results}
+		rows[i] = batchRow{Batch: l.Case.Batch, Results: l.Results}
 	}
 	batchTable(p, r.LoopbackPeers, rows)
 	p("Against steady's targets on loopback:\n\n")
@@ -260,7 +260,7 @@ func (r Report) writeLoopback(p func(string, ...any)) {
 }
 
 // writeHold writes the outage with calls whose deadline outlasts it.
-func (r Report) writeHold(p func(string, ...any)) {
+func (r benchReport) writeHold(p func(string, ...any)) {
 	p("## Holding calls through an outage\n\n")
 	if len(r.Hold) == 0 {
 		p("This build of steady has no breaker option that holds calls while the circuit is open (see `holdMode` in `peers.go`); only fail-fast is measured above.\n\n")
@@ -277,24 +277,24 @@ func (r Report) writeHold(p func(string, ...any)) {
 		p("---:|")
 	}
 	p("\n")
-	row := func(label string, cell func(Result) string) {
+	row := func(label string, cell func(result) string) {
 		p("| %s |", label)
 		for _, res := range r.Hold {
 			p(" %s |", cell(res))
 		}
 		p("\n")
 	}
-	row("failed calls during the outage", func(x Result) string { return fmt.Sprint(x.FailedOutage) })
-	row("upstream attempts during the outage", func(x Result) string { return fmt.Sprint(x.OutageAttempts) })
+	row("failed calls during the outage", func(x result) string { return fmt.Sprint(x.FailedOutage) })
+	row("upstream attempts during the outage", func(x result) string { return fmt.Sprint(x.OutageAttempts) })
 	row("from recovery to the first success", reopened)
-	row("failed calls after the outage", func(x Result) string { return fmt.Sprint(x.FailedRecovery) })
-	row("calls ok / failed in all", func(x Result) string { return fmt.Sprintf("%d / %d", x.OK, x.Failed) })
+	row("failed calls after the outage", func(x result) string { return fmt.Sprint(x.FailedRecovery) })
+	row("calls ok / failed in all", func(x result) string { return fmt.Sprintf("%d / %d", x.OK, x.Failed) })
 	p("\nFail-fast frees callers at once to fall back; holding keeps their calls for when the upstream returns, at the cost of callers waiting up to the outage's length. ")
 	p("Both send only probes during the outage: the open period between probes trades attempts against a dead upstream for how soon its recovery is seen.\n\n")
 }
 
 // reopened formats Result.Reopened.
-func reopened(x Result) string {
+func reopened(x result) string {
 	if x.Reopened < 0 {
 		return "never"
 	}
@@ -302,7 +302,7 @@ func reopened(x Result) string {
 }
 
 // callers describes who makes a batch's calls.
-func (b Batch) callers() string {
+func (b batch) callers() string {
 	if b.Processes > 1 {
 		return fmt.Sprintf("%s, %d processes", b.Pattern.Name, b.Processes)
 	}
@@ -310,7 +310,7 @@ func (b Batch) callers() string {
 }
 
 // writeFleet writes the batches shared by several processes.
-func (r Report) writeFleet(p func(string, ...any)) {
+func (r benchReport) writeFleet(p func(string, ...any)) {
 	if len(r.Fleet) == 0 {
 		return
 	}
@@ -332,9 +332,9 @@ func calls(n int) string {
 // default accounts for: the minimum of the same batch against the limit
 // less that headroom, in whole requests, computed here, not assumed. It is
 // "" when the headroom does not explain the figure.
-func headroomNote(r BatchResult, b Batch) string {
+func headroomNote(r batchResult, b batch) string {
 	keep := int(math.Floor(float64(b.Limit.Requests) * defaultHeadroom))
-	if keep < 1 || r.Unfinished > 0 || r.OK < r.Servable || b.Limit.Kind == Leaky || b.Limit.Dialect == steadytest.DialectNone {
+	if keep < 1 || r.Unfinished > 0 || r.OK < r.Servable || b.Limit.Kind == kindLeaky || b.Limit.Dialect == steadytest.DialectNone {
 		return ""
 	}
 	hb := b

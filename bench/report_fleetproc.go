@@ -9,15 +9,15 @@ import (
 )
 
 // writeProcs writes the fleet matrix: real processes on loopback.
-func (r Report) writeProcs(p func(string, ...any)) {
+func (r benchReport) writeProcs(p func(string, ...any)) {
 	if len(r.Procs) == 0 {
 		return
 	}
 	p("## Fleets of processes on loopback\n\n")
 	p("Each row is a fleet of real OS processes (this test binary started again, `GOMAXPROCS=1` each) on one key of a simulated provider ")
 	p("(`steadytest`, served on 127.0.0.1, answering in 50 ms), in real time, one row after another. ")
-	p("Under sustained load every process's callers offer, together, %s times the limit, each call with a one-minute deadline; ", trim(FleetCase{}.offered()))
-	p("the store is `steadyredis` on the Redis at %s (a fault row runs its own `redis-server`). ", strings.TrimPrefix(FleetRedis, "redis://"))
+	p("Under sustained load every process's callers offer, together, %s times the limit, each call with a one-minute deadline; ", trim(fleetCase{}.offered()))
+	p("the store is `steadyredis` on the Redis at %s (a fault row runs its own `redis-server`). ", strings.TrimPrefix(fleetRedis, "redis://"))
 	p("A deploy starts every process at once, a rolling start one after another over the first third of the run, a steady-state row measures only the last two thirds. ")
 	p("The outside consumer is a process without steady sending a third of the limit, without retries. ")
 	p("Goodput is the fleet's successful calls per second over the measured span (whole windows for fixed windows) as a fraction of the limit; ")
@@ -43,7 +43,7 @@ func (r Report) writeProcs(p func(string, ...any)) {
 			first += o.SecLimited[i]
 		}
 		fb := "-"
-		if c.Store != NoStore {
+		if c.Store != noStore {
 			n, evs, silent := 0, 0, 0
 			for _, pr := range o.Processes {
 				n += pr.Fallbacks
@@ -68,7 +68,7 @@ func (r Report) writeProcs(p func(string, ...any)) {
 }
 
 // failedCell is the failed calls of o, with their causes.
-func failedCell(o FleetOutcome) string {
+func failedCell(o fleetOutcome) string {
 	if o.Failed == 0 {
 		return "0"
 	}
@@ -103,7 +103,7 @@ func share(n, of int) float64 {
 }
 
 // procTargets adds issue 18's targets for the fleet matrix.
-func (r Report) procTargets(add func(issue, what, measured string, met bool)) {
+func (r benchReport) procTargets(add func(issue, what, measured string, met bool)) {
 	for _, o := range r.Procs {
 		max429, ok := fleetTarget(o.Case)
 		if !ok {

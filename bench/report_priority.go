@@ -5,15 +5,15 @@ import (
 	"time"
 )
 
-// PriorityRow is one priority case and its two runs: with priorities and
+// priorityRow is one priority case and its two runs: with priorities and
 // as a single queue.
-type PriorityRow struct {
-	Case    PriorityCase
-	Results [2]PriorityResult
+type priorityRow struct {
+	Case    priorityCase
+	Results [2]priorityResult
 }
 
 // writePriority writes the real-time priority rows.
-func (r Report) writePriority(p func(string, ...any)) {
+func (r benchReport) writePriority(p func(string, ...any)) {
 	if len(r.Priority) == 0 {
 		return
 	}

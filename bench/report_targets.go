@@ -13,7 +13,7 @@ type target struct {
 
 // targets collects, from the report's figures, every target steady has
 // to meet and whether it does.
-func (r Report) targets() []target {
+func (r benchReport) targets() []target {
 	var ts []target
 	add := func(issue, what, measured string, met bool) {
 		ts = append(ts, target{issue, what, measured, met})
@@ -59,7 +59,7 @@ func (r Report) targets() []target {
 				continue
 			}
 			issue := "8"
-			if l.Case.Batch.Limit.Kind == Leaky {
+			if l.Case.Batch.Limit.Kind == kindLeaky {
 				issue = "14"
 			}
 			ok := res.OK >= res.Servable && res.Ratio() <= l.Case.MaxRatio && res.LimitedShare() <= l.Case.MaxLimits
@@ -90,7 +90,7 @@ func (r Report) targets() []target {
 }
 
 // writeTargets writes the targets table.
-func (r Report) writeTargets(p func(string, ...any)) {
+func (r benchReport) writeTargets(p func(string, ...any)) {
 	ts := r.targets()
 	if len(ts) == 0 {
 		return

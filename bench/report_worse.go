@@ -7,7 +7,7 @@ import (
 
 // topKind returns the most common reason in why and its count.
 func topKind(why map[string]int) (string, int) {
-	return BatchResult{Why: why}.TopWhy()
+	return batchResult{Why: why}.TopWhy()
 }
 
 // because formats the most common reason in why, or "" when there is none.
@@ -22,7 +22,7 @@ func because(why map[string]int) string {
 // mainWorse says, row by row of the main table and from the measured
 // figures, where steady (s) did worse than the bare SDK (b), and what the
 // figures show about why.
-func (r Report) mainWorse(s, b Result) []string {
+func (r benchReport) mainWorse(s, b result) []string {
 	var out []string
 	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
 	headroom := defaultHeadroom

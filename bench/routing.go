@@ -14,28 +14,28 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// RoutingRow is one peer's run of the routing batch: Keys is how many of
+// routingRow is one peer's run of the routing batch: Keys is how many of
 // the account's keys it can use.
-type RoutingRow struct {
+type routingRow struct {
 	Peer   string
 	Keys   int
-	Result BatchResult
+	Result batchResult
 }
 
-// RoutingLimit is each key's limit in the routing batch: a sliding window
+// routingLimit is each key's limit in the routing batch: a sliding window
 // of 20 requests per 2 s, OpenAI headers, 50 ms answers.
-var RoutingLimit = Limit{Kind: Sliding, Requests: 20, Window: 2 * time.Second, Dialect: steadytest.DialectOpenAI, Latency: 50 * time.Millisecond}
+var routingLimit = limitSpec{Kind: kindSliding, Requests: 20, Window: 2 * time.Second, Dialect: steadytest.DialectOpenAI, Latency: 50 * time.Millisecond}
 
-// RoutingCalls is the routing batch's size: every call at once, no
+// routingCalls is the routing batch's size: every call at once, no
 // deadline.
-const RoutingCalls = 200
+const routingCalls = 200
 
-// RunRouting runs the routing batch in real time on loopback, each key its
+// runRouting runs the routing batch in real time on loopback, each key its
 // own provider on its own server, through the bare SDK on one key, steady
 // on one key, and steady with both keys as Config.Upstreams, at the same
 // time.
-func RunRouting(ctx context.Context) []RoutingRow {
-	rows := []RoutingRow{{Peer: "bare SDK", Keys: 1}, {Peer: "steady, one key", Keys: 1}, {Peer: "steady, two keys (Upstreams)", Keys: 2}}
+func runRouting(ctx context.Context) []routingRow {
+	rows := []routingRow{{Peer: "bare SDK", Keys: 1}, {Peer: "steady, one key", Keys: 1}, {Peer: "steady, two keys (Upstreams)", Keys: 2}}
 	var wg sync.WaitGroup
 	for i := range rows {
 		wg.Go(func() { rows[i].Result = runRouted(ctx, rows[i].Peer, rows[i].Keys, i) })
@@ -45,14 +45,14 @@ func RunRouting(ctx context.Context) []RoutingRow {
 }
 
 // runRouted runs the batch through one peer.
-func runRouted(ctx context.Context, peer string, keys, kind int) BatchResult {
+func runRouted(ctx context.Context, peer string, keys, kind int) batchResult {
 	t := &tally{}
 	tr := &http.Transport{MaxIdleConnsPerHost: 1024}
 	defer tr.CloseIdleConnections()
 	base := &counter{next: tr, t: t}
 	var ups []steady.Upstream
 	for k := range keys {
-		srv := httptest.NewServer(RoutingLimit.upstream())
+		srv := httptest.NewServer(routingLimit.upstream())
 		defer srv.Close()
 		ups = append(ups, steady.Upstream{Name: "key-" + string(rune('a'+k)), BaseURL: srv.URL + "/v1", Key: "sk-bench-" + string(rune('a'+k))})
 	}
@@ -66,11 +66,11 @@ func runRouted(ctx context.Context, peer string, keys, kind int) BatchResult {
 		opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(steady.Config{Base: base, Upstreams: ups})}))
 	}
 	client := openai.NewClient(opts...)
-	lim := RoutingLimit
+	lim := routingLimit
 	lim.Requests *= keys
-	b := Batch{Limit: lim, Calls: RoutingCalls, Pattern: Pattern{Name: "all at once, no deadline"}}
+	b := batch{Limit: lim, Calls: routingCalls, Pattern: pattern{Name: "all at once, no deadline"}}
 	start := time.Now()
-	res := BatchResult{Peer: peer, Start: start, Minimum: b.Minimum(start), Servable: b.Calls, Calls: b.Calls, Why: map[string]int{}}
+	res := batchResult{Peer: peer, Start: start, Minimum: b.Minimum(start), Servable: b.Calls, Calls: b.Calls, Why: map[string]int{}}
 	capCtx, cancel := context.WithTimeout(ctx, b.cap(start))
 	defer cancel()
 	var mu sync.Mutex
@@ -111,12 +111,12 @@ func runRouted(ctx context.Context, peer string, keys, kind int) BatchResult {
 }
 
 // writeRouting writes the routing batch's table.
-func (r Report) writeRouting(p func(string, ...any)) {
+func (r benchReport) writeRouting(p func(string, ...any)) {
 	if len(r.Routing) == 0 {
 		return
 	}
 	p("## Several keys behind one client (real time, loopback)\n\n")
-	p("One account's keys, each its own provider on its own loopback server with %s; %d calls at once, no deadline. ", RoutingLimit, RoutingCalls)
+	p("One account's keys, each its own provider on its own loopback server with %s; %d calls at once, no deadline. ", routingLimit, routingCalls)
 	p("The bare SDK and steady on one key beside steady with both keys as `Config.Upstreams` (docs/routing.md). ")
 	p("The minimum is that of the keys a peer can use.\n\n")
 	p("| peer | keys | ok | failed | 429 share | makespan | minimum | ratio | target: ≤ 1.05×, 0 failed, ≤ 1%% 429s |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n")

@@ -12,9 +12,9 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// Scenario is the workload every peer runs: a stretch offered well above
+// scenario is the workload every peer runs: a stretch offered well above
 // the rate limit, an outage, then recovery.
-type Scenario struct {
+type scenario struct {
 	Requests    int           // provider limit: requests per window
 	Tokens      int           // provider limit: tokens per window; 0 means none
 	Window      time.Duration // provider limit window
@@ -30,11 +30,11 @@ type Scenario struct {
 	MaxTokens   int64         // max_completion_tokens of each call
 }
 
-// Limit returns the requests limit per second.
-func (sc Scenario) Limit() float64 { return float64(sc.Requests) / sc.Window.Seconds() }
+// limitSpec returns the requests limit per second.
+func (sc scenario) Limit() float64 { return float64(sc.Requests) / sc.Window.Seconds() }
 
-// Result is what one peer did in a scenario.
-type Result struct {
+// result is what one peer did in a scenario.
+type result struct {
 	Peer           string
 	Calls          int           // calls finished
 	OK             int           // calls that succeeded
@@ -63,7 +63,7 @@ type Result struct {
 }
 
 // RateLimitedShare returns the share of upstream attempts answered 429.
-func (r Result) RateLimitedShare() float64 {
+func (r result) RateLimitedShare() float64 {
 	if r.Attempts == 0 {
 		return 0
 	}
@@ -161,13 +161,13 @@ func (c *counter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// Run runs sc through every peer at once, each against its own simulated
+// runScenario runs sc through every peer at once, each against its own simulated
 // provider with the same limits, and returns one result per peer. Inside a
 // testing/synctest bubble it runs in fake time.
-func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
+func runScenario(ctx context.Context, sc scenario, peers []peerSpec) ([]result, error) {
 	type side struct {
-		peer Peer
-		up   Upstream
+		peer peerSpec
+		up   simUpstream
 		sdk  openai.Client
 		t    *tally
 	}
@@ -176,12 +176,12 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 	}
 	sides := make([]*side, len(peers))
 	for i, p := range peers {
-		up, err := NewUpstream(sc)
+		up, err := newUpstream(sc)
 		if err != nil {
 			return nil, err
 		}
 		s := &side{peer: p, up: up, t: &tally{}}
-		s.sdk = NewClient(p, "http://provider.invalid/v1/", &counter{next: up, t: s.t})
+		s.sdk = newClient(p, "http://provider.invalid/v1/", &counter{next: up, t: s.t})
 		sides[i] = s
 	}
 
@@ -227,7 +227,7 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 	}
 	wg.Wait()
 
-	out := make([]Result, len(sides))
+	out := make([]result, len(sides))
 	for i, s := range sides {
 		t := s.t
 		t.mu.Lock()
@@ -235,7 +235,7 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 		slices.Sort(lat)
 		fails := slices.Clone(t.failOutage)
 		slices.Sort(fails)
-		out[i] = Result{
+		out[i] = result{
 			Peer: s.peer.Name, Calls: t.calls, OK: t.ok, Failed: t.failed,
 			FailedOverload: t.failedIn[0], FailedOutage: t.failedIn[1], FailedRecovery: t.failedIn[2],
 			FailFast: percentile(fails, 0.5),
@@ -267,7 +267,7 @@ func Run(ctx context.Context, sc Scenario, peers []Peer) ([]Result, error) {
 
 // call makes one chat completion and counts it, unless the run ended
 // while it was in flight.
-func call(ctx context.Context, sdk openai.Client, sc Scenario, t *tally) {
+func call(ctx context.Context, sdk openai.Client, sc scenario, t *tally) {
 	start := time.Now()
 	phase := t.currentPhase()
 	cctx, cancel := context.WithTimeout(ctx, sc.CallTimeout)
