@@ -29,14 +29,19 @@ func (s *Store) reserveAgain(ctx context.Context, r store.Reservation) (store.Gr
 	start := s.cfg.now()
 	delay := coldPoll
 	var lapse error // told by a grant asked again: the final one tells it
+	kicked := false // woken by a shared reading rather than by the timer
 	for {
 		g, again, err := s.reserveOnce(ctx, r)
 		if g.Shared && g.Lapse == nil {
 			g.Lapse = lapse
 		}
 		if err != nil || !again {
+			if kicked && err == nil && !g.Refused {
+				s.part(r.Partition, s.cfg.now()).wake()
+			}
 			return g, err
 		}
+		kicked = false
 		lapse = g.Lapse
 		wait := g.Wait
 		if wait <= 0 {
@@ -48,11 +53,17 @@ func (s *Store) reserveAgain(ctx context.Context, r store.Reservation) (store.Gr
 			return store.Grant{Wait: waited + wait, Refused: true, Fleet: g.Fleet, Shared: true, Lapse: lapse}, nil
 		}
 		t := time.NewTimer(wait)
+		kick := s.part(r.Partition, s.cfg.now()).kick
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return store.Grant{}, ctx.Err()
 		case <-t.C:
+		case <-kick:
+			// A reading was shared: it may have left room before the
+			// epoch's end. If this one finds it, the next is woken too.
+			t.Stop()
+			kicked = true
 		}
 	}
 }

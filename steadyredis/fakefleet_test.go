@@ -344,11 +344,10 @@ func TestFakeFleetDeploy(t *testing.T) {
 // fleet starts in and five more windows' worth, so the quota's minimum is
 // the fifth reset after the first, 3.7 s + 40 s, and one latency. With the
 // store the batch should finish within issue 18's 1.05x of it with no
-// call failed; the same processes without the store run beside it. The
-// makespan is a known miss (README): the fleet's first window sends 96 of
-// its 100 (one process with the store, 98: the headroom is not spent last
-// in the first window, as it is in every later one and without a store),
-// and the last calls wait for a sixth window.
+// call failed; the same processes without the store run beside it. (It
+// took 1.23x until the cold reservations' readings were counted as
+// answered and a shared reading woke the reservations told to ask again
+// at the epoch's end: each window's last units waited for the next.)
 func TestFakeFleetBatch(t *testing.T) {
 	c := needRedis(t)
 	prov := steadytest.ProviderConfig{RequestsPerWindow: 100, Window: 10 * time.Second, Algorithm: steadytest.FixedWindow,
@@ -366,8 +365,10 @@ func TestFakeFleetBatch(t *testing.T) {
 				t.Errorf("%d calls failed with the store, %d accepted of 600: %v", with.failed, with.Accepted, with.errs)
 			}
 			if r := with.last.Seconds() / minimum.Seconds(); r > 1.05 {
-				t.Logf("KNOWN MISS makespan: %.3fx the quota's minimum with the store (target 1.05x), %.3fx without it (issue 18: the first window's last units are not spent)",
-					r, without.last.Seconds()/minimum.Seconds())
+				t.Errorf("the batch took %.3fx the quota's minimum with the store (%.3fx without it), want at most 1.05x", r, without.last.Seconds()/minimum.Seconds())
+			}
+			if with.RateLimited > 0 {
+				t.Errorf("%d attempts answered 429 with the store, want none", with.RateLimited)
 			}
 		})
 	}

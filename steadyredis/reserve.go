@@ -41,6 +41,9 @@ func (s *Store) reserveOnce(ctx context.Context, r store.Reservation) (g store.G
 		pend := pt.takeLocked()
 		pt.mu.Unlock()
 		v, err := s.run(ctx, pt.keys, s.args(r, s.encode(pend, 0, 0, false)))
+		if err == nil && len(pend.epoch) > 0 {
+			pt.wake()
+		}
 		if err != nil && ctx.Err() != nil {
 			s.abort()
 			return store.Grant{}, false, ctx.Err()
@@ -111,6 +114,9 @@ func (s *Store) Settle(ctx context.Context, st store.Settlement) {
 	}
 	// What a response told is shared even when its caller has gone.
 	_, err := s.run(context.WithoutCancel(ctx), pt.keys, s.settleArgs(s.encode(pend, st.Cooldown, st.BreakerOpen, closeProbe)))
+	if err == nil && len(pend.epoch) > 0 {
+		pt.wake()
+	}
 	s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 }
 
@@ -124,6 +130,9 @@ func (s *Store) flush(pt *part) {
 		return
 	}
 	_, err := s.run(context.Background(), pt.keys, s.settleArgs(s.encode(pend, 0, 0, false)))
+	if err == nil && len(pend.epoch) > 0 {
+		pt.wake()
+	}
 	s.end(s.settled(pt, err, s.cfg.now()), s.cfg.now())
 }
 

@@ -289,8 +289,10 @@ local function epochObserve(id, lim, rem, reset, iss, cost)
   local c = math.max(rm, 0) + rk + math.floor(s * rr)
   if mb < 0 then
     -- Of the cold reservations, those not answered yet may not be
-    -- counted.
-    c = math.floor(s * rr) - math.max(num(redis.call('HGET', p, 'kc'), 1) - rk, 0)
+    -- counted. They carry no cost (no window was known when they
+    -- went), so their readings are counted here (ka:ID), not in rk.
+    local ka = redis.call('HINCRBY', p, 'ka:' .. id, 1)
+    c = math.floor(s * rr) - math.max(num(redis.call('HGET', p, 'kc'), 1) - ka, 0)
   end
   redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c), 'rm:' .. id, fmt(rm), 'rk:' .. id, fmt(rk), 'rr:' .. id, fmt(rr), 'rx:' .. id, fmt(rx))
   if v[2] then redis.call('HDEL', p, 'pv:' .. id) end

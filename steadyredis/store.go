@@ -339,6 +339,18 @@ type part struct {
 	// lapse is the cause of a call for this partition that failed since
 	// its last grant, which the next grant tells. Guarded by mu.
 	lapse error
+	// kick wakes one reservation that was told to ask again at its
+	// window's epoch end (cold.go): a reading was shared since, and may
+	// have left room before then.
+	kick chan struct{}
+}
+
+// wake wakes one reservation of pt waiting to ask again, if any.
+func (pt *part) wake() {
+	select {
+	case pt.kick <- struct{}{}:
+	default:
+	}
 }
 
 // maxParts bounds the partitions kept; idle ones are dropped beyond it.
@@ -357,7 +369,7 @@ func (s *Store) part(p store.Partition, now time.Time) *part {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if pt = s.parts.m[p]; pt == nil {
-		pt = &part{id: p, keys: keys, local: make(map[string]time.Time), lastUsed: now}
+		pt = &part{id: p, keys: keys, local: make(map[string]time.Time), lastUsed: now, kick: make(chan struct{}, 1)}
 		s.parts.add(pt, now, s.cfg.keyTTL)
 	}
 	return pt
