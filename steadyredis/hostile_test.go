@@ -65,6 +65,7 @@ func (f *forger) RoundTrip(req *http.Request) (*http.Response, error) {
 // hostileResult is what one run of the row measured, after the forgery.
 type hostileResult struct {
 	forged      time.Time
+	after       time.Duration // from the forged response to the run's end
 	goodput     float64       // calls ok a window from a window after the forgery to the end, over the limit
 	maxGap      time.Duration // the longest span without a call ok in the fleet
 	maxGap0     time.Duration // the same for process 0 alone
@@ -193,6 +194,7 @@ func runHostile(t *testing.T, client redis.UniversalClient, prefix string) hosti
 		return max(g, end.Sub(last))
 	}
 	res.maxGap, res.maxGap0 = gap(all), gap(oks[0])
+	res.after = end.Sub(res.forged)
 	from := res.forged.Add(hostileWindow)
 	k := 0
 	for _, x := range all {
@@ -242,6 +244,16 @@ func TestHostileRow(t *testing.T) {
 	check("goodput", with.goodput >= 0.75, "with the store, goodput %.2f of the limit from a window after the forged response: want at least 0.75 (recovered within one window)", with.goodput)
 	check("wait", with.maxWait <= hostileWindow, "with the store, a caller was told to wait %v: want at most the window, %v", with.maxWait, hostileWindow)
 	check("stall", with.maxGap <= hostileWindow, "with the store the fleet stalled %v: want at most the window, %v", with.maxGap, hostileWindow)
-	check("fleet vs alone", with.maxGap <= without.maxGap0, "with the store the fleet stalled %v, longer than the forged process alone without it (%v)", with.maxGap, without.maxGap0)
+	// Side by side only when the process alone had time to show its
+	// stall: its forged response is the first it receives after the
+	// forger is armed, and a process already waiting (paced by the
+	// window) may receive it so late that the run ends first. Both
+	// stalls are measured between responses, each to within a request's
+	// latency (20 ms).
+	if without.after < 2*hostileWindow {
+		t.Logf("fleet vs alone not compared this run: without the store the forged response came %v before the end, less than two windows", without.after.Round(time.Millisecond))
+	} else {
+		check("fleet vs alone", with.maxGap <= without.maxGap0+20*time.Millisecond, "with the store the fleet stalled %v, longer than the forged process alone without it (%v)", with.maxGap, without.maxGap0)
+	}
 	check("absurd", with.absurdTook <= hostileWindow+hostileWindow/2, "the absurd request took %v (%v): want an answer within its one-window deadline", with.absurdTook, with.absurdErr)
 }
