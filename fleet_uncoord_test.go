@@ -32,7 +32,11 @@ type uncoordRow struct {
 }
 
 func (r uncoordRow) name() string {
-	return fmt.Sprintf("procs=%d/callers=%d/%d-per-%v/%s/%s", r.procs, r.callers, r.limit, r.window, r.dialect, r.form)
+	n := fmt.Sprintf("procs=%d/callers=%d/%d-per-%v/%s/%s", r.procs, r.callers, r.limit, r.window, r.dialect, r.form)
+	if r.latency > 0 {
+		n += fmt.Sprintf("/latency=%v", r.latency)
+	}
+	return n
 }
 
 // uncoordResult is what such a fleet achieved.
@@ -149,14 +153,19 @@ func runUncoord(t *testing.T, r uncoordRow) uncoordResult {
 // fair share of the quota serves every call inside its deadline: none may
 // be refused, the 429s stay at most 3% (4 processes) and 5% (16) of
 // attempts, and with equal demand every process gets within ±15% of an
-// equal share.
+// equal share. The same rows run again with 50 ms of provider latency:
+// at zero latency the process that reads a reset first can spend the
+// whole window in one instant, which no network allows; with latency the
+// processes' requests interleave, as a deployment's do.
 func TestUncoordinatedFleet(t *testing.T) {
 	var rows []uncoordRow
-	for _, procs := range []int{4, 16} {
-		for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectHerokuSeed} {
-			for _, form := range []string{"middleware", "roundtripper"} {
-				rows = append(rows, uncoordRow{procs: procs, callers: 64, limit: 120, window: time.Minute, dialect: d, form: form,
-					deadline: 2 * time.Minute, run: 10 * time.Minute})
+	for _, latency := range []time.Duration{0, 50 * time.Millisecond} {
+		for _, procs := range []int{4, 16} {
+			for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectHerokuSeed} {
+				for _, form := range []string{"middleware", "roundtripper"} {
+					rows = append(rows, uncoordRow{procs: procs, callers: 64, limit: 120, window: time.Minute, dialect: d, form: form,
+						deadline: 2 * time.Minute, run: 10 * time.Minute, latency: latency})
+				}
 			}
 		}
 	}

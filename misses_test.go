@@ -27,21 +27,22 @@ type knownMiss struct {
 
 // The reasons, shared by the rows they explain.
 const (
-	whyWholeSecond1s = "resets in whole seconds: in a one-second window each refill is read up to a second late"
-	whyWholeSecond   = "resets in whole seconds (epoch seconds, RFC 3339): each refill of a sliding window is read up to a second late"
-	whyIETFSeconds   = "issue 20: IETF resets in delta seconds, rounded up: each refill of a fixed window is read up to a second late"
-	whyTruncated     = "issue 20: resets truncated to the second come up to a second early; at each, one request goes first to see whether the window refilled, and on a sliding window it draws one 429 a window (all recovered) and the wait for the hint (before: 39.5% 429s)"
-	whyWorkers       = "issue 20: each use of a sliding window comes back a response's latency and p/200 after its period, and 16 workers send no sooner"
-	whyBucket1s      = "a one-second bucket is nearly empty before its kind shows in the headers: the batch waits for its reset once"
-	whyFleet         = "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap; a store (steadyredis) is the remedy"
-	whySmallFleet    = "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; a store (steadyredis) is the remedy"
-	whyColdShort     = "from a cold start nothing tells the rate before the first 429: slow start takes about a second to reach 20/s, and a window's quota is then paced evenly, where a sender that knows the limit sends it the moment the window opens; with deadlines at half the batch's minimum that costs up to a third of what the limit could serve by then"
-	whyColdBucket    = "a token bucket's stored burst, drained in slow start, costs a few more 429s before the rate is found"
-	whyProbeGap      = "issue 20: the open circuit probes at 1, 2, 4, 8 s, then every 7.5–10 s (Breaker.OpenTimeout), so a healing is seen up to a probe interval late; probing more often would cost the outage more attempts (at most 15 for 2 minutes is the other target)"
-	whyUncoord       = "issue 18: each process's share is its own part of what the key spent, which any split confirms; at zero latency the process whose reading of the reset is earliest (here the first caller's, 0 ns of inOrder's delay) reaches every reset first and, seeing no other request inside that instant, spends the window alone at share 1, while the others only see spent windows and shrink; additive increase at each epoch was tried and moved no row (the first process never sees the others)"
-	whySliding10s    = "not analysed yet: 1.24 times when the batch was launched in the scheduler's order, 1.28 times in the order of its calls"
-	whyRouteLate     = "as TestWaitOnlyIfServed, not analysed: some calls queued before the first answers, and not refused by them, wait and fail with a *WaitError 1 ms before their deadline (probably planned while the windows' kind was not known, taken to refill gradually); 28 did so before waiting calls could move to the other key"
-	whyBatchKeep     = "issue 21: the batch leaves one request of the window free for interactive calls and 10% in its first window, and is sent evenly; about 1% more is lost that is not analysed yet (96.7% and 96.8% measured)"
+	whyWholeSecond1s  = "resets in whole seconds: in a one-second window each refill is read up to a second late"
+	whyWholeSecond    = "resets in whole seconds (epoch seconds, RFC 3339): each refill of a sliding window is read up to a second late"
+	whyIETFSeconds    = "issue 20: IETF resets in delta seconds, rounded up: each refill of a fixed window is read up to a second late"
+	whyTruncated      = "issue 20: resets truncated to the second come up to a second early; at each, one request goes first to see whether the window refilled, and on a sliding window it draws one 429 a window (all recovered) and the wait for the hint (before: 39.5% 429s)"
+	whyWorkers        = "issue 20: each use of a sliding window comes back a response's latency and p/200 after its period, and 16 workers send no sooner"
+	whyBucket1s       = "a one-second bucket is nearly empty before its kind shows in the headers: the batch waits for its reset once"
+	whyFleet          = "uncoordinated processes learn of each other only from how fast remaining falls: their first requests and ramps overlap; a store (steadyredis) is the remedy"
+	whySmallFleet     = "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; a store (steadyredis) is the remedy"
+	whyColdShort      = "from a cold start nothing tells the rate before the first 429: slow start takes about a second to reach 20/s, and a window's quota is then paced evenly, where a sender that knows the limit sends it the moment the window opens; with deadlines at half the batch's minimum that costs up to a third of what the limit could serve by then"
+	whyColdBucket     = "a token bucket's stored burst, drained in slow start, costs a few more 429s before the rate is found"
+	whyProbeGap       = "issue 20: the open circuit probes at 1, 2, 4, 8 s, then every 7.5–10 s (Breaker.OpenTimeout), so a healing is seen up to a probe interval late; probing more often would cost the outage more attempts (at most 15 for 2 minutes is the other target)"
+	whyUncoord        = "issue 18: each process's share is its own part of what the key spent, which any split confirms; at zero latency the process whose reading of the reset is earliest (here the first caller's, 0 ns of inOrder's delay) reaches every reset first and, seeing no other request inside that instant, spends the window alone at share 1, while the others only see spent windows and shrink; additive increase at each epoch was tried and moved no row (the first process never sees the others)"
+	whyUncoordLatency = "issue 18: with 50 ms of latency the processes' requests interleave, yet each process's share only falls to what it measured and rises toward it: a process that got little in one window asks for little in the next, so the shares settle unequal (one process at a small share refuses calls whose paced turn passes their 2-minute deadline) and their sum overshoots at resets"
+	whySliding10s     = "not analysed yet: 1.24 times when the batch was launched in the scheduler's order, 1.28 times in the order of its calls"
+	whyRouteLate      = "as TestWaitOnlyIfServed, not analysed: some calls queued before the first answers, and not refused by them, wait and fail with a *WaitError 1 ms before their deadline (probably planned while the windows' kind was not known, taken to refill gradually); 28 did so before waiting calls could move to the other key"
+	whyBatchKeep      = "issue 21: the batch leaves one request of the window free for interactive calls and 10% in its first window, and is sent evenly; about 1% more is lost that is not analysed yet (96.7% and 96.8% measured)"
 )
 
 // knownMisses is the table. Keep it sorted by test, then row.
@@ -104,6 +105,30 @@ var knownMisses = []knownMiss{
 	// TestUpstreamsUnequalKeys: routing across keys of unequal quotas.
 	{"TestUpstreamsUnequalKeys/37+23-per-10s/deadline-35s/middleware", "waited then failed", whyRouteLate},
 	// TestUncoordinatedFleet: issue 18's fleets without a store, in fake time.
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/middleware/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/heroku-seed/roundtripper/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/middleware/latency=50ms", "spread", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "429s", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "failed", whyUncoordLatency},
+	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper/latency=50ms", "spread", whyUncoordLatency},
 	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware", "429s", whyUncoord},
 	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware", "failed", whyUncoord},
 	{"TestUncoordinatedFleet/procs=16/callers=64/120-per-1m0s/heroku-seed/middleware", "spread", whyUncoord},
