@@ -165,6 +165,13 @@ type inspection struct {
 // body from rewindBody (see attemptRequest), never req.Body once it was
 // inspected.
 func inspectRequest(req *http.Request, est Estimator) (model string, e TokenEstimate) {
+	model, e, _ = inspectRequestStream(req, est)
+	return model, e
+}
+
+// inspectRequestStream is inspectRequest, and reports whether the body
+// asks for a stream ("stream": true at its top level).
+func inspectRequestStream(req *http.Request, est Estimator) (model string, e TokenEstimate, stream bool) {
 	var rc io.ReadCloser
 	if hasBody(req) {
 		rc, _ = rewindBody(req)
@@ -185,13 +192,13 @@ func inspectRequest(req *http.Request, est Estimator) (model string, e TokenEsti
 			s.drain(rc, in.buf[:])
 		}
 		r.s, r.r = nil, nil // invalid after the call
-		return s.model(), e
+		return s.model(), e, s.stream
 	}
 	if rc == nil {
-		return "", TokenEstimate{}
+		return "", TokenEstimate{}, false
 	}
 	s.drain(rc, in.buf[:])
-	return s.model(), s.estimate()
+	return s.model(), s.estimate(), s.stream
 }
 
 // drain feeds s from r through buf until the end of r or of s's object.
@@ -256,6 +263,7 @@ const (
 	topText
 	topMax
 	topN
+	topStream
 )
 
 // maxDepth bounds the nesting reqScanner follows; deeper bodies stop the
@@ -296,6 +304,7 @@ type reqScanner struct {
 	curBuf    [maxModel]byte
 
 	chars, ints, maxOut, n int64
+	stream                 bool // the top-level "stream" member is true
 }
 
 func (s *reqScanner) reset() {
@@ -421,6 +430,8 @@ func (s *reqScanner) keyDone() {
 			s.top = topMax
 		case "n":
 			s.top = topN
+		case "stream":
+			s.top = topStream
 		}
 		return
 	}
@@ -653,6 +664,9 @@ func (s *reqScanner) structural(b []byte, i int) int {
 			}
 		case c >= 'a' && c <= 'z':
 			s.state = stLiteral
+			if s.depth == 1 && s.top == topStream {
+				s.stream = c == 't' // "stream": true asks for a stream
+			}
 		case c == ']' && !s.isObject():
 			s.close() // an empty array
 		default:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -591,3 +592,25 @@ func BenchmarkEstimateScanner2KB(b *testing.B)  { benchEstimateWith(b, chatBody(
 func BenchmarkEstimateGJSON2KB(b *testing.B)    { benchEstimateWith(b, chatBody(2048), gjsonEstimate) }
 func BenchmarkEstimateScanner1MiB(b *testing.B) { benchEstimateWith(b, chatBody(1<<20), scanRequest) }
 func BenchmarkEstimateGJSON1MiB(b *testing.B)   { benchEstimateWith(b, chatBody(1<<20), gjsonEstimate) }
+
+// TestInspectStream: the inspection tells a body that asks for a stream
+// ("stream": true at its top level) from every other, so that only those
+// requests pay for the stream guard's context of their own.
+func TestInspectStream(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"model":"gpt-4o","stream":true,"messages":[]}`: true,
+		`{"stream": true}`:                  true,
+		`{"model":"gpt-4o","stream":false}`: false,
+		`{"model":"gpt-4o","messages":[{"role":"user","content":"stream"}]}`: false,
+		`{"model":"gpt-4o","stream_options":{"include_usage":true}}`:         false,
+		`{"x":{"stream":true}}`: false,
+		`{"model":"gpt-4o"}`:    false,
+		`not json`:              false,
+	} {
+		req := httptest.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", strings.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+		if _, _, got := inspectRequestStream(req, nil); got != want {
+			t.Errorf("%s: stream %v, want %v", body, got, want)
+		}
+	}
+}

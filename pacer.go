@@ -239,9 +239,10 @@ type admitOpts struct {
 // bodyInfo is what pacing read of a request's body: its model and its
 // token estimate.
 type bodyInfo struct {
-	done  bool
-	model string
-	est   TokenEstimate
+	done   bool
+	model  string
+	est    TokenEstimate
+	stream bool // the body asks for a stream
 }
 
 // inspect returns what pacing needs of req's body, read once per request
@@ -250,9 +251,9 @@ func (p *pacer) inspect(req *http.Request, o admitOpts) (string, TokenEstimate) 
 	if o.body != nil && o.body.done {
 		return o.body.model, o.body.est
 	}
-	model, est := inspectRequest(req, p.cfg.Estimator)
+	model, est, stream := inspectRequestStream(req, p.cfg.Estimator)
 	if o.body != nil {
-		*o.body = bodyInfo{done: true, model: model, est: est}
+		*o.body = bodyInfo{done: true, model: model, est: est, stream: stream}
 	}
 	return model, est
 }

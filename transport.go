@@ -523,7 +523,10 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		sentAt = time.Now()
 	}
 	guarded := !c.t.guard.off && r.Method == http.MethodPost
-	if guarded {
+	// Only a request that may be a stream pays for the context of its
+	// own (a body that asks for one, or one not inspected): the success
+	// path of every other POST stays as it was.
+	if guarded && (!c.body.done || c.body.stream) {
 		// The attempt has a context of its own, canceled when its body
 		// is closed: the stream guard's read ahead, which closes the body
 		// when it gives up, then ends even where Close alone does not end
