@@ -126,12 +126,16 @@ type breakerPolicy struct {
 type breakers struct {
 	pol  breakerPolicy
 	emit func(Event)
+	// act is what a state change does beyond its report (the fleet's
+	// circuit opens with the local one); called before the event is
+	// delivered, so that observers only report.
+	act func(Event)
 
 	mu sync.RWMutex
 	m  map[upstreamKey]*breaker // guarded by mu
 }
 
-func newBreakers(c BreakerConfig, emit func(Event)) *breakers {
+func newBreakers(c BreakerConfig, emit, act func(Event)) *breakers {
 	if c.Disabled {
 		return nil
 	}
@@ -170,7 +174,7 @@ func newBreakers(c BreakerConfig, emit func(Event)) *breakers {
 		Timeout:    time.Nanosecond,
 		IsExcluded: func(err error) bool { return err == errBreakerExcluded },
 	}
-	return &breakers{pol: pol, emit: emit, m: make(map[upstreamKey]*breaker)}
+	return &breakers{pol: pol, emit: emit, act: act, m: make(map[upstreamKey]*breaker)}
 }
 
 // get returns the breaker of u's upstream, creating it if needed.
@@ -193,7 +197,7 @@ func (bs *breakers) get(u *url.URL) *breaker {
 	if len(bs.m) >= maxUpstreams {
 		bs.evictLocked()
 	}
-	b = &breaker{upstream: k.String(), emit: bs.emit, pol: &bs.pol}
+	b = &breaker{upstream: k.String(), emit: bs.emit, act: bs.act, pol: &bs.pol}
 	st := bs.pol.gobreaker
 	st.Name = b.upstream
 	st.OnStateChange = b.onStateChange
@@ -266,7 +270,8 @@ func (bs *breakers) state(upstream string) BreakerState {
 type breaker struct {
 	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
 	upstream string
-	emit     func(Event)
+	emit     func(Event) // reports a state change
+	act      func(Event) // acts on one, before its report; may be nil
 	pol      *breakerPolicy
 
 	lastState atomic.Int32 // last gobreaker.State reported by onStateChange
@@ -493,6 +498,9 @@ func (b *breaker) flushUnlock() {
 	b.pending = nil
 	b.mu.Unlock()
 	for _, ev := range evs {
+		if b.act != nil {
+			b.act(ev)
+		}
 		b.emit(ev)
 	}
 }

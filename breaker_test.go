@@ -54,7 +54,7 @@ func TestBreakerRules(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				bs := newBreakers(tc.cfg, func(Event) {})
+				bs := newBreakers(tc.cfg, func(Event) {}, nil)
 				b := bs.get(breakerTestURL)
 				feedBreaker(b, tc.seq)
 				if got := bs.state("https://api.example.test") == BreakerOpen; got != tc.open {
@@ -67,7 +67,7 @@ func TestBreakerRules(t *testing.T) {
 
 func TestBreakerRollingWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		bs := newBreakers(BreakerConfig{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4, Window: 10 * time.Second}, func(Event) {})
+		bs := newBreakers(BreakerConfig{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4, Window: 10 * time.Second}, func(Event) {}, nil)
 		b := bs.get(breakerTestURL)
 		feedBreaker(b, "FFFS")
 		time.Sleep(11 * time.Second) // the failures leave the window
@@ -84,7 +84,7 @@ func TestBreakerRollingWindow(t *testing.T) {
 
 func TestBreakerPerUpstream(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
+		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {}, nil)
 		other, _ := url.Parse("https://other.example.test/v1/embeddings")
 		plain, _ := url.Parse("http://api.example.test/v1/chat/completions")
 		feedBreaker(bs.get(breakerTestURL), "F")
@@ -101,7 +101,7 @@ func TestBreakerPerUpstream(t *testing.T) {
 }
 
 func TestBreakerUpstreamsBounded(t *testing.T) {
-	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
+	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {}, nil)
 	failing, _ := url.Parse("https://failing.example.test/")
 	feedBreaker(bs.get(failing), "F")
 	for i := range 3 * maxUpstreams {
@@ -129,7 +129,7 @@ func TestBreakerEventsOutsideLock(t *testing.T) {
 			mu.Lock()
 			seen = append(seen, fmt.Sprintf("%v>%v(%v)", ev.From, ev.To, s))
 			mu.Unlock()
-		})
+		}, nil)
 		b := bs.get(breakerTestURL)
 		feedBreaker(b, "FF")
 		time.Sleep(time.Second + time.Millisecond)
@@ -146,7 +146,7 @@ func TestBreakerEventsOutsideLock(t *testing.T) {
 func TestBreakerBareHostMostSevere(t *testing.T) {
 	plain, _ := url.Parse("http://api.example.test/v1/chat/completions")
 	for range 50 {
-		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {})
+		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1}, func(Event) {}, nil)
 		feedBreaker(bs.get(plain), "S")
 		feedBreaker(bs.get(breakerTestURL), "F")
 		if s := bs.state("api.example.test"); s != BreakerOpen {
@@ -182,11 +182,11 @@ func TestOpenPeriodGrowsToTheBound(t *testing.T) {
 
 // TestBreakerNegativeMeansNone: the config rule for BreakerConfig.
 func TestBreakerNegativeMeansNone(t *testing.T) {
-	bs := newBreakers(BreakerConfig{MinRequests: -1, Window: -1, OpenTimeout: -1, HalfOpenProbes: -1}, func(Event) {})
+	bs := newBreakers(BreakerConfig{MinRequests: -1, Window: -1, OpenTimeout: -1, HalfOpenProbes: -1}, func(Event) {}, nil)
 	if p := bs.pol; p.minReq != 1 || p.maxOpen != math.MaxInt64 || p.probes != 0 || p.gobreaker.Interval != 0 {
 		t.Fatalf("policy %+v", p)
 	}
-	d := newBreakers(BreakerConfig{}, func(Event) {}).pol
+	d := newBreakers(BreakerConfig{}, func(Event) {}, nil).pol
 	if d.minReq != 20 || d.maxOpen != 10*time.Second || d.probes != 3 || d.consec != 10 || d.ratio != 0.5 || d.hold {
 		t.Fatalf("defaults %+v", d)
 	}
@@ -194,7 +194,7 @@ func TestBreakerNegativeMeansNone(t *testing.T) {
 		var seen []string
 		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1, HalfOpenProbes: -1}, func(ev Event) {
 			seen = append(seen, fmt.Sprintf("%v>%v %s", ev.From, ev.To, ev.Reason))
-		})
+		}, nil)
 		b := bs.get(breakerTestURL)
 		feedBreaker(b, "F")
 		if feedBreaker(b, "S") {
@@ -220,7 +220,7 @@ func TestBreakerNegativeMeansNone(t *testing.T) {
 func TestProbesOneAtATime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var evs []Event
-		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1, HalfOpenProbes: 2}, func(ev Event) { evs = append(evs, ev) })
+		bs := newBreakers(BreakerConfig{ConsecutiveFailures: 1, HalfOpenProbes: 2}, func(ev Event) { evs = append(evs, ev) }, nil)
 		b := bs.get(breakerTestURL)
 		feedBreaker(b, "F")
 		time.Sleep(time.Second + time.Millisecond)
@@ -257,7 +257,7 @@ func TestProbesOneAtATime(t *testing.T) {
 // TestWaitingPacingWokenWhenCircuitOpens: the channel given to pacing as
 // admitOpts.stop is closed when the circuit opens.
 func TestWaitingPacingWokenWhenCircuitOpens(t *testing.T) {
-	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 2}, func(Event) {})
+	bs := newBreakers(BreakerConfig{ConsecutiveFailures: 2}, func(Event) {}, nil)
 	b := bs.get(breakerTestURL)
 	v := b.look()
 	feedBreaker(b, "F")

@@ -41,7 +41,7 @@ func TestFingerprintNoCollision(t *testing.T) {
 // partition, and two tenants whose keys differ only in the header that
 // carries them get two partitions.
 func TestCredentialPlaces(t *testing.T) {
-	p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+	p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 	mk := func(set func(*http.Request)) *partition {
 		req := &http.Request{Method: "POST", URL: &url.URL{Scheme: "https", Host: "api.example.com", Path: "/v1/x"}, Header: http.Header{}}
 		set(req)

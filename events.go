@@ -152,9 +152,6 @@ type Event struct {
 // emit delivers ev to OnEvent and Logger. It must never be called with a
 // lock held.
 func (t *Transport) emit(ev Event) {
-	if ev.Kind == EventBreakerState && ev.To == BreakerOpen {
-		t.pacer.storeBreakerOpen(ev.Upstream, ev.Wait) // the fleet's circuit opens too
-	}
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}

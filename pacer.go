@@ -283,9 +283,25 @@ type pacer struct {
 	noBreaker bool
 }
 
-// newPacer returns a pacer. emit delivers events (never call it under a
-// lock); breakerState reports an upstream's breaker state for snapshots.
-func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream string) BreakerState) *pacer {
+// pacerDeps is what the pacer asks of the rest of its Transport, given
+// once at construction.
+type pacerDeps struct {
+	// emit delivers events (never call it under a lock); nil drops them.
+	emit func(Event)
+	// breakerState reports an upstream's breaker state for snapshots;
+	// nil reports every circuit closed.
+	breakerState func(upstream string) BreakerState
+	// skipped reports why routing passes an upstream by (see pacer.skipped);
+	// nil when not routed.
+	skipped func(name string, now time.Time) (string, time.Time)
+	// noBreaker: the Transport has no breaker, so the fleet's circuit is
+	// ignored (with a Store).
+	noBreaker bool
+}
+
+// newPacer returns a pacer working with d.
+func newPacer(cfg PacingConfig, d pacerDeps) *pacer {
+	emit, breakerState := d.emit, d.breakerState
 	p := &pacer{
 		cfg:          cfg,
 		headroom:     cfg.Headroom,
@@ -296,6 +312,8 @@ func newPacer(cfg PacingConfig, emit func(Event), breakerState func(upstream str
 		reserve:      reserveOf(cfg.Reserve),
 		emit:         emit,
 		breakerState: breakerState,
+		skipped:      d.skipped,
+		noBreaker:    d.noBreaker,
 		seed:         maphash.MakeSeed(),
 	}
 	switch {

@@ -17,7 +17,7 @@ import (
 // rate; its snapshot shows the pace.
 func TestDiscoverColdStartHeld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{}, nil, nil)
+		p := newPacer(PacingConfig{}, pacerDeps{})
 		ctx := context.Background()
 		var mu sync.Mutex
 		var permits []*permit
@@ -87,7 +87,7 @@ func TestDiscoverColdStartHeld(t *testing.T) {
 // whose deadline comes first is refused at once.
 func TestDiscoverNoCooldown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		req := func(ctx context.Context) (*permit, error) {
 			return p.acquire(ctx, chatRequest(t, ctx, "gw", "k", smallChat), admitOpts{})

@@ -205,7 +205,7 @@ func TestPacerSimulatedLoad(t *testing.T) {
 				if tc.config {
 					cfg.RequestsPerMinute = limit
 				}
-				p := newPacer(cfg, nil, nil)
+				p := newPacer(cfg, pacerDeps{})
 				failed := runSim(t, p, s, 32, windows*window)
 				attempts := s.accepted + s.rejected
 				goodput := float64(s.accepted) / float64(limit*windows)
@@ -239,7 +239,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 		var mu sync.Mutex
 		// Two a minute: both go at once, and each comes back a minute
 		// (and 0.5%) after it was used.
-		p := newPacer(PacingConfig{RequestsPerMinute: 2}, func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 2}, pacerDeps{emit: func(ev Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }})
 		ctx := context.Background()
 		start := time.Now()
 		for range 2 {
@@ -309,7 +309,7 @@ func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 
 func TestAcquireMaxWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{RequestsPerMinute: 1, MaxWait: 10 * time.Second}, nil, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 1, MaxWait: 10 * time.Second}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -326,7 +326,7 @@ func TestAcquireMaxWait(t *testing.T) {
 
 func TestAcquireCancelStopsWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, pacerDeps{})
 		ctx, cancel := context.WithCancel(context.Background())
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -353,7 +353,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 		var mu sync.Mutex
 		var cooldowns []Event
 		var p *pacer
-		p = newPacer(PacingConfig{ColdStart: 2}, func(ev Event) {
+		p = newPacer(PacingConfig{ColdStart: 2}, pacerDeps{emit: func(ev Event) {
 			// Events come without a lock held: reading a snapshot here
 			// must not deadlock.
 			_ = p.snapshot(time.Now())
@@ -362,7 +362,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 				cooldowns = append(cooldowns, ev)
 				mu.Unlock()
 			}
-		}, nil)
+		}})
 		ctx := context.Background()
 		start := time.Now()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
@@ -426,7 +426,7 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 
 func TestColdStartBoundsInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{}, nil, nil)
+		p := newPacer(PacingConfig{}, pacerDeps{})
 		ctx := context.Background()
 		var mu sync.Mutex
 		var permits []*permit
@@ -469,7 +469,7 @@ func TestColdStartBoundsInFlight(t *testing.T) {
 
 func TestBindingWindowWins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{}, nil, nil)
+		p := newPacer(PacingConfig{}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -501,7 +501,7 @@ func TestBindingWindowWins(t *testing.T) {
 // remains, the queue waits for the reset, and goes at once after it.
 func TestSyncLowersToRemaining(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -538,7 +538,7 @@ func TestSyncLowersToRemaining(t *testing.T) {
 }
 
 func TestPartitionKeys(t *testing.T) {
-	p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+	p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 	ctx := context.Background()
 	get := func(host, key, body string) *partition {
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, host, key, body), admitOpts{})
@@ -570,7 +570,7 @@ func TestPartitionKeys(t *testing.T) {
 		t.Errorf("label %q upstream %q", a.label, a.upstream)
 	}
 
-	p = newPacer(PacingConfig{ColdStart: -1, Key: func(req *http.Request, model string) string { return "tenant-" + model }}, nil, nil)
+	p = newPacer(PacingConfig{ColdStart: -1, Key: func(req *http.Request, model string) string { return "tenant-" + model }}, pacerDeps{})
 	if get("x", "k1", `{"model":"m"}`) != get("y", "k2", `{"model":"m"}`) {
 		t.Error("custom key: same key, different partitions")
 	}
@@ -580,7 +580,7 @@ func TestPartitionKeys(t *testing.T) {
 }
 
 func TestAcquireLeavesBodyIntact(t *testing.T) {
-	p := newPacer(PacingConfig{}, nil, nil)
+	p := newPacer(PacingConfig{}, pacerDeps{})
 	ctx := context.Background()
 	req := chatRequest(t, ctx, "h", "k", smallChat)
 	pm, err := p.acquire(ctx, req, admitOpts{})
@@ -609,7 +609,7 @@ func TestAcquireLeavesBodyIntact(t *testing.T) {
 
 func TestMaxPartitions(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{MaxPartitions: 8, ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{MaxPartitions: 8, ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		busy, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", `{"model":"busy"}`), admitOpts{})
 		if err != nil {
@@ -638,7 +638,7 @@ func TestMaxPartitions(t *testing.T) {
 // TestPartitionSize measures the memory one partition takes, with its two
 // configured windows and two announced ones.
 func TestPartitionSize(t *testing.T) {
-	p := newPacer(PacingConfig{RequestsPerMinute: 500, TokensPerMinute: 100000, MaxPartitions: 1 << 20}, nil, nil)
+	p := newPacer(PacingConfig{RequestsPerMinute: 500, TokensPerMinute: 100000, MaxPartitions: 1 << 20}, pacerDeps{})
 	ctx := context.Background()
 	const n = 2000
 	reqs := make([]*http.Request, n)
@@ -678,7 +678,7 @@ func BenchmarkPacer(b *testing.B) {
 		body []byte
 	}{{"2KB-long", longChatBody(1900)}, {"2KB-short-messages", chatBody(2048)}} {
 		b.Run(bc.name, func(b *testing.B) {
-			p := newPacer(PacingConfig{}, nil, nil)
+			p := newPacer(PacingConfig{}, pacerDeps{})
 			req, _ := http.NewRequest(http.MethodPost, "https://api.openai.com/v1/chat/completions", bytes.NewReader(bc.body))
 			req.Header.Set("Authorization", "Bearer sk-bench")
 			resp := &http.Response{StatusCode: 200, Header: http.Header{
@@ -711,7 +711,7 @@ func FuzzObserve(f *testing.F) {
 	f.Add(uint8(9), int64(1), int64(1), int64(1<<62), int64(1<<62), 503, int64(-1), true)
 	f.Fuzz(func(t *testing.T, unit uint8, limit, remaining, resetIn, period int64, status int, retry int64, hasRetry bool) {
 		synctest.Test(t, func(t *testing.T) {
-			p := newPacer(PacingConfig{MaxWait: time.Minute, RequestsPerMinute: 100}, nil, nil)
+			p := newPacer(PacingConfig{MaxWait: time.Minute, RequestsPerMinute: 100}, pacerDeps{})
 			ctx := context.Background()
 			for i := range 3 {
 				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
@@ -739,7 +739,7 @@ func FuzzObserve(f *testing.F) {
 
 func TestInputOutputWindows(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -778,7 +778,7 @@ func TestInputOutputWindows(t *testing.T) {
 // Azure does) is paced with the largest remaining seen as its quota.
 func TestRemainingOnly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -809,7 +809,7 @@ func TestRemainingOnly(t *testing.T) {
 // BenchmarkPacerParallel is BenchmarkPacer from every core at once, on one
 // partition: the cost of its lock under contention.
 func BenchmarkPacerParallel(b *testing.B) {
-	p := newPacer(PacingConfig{}, nil, nil)
+	p := newPacer(PacingConfig{}, pacerDeps{})
 	body := longChatBody(1900)
 	resp := &http.Response{StatusCode: 200, Header: http.Header{
 		"X-Ratelimit-Limit-Requests":     {"1000000000"},
@@ -841,7 +841,7 @@ func TestCustomEstimator(t *testing.T) {
 		}
 		// 6000 tokens a minute, 5880 with headroom: eleven requests of
 		// 500 go at once, the twelfth when the first comes back.
-		p := newPacer(PacingConfig{TokensPerMinute: 6000, Estimator: est}, nil, nil)
+		p := newPacer(PacingConfig{TokensPerMinute: 6000, Estimator: est}, pacerDeps{})
 		ctx := context.Background()
 		start := time.Now()
 		for range 12 {
@@ -897,7 +897,7 @@ func TestInferWindowKind(t *testing.T) {
 // nothing: the queue behind it moves on.
 func TestAdmitStop(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -926,7 +926,7 @@ func TestAdmitStop(t *testing.T) {
 // queue, but still waits for the limits.
 func TestAdmitUrgent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -974,7 +974,7 @@ func TestAdmitUrgent(t *testing.T) {
 // settle are idempotent and nil-safe.
 func TestPermitCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{RequestsPerMinute: 1}, nil, nil)
+		p := newPacer(PacingConfig{RequestsPerMinute: 1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -1007,7 +1007,7 @@ func TestPermitCancel(t *testing.T) {
 // maxHintWait before asking again.
 func TestHugeHint(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{ColdStart: -1}, nil, nil)
+		p := newPacer(PacingConfig{ColdStart: -1}, pacerDeps{})
 		ctx := context.Background()
 		pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
 		if err != nil {
@@ -1037,11 +1037,11 @@ func TestHugeHint(t *testing.T) {
 // TestConfigRule: zero means the default and a negative value means none,
 // for every numeric pacing field.
 func TestConfigRule(t *testing.T) {
-	zero := newPacer(PacingConfig{}, nil, nil)
+	zero := newPacer(PacingConfig{}, pacerDeps{})
 	if zero.headroom != defaultHeadroom || zero.coldStart != defaultColdStart || zero.maxParts != defaultMaxPartitions || zero.idle != defaultIdleTimeout || zero.maxWait != 0 {
 		t.Errorf("zero config: %+v", zero)
 	}
-	none := newPacer(PacingConfig{Headroom: -1, ColdStart: -1, MaxPartitions: -1, IdleTimeout: -1, MaxWait: -1}, nil, nil)
+	none := newPacer(PacingConfig{Headroom: -1, ColdStart: -1, MaxPartitions: -1, IdleTimeout: -1, MaxWait: -1}, pacerDeps{})
 	if none.headroom != 0 || none.coldStart > 0 || none.maxParts < 1<<30 || none.idle < 50*365*24*time.Hour || none.maxWait != 0 {
 		t.Errorf("negative config: %+v", none)
 	}

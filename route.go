@@ -645,10 +645,12 @@ func (bs *breakers) named(name string, changed func(Event)) *breaker {
 	}
 	pol := bs.pol
 	pol.maxOpen = max(pol.maxOpen/2, firstOpenPeriod)
-	b := &breaker{upstream: name, pol: &pol}
-	b.emit = func(ev Event) {
+	b := &breaker{upstream: name, pol: &pol, emit: bs.emit}
+	b.act = func(ev Event) {
 		changed(ev)
-		bs.emit(ev)
+		if bs.act != nil {
+			bs.act(ev)
+		}
 	}
 	st := bs.pol.gobreaker
 	st.Name = name

@@ -155,18 +155,25 @@ func New(cfg Config) *Transport {
 	if cfg.Logger != nil {
 		t.logs = &logBursts{m: make(map[burstKey]*burst)}
 	}
-	t.breakers = newBreakers(cfg.Breaker, t.emit)
+	t.breakers = newBreakers(cfg.Breaker, t.emit, t.breakerChanged)
 	t.router = newRouter(cfg.Upstreams, t.breakers, t.emit)
-	t.pacer = newPacer(cfg.Pacing, t.emit, t.breakers.state)
+	deps := pacerDeps{emit: t.emit, breakerState: t.breakers.state, noBreaker: t.breakers == nil}
 	if t.router != nil {
-		t.pacer.breakerState = t.breakerState
-		t.pacer.skipped = t.router.skipped
+		deps.breakerState, deps.skipped = t.breakerState, t.router.skipped
 	}
-	t.pacer.noBreaker = t.breakers == nil
+	t.pacer = newPacer(cfg.Pacing, deps)
 	if fb, ok := cfg.Pacing.Store.(store.RetryBudget); ok && !cfg.Pacing.Disabled && t.budget != nil {
 		t.fleetBudget = fb
 	}
 	return t
+}
+
+// breakerChanged is what a change of an upstream's circuit does beyond
+// its event: an opened circuit opens the fleet's too (with a Store).
+func (t *Transport) breakerChanged(ev Event) {
+	if ev.Kind == EventBreakerState && ev.To == BreakerOpen {
+		t.pacer.storeBreakerOpen(ev.Upstream, ev.Wait)
+	}
 }
 
 // defaultBase is a clone of http.DefaultTransport tuned for LLM calls.

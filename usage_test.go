@@ -55,7 +55,7 @@ func TestUsageScanJSON(t *testing.T) {
 func watchSSE(t *testing.T, stream string, piece int, readAll bool) (*permit, []Event) {
 	t.Helper()
 	var evs []Event
-	p := newPacer(PacingConfig{TokensPerMinute: 100000, TokensByUsage: true}, func(ev Event) { evs = append(evs, ev) }, nil)
+	p := newPacer(PacingConfig{TokensPerMinute: 100000, TokensByUsage: true}, pacerDeps{emit: func(ev Event) { evs = append(evs, ev) }})
 	req, _ := http.NewRequest("POST", "https://api.example.test/v1/chat/completions", nil)
 	pm, err := p.acquire(t.Context(), req, admitOpts{})
 	if err != nil {
@@ -142,7 +142,7 @@ func TestUsageClosedEarly(t *testing.T) {
 // comes back one period later is what was used.
 func TestUsageCorrectsLocalWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := newPacer(PacingConfig{TokensPerMinute: 10000, TokensByUsage: true, Headroom: -1}, nil, nil)
+		p := newPacer(PacingConfig{TokensPerMinute: 10000, TokensByUsage: true, Headroom: -1}, pacerDeps{})
 		req, _ := http.NewRequest("POST", "https://api.example.test/v1/chat/completions", nil)
 		pm, err := p.acquire(t.Context(), req, admitOpts{})
 		if err != nil {
@@ -220,7 +220,7 @@ func TestStreamErrorCarriesUsage(t *testing.T) {
 // TestWatchOnlyWhenUsed: a body that is not a stream is wrapped only when
 // its usage is used and it may be JSON; a stream always is.
 func TestWatchOnlyWhenUsed(t *testing.T) {
-	p := newPacer(PacingConfig{TokensPerMinute: 100000}, nil, nil)
+	p := newPacer(PacingConfig{TokensPerMinute: 100000}, pacerDeps{})
 	req, _ := http.NewRequest("POST", "https://api.example.test/v1/chat/completions", nil)
 	cases := []struct {
 		ct      string
