@@ -249,13 +249,13 @@ func discoverRows() []discoverRow {
 		{func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10) }, 300},
 		{func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10).WithoutRetryAfter() }, 300},
 		{func() *steadytest.Limit { return steadytest.LeakyBucket(20, 0) }, 300},
-		{func() *steadytest.Limit { return steadytest.TokenBucketLimit(100, 10*time.Second) }, 500},
-		{func() *steadytest.Limit { return steadytest.FixedWindowLimit(20, time.Second) }, 300},
-		{func() *steadytest.Limit { return steadytest.SlidingWindowLimit(20, time.Second) }, 300},
-		{func() *steadytest.Limit { return steadytest.FixedWindowLimit(100, 10*time.Second) }, 500},
-		{func() *steadytest.Limit { return steadytest.SlidingWindowLimit(100, 10*time.Second) }, 500},
-		{func() *steadytest.Limit { return steadytest.FixedWindowLimit(60, time.Minute) }, 300},
-		{func() *steadytest.Limit { return steadytest.SlidingWindowLimit(60, time.Minute) }, 300},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.TokenBucket, 100, 10*time.Second) }, 500},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.FixedWindow, 20, time.Second) }, 300},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.SlidingWindow, 20, time.Second) }, 300},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.FixedWindow, 100, 10*time.Second) }, 500},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.SlidingWindow, 100, 10*time.Second) }, 500},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.FixedWindow, 60, time.Minute) }, 300},
+		{func() *steadytest.Limit { return steadytest.NewLimit(steadytest.SlidingWindow, 60, time.Minute) }, 300},
 	}
 	forms := []string{"middleware", "roundtripper"}
 	var rows []discoverRow
@@ -272,7 +272,7 @@ func discoverRows() []discoverRow {
 	for _, c := range []string{callWorkers, callBurst} {
 		rows = append(rows,
 			discoverRow{limit: func() *steadytest.Limit { return steadytest.LeakyBucket(20, 10) }, calls: 500, callers: c, form: forms[i%2], changes: halveDouble(10 * time.Second)},
-			discoverRow{limit: func() *steadytest.Limit { return steadytest.FixedWindowLimit(50, 10*time.Second) }, calls: 300, callers: c, form: forms[(i+1)%2], changes: halveDouble(30 * time.Second)},
+			discoverRow{limit: func() *steadytest.Limit { return steadytest.NewLimit(steadytest.FixedWindow, 50, 10*time.Second) }, calls: 300, callers: c, form: forms[(i+1)%2], changes: halveDouble(30 * time.Second)},
 		)
 		i++
 	}

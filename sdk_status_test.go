@@ -98,7 +98,7 @@ func TestTransportFailuresThroughSDK(t *testing.T) {
 		retry bool
 	}{
 		{"refused", &netError{syscall.ECONNREFUSED}, true},
-		{"reset", steadytest.ConnResetError(), true},
+		{"reset", steadytest.ConnReset().Err, true},
 		{"EOF", io.EOF, true},
 		{"unexpected EOF", io.ErrUnexpectedEOF, true},
 		{"certificate", x509.UnknownAuthorityError{}, false},
@@ -238,7 +238,7 @@ func TestStreamCutNotRetried(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			stream := steadytest.ChatCompletionStream("Hello", " there").ChunkEvery(time.Second)
 			stream.Chunks = stream.Chunks[:2] // role and "Hello"
-			stream.Chunks[1].Err = steadytest.ConnResetError()
+			stream.Chunks[1].Err = steadytest.ConnReset().Err
 			fake := steadytest.NewFake(stream, steadytest.ChatCompletionStream("again"))
 			c := client(steady.Config{}, fake)
 			s := c.Chat.Completions.NewStreaming(t.Context(), chatParams())

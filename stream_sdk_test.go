@@ -172,7 +172,7 @@ func TestStreamHandedOverExactly(t *testing.T) {
 	}
 	synctest.Test(t, func(t *testing.T) {
 		fake := steadytest.NewFakeT(t,
-			steadytest.Response{Header: http.Header{"Content-Type": {"text/event-stream"}}, Chunks: chunks},
+			steadytest.Response{Chunks: chunks}.WithHeader("Content-Type", "text/event-stream"),
 			steadytest.JSON(200, `{"error":{"type":"overloaded_error"}}`),
 		)
 		hc := &http.Client{Transport: steady.New(steady.Config{Base: fake})}

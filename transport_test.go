@@ -138,9 +138,9 @@ func TestCallerRequestUnmodified(t *testing.T) {
 		if len(reqs) != 3 {
 			t.Fatalf("%d attempts, want 3", len(reqs))
 		}
-		for _, r := range reqs {
+		for i, r := range reqs {
 			if string(r.Body) != rtBody || !reflect.DeepEqual(r.Header, reqs[0].Header) {
-				t.Fatalf("attempt %d sent body %q header %v", r.N, r.Body, r.Header)
+				t.Fatalf("attempt %d sent body %q header %v", i+1, r.Body, r.Header)
 			}
 		}
 	})
@@ -318,7 +318,7 @@ func TestLoopInvariants(t *testing.T) {
 		steadytest.ServerError(529),
 		steadytest.OpenAIError(400, "invalid_request_error", "", "try again").WithHeader("X-Should-Retry", "true"),
 		steadytest.ConnReset(),
-		{Status: 502, Header: http.Header{"Content-Type": {"text/html"}}, Body: "<html>bad gateway</html>"},
+		steadytest.Response{Status: 502, Body: "<html>bad gateway</html>"}.WithHeader("Content-Type", "text/html"),
 	}
 	for seed := range uint64(300) {
 		synctest.Test(t, func(t *testing.T) {
@@ -370,9 +370,9 @@ func TestLoopInvariants(t *testing.T) {
 					t.Fatalf("seed %d: response %d of %d left open", seed, i+1, len(bodies))
 				}
 			}
-			for _, r := range fake.Requests() {
+			for n, r := range fake.Requests() {
 				if string(r.Body) != rtBody {
-					t.Fatalf("seed %d: attempt %d sent %q", seed, r.N, r.Body)
+					t.Fatalf("seed %d: attempt %d sent %q", seed, n+1, r.Body)
 				}
 			}
 		})

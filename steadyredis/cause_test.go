@@ -145,8 +145,8 @@ func TestFallbackCause(t *testing.T) {
 func okUpstream() http.RoundTripper {
 	fake := steadytest.NewFake()
 	fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response {
-		return steadytest.Response{Status: 200, Header: http.Header{"X-Ratelimit-Limit-Requests": {"100"}, "X-Ratelimit-Remaining-Requests": {"99"}, "X-Ratelimit-Reset-Requests": {"1s"}},
-			Body: `{"id":"x","object":"chat.completion","choices":[]}`}
+		return steadytest.Response{Status: 200, Body: `{"id":"x","object":"chat.completion","choices":[]}`}.WithHeader(
+			"X-Ratelimit-Limit-Requests", "100", "X-Ratelimit-Remaining-Requests", "99", "X-Ratelimit-Reset-Requests", "1s")
 	})
 	return fake
 }

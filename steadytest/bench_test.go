@@ -30,7 +30,7 @@ func BenchmarkFakeRoundTrip(b *testing.B) {
 	ok := steadytest.ChatCompletion("Hello!")
 	f := steadytest.NewFake()
 	f.Fallback = &ok
-	f.KeepRequests = 16
+	steadytest.KeepRequests(f, 16)
 	benchRoundTrip(b, f)
 }
 

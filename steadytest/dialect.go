@@ -49,7 +49,7 @@ const (
 
 var dialectNames = [...]string{"openai", "heroku-seed", "heroku-docs", "anthropic", "ietf", "none"}
 
-// String returns the dialect's name, as ParseDialect reads it: "openai",
+// String returns the dialect's name: "openai",
 // "heroku-seed", "heroku-docs", "anthropic", "ietf" or "none".
 func (d Dialect) String() string {
 	if d >= 0 && int(d) < len(dialectNames) {
@@ -58,24 +58,14 @@ func (d Dialect) String() string {
 	return "Dialect(" + strconv.Itoa(int(d)) + ")"
 }
 
-// Dialects returns every dialect, in declaration order.
+// Dialects returns every dialect, in declaration order: a test runs the
+// same case against each.
 func Dialects() []Dialect {
 	ds := make([]Dialect, len(dialectNames))
 	for i := range ds {
 		ds[i] = Dialect(i)
 	}
 	return ds
-}
-
-// ParseDialect returns the dialect named s (see [Dialect.String]), compared
-// without regard to case.
-func ParseDialect(s string) (Dialect, error) {
-	for i, n := range dialectNames {
-		if strings.EqualFold(s, n) {
-			return Dialect(i), nil
-		}
-	}
-	return 0, fmt.Errorf("steadytest: unknown dialect %q (want one of %s)", s, strings.Join(dialectNames[:], ", "))
 }
 
 // failure is what went wrong, for an error body.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/openai/openai-go/v3"
@@ -39,7 +40,7 @@ func ExampleFake() {
 	}
 	fmt.Println(resp.Choices[0].Message.Content)
 	for _, r := range fake.Requests() {
-		fmt.Println(r.Method, r.Path, "retry", r.Header.Get("X-Stainless-Retry-Count"))
+		fmt.Println(r.Method, r.URL.Path, "retry", r.Header.Get("X-Stainless-Retry-Count"))
 	}
 	// Output:
 	// Hello!
@@ -89,7 +90,8 @@ func ExampleRecord() {
 // everything else the sequence.
 func ExampleFake_On() {
 	fake := steadytest.NewFake(steadytest.ServerError(503))
-	fake.On(steadytest.MatchPath("/embeddings"), steadytest.JSON(200, `{"object":"list","data":[]}`))
+	embeddings := func(r *steadytest.Request) bool { return strings.HasSuffix(r.URL.Path, "/embeddings") }
+	fake.On(embeddings, steadytest.JSON(200, `{"object":"list","data":[]}`))
 
 	for _, path := range []string{"/v1/embeddings", "/v1/chat/completions", "/v1/chat/completions"} {
 		req, _ := http.NewRequest("POST", "https://api.example.test"+path, nil)

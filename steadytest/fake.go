@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,25 +20,26 @@ var ErrNoResponse = errors.New("steadytest: no scripted response")
 
 // Response is one scripted answer of a [Fake].
 //
-// The zero value is an empty 200 OK.
+// The zero value is an empty 200 OK. [Response.WithHeader] sets its
+// headers and [Response.WithDelay] delays it.
 type Response struct {
 	// Status is the HTTP status code. Zero means 200.
 	Status int
 
-	// Header holds the response headers. It may be nil. Each answer gets
-	// its own copy, so a Response can be reused.
-	Header http.Header
+	// header holds the response headers, set with WithHeader. It may be
+	// nil. Each answer gets its own copy, so a Response can be reused.
+	header http.Header
 
 	// Body is the response body. With Chunks, it is sent first, at once.
 	Body string
 
-	// Delay is how long the Fake waits before the response headers arrive.
-	// The wait ends early, with the context's error, when the request's
-	// context ends.
-	Delay time.Duration
+	// delay is how long the Fake waits before the response headers
+	// arrive, set with WithDelay. The wait ends early, with the context's
+	// error, when the request's context ends.
+	delay time.Duration
 
 	// Err, if set, is returned by RoundTrip instead of a response, after
-	// Delay.
+	// the delay.
 	Err error
 
 	// Chunks makes the body a stream: each chunk is written after its own
@@ -65,31 +65,16 @@ type Chunk struct {
 
 // Request is a request recorded by a [Fake].
 type Request struct {
-	// Method is the request's HTTP method.
-	Method string
-	// Path is the request URL's path.
-	Path string
-	// URL is a copy of the request's URL.
-	URL *url.URL
-	// Header is a copy of the request's headers.
-	Header http.Header
+	// Request is a copy of the request the Fake saw (req.Clone): its
+	// Method (never empty), URL, Header (never nil) and the rest. Its body
+	// has been read and closed: it is http.NoBody, and what it held is in
+	// Body.
+	*http.Request
 	// Body is everything read from the request's body (nil if it had none).
 	Body []byte
 	// Time is when the request arrived (time.Now, so fake inside a
 	// synctest bubble).
 	Time time.Time
-	// N is the request's position among all requests the Fake has seen,
-	// counting from 1.
-	N int
-}
-
-// MatchPath returns a matcher for [Fake.On] and [Fake.OnFunc]: it matches
-// a request whose URL path is p or ends with p, so that
-// MatchPath("/chat/completions") matches "/v1/chat/completions". Any
-// func(*Request) bool is a matcher; write one for a method, a header or a
-// body.
-func MatchPath(p string) func(*Request) bool {
-	return func(r *Request) bool { return r.Path == p || strings.HasSuffix(r.Path, p) }
 }
 
 // Fake is an [http.RoundTripper] that answers requests from a script and
@@ -109,12 +94,12 @@ type Fake struct {
 	// response, instead of an error: a Fake that always succeeds.
 	Fallback *Response
 
-	// KeepRequests bounds how many requests Requests returns: only the
-	// most recent KeepRequests are kept. Zero keeps all of them; negative
-	// keeps none (Calls still counts them), for benchmarks.
-	KeepRequests int
+	t testing.TB // set by NewFakeT
+	// keep bounds how many requests Requests returns: only the most
+	// recent keep are kept. Zero keeps all of them; negative keeps none
+	// (Calls still counts them), for this package's benchmarks.
+	keep int
 
-	t        testing.TB // set by NewFakeT
 	mu       sync.Mutex
 	seq      []Response // guarded by mu
 	matchers []*matched // guarded by mu
@@ -153,7 +138,8 @@ func (f *Fake) Add(responses ...Response) {
 }
 
 // On answers the requests that match reports true for with responses, in
-// order, before the sequence. Once they are used up, such requests fall
+// order, before the sequence. A matcher is any func(*Request) bool, for a
+// path, a method, a header or a body. Once they are used up, such requests fall
 // through to later matchers and then to the sequence. A nil match matches
 // every request. match may be called from several goroutines at once.
 func (f *Fake) On(match func(*Request) bool, responses ...Response) {
@@ -179,7 +165,7 @@ func (f *Fake) Requests() []*Request {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	reqs := f.reqs
-	if k := f.KeepRequests; k > 0 && len(reqs) > k {
+	if k := f.keep; k > 0 && len(reqs) > k {
 		reqs = reqs[len(reqs)-k:]
 	}
 	return append([]*Request(nil), reqs...)
@@ -206,26 +192,23 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rec := &Request{
-		Method: req.Method,
-		URL:    cloneURL(req.URL),
-		Header: req.Header.Clone(),
-		Body:   body,
-		Time:   time.Now(),
+	clone := req.Clone(ctx)
+	clone.Body, clone.GetBody, clone.ContentLength = http.NoBody, nil, int64(len(body))
+	if clone.Method == "" {
+		clone.Method = http.MethodGet
 	}
-	if rec.Method == "" {
-		rec.Method = http.MethodGet
+	if clone.Header == nil {
+		clone.Header = http.Header{}
 	}
-	if rec.URL != nil {
-		rec.Path = rec.URL.Path
-	}
-	if rec.Header == nil {
-		rec.Header = http.Header{}
+	rec := &Request{Request: clone, Body: body, Time: time.Now()}
+	path := ""
+	if clone.URL != nil {
+		path = clone.URL.Path
 	}
 
-	resp, ok := f.next(rec)
+	resp, n, ok := f.next(rec)
 	if !ok {
-		err := fmt.Errorf("%w for %s %s (request %d)", ErrNoResponse, rec.Method, rec.Path, rec.N)
+		err := fmt.Errorf("%w for %s %s (request %d)", ErrNoResponse, clone.Method, path, n)
 		if f.t != nil {
 			f.t.Errorf("%v", err)
 		}
@@ -234,16 +217,17 @@ func (f *Fake) RoundTrip(req *http.Request) (*http.Response, error) {
 	return respond(req, resp, nil)
 }
 
-// next records rec and picks its response. Matchers and answer functions
-// run without the lock held, so they may call the Fake's methods.
-func (f *Fake) next(rec *Request) (Response, bool) {
+// next records rec and picks its response; n is rec's position among all
+// requests the Fake has seen, counting from 1. Matchers and answer
+// functions run without the lock held, so they may call the Fake's methods.
+func (f *Fake) next(rec *Request) (r Response, n int, ok bool) {
 	f.mu.Lock()
 	f.calls++
-	rec.N = f.calls
-	if f.KeepRequests >= 0 {
+	n = f.calls
+	if f.keep >= 0 {
 		f.reqs = append(f.reqs, rec)
 	}
-	if k := f.KeepRequests; k > 0 && len(f.reqs) >= 2*k {
+	if k := f.keep; k > 0 && len(f.reqs) >= 2*k {
 		// Copy down rather than reslice so old requests can be collected;
 		// only every k requests, so recording stays O(1) amortized.
 		n := copy(f.reqs, f.reqs[len(f.reqs)-k:])
@@ -258,15 +242,15 @@ func (f *Fake) next(rec *Request) (Response, bool) {
 			continue
 		}
 		if m.fn != nil {
-			return m.fn(rec), true
+			return m.fn(rec), n, true
 		}
 		f.mu.Lock()
 		if len(m.rs) > 0 {
-			r := m.rs[0]
+			r = m.rs[0]
 			m.rs[0] = Response{}
 			m.rs = m.rs[1:]
 			f.mu.Unlock()
-			return r, true
+			return r, n, true
 		}
 		f.mu.Unlock()
 	}
@@ -274,15 +258,15 @@ func (f *Fake) next(rec *Request) (Response, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.seq) > 0 {
-		r := f.seq[0]
+		r = f.seq[0]
 		f.seq[0] = Response{}
 		f.seq = f.seq[1:]
-		return r, true
+		return r, n, true
 	}
 	if f.Fallback != nil {
-		return *f.Fallback, true
+		return *f.Fallback, n, true
 	}
-	return Response{}, false
+	return Response{}, n, false
 }
 
 // readRequestBody reads and closes req's body, as a real transport does.
@@ -300,18 +284,6 @@ func readRequestBody(req *http.Request) ([]byte, error) {
 		return nil, nil
 	}
 	return b, nil
-}
-
-func cloneURL(u *url.URL) *url.URL {
-	if u == nil {
-		return nil
-	}
-	u2 := *u
-	if u.User != nil {
-		u2.User = new(url.Userinfo)
-		*u2.User = *u.User
-	}
-	return &u2
 }
 
 // wait sleeps d, or until ctx ends (returning its error), or until stop is
@@ -337,7 +309,8 @@ func wait(ctx context.Context, d time.Duration, stop <-chan struct{}) error {
 
 var errStopped = errors.New("steadytest: stream closed by reader")
 
-// respond turns r into an answer to req, honouring Delay, Err and Chunks.
+// respond turns r into an answer to req, honouring its delay, Err and
+// Chunks.
 // onDone, if not nil, is called once the answer is complete: at once for a
 // plain body or an error, at the stream's end for Chunks.
 func respond(req *http.Request, r Response, onDone func()) (*http.Response, error) {
@@ -345,7 +318,7 @@ func respond(req *http.Request, r Response, onDone func()) (*http.Response, erro
 		onDone = func() {}
 	}
 	ctx := req.Context()
-	if err := wait(ctx, r.Delay, nil); err != nil {
+	if err := wait(ctx, r.delay, nil); err != nil {
 		onDone()
 		return nil, err
 	}
@@ -357,7 +330,7 @@ func respond(req *http.Request, r Response, onDone func()) (*http.Response, erro
 	if status == 0 {
 		status = http.StatusOK
 	}
-	h := r.Header.Clone()
+	h := r.header.Clone()
 	if h == nil {
 		h = http.Header{}
 	}

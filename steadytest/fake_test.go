@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -73,8 +74,8 @@ func TestFakeAnswersInOrder(t *testing.T) {
 		if want := fmt.Sprintf(`{"i":%d}`, i); string(r.Body) != want {
 			t.Errorf("request %d body %q, want %q", i, r.Body, want)
 		}
-		if r.Method != "POST" || r.Path != "/v1/chat/completions" || r.N != i+1 {
-			t.Errorf("request %d recorded as %s %s N=%d", i, r.Method, r.Path, r.N)
+		if r.Method != "POST" || r.URL.Path != "/v1/chat/completions" {
+			t.Errorf("request %d recorded as %s %s", i, r.Method, r.URL.Path)
 		}
 		if r.Header.Get("Content-Type") != "application/json" {
 			t.Errorf("request %d header not recorded: %v", i, r.Header)
@@ -132,7 +133,7 @@ func TestFakeReusedResponseHeadersAreIndependent(t *testing.T) {
 
 func TestFakeMatchers(t *testing.T) {
 	f := steadytest.NewFake(steadytest.JSON(200, `"seq1"`), steadytest.JSON(200, `"seq2"`))
-	f.On(steadytest.MatchPath("/embeddings"), steadytest.JSON(200, `"emb"`))
+	f.On(matchPath("/embeddings"), steadytest.JSON(200, `"emb"`))
 	streamed := func(r *steadytest.Request) bool {
 		return r.Method == "POST" && strings.Contains(string(r.Body), `"stream":true`)
 	}
@@ -159,16 +160,9 @@ func TestFakeMatchers(t *testing.T) {
 	}
 }
 
-func TestMatchPath(t *testing.T) {
-	r := &steadytest.Request{Method: "GET", Path: "/v1/models"}
-	for _, c := range []struct {
-		p    string
-		want bool
-	}{{"/models", true}, {"/v1/models", true}, {"/embeddings", false}} {
-		if got := steadytest.MatchPath(c.p)(r); got != c.want {
-			t.Errorf("MatchPath(%q): got %v, want %v", c.p, got, c.want)
-		}
-	}
+// matchPath matches a request whose URL path ends with p.
+func matchPath(p string) func(*steadytest.Request) bool {
+	return func(r *steadytest.Request) bool { return strings.HasSuffix(r.URL.Path, p) }
 }
 
 // recordingTB captures Errorf calls.
@@ -225,7 +219,7 @@ func TestFakeFallback(t *testing.T) {
 	ok := steadytest.ChatCompletion("hi")
 	f := steadytest.NewFake(steadytest.ServerError(500))
 	f.Fallback = &ok
-	f.KeepRequests = 2
+	steadytest.KeepRequests(f, 2)
 	statuses := []int{}
 	for i := range 5 {
 		resp, err := post(t, f, context.Background(), "/chat/completions", fmt.Sprint(i))
@@ -239,7 +233,7 @@ func TestFakeFallback(t *testing.T) {
 		t.Errorf("statuses %v", statuses)
 	}
 	reqs := f.Requests()
-	if len(reqs) != 2 || string(reqs[0].Body) != "3" || string(reqs[1].Body) != "4" || reqs[1].N != 5 {
+	if len(reqs) != 2 || string(reqs[0].Body) != "3" || string(reqs[1].Body) != "4" {
 		t.Errorf("KeepRequests=2 kept %d requests", len(reqs))
 	}
 	if f.Calls() != 5 {
@@ -297,7 +291,7 @@ func TestFakeErr(t *testing.T) {
 
 func TestFakeDelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := steadytest.NewFake(steadytest.Response{Delay: 3 * time.Second}, steadytest.ConnReset().WithDelay(time.Second))
+		f := steadytest.NewFake(steadytest.Response{}.WithDelay(3*time.Second), steadytest.ConnReset().WithDelay(time.Second))
 		start := time.Now()
 		resp, err := post(t, f, context.Background(), "/chat/completions", "{}")
 		if err != nil {
@@ -320,7 +314,7 @@ func TestFakeDelay(t *testing.T) {
 
 func TestFakeDelayRespectsContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := steadytest.NewFake(steadytest.Response{Delay: time.Hour}, steadytest.Response{Delay: time.Hour})
+		f := steadytest.NewFake(steadytest.Response{}.WithDelay(time.Hour), steadytest.Response{}.WithDelay(time.Hour))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		start := time.Now()
@@ -468,7 +462,7 @@ func TestFakeStreamEndsWithContext(t *testing.T) {
 
 func TestFakeStreamChunkError(t *testing.T) {
 	f := steadytest.NewFake(steadytest.Response{Chunks: []steadytest.Chunk{
-		{Data: "data: a\n\n"}, {Data: "data: b", Err: steadytest.ConnResetError()},
+		{Data: "data: a\n\n"}, {Data: "data: b", Err: steadytest.ConnReset().Err},
 	}})
 	resp, err := post(t, f, context.Background(), "/chat/completions", "{}")
 	if err != nil {
@@ -488,7 +482,7 @@ func TestFakeConcurrent(t *testing.T) {
 		for i := range n {
 			f.Add(steadytest.JSON(200, fmt.Sprint(i)).WithDelay(time.Duration(i) * time.Millisecond))
 		}
-		f.On(steadytest.MatchPath("/embeddings"), steadytest.Response{Status: 201})
+		f.On(matchPath("/embeddings"), steadytest.Response{Status: 201})
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		seen := map[string]bool{}
@@ -498,7 +492,7 @@ func TestFakeConcurrent(t *testing.T) {
 				if i == n {
 					path = "/embeddings"
 				}
-				resp, err := post(t, f, context.Background(), path, "{}")
+				resp, err := post(t, f, context.Background(), path, fmt.Sprint(i))
 				if err != nil {
 					t.Error(err)
 					return
@@ -517,9 +511,9 @@ func TestFakeConcurrent(t *testing.T) {
 		if !seen["201 "] {
 			t.Error("the matcher's answer was not given")
 		}
-		ns := map[int]bool{}
+		ns := map[string]bool{}
 		for _, r := range f.Requests() {
-			ns[r.N] = true
+			ns[string(r.Body)] = true
 		}
 		if len(ns) != n+1 || f.Calls() != n+1 {
 			t.Errorf("recorded %d distinct requests, Calls %d", len(ns), f.Calls())
@@ -528,9 +522,17 @@ func TestFakeConcurrent(t *testing.T) {
 }
 
 func TestResponseHelpers(t *testing.T) {
+	// header is the header r is answered with.
+	header := func(r steadytest.Response) http.Header {
+		resp, err := steadytest.NewFake(r).RoundTrip(httptest.NewRequest("GET", "/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header
+	}
 	r := steadytest.RateLimited(1500 * time.Millisecond)
-	if r.Status != 429 || r.Header.Get("Retry-After") != "2" || r.Header.Get("Retry-After-Ms") != "1500" {
-		t.Errorf("RateLimited: %d %v", r.Status, r.Header)
+	if h := header(r); r.Status != 429 || h.Get("Retry-After") != "2" || h.Get("Retry-After-Ms") != "1500" {
+		t.Errorf("RateLimited: %d %v", r.Status, h)
 	}
 	if !strings.Contains(r.Body, `"code":"rate_limit_exceeded"`) {
 		t.Errorf("RateLimited body %s", r.Body)
@@ -542,7 +544,7 @@ func TestResponseHelpers(t *testing.T) {
 		t.Errorf("ServerError(0): %d %s", s.Status, s.Body)
 	}
 	h := steadytest.JSON(200, "{}", "Content-Type", "application/problem+json")
-	if h.Header.Get("Content-Type") != "application/problem+json" {
+	if header(h).Get("Content-Type") != "application/problem+json" {
 		t.Errorf("JSON did not let the pairs override Content-Type")
 	}
 	defer func() {
@@ -558,7 +560,7 @@ func TestFakeOnFunc(t *testing.T) {
 	f := steadytest.NewFake(steadytest.JSON(200, `"seq"`))
 	// A matcher may call the Fake's methods: matchers run without its lock.
 	f.On(func(r *steadytest.Request) bool { return f.Calls() == 2 }, steadytest.JSON(200, `"second"`))
-	f.OnFunc(steadytest.MatchPath("/echo"), func(r *steadytest.Request) steadytest.Response {
+	f.OnFunc(matchPath("/echo"), func(r *steadytest.Request) steadytest.Response {
 		return steadytest.JSON(200, string(r.Body))
 	})
 	f.On(nil, steadytest.JSON(200, `"any"`))
@@ -617,19 +619,20 @@ func TestFakeStreamThroughSDK(t *testing.T) {
 func TestFakeKeepRequests(t *testing.T) {
 	for _, c := range []struct {
 		keep int
-		want []int // the N of the requests kept
-	}{{0, []int{1, 2, 3, 4, 5}}, {2, []int{4, 5}}, {-1, nil}} {
-		f := &steadytest.Fake{Fallback: &steadytest.Response{}, KeepRequests: c.keep}
-		for range 5 {
-			resp, err := post(t, f, context.Background(), "/chat/completions", `{}`)
+		want []string // the bodies of the requests kept
+	}{{0, []string{"1", "2", "3", "4", "5"}}, {2, []string{"4", "5"}}, {-1, nil}} {
+		f := &steadytest.Fake{Fallback: &steadytest.Response{}}
+		steadytest.KeepRequests(f, c.keep)
+		for i := range 5 {
+			resp, err := post(t, f, context.Background(), "/chat/completions", fmt.Sprint(i+1))
 			if err != nil {
 				t.Fatal(err)
 			}
 			readAll(t, resp)
 		}
-		var got []int
+		var got []string
 		for _, r := range f.Requests() {
-			got = append(got, r.N)
+			got = append(got, string(r.Body))
 		}
 		if !slices.Equal(got, c.want) || f.Calls() != 5 {
 			t.Errorf("KeepRequests %d: kept %v, calls %d; want %v, 5", c.keep, got, f.Calls(), c.want)

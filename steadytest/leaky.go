@@ -32,23 +32,20 @@ const (
 // Limit is a header-less request limit: a leaky bucket (GCRA), a token
 // bucket, a fixed window or a sliding window. Its limit can be scaled while
 // it runs, to test how a client finds a changed limit. A Limit is safe for
-// concurrent use; make one with [LeakyBucket], [TokenBucketLimit],
-// [FixedWindowLimit] or [SlidingWindowLimit].
+// concurrent use; make one with [LeakyBucket] or [NewLimit].
 type Limit struct {
-	mu       sync.Mutex
-	kind     limitKind
-	rate     float64       // GCRA: requests a second
-	burst    float64       // GCRA: requests beyond the first admitted at once
-	n        int           // windows: requests a window
-	length   time.Duration // windows: the window
-	noRetry  bool          // refusals carry no wait
-	name     string
-	tat      int64   // GCRA: theoretical arrival time, Unix nanoseconds
-	start    int64   // fixed window: the current window's start
-	count    int     // fixed window: admitted in the current window
-	log      []int64 // sliding window: admissions, oldest first
-	admitted int64
-	refused  int64
+	mu      sync.Mutex
+	kind    limitKind
+	rate    float64       // GCRA: requests a second
+	burst   float64       // GCRA: requests beyond the first admitted at once
+	n       int           // windows: requests a window
+	length  time.Duration // windows: the window
+	noRetry bool          // refusals carry no wait
+	name    string
+	tat     int64   // GCRA: theoretical arrival time, Unix nanoseconds
+	start   int64   // fixed window: the current window's start
+	count   int     // fixed window: admitted in the current window
+	log     []int64 // sliding window: admissions, oldest first
 }
 
 var _ Limiter = (*Limit)(nil)
@@ -66,27 +63,27 @@ func LeakyBucket(perSecond float64, burst int) *Limit {
 		name: fmt.Sprintf("leaky %g/s burst %d", perSecond, max(burst, 0)), length: time.Second}
 }
 
-// TokenBucketLimit returns a token bucket of n requests refilled at n per
-// length, full at the start: n requests at once, then n per length.
-func TokenBucketLimit(n int, length time.Duration) *Limit {
+// NewLimit returns a limit of n requests per length, counted by a:
+//   - [TokenBucket]: a bucket of n requests refilled at n per length, full
+//     at the start: n requests at once, then n per length;
+//   - [FixedWindow]: n requests in each window of the given length, the
+//     windows aligned on the Unix epoch: the count restarts at every
+//     boundary;
+//   - [SlidingWindow]: n requests in any span of the given length.
+//
+// It panics on any other Algorithm.
+func NewLimit(a Algorithm, n int, length time.Duration) *Limit {
 	n, length = max(n, 1), max(length, time.Nanosecond)
-	return &Limit{kind: kindGCRA, rate: float64(n) / length.Seconds(), burst: float64(n - 1),
-		name: fmt.Sprintf("token bucket %d/%v", n, length), length: length}
-}
-
-// FixedWindowLimit returns a limit of n requests in each window of the
-// given length, the windows aligned on the Unix epoch: the count restarts
-// at every boundary.
-func FixedWindowLimit(n int, length time.Duration) *Limit {
-	n, length = max(n, 1), max(length, time.Nanosecond)
-	return &Limit{kind: kindFixed, n: n, length: length, name: fmt.Sprintf("fixed window %d/%v", n, length)}
-}
-
-// SlidingWindowLimit returns a limit of n requests in any span of the
-// given length.
-func SlidingWindowLimit(n int, length time.Duration) *Limit {
-	n, length = max(n, 1), max(length, time.Nanosecond)
-	return &Limit{kind: kindSliding, n: n, length: length, name: fmt.Sprintf("sliding window %d/%v", n, length)}
+	switch a {
+	case TokenBucket:
+		return &Limit{kind: kindGCRA, rate: float64(n) / length.Seconds(), burst: float64(n - 1),
+			name: fmt.Sprintf("token bucket %d/%v", n, length), length: length}
+	case FixedWindow:
+		return &Limit{kind: kindFixed, n: n, length: length, name: fmt.Sprintf("fixed window %d/%v", n, length)}
+	case SlidingWindow:
+		return &Limit{kind: kindSliding, n: n, length: length, name: fmt.Sprintf("sliding window %d/%v", n, length)}
+	}
+	panic(fmt.Sprintf("steadytest: NewLimit of unknown algorithm %v", a))
 }
 
 // WithoutRetryAfter makes l refuse with bare 429s, without Retry-After, as
@@ -144,13 +141,6 @@ func (l *Limit) Scale(f float64) {
 	l.n = max(int(math.Round(float64(l.n)*f)), 1)
 }
 
-// Counts returns how many requests l admitted and refused.
-func (l *Limit) Counts() (admitted, refused int64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.admitted, l.refused
-}
-
 // Admit implements [Limiter].
 func (l *Limit) Admit(now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
@@ -193,13 +183,11 @@ func (l *Limit) Admit(now time.Time) (bool, time.Duration) {
 		}
 	}
 	if wait > 0 {
-		l.refused++
 		if l.noRetry {
 			return false, 0
 		}
 		return false, wait
 	}
-	l.admitted++
 	return true, 0
 }
 

@@ -41,8 +41,8 @@ func ExampleLeakyBucket() {
 }
 
 // A window limit: 100 requests in any 10 seconds.
-func ExampleSlidingWindowLimit() {
-	lim := steadytest.SlidingWindowLimit(100, 10*time.Second)
+func ExampleNewLimit() {
+	lim := steadytest.NewLimit(steadytest.SlidingWindow, 100, 10*time.Second)
 	fmt.Println(lim, lim.Rate())
 	// Output: sliding window 100/10s 10
 }

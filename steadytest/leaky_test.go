@@ -44,11 +44,11 @@ func TestLimitAlgorithms(t *testing.T) {
 		// Burst 2: three at once, then one every 50 ms.
 		{"leaky burst", LeakyBucket(20, 2), ms(0, 0, 0, 0, 50, 60, 100), "+++-+-+"},
 		// 3 per second, full at the start, one back every 333 ms.
-		{"token bucket", TokenBucketLimit(3, time.Second), ms(0, 0, 0, 0, 340, 350, 700), "+++-+-+"},
+		{"token bucket", NewLimit(TokenBucket, 3, time.Second), ms(0, 0, 0, 0, 340, 350, 700), "+++-+-+"},
 		// 2 per aligned second.
-		{"fixed window", FixedWindowLimit(2, time.Second), ms(0, 900, 950, 1000, 1001, 1002), "++-++-"},
+		{"fixed window", NewLimit(FixedWindow, 2, time.Second), ms(0, 900, 950, 1000, 1001, 1002), "++-++-"},
 		// 2 in any second.
-		{"sliding window", SlidingWindowLimit(2, time.Second), ms(0, 900, 950, 1000, 1001, 1900), "++-+-+"},
+		{"sliding window", NewLimit(SlidingWindow, 2, time.Second), ms(0, 900, 950, 1000, 1001, 1900), "++-+-+"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,7 +60,7 @@ func TestLimitAlgorithms(t *testing.T) {
 }
 
 func TestLimitRetryInAndScale(t *testing.T) {
-	l := SlidingWindowLimit(2, time.Second)
+	l := NewLimit(SlidingWindow, 2, time.Second)
 	admitAt(l, ms(0, 300)...)
 	ok, wait := l.Admit(limitEpoch.Add(500 * time.Millisecond))
 	if ok || wait != 500*time.Millisecond {
@@ -78,9 +78,6 @@ func TestLimitRetryInAndScale(t *testing.T) {
 	g.Scale(0.5)
 	if got := admitAt(g, ms(1000, 1150, 1200)...); got != "+-+" {
 		t.Fatalf("halved leaky bucket: %s, want +-+", got)
-	}
-	if a, r := g.Counts(); a != 2 || r != 1 {
-		t.Fatalf("Counts = %d, %d", a, r)
 	}
 
 	bare := LeakyBucket(1, 0).WithoutRetryAfter()
@@ -141,7 +138,7 @@ func TestLimiterMaxRequestsInWindow(t *testing.T) {
 		// Align to 0.9 s into a whole second.
 		now := time.Now()
 		time.Sleep(time.Duration(int64(time.Second)-now.UnixNano()%int64(time.Second)) + 900*time.Millisecond)
-		p := NewProvider(ProviderConfig{Limiter: FixedWindowLimit(5, time.Second)})
+		p := NewProvider(ProviderConfig{Limiter: NewLimit(FixedWindow, 5, time.Second)})
 		send := func(n int) {
 			for range n {
 				req, _ := http.NewRequest(http.MethodPost, "https://llm.example.test/v1/chat/completions",

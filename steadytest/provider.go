@@ -48,17 +48,6 @@ func (a Algorithm) String() string {
 	return "Algorithm(" + strconv.Itoa(int(a)) + ")"
 }
 
-// ParseAlgorithm returns the algorithm named s (see [Algorithm.String]),
-// compared without regard to case.
-func ParseAlgorithm(s string) (Algorithm, error) {
-	for _, a := range []Algorithm{SlidingWindow, TokenBucket, FixedWindow} {
-		if strings.EqualFold(s, a.String()) {
-			return a, nil
-		}
-	}
-	return 0, fmt.Errorf("steadytest: unknown algorithm %q (want sliding-window, token-bucket or fixed-window)", s)
-}
-
 // ProviderConfig configures a [Provider]. The zero value is an unlimited
 // provider speaking [DialectOpenAI].
 type ProviderConfig struct {
@@ -171,7 +160,9 @@ func (f *Faults) errorStatus() int {
 	return f.ErrorStatus
 }
 
-// Stats are a [Provider]'s counters.
+// Stats are a [Provider]'s counters. Every request that arrived and was
+// answered is counted once in Accepted, RateLimited, Faulted or
+// ClientErrors.
 type Stats struct {
 	// Requests is every request that arrived.
 	Requests int64
@@ -179,13 +170,11 @@ type Stats struct {
 	Accepted int64
 	// RateLimited is the requests refused with 429 by the limits.
 	RateLimited int64
-	// ServerErrors is the responses failed by Faults.Outage, ErrorRatio
-	// and OverloadRatio (5xx and 529).
-	ServerErrors int64
-	// Resets is the connections reset.
-	Resets int64
-	// QuotaErrors is the 429s sent for Faults.InsufficientQuota.
-	QuotaErrors int64
+	// Faulted is the requests failed by Faults before the limits: the
+	// connections reset (ResetRatio), the 5xx and 529 answers (Outage,
+	// ErrorRatio, OverloadRatio) and the 429s of InsufficientQuota. The
+	// faults a test sets say which they were.
+	Faulted int64
 	// ClientErrors is the 400, 404 and 405 responses.
 	ClientErrors int64
 	// TokensAccepted is the tokens the admitted requests counted against
@@ -340,7 +329,7 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 	draw := func(ratio float64) bool { return ratio > 0 && p.rng.Float64() < ratio }
 	switch {
 	case draw(f.ResetRatio):
-		p.stats.Resets++
+		p.stats.Faulted++
 		p.mu.Unlock()
 		return &reply{reset: true}, nil
 	case f.Outage:
@@ -359,10 +348,8 @@ func (p *Provider) serve(ctx context.Context, method, path string, body []byte, 
 		status, fail, msg = http.StatusBadRequest, failBadRequest, strings.TrimPrefix(parseErr.Error(), errBadRequest.Error()+": ")
 	}
 	switch {
-	case fail == failServer || fail == failOverloaded:
-		p.stats.ServerErrors++
-	case fail == failQuota:
-		p.stats.QuotaErrors++
+	case fail == failServer || fail == failOverloaded || fail == failQuota:
+		p.stats.Faulted++
 	case fail != 0:
 		p.stats.ClientErrors++
 	}
@@ -507,9 +494,9 @@ func (p *Provider) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if r.reset {
 		p.leave()
-		return nil, ConnResetError()
+		return nil, ConnReset().Err
 	}
-	resp := Response{Status: r.status, Header: r.header, Body: string(r.body)}
+	resp := Response{Status: r.status, header: r.header, Body: string(r.body)}
 	for i, f := range r.frames {
 		c := Chunk{Data: f}
 		if i > 0 && r.delay > 0 {

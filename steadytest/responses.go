@@ -15,8 +15,8 @@ import (
 // headers given as key, value pairs. It sets Content-Type to
 // application/json unless the pairs set it.
 func JSON(status int, body string, headerKV ...string) Response {
-	r := Response{Status: status, Body: body, Header: http.Header{}}
-	r.Header.Set("Content-Type", "application/json")
+	r := Response{Status: status, Body: body, header: http.Header{}}
+	r.header.Set("Content-Type", "application/json")
 	return r.WithHeader(headerKV...)
 }
 
@@ -25,9 +25,9 @@ func JSON(status int, body string, headerKV ...string) Response {
 // them out. SSE adds no "[DONE]" event: pass it as the last data if the
 // client expects one.
 func SSE(data ...string) Response {
-	r := Response{Status: http.StatusOK, Header: http.Header{}}
-	r.Header.Set("Content-Type", "text/event-stream")
-	r.Header.Set("Cache-Control", "no-cache")
+	r := Response{Status: http.StatusOK, header: http.Header{}}
+	r.header.Set("Content-Type", "text/event-stream")
+	r.header.Set("Cache-Control", "no-cache")
 	for _, d := range data {
 		r.Chunks = append(r.Chunks, Chunk{Data: "data: " + d + "\n\n"})
 	}
@@ -41,20 +41,20 @@ func (r Response) WithHeader(headerKV ...string) Response {
 	if len(headerKV)%2 != 0 {
 		panic("steadytest: WithHeader needs key, value pairs; got an odd number of strings")
 	}
-	h := r.Header.Clone()
+	h := r.header.Clone()
 	if h == nil {
 		h = http.Header{}
 	}
 	for i := 0; i < len(headerKV); i += 2 {
 		h.Set(headerKV[i], headerKV[i+1])
 	}
-	r.Header = h
+	r.header = h
 	return r
 }
 
 // WithDelay returns a copy of r whose headers arrive after d.
 func (r Response) WithDelay(d time.Duration) Response {
-	r.Delay = d
+	r.delay = d
 	return r
 }
 
@@ -106,17 +106,12 @@ func ServerError(status int) Response {
 	return OpenAIError(status, "server_error", "", "The server had an error while processing your request.")
 }
 
-// ConnReset returns a response that fails the request with a connection
-// reset, as [ConnResetError] describes.
+// ConnReset returns a response that fails the request with the error a
+// real transport returns when the peer resets the connection: a
+// *net.OpError for which errors.Is(err, syscall.ECONNRESET) holds (its Err
+// field).
 func ConnReset() Response {
-	return Response{Err: ConnResetError()}
-}
-
-// ConnResetError returns the error a real transport returns when the peer
-// resets the connection: a *net.OpError for which
-// errors.Is(err, syscall.ECONNRESET) holds.
-func ConnResetError() error {
-	return &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	return Response{Err: &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}}
 }
 
 // ChatCompletion returns a 200 response carrying a chat completion whose

@@ -23,7 +23,7 @@ type providerConfig struct {
 	Requests  int           // requests admitted per window
 	Tokens    int           // tokens admitted per window; 0 means no tokens limit
 	Window    time.Duration // window length
-	Dialect   string        // rate-limit header dialect, as steadytest.ParseDialect reads it
+	Dialect   string        // rate-limit header dialect, as parseDialect reads it
 	Algorithm string        // "sliding-window" or "token-bucket"
 	Latency   time.Duration // time to answer a request
 }
@@ -42,7 +42,7 @@ func newProvider(cfg providerConfig) (upstream, error) {
 	if cfg.Requests <= 0 || cfg.Window <= 0 {
 		return nil, fmt.Errorf("provider needs a positive limit and window")
 	}
-	d, err := steadytest.ParseDialect(cfg.Dialect)
+	d, err := parseDialect(cfg.Dialect)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +70,19 @@ func dialectNames() []string {
 }
 
 func validDialect(name string) bool {
-	_, err := steadytest.ParseDialect(name)
+	_, err := parseDialect(name)
 	return err == nil
+}
+
+// parseDialect returns the dialect named s (see steadytest.Dialect's
+// String), compared without regard to case.
+func parseDialect(s string) (steadytest.Dialect, error) {
+	for _, d := range steadytest.Dialects() {
+		if strings.EqualFold(s, d.String()) {
+			return d, nil
+		}
+	}
+	return 0, fmt.Errorf("steadytest: unknown dialect %q (want one of %s)", s, strings.Join(dialectNames(), ", "))
 }
 
 // parseAlgorithm reads "sliding-window" or "token-bucket".
