@@ -40,6 +40,7 @@ type routing struct {
 	op       string          // the operation path, below the client's base URL
 	body     []byte          // the request body; nil: none
 	model    string          // the model the caller named
+	stream   bool            // the body asks for a stream ("stream": true)
 	est      TokenEstimate   // what pacing counts for it
 	reqs     []*http.Request // the request as each upstream gets it, made when first chosen
 	failed   []bool          // upstreams that failed this request (5xx, transport error, 429)
@@ -71,6 +72,7 @@ func (c *call) startRouting(rt *router) error {
 		reqs: make([]*http.Request, len(rt.routes)), failed: make([]bool, len(rt.routes))}
 	if body != nil {
 		rc.model = gjson.GetBytes(body, "model").String()
+		rc.stream = gjson.GetBytes(body, "stream").Bool()
 		if p := c.t.pacer; p != nil && !p.cfg.Disabled {
 			tmp := c.req.WithContext(c.ctx)
 			tmp.Body = http.NoBody
@@ -296,7 +298,7 @@ func (c *call) use(r *route) {
 	c.br = r.br
 	c.upstream = r.name
 	c.out = c.routed(r)
-	c.body = bodyInfo{done: true, model: boundLabel(r.model(rc.model)), est: rc.est}
+	c.body = bodyInfo{done: true, model: boundLabel(r.model(rc.model)), est: rc.est, stream: rc.stream}
 	if rc.model == "" {
 		c.body.model = ""
 	}

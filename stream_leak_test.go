@@ -74,6 +74,25 @@ func TestStreamGuardReadEnds(t *testing.T) {
 				}
 			})
 		})
+		t.Run("routed", func(t *testing.T) {
+			// A routed request (Config.Upstreams) reads its body apart
+			// from pacing: its stream is known as one all the same.
+			synctest.Test(t, func(t *testing.T) {
+				deaf := &deafStream{next: steadytest.NewFakeT(t, steadytest.ChatCompletionStream("Hello"))}
+				c, _ := client(steady.Config{Retry: steady.RetryConfig{FirstTokenTimeout: 2 * time.Second},
+					Upstreams: []steady.Upstream{{Name: "only", BaseURL: testBaseURL, Key: "sk-only"}}}, deaf)
+				ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+				defer cancel()
+				text, err := streamChat(ctx, c)
+				synctest.Wait()
+				if err != nil || text != "Hello" {
+					t.Errorf("got %q, %v; want the retry's answer", text, err)
+				}
+				if n := deaf.reading.Load(); n != 0 {
+					t.Errorf("%d reads of the abandoned stream still under way after the call", n)
+				}
+			})
+		})
 		t.Run("caller-cancels", func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				deaf := &deafStream{next: steadytest.NewFakeT(t)}
