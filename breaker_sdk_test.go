@@ -438,7 +438,7 @@ func TestRetryAfter429SpendsNoBudget(t *testing.T) {
 			fake := steadytest.NewFakeT(t,
 				steadytest.RateLimited(time.Second), steadytest.RateLimited(time.Second), steadytest.ChatCompletion("ok"),
 				steadytest.ServerError(503), steadytest.ChatCompletion("unused"))
-			c := client(steady.Config{Retry: steady.RetryConfig{Budget: steady.BudgetConfig{Ratio: 0.01, MinPerSecond: -1}}}, fake)
+			c := client(steady.Config{Retry: steady.RetryConfig{BudgetRatio: 0.01, BudgetMinPerSecond: -1}}, fake)
 			if _, err := c.Chat.Completions.New(t.Context(), chatParams()); err != nil {
 				t.Fatalf("429s then 200: %v", err)
 			}

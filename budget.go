@@ -11,7 +11,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Retry budget settings used where a [BudgetConfig] field is zero.
+// Retry budget settings used where [RetryConfig.BudgetRatio] or
+// [RetryConfig.BudgetMinPerSecond] is zero.
 const (
 	defaultBudgetRatio        = 0.2
 	defaultBudgetMinPerSecond = 10
@@ -19,27 +20,6 @@ const (
 	// so that a long quiet spell does not bank a retry storm.
 	budgetMaxBanked = 100
 )
-
-// BudgetConfig bounds the retries a [Transport] makes, whatever the number
-// of callers: every first attempt earns Ratio of a retry, every retry
-// spends one, and MinPerSecond retries per second are allowed on top of
-// what was earned. At most 100 earned retries are kept, so that a quiet
-// spell does not bank a retry storm. When the budget is spent, a failed
-// attempt is handed back to the caller instead of being retried. Retries
-// after a 429 neither need nor spend budget. With a [PacingConfig.Store]
-// that keeps the fleet's budget ([store.RetryBudget], as steadyredis's
-// does), the budget, its cap and its floor are the fleet's per upstream,
-// not each process's; while the store cannot decide, each process's own.
-type BudgetConfig struct {
-	// Ratio is the share of first attempts that may be retried. Zero means
-	// 0.2; negative disables the budget (every retry is allowed).
-	Ratio float64
-
-	// MinPerSecond is the floor: retries allowed per second (in bursts of
-	// as many) even when nothing was earned, so that a quiet client still
-	// retries. Zero means 10; negative means no floor.
-	MinPerSecond float64
-}
 
 // budget is a token bucket counted in micro-retries. A nil budget allows
 // every retry.
@@ -61,11 +41,14 @@ type budget struct {
 
 const microRetry = 1_000_000
 
-func newBudget(c BudgetConfig) *budget {
-	if c.Ratio < 0 {
+// newBudget returns the budget of [RetryConfig.BudgetRatio] ratio and
+// [RetryConfig.BudgetMinPerSecond] minPerSecond; nil when ratio is
+// negative.
+func newBudget(ratio, minPerSecond float64) *budget {
+	if ratio < 0 {
 		return nil
 	}
-	ratio := cmp.Or(c.Ratio, defaultBudgetRatio)
+	ratio = cmp.Or(ratio, defaultBudgetRatio)
 	if math.IsNaN(ratio) {
 		ratio = defaultBudgetRatio
 	}
@@ -75,7 +58,7 @@ func newBudget(c BudgetConfig) *budget {
 	} else {
 		b.earn = b.max
 	}
-	if floor := cmp.Or(c.MinPerSecond, defaultBudgetMinPerSecond); floor > 0 {
+	if floor := cmp.Or(minPerSecond, defaultBudgetMinPerSecond); floor > 0 {
 		b.floorRate, b.floorBurst = floor, int(min(math.Max(1, math.Ceil(floor)), 1<<20))
 		b.floor = rate.NewLimiter(rate.Limit(floor), b.floorBurst)
 	}

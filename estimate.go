@@ -24,14 +24,8 @@ type TokenEstimate struct {
 // Total returns Input + Output, what a combined tokens window counts.
 func (e TokenEstimate) Total() int64 { return e.Input + e.Output }
 
-// An Estimator returns the tokens req will count against its provider's
-// limits. body yields req's body, read through req.GetBody: a copy, never
-// the body that will be sent. It is valid only during the call; whatever
-// the Estimator leaves unread steady reads on for the model, so that the
-// body is read once in all. body is empty when the request has none or it
-// cannot be replayed. The Estimator decides how much of the body it keeps
-// in memory; [EstimateTokens] gives the default's arithmetic on bytes.
-type Estimator func(req *http.Request, body io.Reader) TokenEstimate
+// estimator is the type of [PacingConfig.Estimator].
+type estimator = func(req *http.Request, body io.Reader) TokenEstimate
 
 // charsPerToken is the default estimate's ratio: about four bytes of text
 // make one token for English text with the tokenizers of current models.
@@ -52,7 +46,7 @@ const maxModel = 64
 // inspectChunk is the size of the buffer a request body is read through.
 const inspectChunk = 16 << 10
 
-// EstimateTokens is the default [Estimator]'s arithmetic on a JSON request
+// EstimateTokens is the default [PacingConfig.Estimator]'s arithmetic on a JSON request
 // body. The text of chat messages (string or parts), responses input and
 // instructions, embeddings input (strings, or token arrays counted one
 // token per number), the prompt and tool definitions, at about four bytes a
@@ -164,14 +158,14 @@ type inspection struct {
 // nothing else of the body; the transport then sends the attempt with a
 // body from rewindBody (see attemptRequest), never req.Body once it was
 // inspected.
-func inspectRequest(req *http.Request, est Estimator) (model string, e TokenEstimate) {
+func inspectRequest(req *http.Request, est estimator) (model string, e TokenEstimate) {
 	model, e, _ = inspectRequestStream(req, est)
 	return model, e
 }
 
 // inspectRequestStream is inspectRequest, and reports whether the body
 // asks for a stream ("stream": true at its top level).
-func inspectRequestStream(req *http.Request, est Estimator) (model string, e TokenEstimate, stream bool) {
+func inspectRequestStream(req *http.Request, est estimator) (model string, e TokenEstimate, stream bool) {
 	var rc io.ReadCloser
 	if hasBody(req) {
 		rc, _ = rewindBody(req)

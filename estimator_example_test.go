@@ -13,7 +13,7 @@ import (
 // quarter, reading at most 1 MiB of the body into memory. steady reads on
 // for the model whatever the Estimator leaves unread, so the body is read
 // once in all.
-func ExampleEstimator() {
+func ExamplePacingConfig_estimator() {
 	margin := func(req *http.Request, body io.Reader) steady.TokenEstimate {
 		b, _ := io.ReadAll(io.LimitReader(body, 1<<20))
 		e := steady.EstimateTokens(b)

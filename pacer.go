@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -67,12 +68,17 @@ type PacingConfig struct {
 	// hold a secret.
 	Key func(req *http.Request, model string) string
 
-	// Estimator returns the tokens a request counts against token limits.
-	// Nil means an estimate from the JSON body: its text at about four
-	// bytes a token plus its maximum output tokens, times n; see
-	// [EstimateTokens]. A request without a replayable JSON body counts
-	// one request and no tokens.
-	Estimator Estimator
+	// Estimator returns the tokens req counts against token limits. body
+	// yields req's body, read through req.GetBody: a copy, never the body
+	// that will be sent. It is valid only during the call; whatever the
+	// Estimator leaves unread steady reads on for the model, so that the
+	// body is read once in all. body is empty when the request has none or
+	// it cannot be replayed. The Estimator decides how much of the body it
+	// keeps in memory; [EstimateTokens] gives the default's arithmetic on
+	// bytes. Nil means an estimate from the JSON body: its text at about
+	// four bytes a token plus its maximum output tokens, times n. A request
+	// without a replayable JSON body counts one request and no tokens.
+	Estimator func(req *http.Request, body io.Reader) TokenEstimate
 
 	// MaxPartitions bounds how many partitions are kept. When it is
 	// reached, partitions idle for IdleTimeout are dropped, and if none

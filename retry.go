@@ -67,11 +67,28 @@ type RetryConfig struct {
 	// negative means no cap.
 	MaxRetryAfter time.Duration
 
-	// Budget bounds retries across the whole Transport, so that an outage
-	// does not multiply the load on a struggling upstream. Retries after a
-	// 429 are not counted: a 429 is a rate signal, and those retries wait
-	// their turn in the pacing queue instead.
-	Budget BudgetConfig
+	// BudgetRatio and BudgetMinPerSecond bound the retries across the
+	// whole Transport, whatever the number of callers, so that an outage
+	// does not multiply the load on a struggling upstream: every first
+	// attempt earns BudgetRatio of a retry, every retry spends one, and
+	// BudgetMinPerSecond retries per second are allowed on top of what was
+	// earned. At most 100 earned retries are kept, so that a quiet spell
+	// does not bank a retry storm. When the budget is spent, a failed
+	// attempt is handed back to the caller instead of being retried.
+	// Retries after a 429 neither need nor spend budget: a 429 is a rate
+	// signal, and those retries wait their turn in the pacing queue
+	// instead. With a [PacingConfig.Store] that keeps the fleet's budget
+	// ([store.RetryBudget], as steadyredis's does), the budget, its cap and
+	// its floor are the fleet's per upstream, not each process's; while
+	// the store cannot decide, each process's own.
+	//
+	// BudgetRatio is the share of first attempts that may be retried. Zero
+	// means 0.2; negative disables the budget (every retry is allowed).
+	BudgetRatio float64
+	// BudgetMinPerSecond is the floor: retries allowed per second (in
+	// bursts of as many) even when nothing was earned, so that a quiet
+	// client still retries. Zero means 10; negative means no floor.
+	BudgetMinPerSecond float64
 
 	// FirstTokenTimeout and FirstTokenBytes bound the stream guard. A 2xx
 	// response of server-sent events to a POST (a generation: a GET's

@@ -79,7 +79,7 @@ func TestBackoffHugeSettingsDoNotOverflow(t *testing.T) {
 
 func TestBudgetRatioAndFloor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newBudget(BudgetConfig{Ratio: 0.25, MinPerSecond: -1})
+		b := newBudget(0.25, -1)
 		if b.withdraw() {
 			t.Fatal("an empty budget with no floor allowed a retry")
 		}
@@ -94,7 +94,7 @@ func TestBudgetRatioAndFloor(t *testing.T) {
 			t.Fatalf("8 first attempts at ratio 0.25 earned %d retries, want 2", got)
 		}
 
-		f := newBudget(BudgetConfig{Ratio: 0.1, MinPerSecond: 2})
+		f := newBudget(0.1, 2)
 		got = 0
 		for f.withdraw() {
 			got++
@@ -114,7 +114,7 @@ func TestBudgetRatioAndFloor(t *testing.T) {
 }
 
 func TestBudgetCapsBankedRetries(t *testing.T) {
-	b := newBudget(BudgetConfig{Ratio: 1, MinPerSecond: -1})
+	b := newBudget(1, -1)
 	for range 10 * budgetMaxBanked {
 		b.deposit()
 	}
@@ -125,7 +125,7 @@ func TestBudgetCapsBankedRetries(t *testing.T) {
 	if got != budgetMaxBanked {
 		t.Fatalf("banked %d retries, want the cap %d", got, budgetMaxBanked)
 	}
-	if newBudget(BudgetConfig{Ratio: -1}) != nil || !(*budget)(nil).withdraw() {
+	if newBudget(-1, 0) != nil || !(*budget)(nil).withdraw() {
 		t.Fatal("a negative ratio must disable the budget")
 	}
 }

@@ -549,7 +549,7 @@ func TestRetryBudgetBoundsOutage(t *testing.T) {
 		var ev eventLog
 		st := steady.New(steady.Config{
 			OnEvent: ev.add,
-			Retry:   steady.RetryConfig{MaxRetries: 4, Budget: steady.BudgetConfig{Ratio: 0.1, MinPerSecond: -1}},
+			Retry:   steady.RetryConfig{MaxRetries: 4, BudgetRatio: 0.1, BudgetMinPerSecond: -1},
 			Breaker: steady.BreakerConfig{Disabled: true},
 		})
 		c := viaMiddleware(st, fake)

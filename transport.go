@@ -144,7 +144,7 @@ func New(cfg Config) *Transport {
 		base:   cfg.Base,
 		retry:  newRetryPolicy(cfg.Retry),
 		guard:  newGuardPolicy(cfg.Retry),
-		budget: newBudget(cfg.Retry.Budget),
+		budget: newBudget(cfg.Retry.BudgetRatio, cfg.Retry.BudgetMinPerSecond),
 		// Decided once: the hot path asks a field, and an atomic load
 		// for the observers (see watch).
 		byUsage: !cfg.Pacing.Disabled && cfg.Pacing.TokensByUsage,

@@ -445,7 +445,7 @@ func TestPanickingGetBodyLeavesStateIntact(t *testing.T) {
 }
 
 // TestRetryNegativeMeansNone: the config rule for RetryConfig and
-// BudgetConfig.
+// RetryConfig.BudgetRatio and BudgetMinPerSecond.
 func TestRetryNegativeMeansNone(t *testing.T) {
 	p := newRetryPolicy(RetryConfig{MaxRetries: -1, BaseDelay: -1, MaxDelay: -1, MaxRetryAfter: -1})
 	if p.maxRetries != 0 || p.maxRetryAfter >= 0 || p.max != math.MaxInt64 {
@@ -460,10 +460,10 @@ func TestRetryNegativeMeansNone(t *testing.T) {
 	if d := p.backoff(40, 0); d < 0 {
 		t.Fatalf("uncapped backoff overflowed: %v", d)
 	}
-	if newBudget(BudgetConfig{Ratio: -1}) != nil {
+	if newBudget(-1, 0) != nil {
 		t.Fatal("a negative ratio did not turn the budget off")
 	}
-	if b := newBudget(BudgetConfig{MinPerSecond: -1}); b.floor != nil || b.withdraw() {
+	if b := newBudget(0, -1); b.floor != nil || b.withdraw() {
 		t.Fatal("a negative floor still allowed a retry with nothing earned")
 	}
 }

@@ -31,7 +31,7 @@ import (
 func TestBudgetExhausted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fake := steadytest.NewFakeT(t, steadytest.ServerError(500))
-		h := newHarness(t, steady.Config{Retry: steady.RetryConfig{Budget: steady.BudgetConfig{Ratio: 0.01, MinPerSecond: -1}}})
+		h := newHarness(t, steady.Config{Retry: steady.RetryConfig{BudgetRatio: 0.01, BudgetMinPerSecond: -1}})
 		c := h.client("middleware", fake)
 		var aerr *openai.Error
 		if err := chat(c, context.Background()); !errors.As(err, &aerr) || aerr.StatusCode != 500 {

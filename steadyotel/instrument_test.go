@@ -212,7 +212,7 @@ func TestScriptedRun(t *testing.T) {
 					limits(steadytest.ChatCompletion("Hello!"), "97", time.Second),
 				)
 				cfg := steady.Config{
-					Retry:   steady.RetryConfig{MaxRetries: 2, BaseDelay: 100 * time.Millisecond, Budget: steady.BudgetConfig{Ratio: -1}},
+					Retry:   steady.RetryConfig{MaxRetries: 2, BaseDelay: 100 * time.Millisecond, BudgetRatio: -1},
 					Breaker: steady.BreakerConfig{ConsecutiveFailures: 3, OpenTimeout: 30 * time.Second, HalfOpenProbes: 1},
 				}
 				if form == "roundtripper" {

@@ -247,8 +247,9 @@ func ParseWindowID(id string) (u ratelimit.Unit, name string, ok bool) {
 
 // RetryBudget is implemented by a [Store] that also keeps the fleet's
 // retry budget per upstream, so that the retries of every process toward
-// one upstream are bounded as one process's are (steady.BudgetConfig): what
-// the fleet's first attempts earned, at most Max banked, and Floor
+// one upstream are bounded as one process's are (steady's
+// RetryConfig.BudgetRatio and BudgetMinPerSecond): what the fleet's first
+// attempts earned, at most Max banked, and Floor
 // retries per second fleet-wide on top, rather than each process's
 // budget and floor multiplied by the fleet. A Transport whose Store
 // implements it asks before each retry (not after a 429); when the store
