@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,12 @@ func statusResponse(r *http.Request, status int, body string) *http.Response {
 }
 
 func (n *upstreamNet) RoundTrip(r *http.Request) (*http.Response, error) {
+	// Attempts that would reach the upstreams at one instant of fake time
+	// arrive in the order of their calls (see inOrder), so that a row
+	// gives the same result on every run.
+	if i, err := strconv.Atoi(r.Header.Get(callHeader)); err == nil && i > 0 {
+		time.Sleep(time.Duration(i))
+	}
 	var body []byte
 	if r.Body != nil {
 		body, _ = io.ReadAll(r.Body)
@@ -169,7 +176,7 @@ func runBatch(client openai.Client, n int, ctxFor func(i int) (context.Context, 
 			_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 				Model:    "gpt-4o-mini",
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi")},
-			})
+			}, callNumber(i+1))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
