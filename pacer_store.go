@@ -200,6 +200,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 	pt := pm.pt
 	pt.mu.Lock()
 	st := &storeTurn{part: store.Partition{Upstream: pt.upstream, Key: pt.label}, windows: pt.storeWindowsLocked(p, pm.est), caps: pt.storeCapsLocked(p)}
+	pt.storeKeepLocked(ctx, p, st.windows)
 	known := len(st.windows) > 0
 	seq := pt.fleetSeq
 	cold := 0
@@ -240,6 +241,7 @@ func (p *pacer) storeAcquire(ctx context.Context, req *http.Request, pm *permit,
 			break
 		}
 		ws := pt.storeWindowsLocked(p, pm.est)
+		pt.storeKeepLocked(ctx, p, ws)
 		if len(ws) == 0 {
 			// Nothing known anywhere yet: what this request shows is
 			// news to the fleet, before any reservation in a window.

@@ -2,6 +2,7 @@ package steady
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/steady-go/steady/store"
@@ -19,6 +20,42 @@ import (
 // as any request does, if no batch request of this process did so in the
 // last batchAge intervals times the fleet's size: under interactive load
 // at the whole limit, batches still get about one turn in batchAge.
+
+// storeKeepLocked sets, for a batch request, what it leaves of each of
+// ws, the partition's known windows in storeWindowsLocked's order, for
+// the fleet's other requests: what keepLocked keeps of the partition's
+// own windows (PacingConfig.Reserve, and one request once the batch has
+// been sent evenly for a whole window), at least one unit. The store then
+// sends it at the windows' rate, never in a burst, so that what the
+// batches of the fleet use comes back spread over the window, and an
+// interactive request of any process finds a unit within about one
+// request interval: in a window counted in epochs, the batches no longer
+// take an epoch at its start, leaving the interactive requests to race
+// them at its end for what is left (a request told to ask again holds no
+// place, and a turn lost at every epoch's end ran past the deadline).
+func (pt *partition) storeKeepLocked(ctx context.Context, p *pacer, ws []store.Window) {
+	if len(ws) == 0 || p.reserve <= 0 || laneOf(priorityOf(ctx)) != laneBatch {
+		return
+	}
+	share := p.reserve
+	if s := pt.prio.pacedSince; !s.IsZero() {
+		if _, period := pt.batchGapLocked(p, TokenEstimate{}); time.Since(s) >= period {
+			share = math.SmallestNonzeroFloat64 // one request
+		}
+	}
+	j := 0
+	for i := range pt.windows {
+		w := &pt.windows[i]
+		if !w.known() {
+			continue
+		}
+		if j == len(ws) {
+			return
+		}
+		ws[j].Keep = max(int64(math.Ceil(keepUnits(w, share, p.headroom))), 1)
+		j++
+	}
+}
 
 // batchAge is, in request intervals of the tightest window, how long a
 // batch request asks for a turn it can take now before it takes its place

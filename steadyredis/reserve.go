@@ -325,6 +325,11 @@ func (s *Store) args(r store.Reservation, settle string) []any {
 	if r.ColdStart > 0 && len(r.Windows) == 0 {
 		a = append(a, "cold", r.ColdStart)
 	}
+	for i, w := range r.Windows {
+		if w.Keep > 0 && w.Cost > 0 {
+			a = append(a, "k"+strconv.Itoa(i+1), w.Keep)
+		}
+	}
 	return s.clockArg(a)
 }
 

@@ -5,7 +5,8 @@
 --          units/s), b:ID (burst), n:ID (cumulative cost reserved);
 --          cool (cooldown end, us); os, o, ot (newest observation: its seq,
 --          its windows as JSON, when it was published, us); lg (the
---          latest send time granted, us).
+--          latest send time granted, us); gr:ID (set once a process
+--          found the window to refill gradually: it keeps no epochs).
 -- KEYS[2]  sorted set: heartbeats, instance ID scored by last reservation.
 -- KEYS[3]  hash: the upstream's breaker. st (open or half), u (until, us).
 --
@@ -18,8 +19,10 @@
 --          fleet, observation seq, observation JSON, observation age us,
 --          issued per window...}.
 -- Options after the windows, in name, value pairs: cold (the fleet's
--- cold-start bound, for a reservation without windows) and now (a test's
--- clock, us, read in place of Redis's).
+-- cold-start bound, for a reservation without windows), now (a test's
+-- clock, us, read in place of Redis's) and kN (what the request keeps of
+-- its Nth window for the requests after it: a batch's reserve; see the
+-- GCRA below).
 local opt = {}
 do
   local i = 9 + 4 * math.max(tonumber(ARGV[4]), 0)
@@ -263,6 +266,9 @@ end
 -- units they answered, rr:ID the least remaining, which was counted
 -- last; a later moment's reading starts again.
 local function epochObserve(id, lim, rem, reset, iss, cost)
+  -- A window a process found to refill gradually (gr:ID) keeps no
+  -- epochs, whatever the processes that do not know it yet read.
+  if redis.call('HEXISTS', p, 'gr:' .. id) == 1 then return end
   -- A reset far beyond the longest the fleet accepted (see evidence) is
   -- not believed here either.
   local z = num(redis.call('HGET', p, 'z:' .. id), -1)
@@ -300,15 +306,26 @@ local function epochObserve(id, lim, rem, reset, iss, cost)
 end
 -- epochTurn plans cost in window id (burst bu, rate r): the time it may
 -- go, or nil, nil and the time to ask again (0: soon); nil when the
--- window keeps no epochs.
-local function epochTurn(id, cost, bu, r, start, resets)
+-- window keeps no epochs. A request that keeps keep units goes only while
+-- that many more remain of the epoch (not in a provisional one, whose one
+-- request must go for a reading to come).
+local function epochTurn(id, cost, bu, r, start, resets, keep)
   local v = redis.call('HMGET', p, 'e:' .. id, 'c:' .. id, 'n:' .. id, 'pv:' .. id)
+  if not resets and (not v[1] or now >= num(v[1], 0)) then
+    -- A reservation that paces the window by its rate (its process
+    -- found that it refills gradually, or knows no reset) is held to an
+    -- epoch while it lasts, but does not begin the next: its burst is
+    -- not an epoch's, and the epoch it began would hold only the units
+    -- the last readings answered, which the fleet's requests of other
+    -- bursts outgrow for good (it stalled so).
+    return nil
+  end
   local len = math.max(bu * 1000000 / r, 1000)
   local e, c, n = num(v[1], 0), num(v[2], 0), num(v[3], 0)
   if not v[1] then
     -- A window the fleet paces by its rate already (a process found
     -- that it refills gradually) stays so.
-    if not resets or redis.call('HEXISTS', p, 'r:' .. id) == 1 then return nil end
+    if redis.call('HEXISTS', p, 'r:' .. id) == 1 then return nil end
     -- The reserving process holds the window to its reset, but the
     -- fleet has no reading of it (Redis restarted empty, or the reading
     -- is on its way): one request goes, the others ask again, until a
@@ -331,7 +348,13 @@ local function epochTurn(id, cost, bu, r, start, resets)
     redis.call('HSET', p, 'e:' .. id, fmt(e), 'c:' .. id, fmt(c))
     latest = math.max(latest, e)
   end
-  if n + cost <= c then return start end
+  if v[4] then keep = 0 end
+  if n + cost + keep <= c then return start end
+  -- A request that keeps (a batch, which asks only for a turn it can
+  -- take now) asks again at the window's next unit rather than at the
+  -- epoch's end: a newer reading may show more remaining by then (a
+  -- window read as resetting that gives back gradually).
+  if keep > 0 then return nil, nil, math.min(e, now + cost * 1000000 / r) end
   return nil, nil, e
 end
 local function resetWindow(w)
@@ -368,6 +391,7 @@ if settle then
         -- It refills gradually, as a process found: paced by its rate
         -- from now on, whatever other processes believe yet.
         redis.call('HDEL', p, 'e:' .. id, 'c:' .. id, 'pv:' .. id)
+        redis.call('HSET', p, 'gr:' .. id, 1)
       end
       if rem >= 0 and iss >= 0 and r > 0 and not resetWindow(w) then
         local b, n, tat = num(v[2], 1), num(v[3], 0), num(v[4], now)
@@ -510,6 +534,12 @@ end
 -- every window's theoretical arrival time, less its burst, has come. Then
 -- every window is charged at that time, so that a window that had to wait
 -- for another does not count the request as sent earlier than it is.
+-- A request that keeps units of a window (kN: a batch leaving a reserve
+-- for interactive requests, fleet-wide) uses of its burst only what
+-- exceeds them, and in a window counted in epochs goes at the window's
+-- rate too, never in a burst: the fleet's batches are sent evenly through
+-- each epoch, rather than take it at its start and leave the requests
+-- that come later to wait for its end.
 -- A window reserved for the first time starts from the newest reading of
 -- it, when there is one: what the fleet sent before it reserved in the
 -- window (its cold start) is in what the reading says remains, and the
@@ -556,10 +586,16 @@ local start = math.max(now, num(cur[1], 0))
 local go = start
 local tats, againAt = {}, nil
 local rates = {}
+local bursts = {} -- whether the window's burst is stored as its rate's (b:ID)
 for i = 1, nwin do
   local a = 8 + (i - 1) * 4
   local cost, r, bu = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), math.max(math.abs(tonumber(ARGV[a + 4])), 1)
   local resets = tonumber(ARGV[a + 4]) < 0 -- a negative burst: the window resets (see epochTurn)
+  -- Once the fleet found that the window refills gradually, an epoch's
+  -- size (a process that does not know it yet) is no burst of its rate:
+  -- the settlements that move the schedule by a reading count in the
+  -- burst of those that know it.
+  bursts[i] = not resets or redis.call('HEXISTS', p, 'gr:' .. ARGV[a + 1]) == 0
   local rold = num(cur[2 + nwin + i], nil)
   if r > 0 and rold and rold > 0 and r * 4 <= rold and not vote('v:' .. ARGV[a + 1]) then
     -- A rate far below the fleet's, read by this process alone (a limit
@@ -569,13 +605,17 @@ for i = 1, nwin do
   end
   rates[i] = r
   if cost > 0 and r > 0 then
+    local keep = math.max(opt['k' .. i] or 0, 0)
     tats[i] = rescaled(num(cur[2 + i], nil), rold, r) or first(ARGV[a + 1], r, bu)
-    local g = math.max(tats[i], start) + (cost - bu) * 1000000 / r
-    local eg, _, again = epochTurn(ARGV[a + 1], cost, bu, r, start, resets)
+    local paced = math.max(tats[i], start)
+    local g = paced + (cost - math.max(bu - keep, math.min(cost, bu))) * 1000000 / r
+    if resets and keep > 0 then g = paced end -- an epoch's burst is not for it
+    local eg, _, again = epochTurn(ARGV[a + 1], cost, bu, r, start, resets, keep)
     if again then
       againAt = math.max(againAt or 0, again)
     elseif eg then
       g = eg -- the epoch decides, not the rate
+      if keep > 0 then g = math.max(eg, paced) end -- and the rate, for a request that keeps
     end
     go = math.max(go, g)
   end
@@ -626,8 +666,10 @@ for i = 1, nwin do
     set[#set + 1] = fmt(tats[i])
     set[#set + 1] = 'r:' .. id
     set[#set + 1] = string.format('%.17g', rates[i])
-    set[#set + 1] = 'b:' .. id
-    set[#set + 1] = fmt(math.abs(tonumber(ARGV[a + 4])))
+    if bursts[i] then
+      set[#set + 1] = 'b:' .. id
+      set[#set + 1] = fmt(math.abs(tonumber(ARGV[a + 4])))
+    end
     latest = math.max(latest, tats[i])
   end
   local nv = num(redis.call('HGET', p, 'n:' .. id), 0) + math.max(cost, 0)

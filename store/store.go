@@ -93,6 +93,14 @@ type Window struct {
 	// fleet may send -Burst units in each of its epochs, at once, and
 	// what its readings say remains until the reset, but no more.
 	Burst int64
+	// Keep is what the request leaves of the window for the requests that
+	// may come after it (a batch request's share kept for interactive
+	// ones). A request that keeps anything goes at the window's rate,
+	// never in a burst: it may use of the fleet's burst only what exceeds
+	// Keep and, in a window counted in epochs, only while Keep more units
+	// than its cost remain of the epoch. Zero keeps nothing. A store that
+	// cannot keep may ignore it.
+	Keep int64
 }
 
 // Reservation asks a [Store] for one request's turn in a partition.
