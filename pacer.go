@@ -515,7 +515,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 	case lane != laneDefault || w.tenant != "" || !pt.q.simple():
 		ahead = pt.q.ahead(w)
 	}
-	at := pt.readyKeepLocked(p, now, ahead, keep, est, true)
+	at := pt.refusePlanLocked(p, now, ahead, keep, est)
 	if dl, ok := ctx.Deadline(); ok && at.After(dl) && w.movable {
 		// Past its deadline here: routed, it may go sooner elsewhere
 		// (it was routed here when this queue was shorter, or before
@@ -563,7 +563,10 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 				if !at.After(now) {
 					return pt.admitLocked(p, req, est, start, now, w), nil
 				}
-				if err := pt.refuseLocked(ctx, p, req, start, now, pt.laneReadyLocked(p, now, w.lane, est, true), w); err != nil {
+				pt.refusing = true
+				late := pt.laneReadyLocked(p, now, w.lane, est, true)
+				pt.refusing = false
+				if err := pt.refuseLocked(ctx, p, req, start, now, late, w); err != nil {
 					return nil, err
 				}
 				d = at.Sub(now)
@@ -589,10 +592,24 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 		}
 		if w.swept {
 			// A re-plan found its time past its deadline and took it out
-			// of the queue. Routed, it may go sooner elsewhere.
+			// of the queue. Its turn is planned again, at the end of the
+			// queue as it is now: requests before it may have left it
+			// (moved to another upstream) since. Routed, it may go
+			// sooner elsewhere.
+			at := w.sweptAt
+			if err == nil {
+				ahead := pt.queued
+				if w.lane != laneDefault || w.tenant != "" || !pt.q.simple() {
+					ahead = pt.q.ahead(w)
+				}
+				at = maxTime(at, now)
+				if again := pt.refusePlanLocked(p, now, ahead, pt.keepLocked(p, w.lane, now), est); again.Before(at) {
+					at = again
+				}
+			}
 			if err == nil && w.movable {
 				pt.mu.Unlock()
-				moved := o.move(w.sweptAt)
+				moved := o.move(at)
 				pt.mu.Lock()
 				if moved {
 					pt.mu.Unlock()
@@ -601,7 +618,7 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 			}
 			if err == nil {
 				pt.refuseWhy = w.why
-				if err = pt.refuseLocked(ctx, p, req, start, now, w.sweptAt, nil); err != nil {
+				if err = pt.refuseLocked(ctx, p, req, start, now, at, nil); err != nil {
 					return nil, err
 				}
 				w.swept = false
@@ -695,11 +712,21 @@ const replanEvery = 10 * time.Millisecond
 // deadline: it fails without waiting for its deadline. The head of the
 // queue re-plans for itself when woken.
 func (pt *partition) replanLocked(p *pacer, now time.Time) {
-	if pt.deadlined == 0 || (!pt.replanned.IsZero() && now.Sub(pt.replanned) < replanEvery) {
+	if pt.deadlined == 0 {
 		return
+	}
+	if !pt.replanned.IsZero() && now.Sub(pt.replanned) < replanEvery {
+		// Re-planned just now; again only if that plan rested on answers
+		// of a moment still to come, and they have all come.
+		if !pt.replanDoubt || pt.anyDoubtLocked() {
+			return
+		}
 	}
 	pt.replanned = now
 	pt.advanceLocked(p, now)
+	var doubts [maxWindows]float64
+	pt.replanDoubt = pt.countDoubtsLocked(&doubts)
+	defer func() { pt.doubts = nil }()
 	if !pt.q.simple() {
 		pt.replanLanesLocked(p, now)
 		return
@@ -712,7 +739,7 @@ func (pt *partition) replanLocked(p *pacer, now time.Time) {
 	for w := pt.q.head; w != nil; {
 		next := w.next
 		if !w.deadline.IsZero() {
-			if at := pt.readyKeepLocked(p, now, ahead, keep, w.est, true); at.After(w.deadline) {
+			if at := pt.refusePlanLocked(p, now, ahead, keep, w.est); at.After(w.deadline) {
 				pt.sweepLocked(w, at)
 				w = next
 				continue
@@ -845,7 +872,7 @@ func (pt *partition) refuseLocked(ctx context.Context, p *pacer, req *http.Reque
 	pt.refuseWhy = ""
 	pt.mu.Unlock()
 	we := &WaitError{Wait: d, Partition: label, Err: err, Reason: why}
-	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Model: model, Wait: d, Reason: "pacing wait past the deadline", Err: we, Priority: reqPriority(req)}
+	ev := Event{Kind: EventRejected, Time: now, Upstream: upstream, Partition: label, Model: model, Wait: d, Reason: "pacing wait past the deadline", Err: we, Priority: reqPriority(req), Context: ctx}
 	if err == ErrWaitTooLong {
 		ev.Reason = "pacing wait beyond MaxWait"
 	}

@@ -167,6 +167,26 @@ func (w *window) rate(h float64) float64 {
 	return w.capacity(h) / w.guessPeriod().Seconds()
 }
 
+// bucketRate is, for a window of unknown kind, the fastest refill a
+// bucket could have that announced the samples seen: a bucket's reset is
+// the time to refill what is used, so one that announced a reset of
+// maxUntil with limit-remAtMax used refills (limit-remAtMax)/maxUntil a
+// second, and refilling at rate (its quota over the period guessed from
+// that same reset) would have announced a reset shorter by as much. A
+// few uses with a reset of the whole period (a fixed or sliding window,
+// before its kind shows) so plan no gradual refill they cannot keep. It
+// is rate when no sample tells (or resets are whole seconds, rounded up,
+// which make any bucket look slower than it is).
+func (w *window) bucketRate(h float64) float64 {
+	r := w.rate(h)
+	if w.maxUntil <= 0 || w.limit <= 0 || w.coarse || w.remAtMax < 0 || w.remAtMax > w.limit {
+		return r
+	}
+	used := float64(w.limit - w.remAtMax)
+	f := used * w.guessPeriod().Seconds() / (w.maxUntil.Seconds() * float64(w.limit))
+	return r * min(max(f, 1e-9), 1)
+}
+
 // advance brings avail to now: units given back by the log, a reset that
 // has passed, a bucket's refill. inflight is what this process has in
 // flight in the window's unit: at a reset it may still be counted in the
@@ -312,6 +332,10 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 	}
 	k := math.Ceil(need/capa) - 1
 	t := w.next.Add(durationOf(k * p.Seconds()))
+	if optimistic {
+		// As fast as a bucket the samples allow, no faster.
+		gradual = now.Add(durationOf(need / w.bucketRate(h)))
+	}
 	if optimistic && gradual.Before(t) {
 		if !w.notBucket {
 			return gradual
@@ -399,7 +423,13 @@ type partition struct {
 	refuseWhy string    // WaitError.Reason of the next refusal (a swept waiter's)
 	prio      prioState // the batch lane's pace (priority.go)
 	keep      float64   // the share of each window the request being planned leaves unused (readyKeepLocked)
+	refusing  bool      // the plan being made decides a refusal (refusePlanLocked)
 	replanned time.Time // when the queue was last re-planned
+	// replanDoubt: the last re-plan rested on answers of a moment whose
+	// other answers were still to come (doubtLocked). doubts, during a
+	// re-plan, holds each window's doubt, counted once for the queue.
+	replanDoubt bool
+	doubts      *[maxWindows]float64
 	// Cumulative costs of every permit sent, the costs in flight, and the
 	// sequence number of the newest permit.
 	sent, flying costs
@@ -603,7 +633,24 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 		}
 		// A request larger than what the window holds at once goes
 		// when it is full, into debt.
-		c := min(float64(min(n, maxCost))+keepUnits(w, pt.keep, p.headroom), w.capacity(p.headroom)) + float64(ahead.of(w.unit))
+		own := min(float64(min(n, maxCost))+keepUnits(w, pt.keep, p.headroom), w.capacity(p.headroom))
+		c := own + float64(ahead.of(w.unit))
+		if optimistic && pt.refusing {
+			// For refusing: the requests sent with the latest answer's
+			// and still in flight may be in its count already.
+			d := 0.0
+			if pt.doubts != nil {
+				d = pt.doubts[i]
+			} else {
+				d = pt.doubtLocked(w)
+			}
+			if d > 0 {
+				// The queue is planned again once the answers in
+				// doubt have come (replanLocked).
+				pt.replanDoubt = true
+			}
+			c = max(c-d, own)
+		}
 		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
 	}
 	return t
@@ -976,6 +1023,64 @@ func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
 	}
 	e := min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
 	return max(e, w.lastUnits(unseen))
+}
+
+// doubtLocked returns what of w's plan rests only on the order in which
+// the server counted requests sent at one moment: the requests sent at
+// the moment of the latest answer applied (before that answer came) and
+// still in flight. The estimate takes them as not counted in what the
+// answer said remained, which is sure; but an answer may come before
+// those of requests the server counted earlier, and they may be in its
+// count already. The last answer of the moment settles it (nothing of it
+// is in flight then), so that a plan for refusing, which must not refuse
+// a request it would then serve, counts them as counted until it does.
+func (pt *partition) doubtLocked(w *window) float64 {
+	if w.obsRem < 0 || w.obsAt.Before(w.lastUp) || pt.flyHead == nil {
+		return 0
+	}
+	endSeq, _ := pt.momentEndLocked(w.obsBase, w.obsSeq, w.obsSent, w.unit)
+	var d int64
+	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
+		if f.seq >= w.obsBase && f.sentAt.Before(w.obsAt) {
+			d += cost(w.unit, f.est)
+		}
+	}
+	return max(min(float64(d), w.capacity(0)-w.avail), 0)
+}
+
+// countDoubtsLocked counts each window's doubt once, for a re-plan of
+// the whole queue, and reports whether any is in doubt; pt.doubts holds
+// them until the re-plan ends (set it to nil then).
+func (pt *partition) countDoubtsLocked(d *[maxWindows]float64) bool {
+	found := false
+	for i := range pt.windows {
+		d[i] = pt.doubtLocked(&pt.windows[i])
+		found = found || d[i] > 0
+	}
+	pt.doubts = d
+	return found
+}
+
+// anyDoubtLocked reports whether a window's plan rests on the order of
+// answers still to come (doubtLocked).
+func (pt *partition) anyDoubtLocked() bool {
+	for i := range pt.windows {
+		if pt.doubtLocked(&pt.windows[i]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// refusePlanLocked is readyKeepLocked's optimistic plan for deciding to
+// refuse a request: it also counts the requests in doubt (doubtLocked) as
+// counted, so that a request is refused only when no order of the answers
+// still to come would serve it.
+func (pt *partition) refusePlanLocked(p *pacer, now time.Time, ahead costs, keep float64, est TokenEstimate) time.Time {
+	pt.refusing = true
+	t := pt.readyKeepLocked(p, now, ahead, keep, est, true)
+	pt.refusing = false
+	return t
 }
 
 // momentEndLocked returns the last permit sent at the moment that began

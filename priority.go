@@ -559,7 +559,7 @@ func (pt *partition) replanLanesLocked(p *pacer, now time.Time) {
 			keep = pt.keepLocked(p, w.lane, now)
 		}
 		if !w.deadline.IsZero() {
-			if at := pt.readyKeepLocked(p, now, ahead, keep, w.est, true); at.After(w.deadline) {
+			if at := pt.refusePlanLocked(p, now, ahead, keep, w.est); at.After(w.deadline) {
 				w.why = bumpedWhy(maxHigher > w.seq, maxSame > w.seq)
 				pt.sweepLocked(w, at)
 				continue
