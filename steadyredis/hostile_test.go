@@ -19,8 +19,9 @@ import (
 
 // The hostile row of issue 19: three processes on one key, each with its
 // own Transport (even ones as the SDK's RoundTripper, odd ones as its
-// middleware); a third of the way in, process 0 gets one response whose
-// headers are forged (a limit of 1, nothing remaining, resets a day away)
+// middleware); a third of the way in, process 0 (or, if it has no
+// response in the next window, the next process to have one) gets one
+// response whose headers are forged (a limit of 1, nothing remaining, resets a day away)
 // and process 1 sends one request with max_tokens 2147483647. Run with a
 // store on the real Redis, and side by side with the same forged inputs
 // and no store. With the store, the fleet's goodput must be back within
@@ -39,9 +40,19 @@ const (
 // forger forges the first response to its process after it is armed.
 type forger struct {
 	base http.RoundTripper
-	mu   sync.Mutex
-	arm  time.Time // forge the first response after this; zero: never
-	at   time.Time // when the forged response was returned
+	who  int // the process
+	*forgery
+}
+
+// forgery is the one forged response of a run, shared by the processes'
+// forgers: the first successful response after arm, whichever process's
+// (process 0's, unless it has none in flight then: a process already
+// paced for the rest of the run would leave the run without a forgery).
+type forgery struct {
+	mu  sync.Mutex
+	arm time.Time // forge the first response after this; zero: never
+	at  time.Time // when the forged response was returned
+	who int       // to which process
 }
 
 func (f *forger) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -51,13 +62,14 @@ func (f *forger) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.arm.IsZero() && f.at.IsZero() && time.Now().After(f.arm) && resp.StatusCode == http.StatusOK {
+	if !f.arm.IsZero() && f.at.IsZero() && time.Now().After(f.arm) && resp.StatusCode == http.StatusOK &&
+		(f.who == 0 || time.Now().After(f.arm.Add(hostileWindow))) {
 		for _, u := range []string{"requests", "tokens"} {
 			resp.Header.Set("X-Ratelimit-Limit-"+u, "1")
 			resp.Header.Set("X-Ratelimit-Remaining-"+u, "0")
 			resp.Header.Set("X-Ratelimit-Reset-"+u, "24h")
 		}
-		f.at = time.Now()
+		f.at, f.forgery.who = time.Now(), f.who
 	}
 	return resp, nil
 }
@@ -68,7 +80,8 @@ type hostileResult struct {
 	after       time.Duration // from the forged response to the run's end
 	goodput     float64       // calls ok a window from a window after the forgery to the end, over the limit
 	maxGap      time.Duration // the longest span without a call ok in the fleet
-	maxGap0     time.Duration // the same for process 0 alone
+	maxGap0     time.Duration // the same for the forged process alone
+	who         int           // the process whose response was forged
 	maxWait     time.Duration // the longest pacing wait told to any caller
 	maxWhy      string        // who was told it, why, when
 	absurdErr   error         // what the absurd request got
@@ -78,8 +91,8 @@ type hostileResult struct {
 }
 
 func (r hostileResult) String() string {
-	return fmt.Sprintf("goodput %.2f of the limit, longest stall %v (process 0: %v), longest wait told %v (%s), absurd request: %v after %v, %d 429s of %d",
-		r.goodput, r.maxGap.Round(time.Millisecond), r.maxGap0.Round(time.Millisecond), r.maxWait.Round(time.Millisecond), r.maxWhy,
+	return fmt.Sprintf("goodput %.2f of the limit, longest stall %v (process %d, forged: %v), longest wait told %v (%s), absurd request: %v after %v, %d 429s of %d",
+		r.goodput, r.maxGap.Round(time.Millisecond), r.who, r.maxGap0.Round(time.Millisecond), r.maxWait.Round(time.Millisecond), r.maxWhy,
 		r.absurdErr, r.absurdTook.Round(time.Millisecond), r.rateLimited, r.requests)
 }
 
@@ -92,14 +105,10 @@ func runHostile(t *testing.T, client redis.UniversalClient, prefix string) hosti
 	oks := make([][]time.Time, n)
 	var maxWait time.Duration
 	var maxWhy string
-	forgers := make([]*forger, n)
+	forged := &forgery{arm: start.Add(hostileForge)}
 	sdks := make([]openai.Client, n)
 	for i := range n {
-		f := &forger{base: prov}
-		if i == 0 {
-			f.arm = start.Add(hostileForge)
-		}
-		forgers[i] = f
+		f := &forger{base: prov, who: i, forgery: forged}
 		cfg := steady.Config{OnEvent: func(ev steady.Event) {
 			if ev.Kind == steady.EventPace || ev.Kind == steady.EventRejected {
 				mu.Lock()
@@ -171,10 +180,10 @@ func runHostile(t *testing.T, client redis.UniversalClient, prefix string) hosti
 	})
 	wg.Wait()
 	end := time.Now()
-	forgers[0].mu.Lock()
-	res.forged = forgers[0].at
-	t.Logf("forged at +%v", res.forged.Sub(start).Round(time.Millisecond))
-	forgers[0].mu.Unlock()
+	forged.mu.Lock()
+	res.forged, res.who = forged.at, forged.who
+	t.Logf("forged at +%v, to process %d", res.forged.Sub(start).Round(time.Millisecond), res.who)
+	forged.mu.Unlock()
 	if res.forged.IsZero() {
 		t.Fatal("no response was forged")
 	}
@@ -193,7 +202,7 @@ func runHostile(t *testing.T, client redis.UniversalClient, prefix string) hosti
 		}
 		return max(g, end.Sub(last))
 	}
-	res.maxGap, res.maxGap0 = gap(all), gap(oks[0])
+	res.maxGap, res.maxGap0 = gap(all), gap(oks[res.who])
 	res.after = end.Sub(res.forged)
 	from := res.forged.Add(hostileWindow)
 	k := 0
