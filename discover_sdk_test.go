@@ -363,7 +363,7 @@ func TestRetryOf429WaitsItsTurn(t *testing.T) {
 					var ev eventLog
 					c := client(steady.Config{
 						Pacing:  tc.pacing,
-						Retry:   steady.RetryConfig{Jitter: steady.JitterDecorrelated}, // a backoff of at least BaseDelay
+						Retry:   steady.RetryConfig{DecorrelatedJitter: true}, // a backoff of at least BaseDelay
 						OnEvent: ev.add,
 					}, fake)
 					for range 1 + map[bool]int{true: 1}[tc.warm] {

@@ -16,29 +16,6 @@ const (
 	defaultMaxRetryAfter = 2 * time.Minute // the OpenAI SDK's own cap
 )
 
-// Jitter chooses how a computed backoff is randomized.
-type Jitter uint8
-
-const (
-	// JitterFull waits a uniformly random time between zero and
-	// min(MaxDelay, BaseDelay * 2^(retry-1)). It is the default.
-	JitterFull Jitter = iota
-	// JitterDecorrelated waits a uniformly random time between BaseDelay
-	// and three times the previous wait, capped at MaxDelay.
-	JitterDecorrelated
-)
-
-// String returns "full" or "decorrelated".
-func (j Jitter) String() string {
-	switch j {
-	case JitterFull:
-		return "full"
-	case JitterDecorrelated:
-		return "decorrelated"
-	}
-	return "unknown"
-}
-
 // RetryConfig says what is retried and how long steady waits between tries.
 // Which failures are worth retrying is decided by [ClassifyResponse] and
 // [ClassifyError]; RetryConfig says how often and how patiently.
@@ -58,8 +35,12 @@ type RetryConfig struct {
 	// MaxRetryAfter.
 	MaxDelay time.Duration
 
-	// Jitter randomizes computed backoffs. The zero value is JitterFull.
-	Jitter Jitter
+	// DecorrelatedJitter chooses how a computed backoff is randomized.
+	// False (the default) is full jitter: a uniformly random wait between
+	// zero and min(MaxDelay, BaseDelay * 2^(retry-1)). True is decorrelated
+	// jitter: a uniformly random wait between BaseDelay and three times the
+	// previous wait, capped at MaxDelay.
+	DecorrelatedJitter bool
 
 	// MaxRetryAfter is the longest server retry hint (Retry-After,
 	// retry-after-ms, x-ms-retry-after-ms) steady waits for. A longer hint
@@ -114,7 +95,7 @@ type RetryConfig struct {
 type retryPolicy struct {
 	maxRetries    int
 	base, max     time.Duration
-	jitter        Jitter
+	decorrelated  bool          // RetryConfig.DecorrelatedJitter
 	maxRetryAfter time.Duration // <= 0: no cap
 }
 
@@ -123,7 +104,7 @@ func newRetryPolicy(c RetryConfig) retryPolicy {
 		maxRetries:    c.MaxRetries,
 		base:          c.BaseDelay,
 		max:           c.MaxDelay,
-		jitter:        c.Jitter,
+		decorrelated:  c.DecorrelatedJitter,
 		maxRetryAfter: c.MaxRetryAfter,
 	}
 	p.maxRetries = max(cmp.Or(p.maxRetries, defaultMaxRetries), 0)
@@ -202,7 +183,7 @@ func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
 	if p.base <= 0 {
 		return 0
 	}
-	if p.jitter == JitterDecorrelated {
+	if p.decorrelated {
 		if prev < p.base {
 			prev = p.base
 		}

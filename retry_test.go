@@ -11,7 +11,7 @@ import (
 func TestRetryPolicyDefaults(t *testing.T) {
 	p := newRetryPolicy(RetryConfig{})
 	if p.maxRetries != defaultMaxRetries || p.base != defaultBaseDelay || p.max != defaultMaxDelay ||
-		p.jitter != JitterFull || p.maxRetryAfter != defaultMaxRetryAfter {
+		p.decorrelated || p.maxRetryAfter != defaultMaxRetryAfter {
 		t.Fatalf("defaults = %+v", p)
 	}
 	if p := newRetryPolicy(RetryConfig{MaxRetries: -1}); p.maxRetries != 0 {
@@ -50,7 +50,7 @@ func TestBackoffFullJitterBounds(t *testing.T) {
 
 func TestBackoffDecorrelatedBounds(t *testing.T) {
 	base, cap := 100*time.Millisecond, 3*time.Second
-	p := newRetryPolicy(RetryConfig{BaseDelay: base, MaxDelay: cap, Jitter: JitterDecorrelated})
+	p := newRetryPolicy(RetryConfig{BaseDelay: base, MaxDelay: cap, DecorrelatedJitter: true})
 	for range 200 {
 		prev := time.Duration(0)
 		for n := 1; n <= 20; n++ {
@@ -71,7 +71,7 @@ func TestBackoffHugeSettingsDoNotOverflow(t *testing.T) {
 			t.Fatalf("retry %d: negative backoff %v", n, d)
 		}
 	}
-	p.jitter = JitterDecorrelated
+	p.decorrelated = true
 	if d := p.backoff(3, 1<<62); d < time.Hour {
 		t.Fatalf("decorrelated with a huge previous wait: %v", d)
 	}
