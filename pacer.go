@@ -414,6 +414,9 @@ type waiter struct {
 	// nudged: its partition asks it to look whether another would send
 	// it sooner (nudgeLastLocked).
 	movable, nudged bool
+	// lateAsked: it looked for another upstream since its turn here was
+	// planned past its deadline (cleared when it is woken again).
+	lateAsked bool
 }
 
 // queue is one flow of a partition's waiting requests, first come first
@@ -568,6 +571,26 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 				pt.refusing = false
 				if err := pt.refuseLocked(ctx, p, req, start, now, late, w); err != nil {
 					return nil, err
+				}
+				if w.movable && !w.deadline.IsZero() && at.After(w.deadline) && !w.lateAsked {
+					// Its turn here, as it is planned to go, is past its
+					// deadline, though the plan for refusing (which lets
+					// a window refill as soon as it may) kept it: routed,
+					// it looks, once a plan, for an upstream that serves
+					// it in time rather than wait here for its last
+					// moment.
+					w.lateAsked = true
+					pt.mu.Unlock()
+					moved := o.move(at)
+					pt.mu.Lock()
+					if moved && w.granted == nil && !w.swept {
+						pt.leaveLocked(w)
+						pt.nudgeLastLocked()
+						pt.mu.Unlock()
+						return nil, errMoved
+					}
+					now = time.Now()
+					continue
 				}
 				d = at.Sub(now)
 			}
