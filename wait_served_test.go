@@ -32,9 +32,9 @@ func TestWaitOnlyIfServed(t *testing.T) {
 				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
 				if middleware {
 					tr := steady.New(steady.Config{})
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
+					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: inOrder{prov}}))
 				} else {
-					tr := steady.New(steady.Config{Base: prov})
+					tr := steady.New(steady.Config{Base: inOrder{prov}})
 					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
 				}
 				c := openai.NewClient(opts...)
@@ -44,12 +44,16 @@ func TestWaitOnlyIfServed(t *testing.T) {
 				var mu sync.Mutex
 				var ok, atOnce, waitedThenFailed, bare, other int
 				var wg sync.WaitGroup
-				for range 32 {
+				// The callers start in order, and attempts that reach the
+				// provider at one instant arrive in the order of their
+				// callers (inOrder), so that the row gives the same result
+				// on every run.
+				for i := range 32 {
 					wg.Go(func() {
 						for time.Since(start) < 3*time.Minute {
 							ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 							t0 := time.Now()
-							_, err := c.Chat.Completions.New(ctx, chatParams())
+							_, err := c.Chat.Completions.New(ctx, chatParams(), callNumber(i+1))
 							cancel()
 							d := time.Since(t0)
 							mu.Lock()
@@ -72,6 +76,7 @@ func TestWaitOnlyIfServed(t *testing.T) {
 							}
 						}
 					})
+					synctest.Wait()
 				}
 				wg.Wait()
 				t.Logf("%d ok, %d refused at once, %d waited then failed, %d bare deadlines, %d other", ok, atOnce, waitedThenFailed, bare, other)
