@@ -1019,6 +1019,9 @@ func (pm *permit) cancel() {
 	for i := range pt.windows {
 		w := &pt.windows[i]
 		w.give(pm.sentAt, float64(min(cost(w.unit, pm.est), maxCost)), p.headroom)
+		if w.probeOut && w.probeAt.Equal(pm.sentAt) {
+			w.probeOut = false // the probe was not sent: the next request goes first
+		}
 	}
 	pt.wakeHeadLocked()
 	pt.mu.Unlock()
@@ -1051,10 +1054,20 @@ func (pm *permit) observe(responded bool, status int, rl ratelimit.Limits, now t
 		w := &pt.windows[i]
 		w.landed(now, float64(min(cost(w.unit, pm.est), maxCost)))
 		if !w.probeAt.IsZero() && !pm.sentAt.Before(w.probeAt) {
-			w.probeAt = time.Time{} // the reset's probe has its answer
+			w.probeAt, w.probeOut = time.Time{}, false // the reset's probe has its answer
+			if !responded {
+				// It has none (its caller gave up, or the connection
+				// failed): the window stays as the reset made it, whole
+				// less what is in flight, rather than wait for another
+				// probe's answer, which would move every waiter's turn
+				// by a round trip.
+				n := float64(min(cost(w.unit, pm.est), maxCost))
+				w.avail = max(w.avail, w.capacity(p.headroom)-float64(pt.flying.of(w.unit))-n)
+			}
 		}
 	}
 	if responded {
+		pt.rttLocked(now.Sub(pm.sentAt))
 		// Limits are known once announced, or once a success shows
 		// that none will be: an error without headers (a gateway's 502)
 		// tells nothing.

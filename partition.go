@@ -78,9 +78,11 @@ type window struct {
 	maxSeen   int64         // largest remaining ever announced: a quota estimate
 	notBucket bool          // of unknown kind, its resets shown not to follow its use: it does not refill gradually
 	// probeAt is when a reset in whole seconds let one request go first
-	// (see wholeAgain); until an answer to a request sent since, a plan
-	// for refusing takes the window as whole, as that answer may show.
-	probeAt time.Time
+	// (see wholeAgain), then when that request went (probeOut): until an
+	// answer to a request sent since, the rest of the window is planned
+	// to go at that answer, as it may show the window whole.
+	probeAt  time.Time
+	probeOut bool
 
 	// The plan. avail is what this process may still use at time at (less
 	// headroom and its share); next is when a window that refills at its
@@ -229,7 +231,7 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		// counted in it.
 		w.lastUp = w.next
 		if whole := c - inflight; w.wholeAgain(whole) < whole {
-			w.probeAt = now
+			w.probeAt, w.probeOut = now, false
 		}
 		w.avail = max(w.avail, w.wholeAgain(c-inflight))
 		w.at = now // what came before the reset refills nothing after it
@@ -269,6 +271,9 @@ func (w *window) take(now time.Time, n float64) {
 	if !w.known() || n <= 0 {
 		return
 	}
+	if !w.probeAt.IsZero() && !w.probeOut {
+		w.probeAt, w.probeOut = now, true // the reset's probe goes
+	}
 	w.avail -= n
 }
 
@@ -304,15 +309,35 @@ func (w *window) give(t time.Time, n float64, h float64) {
 }
 
 // when returns the earliest time, not before now, at which c units are
-// available (c counts what is queued ahead too). avail is current.
-func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time.Time {
+// available (c counts what is queued ahead too). avail is current. rtt
+// is how long an answer takes at the fastest (zero: not known): at a
+// reset only one request goes first (wholeAgain), and the rest at its
+// answer.
+func (w *window) when(now time.Time, c float64, h float64, optimistic bool, rtt time.Duration) time.Time {
 	capa := w.capacity(h)
 	avail := w.avail
-	if optimistic && !w.probeAt.IsZero() {
-		avail = max(avail, capa)
-	}
 	if !w.known() || c <= avail {
 		return now
+	}
+	if !w.probeAt.IsZero() {
+		// The reset's probe is out (or about to go): the rest of the
+		// window goes at its answer, which may show it whole; no
+		// sooner than the fastest answer could come.
+		answer := now.Add(rtt)
+		if w.probeOut {
+			answer = w.probeAt.Add(rtt)
+		}
+		switch {
+		case c > capa && optimistic:
+			avail = capa
+		case c > capa:
+		case optimistic:
+			return maxTime(answer, now)
+		case answer.After(now):
+			return answer
+		}
+		// An answer later than the fastest is still the window's
+		// news: the plan below holds until it comes.
 	}
 	need := c - avail
 	p := w.guessPeriod()
@@ -332,6 +357,11 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 	}
 	k := math.Ceil(need/capa) - 1
 	t := w.next.Add(durationOf(k * p.Seconds()))
+	if k == 0 && c > 1 && w.wholeAgain(capa) < capa {
+		// Only one request goes first at the reset: the rest at its
+		// answer.
+		t = t.Add(rtt)
+	}
 	if optimistic {
 		// As fast as a bucket the samples allow, no faster.
 		gradual = now.Add(durationOf(need / w.bucketRate(h)))
@@ -343,6 +373,9 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool) time
 		// Not a bucket: a window that refills at its reset, or a sliding
 		// one that gives each use back a period later; the sooner.
 		if s := w.slidingWhen(now, c, avail, capa, p); s.Before(t) {
+			if s.Equal(w.next) && k == 0 && c > 1 && w.wholeAgain(capa) < capa {
+				s = s.Add(rtt) // at the reset's probe's answer, as above
+			}
 			return s
 		}
 	}
@@ -441,6 +474,10 @@ type partition struct {
 	instSeq          uint64
 	instSent         costs
 	moments          [3]moment // the latest moments before, newest first
+	// rtt is about the fastest round trip of the latest answers: how soon
+	// the answer to a request sent now may come (zero before any;
+	// rttLocked).
+	rtt time.Duration
 	// With a Store: the Seq of the newest fleet reading applied, and
 	// whether the store's last grant was shared (the fleet is paced by
 	// it, not by a share guessed from the headers).
@@ -651,9 +688,23 @@ func (pt *partition) readyAtLocked(p *pacer, now time.Time, ahead costs, est Tok
 			}
 			c = max(c-d, own)
 		}
-		t = maxTime(t, w.when(now, c, p.headroom, optimistic))
+		t = maxTime(t, w.when(now, c, p.headroom, optimistic, pt.rtt))
 	}
 	return t
+}
+
+// rttLocked records the round trip d of an answer: a faster one than
+// pt.rtt replaces it, a slower one raises it a 64th of the way, so that
+// it follows the fastest of about the latest 64 answers, and a plan that
+// waits for an answer (the reset's probe) refuses no request that so
+// fast an answer would serve.
+func (pt *partition) rttLocked(d time.Duration) {
+	d = max(d, 1)
+	if pt.rtt == 0 || d < pt.rtt {
+		pt.rtt = d
+		return
+	}
+	pt.rtt += (d - pt.rtt) / 64
 }
 
 // sameMoment is how close two sends must be for the server to count them

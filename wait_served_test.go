@@ -28,6 +28,14 @@ func TestWaitOnlyIfServed(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
+				// The breaker's open periods and the retries' backoff are
+				// jittered: seeded, the row is the same on every run (it
+				// was not, and 1 run in 40 had 31 calls wait and fail). Of
+				// seeds 1-200 every one meets the target; 4 is one where a
+				// reset's probe is lost (its caller's deadline comes
+				// before its answer) and callers behind it have deadlines
+				// within its round trip.
+				steady.SeedRandom(4)
 				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond})
 				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
 				if middleware {
