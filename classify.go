@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/openai/openai-go/v3"
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/steady-go/steady/ratelimit"
 	"github.com/tidwall/gjson"
 )
@@ -73,14 +74,14 @@ func requestID(h http.Header) string {
 			continue
 		}
 		switch {
-		case equalFold(k, "x-request-id"):
-			keep(&ids[0], vv[0])
-		case equalFold(k, "request-id"):
-			keep(&ids[1], vv[0])
-		case equalFold(k, "apim-request-id"):
-			keep(&ids[2], vv[0])
-		case equalFold(k, "x-ms-client-request-id"):
-			keep(&ids[3], vv[0])
+		case ascii.EqualFold(k, "x-request-id"):
+			ascii.Keep(&ids[0], vv[0])
+		case ascii.EqualFold(k, "request-id"):
+			ascii.Keep(&ids[1], vv[0])
+		case ascii.EqualFold(k, "apim-request-id"):
+			ascii.Keep(&ids[2], vv[0])
+		case ascii.EqualFold(k, "x-ms-client-request-id"):
+			ascii.Keep(&ids[3], vv[0])
 		}
 	}
 	for _, id := range ids {
@@ -382,10 +383,10 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 			continue
 		}
 		switch {
-		case equalFold(k, "x-should-retry"):
-			keep(&shouldRetry, vv[0])
-		case equalFold(k, "x-steady-give-up"):
-			keep(&giveUp, vv[0])
+		case ascii.EqualFold(k, "x-should-retry"):
+			ascii.Keep(&shouldRetry, vv[0])
+		case ascii.EqualFold(k, "x-steady-give-up"):
+			ascii.Keep(&giveUp, vv[0])
 		}
 	}
 	// The headers' request id first; the body's comes last.
@@ -415,7 +416,7 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 			shouldRetry = "false"
 		}
 	}
-	switch strings.ToLower(trimOWS(shouldRetry)) {
+	switch strings.ToLower(ascii.TrimOWS(shouldRetry)) {
 	case "true":
 		f.Retryable, f.Reason = true, "x-should-retry: true"
 	case "false":
@@ -582,7 +583,7 @@ func readDetails(details gjson.Result) (code string, hint time.Duration, ok bool
 				code = jsonText(v)
 			case !ok && keyIs(key, "retrydelay"):
 				if s := jsonText(v); s != "" {
-					hint, ok = parseGoDuration(s)
+					hint, ok = ascii.ParseGoDuration(s)
 				}
 			}
 			return true
@@ -629,7 +630,7 @@ func metadataHint(metadata gjson.Result, now time.Time) (time.Duration, bool) {
 	found := false
 	for _, w := range rl.Windows {
 		if w.Remaining == 0 && !w.Reset.IsZero() {
-			if d := clampHint(w.Reset.Sub(now)); !found || d > wait {
+			if d := ascii.ClampHint(w.Reset.Sub(now)); !found || d > wait {
 				wait, found = d, true
 			}
 		}
@@ -640,7 +641,7 @@ func metadataHint(metadata gjson.Result, now time.Time) (time.Duration, bool) {
 // keyIs reports whether a member name equals name (lower case), ignoring
 // ASCII case.
 func keyIs(key, name string) bool {
-	return len(key) == len(name) && equalFold(key, name)
+	return len(key) == len(name) && ascii.EqualFold(key, name)
 }
 
 // messageHint reads a wait from a message: Azure's "retry after 6
@@ -648,16 +649,10 @@ func keyIs(key, name string) bool {
 func messageHint(msg string) (time.Duration, bool) {
 	if i := indexFold(msg, "retry after "); i >= 0 {
 		rest := msg[i+len("retry after "):]
-		num := leadingNumber(rest)
-		if f, ok := parseDecimal(num); ok {
-			unit := trimOWS(rest[len(num):])
-			switch {
-			case hasPrefixFold(unit, "ms"), hasPrefixFold(unit, "millisecond"):
-				return secondsDuration(f / 1000), true
-			case hasPrefixFold(unit, "s"):
-				return secondsDuration(f), true
-			case hasPrefixFold(unit, "minute"):
-				return secondsDuration(f * 60), true
+		num := ascii.LeadingNumber(rest)
+		if f, ok := ascii.ParseDecimal(num); ok {
+			if d, ok := hintIn(f, ascii.TrimOWS(rest[len(num):])); ok {
+				return d, true
 			}
 		}
 	}
@@ -668,20 +663,28 @@ func messageHint(msg string) (time.Duration, bool) {
 			j++
 		}
 		tok := strings.TrimRight(rest[:j], ".")
-		if d, ok := parseGoDuration(tok); ok {
+		if d, ok := ascii.ParseGoDuration(tok); ok {
 			return d, true
 		}
-		if f, ok := parseDecimal(tok); ok {
-			unit := trimOWS(rest[j:])
-			switch {
-			case hasPrefixFold(unit, "ms"), hasPrefixFold(unit, "millisecond"):
-				return secondsDuration(f / 1000), true
-			case hasPrefixFold(unit, "s"):
-				return secondsDuration(f), true
-			case hasPrefixFold(unit, "minute"):
-				return secondsDuration(f * 60), true
+		if f, ok := ascii.ParseDecimal(tok); ok {
+			if d, ok := hintIn(f, ascii.TrimOWS(rest[j:])); ok {
+				return d, true
 			}
 		}
+	}
+	return 0, false
+}
+
+// hintIn reads f in the unit that unit begins with: milliseconds, seconds
+// or minutes.
+func hintIn(f float64, unit string) (time.Duration, bool) {
+	switch {
+	case ascii.HasPrefixFold(unit, "ms"), ascii.HasPrefixFold(unit, "millisecond"):
+		return ascii.SecondsDuration(f / 1000), true
+	case ascii.HasPrefixFold(unit, "s"):
+		return ascii.SecondsDuration(f), true
+	case ascii.HasPrefixFold(unit, "minute"):
+		return ascii.SecondsDuration(f * 60), true
 	}
 	return 0, false
 }
@@ -689,7 +692,7 @@ func messageHint(msg string) (time.Duration, bool) {
 // indexFold is strings.Index ignoring ASCII case; sub is lower case.
 func indexFold(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
-		if hasPrefixFold(s[i:], sub) {
+		if ascii.HasPrefixFold(s[i:], sub) {
 			return i
 		}
 	}

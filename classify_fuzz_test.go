@@ -165,29 +165,3 @@ func FuzzErrorBodyJSON(f *testing.F) {
 		}
 	})
 }
-
-// FuzzEqualFold holds the root's copies of ratelimit's ASCII helpers
-// (text.go) to their contract: case folded for ASCII letters only.
-func FuzzEqualFold(f *testing.F) {
-	f.Add("X-Request-Id", "x-request-id")
-	f.Add("X-REQUEST\u017fID", "x-requestsid")
-	f.Add("Retry After 6 Seconds", "retry after ")
-	f.Fuzz(func(t *testing.T, s, prefix string) {
-		lower := func(s string) string {
-			b := []byte(s)
-			for i, c := range b {
-				if 'A' <= c && c <= 'Z' {
-					b[i] = c + 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-		prefix = lower(prefix)
-		if got, want := hasPrefixFold(s, prefix), strings.HasPrefix(lower(s), prefix); got != want {
-			t.Fatalf("hasPrefixFold(%q, %q) = %v, want %v", s, prefix, got, want)
-		}
-		if got, want := equalFold(s, prefix), lower(s) == prefix; got != want {
-			t.Fatalf("equalFold(%q, %q) = %v, want %v", s, prefix, got, want)
-		}
-	})
-}

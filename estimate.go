@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
 	"io"
 	"math/bits"
 	"net/http"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/steady-go/steady/internal/ascii"
 )
 
 // TokenEstimate is how many tokens a request is expected to count against a
@@ -40,8 +40,8 @@ const maxTokensValue = 1 << 40
 
 // maxModel bounds the model name inspectRequest returns. A longer name is
 // cut and suffixed with a hash of the whole name, so distinct long names
-// stay distinct.
-const maxModel = 64
+// stay distinct (ascii.BoundHashed).
+const maxModel = ascii.MaxName
 
 // inspectChunk is the size of the buffer a request body is read through.
 const inspectChunk = 16 << 10
@@ -310,61 +310,13 @@ func (s *reqScanner) estimate() TokenEstimate {
 	return TokenEstimate{Input: min(prompt*s.n, maxTokensValue), Output: min(s.maxOut*s.n, maxTokensValue)}
 }
 
-// model returns the last model name read whole, bounded by boundModel.
+// model returns the last model name read whole, bounded by
+// ascii.BoundHashed.
 func (s *reqScanner) model() string {
 	if !s.modelOK {
 		return ""
 	}
-	return boundModel(s.modelBuf[:min(s.modelLen, maxModel)], s.modelLen, s.modelHash)
-}
-
-// boundLabel bounds a partition key returned by PacingConfig.Key as model
-// names are bounded.
-func boundLabel(key string) string {
-	if len(key) <= maxModel && printableName([]byte(key)) {
-		return key
-	}
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	return boundModel([]byte(key[:min(len(key), maxModel)]), len(key), h.Sum64())
-}
-
-// boundModel returns a model name of total bytes whose first bytes are
-// first and whose FNV-1a hash is hash: the name as it is when it is at most
-// maxModel bytes of printable UTF-8, else its printable start, "~" and 16
-// hex digits of the hash, maxModel bytes at most in all.
-func boundModel(first []byte, total int, hash uint64) string {
-	if total <= maxModel && printableName(first) {
-		return string(first)
-	}
-	const suffix = 1 + 16
-	var out [maxModel]byte
-	k := 0
-	for _, r := range string(first) {
-		if r == utf8.RuneError || r < 0x20 || r == 0x7f {
-			continue
-		}
-		if k+utf8.RuneLen(r) > maxModel-suffix {
-			break
-		}
-		k += utf8.EncodeRune(out[k:], r)
-	}
-	out[k] = '~'
-	k++
-	const hex = "0123456789abcdef"
-	for i := range 16 {
-		out[k+i] = hex[hash>>(60-4*i)&0xf]
-	}
-	return string(out[:k+16])
-}
-
-func printableName(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return utf8.Valid(b)
+	return ascii.BoundHashed(string(s.modelBuf[:min(s.modelLen, maxModel)]), s.modelLen, s.modelHash)
 }
 
 func (s *reqScanner) isObject() bool {

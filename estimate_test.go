@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/tidwall/gjson"
 )
 
@@ -278,7 +279,7 @@ func FuzzEstimate(f *testing.F) {
 		}
 		want := ""
 		if rm != nil {
-			want = boundModel(rm[:min(len(rm), maxModel)], len(rm), fnv64(rm))
+			want = ascii.BoundHashed(string(rm[:min(len(rm), maxModel)]), len(rm), fnv64(rm))
 		}
 		if model != want {
 			t.Fatalf("model %q, encoding/json %q", model, want)
@@ -435,7 +436,7 @@ func (uncomparableReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 func TestModelBounded(t *testing.T) {
 	long := func(c byte) string { return strings.Repeat(string(c), 100) }
-	a, b := boundModel([]byte(long('a')[:64]), 100, fnv64([]byte(long('a')))), boundModel([]byte(long('a')[:64]), 100, fnv64([]byte(long('a')+"b")))
+	a, b := ascii.BoundHashed(long('a')[:64], 100, fnv64([]byte(long('a')))), ascii.BoundHashed(long('a')[:64], 100, fnv64([]byte(long('a')+"b")))
 	if len(a) != maxModel || a == b || !strings.HasPrefix(a, strings.Repeat("a", 47)+"~") {
 		t.Errorf("%q %q", a, b)
 	}
@@ -564,7 +565,7 @@ func gjsonEstimate(body []byte) (string, TokenEstimate) {
 		return true
 	})
 	prompt := min((chars+charsPerToken-1)/charsPerToken+ints, maxTokensValue)
-	return boundModel(model[:min(len(model), maxModel)], len(model), fnv64(model)),
+	return ascii.BoundHashed(string(model[:min(len(model), maxModel)]), len(model), fnv64(model)),
 		TokenEstimate{Input: min(prompt*n, maxTokensValue), Output: min(maxOut*n, maxTokensValue)}
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/steady-go/steady/store"
 )
 
 // EventKind says what an [Event] reports.
@@ -89,30 +91,19 @@ func (k EventKind) String() string {
 	return "unknown"
 }
 
-// BreakerState is the state of an upstream's circuit breaker.
-type BreakerState uint8
+// BreakerState is the state of an upstream's circuit breaker. It is
+// store.BreakerState, the state a Store reports for the fleet's circuit;
+// its String method returns "closed", "half-open" or "open".
+type BreakerState = store.BreakerState
 
 const (
 	// BreakerClosed lets every request through.
-	BreakerClosed BreakerState = iota
+	BreakerClosed BreakerState = store.BreakerClosed
 	// BreakerHalfOpen lets a few probe requests through.
-	BreakerHalfOpen
+	BreakerHalfOpen BreakerState = store.BreakerHalfOpen
 	// BreakerOpen fails every request at once.
-	BreakerOpen
+	BreakerOpen BreakerState = store.BreakerOpen
 )
-
-// String returns "closed", "half-open" or "open".
-func (s BreakerState) String() string {
-	switch s {
-	case BreakerClosed:
-		return "closed"
-	case BreakerHalfOpen:
-		return "half-open"
-	case BreakerOpen:
-		return "open"
-	}
-	return "unknown"
-}
 
 // Event describes something steady did: a retry, a wait, a breaker state
 // change. It never holds credentials. Fields that do not apply to a kind

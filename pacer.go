@@ -164,6 +164,9 @@ const (
 // no hint and names no exhausted window.
 const defaultCooldown = time.Second
 
+// maxHint bounds every wait read from a server.
+const maxHint = ratelimit.MaxHint
+
 // maxHintWait bounds a cooldown read from a server's hint. A longer hint
 // (Retry-After: 86400) fails at once the requests whose deadline comes
 // before it; the others wait this long, and then a few go out to ask again,

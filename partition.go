@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/steady-go/steady/ratelimit"
 )
 
@@ -522,7 +523,7 @@ func (p *pacer) partitionKey(req *http.Request, model, route string) (uint64, st
 		h.WriteByte(0)
 	}
 	if p.cfg.Key != nil {
-		userKey = boundLabel(p.cfg.Key(req, model))
+		userKey = ascii.BoundName(p.cfg.Key(req, model))
 		h.WriteString(userKey)
 	} else {
 		where, cred := credential(req)

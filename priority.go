@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/steady-go/steady/ratelimit"
 )
 
@@ -117,13 +118,13 @@ func reqPriority(req *http.Request) Priority {
 func (p *pacer) tenantOf(ctx context.Context, req *http.Request) (string, float64) {
 	if p.cfg.Tenant != nil {
 		id, w := p.cfg.Tenant(req)
-		return boundLabel(id), w
+		return ascii.BoundName(id), w
 	}
 	if ctx == nil || !ctxUsed.Load() {
 		return "", 1
 	}
 	id, _ := ctx.Value(tenantKey{}).(string)
-	return boundLabel(id), 1
+	return ascii.BoundName(id), 1
 }
 
 // reserveOf reads PacingConfig.Reserve.

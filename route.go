@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/tidwall/gjson"
 )
 
@@ -164,7 +165,7 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 				}
 				continue
 			}
-			at, load, _ := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
+			at, load, _ := c.t.pacer.plan(c.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
 			if st.rampAt.After(at) {
 				at = st.rampAt
 			}
@@ -273,7 +274,7 @@ func (c *call) sooner(at time.Time) bool {
 		if !st.usable {
 			continue
 		}
-		rat, load, known := c.t.pacer.plan(c.routed(r), r.name, boundLabel(r.model(rc.model)), rc.est, now)
+		rat, load, known := c.t.pacer.plan(c.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
 		rat = maxTime(rat, st.rampAt)
 		if (!known && load > 0 && !late) || (hasDL && rat.After(dl)) || !rat.Add(moveGain).Before(at) {
 			// An upstream whose limits are not known yet plans every
@@ -298,7 +299,7 @@ func (c *call) use(r *route) {
 	c.br = r.br
 	c.upstream = r.name
 	c.out = c.routed(r)
-	c.body = bodyInfo{done: true, model: boundLabel(r.model(rc.model)), est: rc.est, stream: rc.stream}
+	c.body = bodyInfo{done: true, model: ascii.BoundName(r.model(rc.model)), est: rc.est, stream: rc.stream}
 	if rc.model == "" {
 		c.body.model = ""
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/steady-go/steady/internal/ascii"
 	"github.com/tidwall/gjson"
 )
 
@@ -167,7 +168,7 @@ func newRoute(i int, u Upstream) (*route, error) {
 	if r.name == "" {
 		r.name = base.Host + "#" + strconv.Itoa(i+1)
 	}
-	r.name = boundLabel(r.name)
+	r.name = ascii.BoundName(r.name)
 	if u.Key != "" {
 		r.header = "Authorization"
 		r.cred = "Bearer " + u.Key

@@ -5,10 +5,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/steady-go/steady/internal/ascii"
 )
 
+// TestMaxHint: the bound ascii clamps waits to is MaxHint.
+func TestMaxHint(t *testing.T) {
+	if MaxHint != ascii.MaxHint {
+		t.Errorf("MaxHint %v, ascii.MaxHint %v", MaxHint, ascii.MaxHint)
+	}
+}
+
 // TestPolicyNameBounded: a RateLimit-Policy name is the server's to
-// choose; a 100 KB one is kept as at most maxName bytes, and two long
+// choose; a 100 KB one is kept as at most ascii.MaxName bytes, and two long
 // names that differ only at their end stay two windows.
 func TestPolicyNameBounded(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
@@ -22,8 +31,8 @@ func TestPolicyNameBounded(t *testing.T) {
 	}
 	a, b := rl.Windows[0], rl.Windows[1]
 	for _, w := range rl.Windows {
-		if len(w.Name) > maxName {
-			t.Errorf("window name of %d bytes, want at most %d", len(w.Name), maxName)
+		if len(w.Name) > ascii.MaxName {
+			t.Errorf("window name of %d bytes, want at most %d", len(w.Name), ascii.MaxName)
 		}
 	}
 	if a.Name == b.Name {

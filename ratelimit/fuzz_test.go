@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/steady-go/steady/internal/ascii"
 )
 
 var fuzzNow = time.Date(2025, 8, 21, 12, 40, 0, 0, time.UTC)
@@ -157,7 +159,7 @@ func TestHeaderWords(t *testing.T) {
 		wXRatelimit: "x-ratelimit-", wXTokenlimit: "x-tokenlimit-", wAnthropic: "anthropic-ratelimit-",
 		wRatelimit: "ratelimit", wRetryAfter: "retry-after", wXMsRetry: "x-ms-retry-after-ms",
 	} {
-		if got := load64(name, 0); got != want {
+		if got := ascii.Load64(name, 0); got != want {
 			t.Errorf("%s: %#x, want %#x", name, got, want)
 		}
 	}
@@ -186,25 +188,6 @@ func BenchmarkAppend(b *testing.B) {
 			b.Fatal(rl)
 		}
 	}
-}
-
-func FuzzLower8(f *testing.F) {
-	f.Add("X-RateLi")
-	f.Add("@[`{\xc1\xdaAZ")
-	f.Fuzz(func(t *testing.T, s string) {
-		if len(s) < 8 {
-			return
-		}
-		want := []byte(s[:8])
-		for i, c := range want {
-			if 'A' <= c && c <= 'Z' {
-				want[i] = c + 'a' - 'A'
-			}
-		}
-		if got := lower8(load64(s, 0)); got != load64(string(want), 0) {
-			t.Fatalf("%q: %#x, want %q", s, got, want)
-		}
-	})
 }
 
 func FuzzLowerInto(f *testing.F) {

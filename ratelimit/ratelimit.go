@@ -10,18 +10,18 @@
 // for a caller that keeps a buffer: on a typical response it does not
 // allocate. [ParseRetryAfter] reads only the retry hint.
 //
-// The package imports nothing but the standard library; steady paces its
-// calls with it, and any program may read these headers with it.
+// The package needs nothing but the standard library (it shares steady's
+// internal text helpers, which import only that); steady paces its calls
+// with it, and any program may read these headers with it.
 package ratelimit
 
 import (
 	"encoding/binary"
-	"hash/fnv"
-	"math"
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/steady-go/steady/internal/ascii"
 )
 
 // Unit is what a rate-limit window counts.
@@ -221,7 +221,7 @@ type headerScan struct {
 const maxKey = 80
 
 // The first eight bytes of the header names scan reads, lower case, as
-// little-endian words (see load64).
+// little-endian words (see ascii.Load64).
 const (
 	wXRatelimit  = 0x696c657461722d78 // "x-rateli"
 	wXTokenlimit = 0x6c6e656b6f742d78 // "x-tokenl"
@@ -241,8 +241,8 @@ func (s *headerScan) scan(h http.Header) {
 			continue
 		}
 		if len(k) == 4 {
-			if equalFold(k, "date") {
-				keep(&s.date, vv[0])
+			if ascii.EqualFold(k, "date") {
+				ascii.Keep(&s.date, vv[0])
 			}
 			continue
 		}
@@ -270,7 +270,7 @@ func (s *headerScan) scan(h http.Header) {
 			s.set(famXRL, UnitTokens, "", 0, fReset, vv[0])
 			continue
 		}
-		switch lower8(load64(k, 0)) {
+		switch ascii.Lower8(ascii.Load64(k, 0)) {
 		case wXRatelimit, wAnthropic, wXTokenlimit, wRatelimit, wRetryAfter, wXMsRetry:
 		default:
 			continue // most headers stop here
@@ -289,11 +289,11 @@ func (s *headerScan) scan(h http.Header) {
 		case hasPrefixB(lk, "ratelimit"):
 			s.ietf(lk[len("ratelimit"):], vv)
 		case string(lk) == "retry-after":
-			keep(&s.ra, vv[0])
+			ascii.Keep(&s.ra, vv[0])
 		case string(lk) == "retry-after-ms":
-			keep(&s.raMs, vv[0])
+			ascii.Keep(&s.raMs, vv[0])
 		case string(lk) == "x-ms-retry-after-ms":
-			keep(&s.msRaMs, vv[0])
+			ascii.Keep(&s.msRaMs, vv[0])
 		}
 	}
 }
@@ -313,10 +313,10 @@ func lowerInto(buf *[maxKey]byte, k string) []byte {
 		return b
 	}
 	for i := 0; i+8 <= len(k); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], lower8(load64(k, i)))
+		binary.LittleEndian.PutUint64(b[i:], ascii.Lower8(ascii.Load64(k, i)))
 	}
 	// The last word overlaps the one before it: no byte-wise tail.
-	binary.LittleEndian.PutUint64(b[len(k)-8:], lower8(load64(k, len(k)-8)))
+	binary.LittleEndian.PutUint64(b[len(k)-8:], ascii.Lower8(ascii.Load64(k, len(k)-8)))
 	return b
 }
 
@@ -418,11 +418,11 @@ func (s *headerScan) ietf(rest []byte, vv []string) {
 				// The older draft allows "100, 100;w=60": the window's
 				// length is the w parameter.
 				if i := strings.Index(v, "w="); i >= 0 {
-					if w, ok := parseCount(leadingNumber(v[i+2:])); ok {
-						period = secondsDuration(float64(w))
+					if w, ok := parseCount(ascii.LeadingNumber(v[i+2:])); ok {
+						period = ascii.SecondsDuration(float64(w))
 					}
 				}
-				v = leadingNumber(v)
+				v = ascii.LeadingNumber(v)
 			}
 			s.set(famIETFOld, UnitRequests, "", period, f, v)
 		}
@@ -471,18 +471,6 @@ func windowName(b []byte) (string, time.Duration, bool) {
 	return string(b), 0, true
 }
 
-// keep stores v in *dst unless *dst holds a value already that sorts
-// first. A header map built by hand may hold one name under several
-// spellings; whichever order the map yields them in, the same value wins.
-func keep(dst *string, v string) {
-	if v == "" {
-		return
-	}
-	if *dst == "" || v < *dst {
-		*dst = v
-	}
-}
-
 // insertLines adds the lines of one spelling of an IETF field to lines,
 // ordered by their first line so that map order does not matter; it
 // returns the new count.
@@ -507,7 +495,7 @@ func (s *headerScan) set(fam uint8, u Unit, name string, period time.Duration, f
 				sl.vals[f] = v
 				sl.has |= 1 << f
 			} else {
-				keep(&sl.vals[f], v)
+				ascii.Keep(&sl.vals[f], v)
 			}
 			if period > 0 {
 				sl.period = period
@@ -589,7 +577,7 @@ func (s *headerScan) serverNow(now time.Time) time.Time {
 	if !s.dateDone {
 		s.dateDone = true
 		if s.date != "" {
-			if t, err := http.ParseTime(trimOWS(s.date)); err == nil {
+			if t, err := http.ParseTime(ascii.TrimOWS(s.date)); err == nil {
 				s.dateTime, s.dateOK = t, true
 			}
 		}
@@ -608,14 +596,14 @@ const maxSkew = 2 * time.Second
 // untilAbs gives how long from the server's now the absolute time t is,
 // clamped to [0, MaxHint].
 func (s *headerScan) untilAbs(t time.Time, now time.Time) time.Duration {
-	return clampHint(t.Sub(s.serverNow(now)))
+	return ascii.ClampHint(t.Sub(s.serverNow(now)))
 }
 
 // untilEpoch is untilAbs for sec seconds since the Unix epoch.
 func (s *headerScan) untilEpoch(sec float64, now time.Time) time.Duration {
 	ref := s.serverNow(now)
 	refSec := float64(ref.Unix()) + float64(ref.Nanosecond())/1e9
-	return secondsDuration(sec - refSec)
+	return ascii.SecondsDuration(sec - refSec)
 }
 
 // nearEpoch reports whether sec, read as seconds since the Unix epoch,
@@ -631,11 +619,11 @@ func (s *headerScan) nearEpoch(sec float64, now time.Time) bool {
 // seconds, by size), a Go-style duration, an RFC 3339 time or an HTTP-date.
 // A bare 0 is Azure's "unknown".
 func (s *headerScan) resetAt(v string, now time.Time) (time.Time, bool) {
-	v = trimOWS(v)
+	v = ascii.TrimOWS(v)
 	if v == "" {
 		return time.Time{}, false
 	}
-	if f, ok := parseDecimal(v); ok {
+	if f, ok := ascii.ParseDecimal(v); ok {
 		switch {
 		case f == 0:
 			return time.Time{}, false
@@ -644,9 +632,9 @@ func (s *headerScan) resetAt(v string, now time.Time) (time.Time, bool) {
 		case f >= 1e9 || s.nearEpoch(f, now):
 			return now.Add(s.untilEpoch(f, now)), true
 		}
-		return now.Add(secondsDuration(f)), true
+		return now.Add(ascii.SecondsDuration(f)), true
 	}
-	if d, ok := parseGoDuration(v); ok {
+	if d, ok := ascii.ParseGoDuration(v); ok {
 		return now.Add(d), true
 	}
 	if t, ok := parseAbsTime(v); ok {
@@ -661,16 +649,16 @@ func (s *headerScan) retryAfterHint(now time.Time) (time.Duration, bool) {
 		if v == "" {
 			continue
 		}
-		if f, ok := parseDecimal(trimOWS(v)); ok {
-			return secondsDuration(f / 1000), true
+		if f, ok := ascii.ParseDecimal(ascii.TrimOWS(v)); ok {
+			return ascii.SecondsDuration(f / 1000), true
 		}
 	}
-	v := trimOWS(s.ra)
+	v := ascii.TrimOWS(s.ra)
 	if v == "" {
 		return 0, false
 	}
-	if f, ok := parseDecimal(v); ok {
-		return secondsDuration(f), true
+	if f, ok := ascii.ParseDecimal(v); ok {
+		return ascii.SecondsDuration(f), true
 	}
 	if len(v) >= 20 && v[0] > '9' { // an HTTP-date starts with a day name
 		if t, err := http.ParseTime(v); err == nil {
@@ -710,7 +698,7 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 				}
 				p := ietfPolicy{name: it.name, unit: u, limit: clampCount(it.q), remaining: -1}
 				if it.w >= 0 {
-					p.period = secondsDuration(it.w)
+					p.period = ascii.SecondsDuration(it.w)
 				}
 				pol[n] = p
 				n++
@@ -736,19 +724,19 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 			l := sfList{s: line}
 			for l.next(&it) {
 				if it.member {
-					known := equalFold(it.name, "limit") || equalFold(it.name, "remaining") || equalFold(it.name, "reset")
+					known := ascii.EqualFold(it.name, "limit") || ascii.EqualFold(it.name, "remaining") || ascii.EqualFold(it.name, "reset")
 					var p *ietfPolicy
 					if known && it.value >= 0 {
 						p = find("")
 					}
 					switch {
 					case p == nil:
-					case equalFold(it.name, "limit") && p.limit < 0:
+					case ascii.EqualFold(it.name, "limit") && p.limit < 0:
 						p.limit = clampCount(it.value)
-					case equalFold(it.name, "remaining") && p.remaining < 0:
+					case ascii.EqualFold(it.name, "remaining") && p.remaining < 0:
 						p.remaining = clampCount(it.value)
-					case equalFold(it.name, "reset") && !p.hasReset:
-						p.reset, p.hasReset = secondsDuration(it.value), true
+					case ascii.EqualFold(it.name, "reset") && !p.hasReset:
+						p.reset, p.hasReset = ascii.SecondsDuration(it.value), true
 					}
 					continue
 				}
@@ -763,7 +751,7 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 					p.remaining = clampCount(it.r)
 				}
 				if it.t >= 0 && !p.hasReset {
-					p.reset, p.hasReset = secondsDuration(it.t), true
+					p.reset, p.hasReset = ascii.SecondsDuration(it.t), true
 				}
 			}
 		}
@@ -772,7 +760,7 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 		p := &pol[i]
 		// A policy's name is the server's to choose: bounded as model
 		// names are, so that no string kept from a response is long.
-		w := Window{Unit: p.unit, Name: boundName(p.name), Limit: p.limit, Remaining: p.remaining, Period: p.period}
+		w := Window{Unit: p.unit, Name: ascii.BoundName(p.name), Limit: p.limit, Remaining: p.remaining, Period: p.period}
 		if p.hasReset {
 			w.Reset = now.Add(p.reset)
 		}
@@ -785,13 +773,13 @@ func (s *headerScan) appendIETF(dst []Window, now time.Time) []Window {
 // package does not read (content-bytes, concurrent-requests).
 func unitOfIETF(qu string) Unit {
 	switch {
-	case qu == "" || equalFold(qu, "requests"):
+	case qu == "" || ascii.EqualFold(qu, "requests"):
 		return UnitRequests
-	case equalFold(qu, "tokens"):
+	case ascii.EqualFold(qu, "tokens"):
 		return UnitTokens
-	case equalFold(qu, "input-tokens"):
+	case ascii.EqualFold(qu, "input-tokens"):
 		return UnitInputTokens
-	case equalFold(qu, "output-tokens"):
+	case ascii.EqualFold(qu, "output-tokens"):
 		return UnitOutputTokens
 	}
 	return 0
@@ -856,7 +844,7 @@ func (l *sfList) next(it *sfItem) bool {
 				return false
 			}
 			it.named, it.member = false, true
-			if f, ok := parseDecimal(v); ok {
+			if f, ok := ascii.ParseDecimal(v); ok {
 				it.value = f
 			}
 		}
@@ -891,19 +879,19 @@ func (l *sfList) next(it *sfItem) bool {
 		}
 		var dst *float64
 		switch {
-		case equalFold(key, "q"):
+		case ascii.EqualFold(key, "q"):
 			dst = &it.q
-		case equalFold(key, "w"):
+		case ascii.EqualFold(key, "w"):
 			dst = &it.w
-		case equalFold(key, "r"):
+		case ascii.EqualFold(key, "r"):
 			dst = &it.r
-		case equalFold(key, "t"):
+		case ascii.EqualFold(key, "t"):
 			dst = &it.t
-		case equalFold(key, "qu"):
+		case ascii.EqualFold(key, "qu"):
 			it.qu = val
 		}
 		if dst != nil {
-			if f, ok := parseDecimal(val); ok {
+			if f, ok := ascii.ParseDecimal(val); ok {
 				*dst = f
 			}
 		}
@@ -1017,115 +1005,6 @@ func isTokenChar(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~:/", c) >= 0
 }
 
-// hasPrefixFold reports whether s begins with prefix, ignoring ASCII case;
-// prefix is lower case. It compares eight bytes at a time.
-func hasPrefixFold(s, prefix string) bool {
-	if len(s) < len(prefix) {
-		return false
-	}
-	i := 0
-	for ; i+8 <= len(prefix); i += 8 {
-		if lower8(load64(s, i)) != load64(prefix, i) {
-			return false
-		}
-	}
-	for ; i < len(prefix); i++ {
-		c := s[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != prefix[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// load64 reads s[i:i+8] as a little-endian word.
-func load64(s string, i int) uint64 {
-	s = s[i : i+8]
-	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
-		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
-}
-
-// lower8 lower-cases the ASCII capital letters among the eight bytes of x.
-func lower8(x uint64) uint64 {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	h := x &^ highs
-	ge := h + (0x80-'A')*ones // high bit set where the byte is >= 'A'
-	gt := h + (0x80-'Z'-1)*ones
-	upper := ge &^ gt &^ x & highs
-	return x | upper>>2
-}
-
-// equalFold reports whether s equals lower, ignoring ASCII case; lower is
-// lower case.
-func equalFold(s, lower string) bool {
-	return len(s) == len(lower) && hasPrefixFold(s, lower)
-}
-
-// trimOWS removes the spaces and tabs around v.
-func trimOWS(v string) string {
-	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-		v = v[1:]
-	}
-	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
-		v = v[:len(v)-1]
-	}
-	return v
-}
-
-// leadingNumber returns the digits and dots that v begins with, after
-// spaces.
-func leadingNumber(v string) string {
-	v = trimOWS(v)
-	i := 0
-	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
-		i++
-	}
-	return v[:i]
-}
-
-// parseDecimal reads a non-negative decimal number: digits, optionally a
-// dot and more digits. No sign, exponent, NaN or Inf; at most 32 bytes.
-func parseDecimal(s string) (float64, bool) {
-	if s == "" || len(s) > 32 {
-		return 0, false
-	}
-	var mant uint64
-	exp := 0
-	i := 0
-	for ; i < len(s) && s[i] >= '0' && s[i] <= '9'; i++ {
-		if mant < 1e18 {
-			mant = mant*10 + uint64(s[i]-'0')
-		} else {
-			exp++
-		}
-	}
-	if i == 0 {
-		return 0, false
-	}
-	if i < len(s) {
-		if s[i] != '.' {
-			return 0, false
-		}
-		for i++; i < len(s); i++ {
-			if s[i] < '0' || s[i] > '9' {
-				return 0, false
-			}
-			if mant < 1e18 {
-				mant = mant*10 + uint64(s[i]-'0')
-				exp--
-			}
-		}
-	}
-	v := float64(mant)
-	if exp < 0 {
-		return v / math.Pow10(-exp), true
-	}
-	return v * math.Pow10(exp), true
-}
-
 // maxCount bounds a limit or remaining count.
 const maxCount = 1 << 53
 
@@ -1133,7 +1012,7 @@ const maxCount = 1 << 53
 // optionally with a fraction that is dropped. Negative values (Azure's -1)
 // and values beyond 2^53 read as unknown.
 func parseCount(s string) (int64, bool) {
-	f, ok := parseDecimal(trimOWS(s))
+	f, ok := ascii.ParseDecimal(ascii.TrimOWS(s))
 	if !ok || f > maxCount {
 		return 0, false
 	}
@@ -1151,74 +1030,6 @@ func clampCount(f float64) int64 {
 	return int64(f)
 }
 
-// secondsDuration converts seconds to a Duration clamped to [0, MaxHint];
-// NaN reads as 0.
-func secondsDuration(sec float64) time.Duration {
-	if !(sec > 0) {
-		return 0
-	}
-	if sec >= MaxHint.Seconds() {
-		return MaxHint
-	}
-	return time.Duration(sec*1e9 + 0.5)
-}
-
-// clampHint clamps d to [0, MaxHint].
-func clampHint(d time.Duration) time.Duration {
-	if d < 0 {
-		return 0
-	}
-	if d > MaxHint {
-		return MaxHint
-	}
-	return d
-}
-
-// parseGoDuration reads a duration the way Go prints them ("1s", "6m0s",
-// "20ms", "2m59.56s", "1h2m3.5s"), without a sign. It is clamped to
-// MaxHint.
-func parseGoDuration(s string) (time.Duration, bool) {
-	if s == "" || len(s) > 64 {
-		return 0, false
-	}
-	var total float64 // seconds
-	for s != "" {
-		i := 0
-		for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
-			i++
-		}
-		n, ok := parseDecimal(s[:i])
-		if !ok {
-			return 0, false
-		}
-		s = s[i:]
-		j := 0
-		for j < len(s) && !(s[j] >= '0' && s[j] <= '9' || s[j] == '.') {
-			j++
-		}
-		var unit float64
-		switch s[:j] {
-		case "ns":
-			unit = 1e-9
-		case "us", "µs", "μs":
-			unit = 1e-6
-		case "ms":
-			unit = 1e-3
-		case "s":
-			unit = 1
-		case "m":
-			unit = 60
-		case "h":
-			unit = 3600
-		default:
-			return 0, false
-		}
-		s = s[j:]
-		total += n * unit
-	}
-	return secondsDuration(total), true
-}
-
 // parseAbsTime reads an RFC 3339 time or an HTTP-date.
 func parseAbsTime(v string) (time.Time, bool) {
 	if len(v) >= 20 && v[4] == '-' {
@@ -1233,48 +1044,4 @@ func parseAbsTime(v string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-// maxName bounds a window's name, as steady bounds model names.
-const maxName = 64
-
-// boundName returns name when it is at most maxName bytes of printable
-// UTF-8, else its printable start, "~" and 16 hex digits of its FNV-1a
-// hash, maxName bytes at most in all.
-func boundName(name string) string {
-	if len(name) <= maxName && printableName(name) {
-		return name
-	}
-	h := fnv.New64a()
-	h.Write([]byte(name))
-	hash := h.Sum64()
-	const suffix = 1 + 16
-	var out [maxName]byte
-	k := 0
-	for _, r := range name[:min(len(name), maxName)] {
-		if r == utf8.RuneError || r < 0x20 || r == 0x7f {
-			continue
-		}
-		if k+utf8.RuneLen(r) > maxName-suffix {
-			break
-		}
-		k += utf8.EncodeRune(out[k:], r)
-	}
-	out[k] = '~'
-	k++
-	const hex = "0123456789abcdef"
-	for i := range 16 {
-		out[k+i] = hex[hash>>(60-4*i)&0xf]
-	}
-	return string(out[:k+16])
-}
-
-// printableName reports whether s is valid UTF-8 with no control bytes.
-func printableName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c == 0x7f {
-			return false
-		}
-	}
-	return utf8.ValidString(s)
 }

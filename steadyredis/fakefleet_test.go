@@ -117,43 +117,20 @@ func simulate(t *testing.T, prefix string, c simConfig) simResult {
 					mu.Unlock()
 				}
 			}}
+			p := ""
 			if c.store {
-				// Socket deadlines follow the store's timeout in real time
-				// (Redis is outside the bubble): one a loaded test machine
-				// keeps, as the fleet tests in real time use.
-				rc := redis.NewClient(&redis.Options{Addr: sharedAddr, MaxRetries: -1, PoolSize: 8, ContextTimeoutEnabled: true})
-				defer rc.Close()
-				p := prefix
+				p = prefix
 				if c.split && i%2 == 1 {
 					p += "b:"
 				}
-				s, err := New(rc, WithPrefix(p), WithInstanceID("p"+strconv.Itoa(i)), WithFleetHint(c.n), WithTimeout(time.Second), WithNotify(func(ch Change) {
-					if ch.Err != nil {
-						mu.Lock()
-						res.errs["store: "+ch.Err.Error()]++
-						mu.Unlock()
-					}
-				}))
-				if err != nil {
-					t.Fatal(err)
+			}
+			sdk := fleetClient(t, i, c.n, p, base, c.form, cfg, c.tune, WithNotify(func(ch Change) {
+				if ch.Err != nil {
+					mu.Lock()
+					res.errs["store: "+ch.Err.Error()]++
+					mu.Unlock()
 				}
-				s.cfg.scriptClock = true
-				defer s.Close()
-				cfg.Pacing.Store = s
-			}
-			if c.tune != nil {
-				c.tune(&cfg)
-			}
-			opts := []option.RequestOption{option.WithBaseURL("http://provider.test/v1"), option.WithAPIKey("sk-fleet"), option.WithMaxRetries(0)}
-			if c.form == "middleware" {
-				cfg.Base = nil
-				tr := steady.New(cfg)
-				opts = append(opts, option.WithHTTPClient(&http.Client{Transport: base}), option.WithMiddleware(tr.Middleware))
-			} else {
-				tr := steady.New(cfg)
-				opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}))
-			}
-			sdk := openai.NewClient(opts...)
+			}))
 			for range c.batch {
 				wg.Go(func() {
 					_, err := sdk.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
@@ -222,6 +199,43 @@ func simulate(t *testing.T, prefix string, c simConfig) simResult {
 		res.Stats = prov.Stats()
 	})
 	return res
+}
+
+// fleetClient builds process i of a fleet of n inside the running
+// bubble: a Transport over base configured by cfg, with a Store of its own
+// on the real Redis under prefix (the script on the bubble's clock) unless
+// prefix is "", then changed by tune when it is not nil; and an SDK client
+// through it, as middleware when form is "middleware", else as the
+// client's RoundTripper. The Store and its Redis client close when the
+// bubble ends.
+func fleetClient(t *testing.T, i, n int, prefix string, base http.RoundTripper, form string, cfg steady.Config, tune func(*steady.Config), opts ...Option) openai.Client {
+	t.Helper()
+	if prefix != "" {
+		// Socket deadlines follow the store's timeout in real time
+		// (Redis is outside the bubble): one a loaded test machine
+		// keeps, as the fleet tests in real time use.
+		rc := redis.NewClient(&redis.Options{Addr: sharedAddr, MaxRetries: -1, PoolSize: 8, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { rc.Close() })
+		opts = append([]Option{WithPrefix(prefix), WithInstanceID("p" + strconv.Itoa(i)), WithFleetHint(n), WithTimeout(time.Second)}, opts...)
+		s, err := New(rc, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.cfg.scriptClock = true
+		t.Cleanup(func() { s.Close() })
+		cfg.Pacing.Store = s
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	ropts := []option.RequestOption{option.WithBaseURL("http://provider.test/v1"), option.WithAPIKey("sk-fleet"), option.WithMaxRetries(0)}
+	if form == "middleware" {
+		cfg.Base = nil
+		ropts = append(ropts, option.WithHTTPClient(&http.Client{Transport: base}), option.WithMiddleware(steady.New(cfg).Middleware))
+	} else {
+		ropts = append(ropts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}))
+	}
+	return openai.NewClient(ropts...)
 }
 
 // errClass names the kind of a call's error for a tally.

@@ -3,7 +3,6 @@ package steadyredis
 import (
 	"context"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -13,8 +12,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
-	"github.com/redis/go-redis/v9"
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )
@@ -48,24 +45,7 @@ func fakeLanes(t *testing.T, prefix string, c fakeLanesConfig) (fleetLanes, []st
 		time.Sleep(700 * time.Millisecond) // the bubble's clock starts at a whole minute
 		var sdks []openai.Client
 		for i := range c.n {
-			rc := redis.NewClient(&redis.Options{Addr: sharedAddr, MaxRetries: -1, PoolSize: 8, ContextTimeoutEnabled: true})
-			defer rc.Close()
-			s, err := New(rc, WithPrefix(prefix), WithInstanceID("p"+strconv.Itoa(i)), WithFleetHint(c.n), WithTimeout(time.Second))
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.cfg.scriptClock = true
-			defer s.Close()
-			cfg := steady.Config{Base: prov}
-			cfg.Pacing.Store = s
-			opts := []option.RequestOption{option.WithBaseURL("http://provider.test/v1"), option.WithAPIKey("sk-fleet"), option.WithMaxRetries(0)}
-			if c.form == "middleware" {
-				cfg.Base = nil
-				opts = append(opts, option.WithHTTPClient(&http.Client{Transport: prov}), option.WithMiddleware(steady.New(cfg).Middleware))
-			} else {
-				opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}))
-			}
-			sdks = append(sdks, openai.NewClient(opts...))
+			sdks = append(sdks, fleetClient(t, i, c.n, prefix, prov, c.form, steady.Config{Base: prov}, nil))
 		}
 		// The run ends by cancellation, not a deadline.
 		ctx, cancel := context.WithCancel(context.Background())

@@ -286,9 +286,9 @@ type Retry struct {
 	FloorBurst int
 }
 
-// BreakerState is the state of the fleet's circuit for an upstream, as a
-// [Grant] reports it; its values and their names are steady's own
-// BreakerClosed, BreakerHalfOpen and BreakerOpen.
+// BreakerState is the state of a circuit breaker: steady's
+// (steady.BreakerState is this type) and the fleet's circuit for an
+// upstream, as a [Grant] reports it.
 type BreakerState uint8
 
 const (
