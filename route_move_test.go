@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -120,5 +121,78 @@ func TestUpstreamsMoveEvent(t *testing.T) {
 				})
 			})
 		}
+	}
+}
+
+// TestUpstreamsLateHeadMoves: a routed request at its queue's head whose
+// turn there, as planned to go, is past its deadline, while the plan for
+// refusing keeps it, moves to an upstream that serves it in time rather
+// than wait in its queue for its last moment and fail there.
+// The primary, a token bucket of 60 a minute that others drained, answers
+// the first call with nothing remaining and the bucket full in a minute:
+// one sample does not tell a bucket from a window that refills at its
+// reset, so the plan to go waits for that reset, while the plan for
+// refusing lets the bucket refill (about 2 s). The second call, with a 5 s
+// deadline, is routed to the primary (its better tier, whose plan for
+// refusing serves it in time), heads its queue there, and moves at once to
+// the overflow, which serves it.
+func TestUpstreamsLateHeadMoves(t *testing.T) {
+	for _, form := range routeForms {
+		t.Run(form, func(t *testing.T) {
+			steady.SeedRandom(22)
+			synctest.Test(t, func(t *testing.T) {
+				var net upstreamNet
+				p := net.add("api.openai.com", "Bearer sk-ptu", newAccount(steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.TokenBucket, Latency: routeLat})))
+				o := net.add("api.openai.com", "Bearer sk-payg", limitedAccount(600))
+				// Others drain the primary's bucket but for one request, at
+				// one instant.
+				var wg sync.WaitGroup
+				for range 59 {
+					wg.Go(func() {
+						req, _ := http.NewRequest(http.MethodPost, routeBaseURL+"/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
+						req.Header.Set("Authorization", "Bearer sk-ptu")
+						if resp, err := p.rt.RoundTrip(req); err == nil {
+							resp.Body.Close()
+						}
+					})
+				}
+				wg.Wait()
+				var events eventLog
+				client, _ := routedClient(form, steady.Config{OnEvent: events.add, Upstreams: []steady.Upstream{
+					{Name: "primary", BaseURL: routeBaseURL, Key: "sk-ptu"},
+					{Name: "overflow", BaseURL: routeBaseURL, Key: "sk-payg", Tier: 1},
+				}}, &net)
+				call := func(d time.Duration) (time.Duration, error) {
+					ctx, cancel := context.WithTimeout(context.Background(), d)
+					defer cancel()
+					t0 := time.Now()
+					_, err := client.Chat.Completions.New(ctx, chatParams())
+					return time.Since(t0), err
+				}
+				if _, err := call(time.Minute); err != nil {
+					t.Fatalf("first call: %v", err)
+				}
+				if got := p.count(200); got != 1 {
+					t.Fatalf("the primary served the first call %d times, want once", got)
+				}
+				took, err := call(5 * time.Second)
+				moves := 0
+				for _, ev := range events.of(steady.EventUpstream) {
+					if strings.HasPrefix(ev.Reason, "moved to ") {
+						moves++
+					}
+				}
+				t.Logf("%s: the second call took %v (err %v); the overflow served %d, the primary %d (429s %d); %d move events", form, took, err, o.count(200), p.count(200), p.count(429), moves)
+				if err != nil {
+					t.Fatalf("the second call failed after %v: %v", took, err)
+				}
+				if o.count(200) != 1 || p.count(200) != 1 {
+					t.Errorf("the overflow served %d, the primary %d: want the second call on the overflow", o.count(200), p.count(200))
+				}
+				if took > time.Second || moves != 1 {
+					t.Errorf("the second call took %v, %d moves: want one move, at once", took, moves)
+				}
+			})
+		})
 	}
 }
