@@ -595,6 +595,21 @@ func (pt *partition) acquire(ctx context.Context, p *pacer, req *http.Request, e
 					now = time.Now()
 					continue
 				}
+				if !w.deadline.IsZero() && at.After(w.deadline) {
+					// Its turn as planned is past its deadline, and the
+					// plan for refusing keeps it: a window of unknown kind
+					// that may refill sooner than planned (a bucket's
+					// refill, a reset's probe slower than the fastest
+					// answer). Rather than wait for its last moment and
+					// fail, it goes at the soonest the window may allow,
+					// if that comes in time: its answer tells.
+					if soon := pt.laneReadyLocked(p, now, w.lane, est, true); !soon.After(w.deadline) {
+						if !soon.After(now) {
+							return pt.admitLocked(p, req, est, start, now, w), nil
+						}
+						at = soon
+					}
+				}
 				d = at.Sub(now)
 			}
 		}

@@ -364,8 +364,15 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool, rtt 
 		t = t.Add(rtt)
 	}
 	if optimistic {
-		// As fast as a bucket the samples allow, no faster.
-		gradual = now.Add(durationOf(need / w.bucketRate(h)))
+		// As fast as a bucket the samples allow, no faster, from when
+		// what the window holds was last known (an answer, or a reset):
+		// until its reset, advance adds nothing to avail, so a refill
+		// counted from now would never come.
+		base := maxTime(w.obsAt, w.lastUp)
+		if base.IsZero() {
+			base = now
+		}
+		gradual = maxTime(now, base.Add(durationOf(need/w.bucketRate(h))))
 	}
 	if optimistic && gradual.Before(t) {
 		if !w.notBucket {

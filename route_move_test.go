@@ -126,16 +126,17 @@ func TestUpstreamsMoveEvent(t *testing.T) {
 
 // TestUpstreamsLateHeadMoves: a routed request at its queue's head whose
 // turn there, as planned to go, is past its deadline, while the plan for
-// refusing keeps it, moves to an upstream that serves it in time rather
-// than wait in its queue for its last moment and fail there.
+// refusing keeps it, looks for an upstream that serves it in time, and
+// moves there at once rather than wait in its queue (alone, it would go
+// there at the soonest the window may allow: TestWaitUnknownBucket).
 // The primary, a token bucket of 60 a minute that others drained, answers
 // the first call with nothing remaining and the bucket full in a minute:
 // one sample does not tell a bucket from a window that refills at its
 // reset, so the plan to go waits for that reset, while the plan for
-// refusing lets the bucket refill (about 2 s). The second call, with a 5 s
-// deadline, is routed to the primary (its better tier, whose plan for
-// refusing serves it in time), heads its queue there, and moves at once to
-// the overflow, which serves it.
+// refusing lets the bucket refill (about a second). The second call, with
+// a 5 s deadline, is routed to the primary (its better tier, whose plan
+// for refusing serves it in time), heads its queue there, and moves at
+// once to the overflow, which serves it.
 func TestUpstreamsLateHeadMoves(t *testing.T) {
 	for _, form := range routeForms {
 		t.Run(form, func(t *testing.T) {

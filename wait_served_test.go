@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -89,6 +90,68 @@ func TestWaitOnlyIfServed(t *testing.T) {
 				wg.Wait()
 				t.Logf("%d ok, %d refused at once, %d waited then failed, %d bare deadlines, %d other", ok, atOnce, waitedThenFailed, bare, other)
 				atMost(t, "waited then failed", "%.0f", float64(waitedThenFailed), 0)
+			})
+		})
+	}
+}
+
+// TestWaitUnknownBucket: a token bucket of 60 a minute that others
+// drained answers the first call with nothing remaining and the bucket
+// full in a minute. One sample does not tell a bucket from a window that
+// refills at its reset: the plan to go waits for that reset, the plan for
+// refusing lets the bucket refill (about a request a second), counted
+// from that answer. A second call with a 5 s deadline, which the bucket
+// serves in time, goes at the soonest the window may allow and is served;
+// it does not wait for its deadline and then fail (it did: the refill was
+// counted from each plan's now, so it never came, and nothing was sent at
+// it).
+func TestWaitUnknownBucket(t *testing.T) {
+	for _, middleware := range []bool{true, false} {
+		name := "roundtripper"
+		if middleware {
+			name = "middleware"
+		}
+		t.Run(name, func(t *testing.T) {
+			steady.SeedRandom(22)
+			synctest.Test(t, func(t *testing.T) {
+				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.TokenBucket, Latency: 20 * time.Millisecond})
+				// Others drain the bucket but for one request, at one
+				// instant.
+				var wg sync.WaitGroup
+				for range 59 {
+					wg.Go(func() {
+						req, _ := http.NewRequest(http.MethodPost, "https://llm.example.test/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
+						req.Header.Set("Authorization", "Bearer sk-other")
+						if resp, err := prov.RoundTrip(req); err == nil {
+							resp.Body.Close()
+						}
+					})
+				}
+				wg.Wait()
+				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
+				if middleware {
+					tr := steady.New(steady.Config{})
+					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
+				} else {
+					tr := steady.New(steady.Config{Base: prov})
+					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
+				}
+				c := openai.NewClient(opts...)
+				call := func(d time.Duration) (time.Duration, error) {
+					ctx, cancel := context.WithTimeout(context.Background(), d)
+					defer cancel()
+					t0 := time.Now()
+					_, err := c.Chat.Completions.New(ctx, chatParams())
+					return time.Since(t0), err
+				}
+				if _, err := call(time.Minute); err != nil {
+					t.Fatalf("first call: %v", err)
+				}
+				took, err := call(5 * time.Second)
+				t.Logf("the second call took %v: %v; the provider answered %d 429s", took, err, prov.Stats().RateLimited)
+				if err != nil {
+					t.Errorf("the second call failed after %v: %v", took, err)
+				}
 			})
 		})
 	}
