@@ -119,6 +119,7 @@ type breakerPolicy struct {
 	maxOpen   time.Duration
 	probes    int // 0: none
 	gobreaker gobreaker.Settings
+	rnd       *jitter // Config.Random; nil: the global source
 }
 
 // breakers holds one breaker per upstream. A nil *breakers is a disabled
@@ -458,7 +459,7 @@ func (b *breaker) onStateChange(_ string, from, to gobreaker.State) {
 	switch to {
 	case gobreaker.StateOpen:
 		b.opens++
-		d := openPeriod(b.opens, b.pol.maxOpen)
+		d := openPeriod(b.opens, b.pol.maxOpen, b.pol.rnd)
 		b.openUntil = now.Add(d)
 		ev.Wait, ev.Until = d, b.openUntil
 		ev.Reason = b.tripped
@@ -507,8 +508,8 @@ func (b *breaker) flushUnlock() {
 
 // openPeriod returns the length of the n-th open period in a row: about a
 // second, doubling with each failed probe up to max, less up to a quarter
-// at random so that many clients do not probe in step.
-func openPeriod(n int, max time.Duration) time.Duration {
+// at random (drawn from rnd) so that many clients do not probe in step.
+func openPeriod(n int, max time.Duration, rnd *jitter) time.Duration {
 	d := firstOpenPeriod
 	for i := 1; i < n && d < max; i++ {
 		if d > math.MaxInt64/2 {
@@ -518,7 +519,7 @@ func openPeriod(n int, max time.Duration) time.Duration {
 		d *= 2
 	}
 	d = min(d, max)
-	return d - time.Duration(randInt64N(int64(d/4)+1))
+	return d - time.Duration(rnd.int64N(int64(d/4)+1))
 }
 
 func fromGobreaker(s gobreaker.State) BreakerState {

@@ -173,7 +173,7 @@ func TestOpenPeriodGrowsToTheBound(t *testing.T) {
 		{1000, math.MaxInt64, math.MaxInt64 / 4 * 3, math.MaxInt64},
 	} {
 		for range 100 {
-			if d := openPeriod(tc.n, tc.max); d < tc.lo || d > tc.hi {
+			if d := openPeriod(tc.n, tc.max, nil); d < tc.lo || d > tc.hi {
 				t.Fatalf("openPeriod(%d, %v) = %v, want in [%v, %v]", tc.n, tc.max, d, tc.lo, tc.hi)
 			}
 		}

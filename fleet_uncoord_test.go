@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"testing"
@@ -87,10 +88,10 @@ func runUncoord(t *testing.T, r uncoordRow) uncoordResult {
 	for i := range clients {
 		opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-fleet")}
 		if r.form == "middleware" {
-			tr := steady.New(steady.Config{})
+			tr := steady.New(steady.Config{Random: rand.NewPCG(uint64(i), 0x5eed)})
 			clients[i] = openai.NewClient(append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: base}))...)
 		} else {
-			tr := steady.New(steady.Config{Base: base})
+			tr := steady.New(steady.Config{Base: base, Random: rand.NewPCG(uint64(i), 0x5eed)})
 			clients[i] = openai.NewClient(append(opts, option.WithHTTPClient(&http.Client{Transport: tr}))...)
 		}
 	}

@@ -272,11 +272,13 @@ func (r *tbRecorder) Logf(format string, args ...any) {
 	r.logs = append(r.logs, fmt.Sprintf(format, args...))
 }
 
-// TestMain runs the tests, then prints the table of the known misses the
-// run saw (go test shows it under -v, or when a test fails). A run of
-// every test (no -run, -skip or -short) also fails when a listed row was
-// never measured: it was renamed or removed, and the table must follow.
+// TestMain seeds the shared random source (SeedRandom), runs the tests,
+// then prints the table of the known misses the run saw (go test shows
+// it under -v, or when a test fails). A run of every test (no -run,
+// -skip or -short) also fails when a listed row was never measured: it
+// was renamed or removed, and the table must follow.
 func TestMain(m *testing.M) {
+	SeedRandom(1) // no test draws from an unseeded source
 	code := m.Run()
 	misses.Lock()
 	defer misses.Unlock()

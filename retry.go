@@ -97,6 +97,7 @@ type retryPolicy struct {
 	base, max     time.Duration
 	decorrelated  bool          // RetryConfig.DecorrelatedJitter
 	maxRetryAfter time.Duration // <= 0: no cap
+	rnd           *jitter       // Config.Random; nil: the global source
 }
 
 func newRetryPolicy(c RetryConfig) retryPolicy {
@@ -191,16 +192,16 @@ func (p *retryPolicy) backoff(n int, prev time.Duration) time.Duration {
 		if prev <= math.MaxInt64/3 && 3*prev < hi {
 			hi = 3 * prev
 		}
-		return p.base + time.Duration(randInt64N(int64(hi-p.base)+1))
+		return p.base + time.Duration(p.rnd.int64N(int64(hi-p.base)+1))
 	}
 	ceil := p.max
 	if shift := n - 1; shift < 62 && p.base <= p.max>>shift {
 		ceil = p.base << shift
 	}
 	if ceil == math.MaxInt64 {
-		return time.Duration(randInt64N(math.MaxInt64))
+		return time.Duration(p.rnd.int64N(math.MaxInt64))
 	}
-	return time.Duration(randInt64N(int64(ceil) + 1))
+	return time.Duration(p.rnd.int64N(int64(ceil) + 1))
 }
 
 // retryWait waits d, or until ctx is done, whichever comes first. It uses a

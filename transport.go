@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -87,6 +88,13 @@ type Config struct {
 	// upstream, partition, status and reason) writes one line at once and,
 	// a second later, one line with the count of the rest.
 	Logger *slog.Logger
+
+	// Random, if set, is the source of the jitter of retry backoff and of
+	// the breaker's open periods; the Transport draws from it under a
+	// lock. Tests set it, seeded (rand.NewPCG(seed, 0)), so that their
+	// results are the same on every run; give each Transport of a fleet
+	// in one test its own. Nil means math/rand/v2's global source.
+	Random rand.Source
 }
 
 // Transport is an [http.RoundTripper] that paces, retries and guards
@@ -155,7 +163,12 @@ func New(cfg Config) *Transport {
 	if cfg.Logger != nil {
 		t.logs = &logBursts{m: make(map[burstKey]*burst)}
 	}
+	rnd := newJitter(cfg.Random)
+	t.retry.rnd = rnd
 	t.breakers = newBreakers(cfg.Breaker, t.emit, t.breakerChanged)
+	if t.breakers != nil {
+		t.breakers.pol.rnd = rnd
+	}
 	t.router = newRouter(cfg.Upstreams, t.breakers, t.emit)
 	deps := pacerDeps{emit: t.emit, breakerState: t.breakers.state, noBreaker: t.breakers == nil}
 	if t.router != nil {

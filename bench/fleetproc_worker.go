@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
@@ -191,7 +192,7 @@ func runFleetWorker(spec fleetSpec, stdin io.Reader, stdout, stderr io.Writer) e
 	defer ht.CloseIdleConnections()
 	base := &procCounting{next: ht, t: t}
 
-	cfg := steady.Config{}
+	cfg := steady.Config{Random: rand.NewPCG(uint64(spec.ID), 0x5eed)} // each process its own, seeded
 	var (
 		store              *steadyredis.Store
 		fallbacks, rejoins atomic.Int64

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -224,6 +225,9 @@ func fleetClient(t *testing.T, i, n int, prefix string, base http.RoundTripper, 
 		s.cfg.scriptClock = true
 		t.Cleanup(func() { s.Close() })
 		cfg.Pacing.Store = s
+	}
+	if cfg.Random == nil {
+		cfg.Random = rand.NewPCG(uint64(i), 0x5eed) // each process its own, seeded
 	}
 	if tune != nil {
 		tune(&cfg)

@@ -3,6 +3,7 @@ package steadyredis
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"sync"
@@ -51,7 +52,7 @@ func newFleet(t *testing.T, rt http.RoundTripper, o fleetOpts) []*fleetMember {
 	ms := make([]*fleetMember, o.n)
 	for i := range ms {
 		m := &fleetMember{}
-		cfg := steady.Config{Base: rt, Breaker: o.breaker, OnEvent: func(ev steady.Event) {
+		cfg := steady.Config{Base: rt, Breaker: o.breaker, Random: rand.NewPCG(uint64(i), 0x5eed), OnEvent: func(ev steady.Event) {
 			if ev.Kind == steady.EventStore || ev.Kind == steady.EventBreakerState || ev.Kind == steady.EventRejected {
 				m.events.Lock()
 				m.events.list = append(m.events.list, ev)

@@ -3,6 +3,7 @@ package steadyredis
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strconv"
@@ -109,7 +110,7 @@ func runHostile(t *testing.T, client redis.UniversalClient, prefix string) hosti
 	sdks := make([]openai.Client, n)
 	for i := range n {
 		f := &forger{base: prov, who: i, forgery: forged}
-		cfg := steady.Config{OnEvent: func(ev steady.Event) {
+		cfg := steady.Config{Random: rand.NewPCG(uint64(i), 0x5eed), OnEvent: func(ev steady.Event) {
 			if ev.Kind == steady.EventPace || ev.Kind == steady.EventRejected {
 				mu.Lock()
 				if ev.Time.After(start.Add(hostileForge)) {
