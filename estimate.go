@@ -6,9 +6,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"maps"
 	"math/bits"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/steady-go/steady/internal/ascii"
 )
@@ -69,7 +71,7 @@ func scanRequest(b []byte) (model string, est TokenEstimate) {
 	var s reqScanner
 	s.reset()
 	s.feed(b)
-	return s.model(), s.estimate()
+	return s.model(nil), s.estimate()
 }
 
 // errNotReplayable reports a request body that GetBody cannot give again.
@@ -159,13 +161,15 @@ type inspection struct {
 // body from rewindBody (see attemptRequest), never req.Body once it was
 // inspected.
 func inspectRequest(req *http.Request, est estimator) (model string, e TokenEstimate) {
-	model, e, _ = inspectRequestStream(req, est)
+	model, e, _ = inspectRequestStream(req, est, nil)
 	return model, e
 }
 
 // inspectRequestStream is inspectRequest, and reports whether the body
-// asks for a stream ("stream": true at its top level).
-func inspectRequestStream(req *http.Request, est estimator) (model string, e TokenEstimate, stream bool) {
+// asks for a stream ("stream": true at its top level). A model name found
+// in names (nil: none) is returned without allocating, and a new one is
+// added to it.
+func inspectRequestStream(req *http.Request, est estimator, names *modelNames) (model string, e TokenEstimate, stream bool) {
 	var rc io.ReadCloser
 	if hasBody(req) {
 		rc, _ = rewindBody(req)
@@ -186,13 +190,13 @@ func inspectRequestStream(req *http.Request, est estimator) (model string, e Tok
 			s.drain(rc, in.buf[:])
 		}
 		r.s, r.r = nil, nil // invalid after the call
-		return s.model(), e, s.stream
+		return s.model(names), e, s.stream
 	}
 	if rc == nil {
 		return "", TokenEstimate{}, false
 	}
 	s.drain(rc, in.buf[:])
-	return s.model(), s.estimate(), s.stream
+	return s.model(names), s.estimate(), s.stream
 }
 
 // drain feeds s from r through buf until the end of r or of s's object.
@@ -311,12 +315,60 @@ func (s *reqScanner) estimate() TokenEstimate {
 }
 
 // model returns the last model name read whole, bounded by
-// ascii.BoundHashed.
-func (s *reqScanner) model() string {
+// ascii.BoundHashed; a name that needs no bound is taken from names when
+// it is there (names may be nil).
+func (s *reqScanner) model(names *modelNames) string {
 	if !s.modelOK {
 		return ""
 	}
-	return ascii.BoundHashed(string(s.modelBuf[:min(s.modelLen, maxModel)]), s.modelLen, s.modelHash)
+	first := s.modelBuf[:min(s.modelLen, maxModel)]
+	if s.modelLen <= maxModel && names != nil {
+		if m, ok := names.lookup(first); ok {
+			return m
+		}
+		m := ascii.BoundHashed(string(first), s.modelLen, s.modelHash)
+		if m == string(first) {
+			names.add(m)
+		}
+		return m
+	}
+	return ascii.BoundHashed(string(first), s.modelLen, s.modelHash)
+}
+
+// maxModelNames bounds the model names a modelNames keeps.
+const maxModelNames = 256
+
+// modelNames keeps the model names a pacer's requests named (up to
+// maxModelNames), so that reading a name seen before does not allocate
+// it again. Lookups take no lock: the map is replaced, never changed.
+type modelNames struct {
+	m  atomic.Pointer[map[string]string]
+	mu sync.Mutex // serializes add
+}
+
+// lookup returns the kept name equal to b.
+func (n *modelNames) lookup(b []byte) (string, bool) {
+	m := n.m.Load()
+	if m == nil {
+		return "", false
+	}
+	s, ok := (*m)[string(b)]
+	return s, ok
+}
+
+// add keeps name, unless maxModelNames are kept already.
+func (n *modelNames) add(name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m := map[string]string{}
+	if old := n.m.Load(); old != nil {
+		if _, ok := (*old)[name]; ok || len(*old) >= maxModelNames {
+			return
+		}
+		m = maps.Clone(*old)
+	}
+	m[name] = name
+	n.m.Store(&m)
 }
 
 func (s *reqScanner) isObject() bool {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/steady-go/steady/internal/ascii"
 	"github.com/tidwall/gjson"
@@ -144,7 +145,7 @@ func scanChunks(body []byte, size int) (string, TokenEstimate) {
 		s.feed(body[:k])
 		body = body[k:]
 	}
-	return s.model(), s.estimate()
+	return s.model(nil), s.estimate()
 }
 
 // fnv64 is FNV-1a, the hash of long model names.
@@ -610,8 +611,54 @@ func TestInspectStream(t *testing.T) {
 	} {
 		req := httptest.NewRequest(http.MethodPost, "https://api.example.test/v1/chat/completions", strings.NewReader(body))
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
-		if _, _, got := inspectRequestStream(req, nil); got != want {
+		if _, _, got := inspectRequestStream(req, nil, nil); got != want {
 			t.Errorf("%s: stream %v, want %v", body, got, want)
 		}
+	}
+}
+
+// TestModelNames: a model name read again is the one kept, without an
+// allocation; a name that needs its bound is never kept; at most
+// maxModelNames are kept, and the ones past them read as before.
+func TestModelNames(t *testing.T) {
+	var names modelNames
+	read := func(body string) string {
+		req, err := http.NewRequest("POST", "https://api.example.test/v1/chat/completions", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _, _ := inspectRequestStream(req, nil, &names)
+		return m
+	}
+	a := read(`{"model":"gpt-4o-mini","messages":[]}`)
+	b := read(`{"messages":[],"model":"gpt-4o-mini"}`)
+	if a != "gpt-4o-mini" || b != a || unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Errorf("read %q, then %q: want the same kept name", a, b)
+	}
+	long := strings.Repeat("m", 100)
+	if got, want := read(`{"model":"`+long+`"}`), ascii.BoundName(long); got != want {
+		t.Errorf("long name %q, want %q", got, want)
+	}
+	if _, ok := names.lookup([]byte(long[:maxModel])); ok {
+		t.Error("a cut name was kept")
+	}
+	for i := range maxModelNames + 10 {
+		if m := fmt.Sprintf("model-%d", i); read(`{"model":"`+m+`"}`) != m {
+			t.Fatalf("model %d misread", i)
+		}
+	}
+	if m := names.m.Load(); len(*m) != maxModelNames {
+		t.Errorf("%d names kept, want %d", len(*m), maxModelNames)
+	}
+	body := []byte(`{"model":"gpt-4o-mini"}`)
+	var s reqScanner
+	s.reset()
+	s.feed(body)
+	if n := testing.AllocsPerRun(100, func() {
+		if s.model(&names) != "gpt-4o-mini" {
+			t.Fatal("misread")
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations reading a kept name", n)
 	}
 }

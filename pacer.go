@@ -260,7 +260,7 @@ func (p *pacer) inspect(req *http.Request, o admitOpts) (string, TokenEstimate) 
 	if o.body != nil && o.body.done {
 		return o.body.model, o.body.est
 	}
-	model, est, stream := inspectRequestStream(req, p.cfg.Estimator)
+	model, est, stream := inspectRequestStream(req, p.cfg.Estimator, &p.models)
 	if o.body != nil {
 		*o.body = bodyInfo{done: true, model: model, est: est, stream: stream}
 	}
@@ -284,6 +284,7 @@ type pacer struct {
 	// and until when, for snapshots; nil when not routed.
 	skipped func(name string, now time.Time) (string, time.Time)
 	seed    maphash.Seed
+	models  modelNames // the model names read, kept to be read again without allocating
 
 	parts *table[*partition]
 
@@ -838,11 +839,28 @@ func (pt *partition) admitLocked(p *pacer, req *http.Request, est TokenEstimate,
 	return pm
 }
 
+// permitBatch is how many permits a partition that sends more than once
+// allocates at a time: one allocation for several requests on the success
+// path, and at most permitBatch-1 unused permits kept per partition.
+const permitBatch = 8
+
 // permitLocked takes est's cost now and returns its permit, in flight.
 func (pt *partition) permitLocked(p *pacer, est TokenEstimate, now time.Time) *permit {
 	pt.takeLocked(now, est)
 	pt.coldSince = time.Time{}
-	pm := &permit{pt: pt, p: p, seq: pt.seq, sent: pt.sent, sentAt: now, est: est, baseSeq: pt.instSeq, baseSent: pt.instSent}
+	if len(pt.spare) == 0 {
+		n := 1
+		if pt.seq > 1 { // not the partition's first
+			n = permitBatch
+		}
+		pt.spare = make([]permit, n)
+	}
+	pm := &pt.spare[0]
+	pt.spare = pt.spare[1:]
+	if len(pt.spare) == 0 {
+		pt.spare = nil
+	}
+	pm.pt, pm.p, pm.seq, pm.sent, pm.sentAt, pm.est, pm.baseSeq, pm.baseSent = pt, p, pt.seq, pt.sent, now, est, pt.instSeq, pt.instSent
 	pm.prev = pt.flyTail
 	if pt.flyTail != nil {
 		pt.flyTail.next = pm

@@ -482,6 +482,10 @@ type partition struct {
 	instSeq          uint64
 	instSent         costs
 	moments          [3]moment // the latest moments before, newest first
+	// spare permits, allocated together (permitLocked): a partition's
+	// first permit is allocated alone, the later ones permitBatch at a
+	// time.
+	spare []permit
 	// rtt is about the fastest round trip of the latest answers: how soon
 	// the answer to a request sent now may come (zero before any;
 	// rttLocked).

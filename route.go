@@ -2,6 +2,7 @@ package steady
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +39,9 @@ const (
 // routing is what a routed request keeps across its attempts.
 type routing struct {
 	rt       *router
+	t        *Transport      // the call's, for sooner and routed
+	req      *http.Request   // the caller's
+	ctx      context.Context // the caller's
 	op       string          // the operation path, below the client's base URL
 	body     []byte          // the request body; nil: none
 	model    string          // the model the caller named
@@ -69,7 +73,7 @@ func (c *call) startRouting(rt *router) error {
 	if err != nil {
 		return fmt.Errorf("steady: reading the request body: %w", err)
 	}
-	rc := &routing{rt: rt, op: rt.operation(c.req.URL), body: body,
+	rc := &routing{rt: rt, t: c.t, req: c.req, ctx: c.ctx, op: rt.operation(c.req.URL), body: body,
 		reqs: make([]*http.Request, len(rt.routes)), failed: make([]bool, len(rt.routes))}
 	if body != nil {
 		rc.model = gjson.GetBytes(body, "model").String()
@@ -165,7 +169,7 @@ func (c *call) pick(now time.Time) (*route, time.Time, string) {
 				}
 				continue
 			}
-			at, load, _ := c.t.pacer.plan(c.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
+			at, load, _ := c.t.pacer.plan(c.rc.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
 			if st.rampAt.After(at) {
 				at = st.rampAt
 			}
@@ -252,13 +256,12 @@ func (rt *router) choose(cands []candidate, ctx interface{ Deadline() (time.Time
 // An upstream whose limits are not known yet plans every request for now:
 // it counts only when idle, or when at is past the deadline. It runs in
 // the request's goroutine, while it waits, with no lock held.
-func (c *call) sooner(at time.Time) bool {
-	rc := c.rc
+func (rc *routing) sooner(at time.Time) bool {
 	if rc.moves >= maxMoves*len(rc.rt.routes) {
 		return false
 	}
 	now := time.Now()
-	dl, hasDL := c.ctx.Deadline()
+	dl, hasDL := rc.ctx.Deadline()
 	if hasDL {
 		dl = dl.Add(-min(time.Second, dl.Sub(now)/4))
 	}
@@ -274,7 +277,7 @@ func (c *call) sooner(at time.Time) bool {
 		if !st.usable {
 			continue
 		}
-		rat, load, known := c.t.pacer.plan(c.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
+		rat, load, known := rc.t.pacer.plan(rc.routed(r), r.name, ascii.BoundName(r.model(rc.model)), rc.est, now)
 		rat = maxTime(rat, st.rampAt)
 		if (!known && load > 0 && !late) || (hasDL && rat.After(dl)) || !rat.Add(moveGain).Before(at) {
 			// An upstream whose limits are not known yet plans every
@@ -298,7 +301,7 @@ func (c *call) use(r *route) {
 	r.routed()
 	c.br = r.br
 	c.upstream = r.name
-	c.out = c.routed(r)
+	c.out = c.rc.routed(r)
 	c.body = bodyInfo{done: true, model: ascii.BoundName(r.model(rc.model)), est: rc.est, stream: rc.stream}
 	if rc.model == "" {
 		c.body.model = ""
@@ -306,10 +309,9 @@ func (c *call) use(r *route) {
 }
 
 // routed returns the request as r gets it, made once per request.
-func (c *call) routed(r *route) *http.Request {
-	rc := c.rc
+func (rc *routing) routed(r *route) *http.Request {
 	if rc.reqs[r.idx] == nil {
-		rc.reqs[r.idx] = r.request(c.req, c.ctx, rc.op, rc.body, rc.model)
+		rc.reqs[r.idx] = r.request(rc.req, rc.ctx, rc.op, rc.body, rc.model)
 	}
 	return rc.reqs[r.idx]
 }

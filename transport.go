@@ -388,7 +388,7 @@ func (c *call) admitNow() (admission, error) {
 			if c.rc != nil {
 				o.stop, o.route = c.rc.stop, c.rc.cur.name
 				if !c.rc.probe {
-					o.move = c.sooner
+					o.move = c.rc.sooner
 				}
 			}
 			pm, err := c.t.pacer.acquire(c.ctx, r, o)
