@@ -64,34 +64,6 @@ type Failure struct {
 	GaveUp string
 }
 
-// requestID returns the upstream's request id from h, bounded and
-// printable, or "": x-request-id, request-id, apim-request-id (Azure) or
-// x-ms-client-request-id, in that order of preference, in any case.
-func requestID(h http.Header) string {
-	var ids [4]string
-	for k, vv := range h {
-		if len(vv) == 0 {
-			continue
-		}
-		switch {
-		case ascii.EqualFold(k, "x-request-id"):
-			ascii.Keep(&ids[0], vv[0])
-		case ascii.EqualFold(k, "request-id"):
-			ascii.Keep(&ids[1], vv[0])
-		case ascii.EqualFold(k, "apim-request-id"):
-			ascii.Keep(&ids[2], vv[0])
-		case ascii.EqualFold(k, "x-ms-client-request-id"):
-			ascii.Keep(&ids[3], vv[0])
-		}
-	}
-	for _, id := range ids {
-		if id = printable(id, maxRequestID); id != "" {
-			return id
-		}
-	}
-	return ""
-}
-
 // giveUpHeader is the header steady sets, beside "X-Should-Retry: false",
 // on a failed response it hands back after deciding not to retry; its
 // value is the reason.
@@ -202,6 +174,16 @@ func ClassifyResponse(resp *http.Response) Failure {
 		body = readBodyForClassify(resp)
 	}
 	return classify(resp.StatusCode, resp.Header, body, time.Now(), nil)
+}
+
+// classify is ClassifyResponse of the current attempt's failed response
+// (status 400 or more), whose headers send read into c.hdr.
+func (c *call) classify(resp *http.Response) Failure {
+	var body []byte
+	if resp.Body != nil && resp.Body != http.NoBody {
+		body = readBodyForClassify(resp)
+	}
+	return classifyRead(resp.StatusCode, &c.hdr, body, time.Now(), nil)
 }
 
 // ClassifyBody describes a response from its status, headers and (a prefix
@@ -356,6 +338,17 @@ type errFields struct {
 // classify builds the Failure of a response. sdk, when set, fills what the
 // body does not say.
 func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai.Error) Failure {
+	if status < 400 {
+		return Failure{Status: status, Reason: "ok"}
+	}
+	var hr respHeaders
+	hr.read(h, true)
+	return classifyRead(status, &hr, body, now, sdk)
+}
+
+// classifyRead is classify of a response whose headers hr holds, read
+// with others.
+func classifyRead(status int, hr *respHeaders, body []byte, now time.Time, sdk *openai.Error) Failure {
 	f := Failure{Status: status}
 	if status < 400 {
 		f.Reason = "ok"
@@ -377,24 +370,13 @@ func classify(status int, h http.Header, body []byte, now time.Time, sdk *openai
 	f.Code = printable(ef.code, maxRequestID)
 	f.Message = printable(ef.message, maxMessage)
 
-	var shouldRetry, giveUp string
-	for k, vv := range h {
-		if len(vv) == 0 {
-			continue
-		}
-		switch {
-		case ascii.EqualFold(k, "x-should-retry"):
-			ascii.Keep(&shouldRetry, vv[0])
-		case ascii.EqualFold(k, "x-steady-give-up"):
-			ascii.Keep(&giveUp, vv[0])
-		}
-	}
+	shouldRetry, giveUp := hr.shouldRetry, hr.giveUp
 	// The headers' request id first; the body's comes last.
-	if f.RequestID = requestID(h); f.RequestID == "" {
+	if f.RequestID = hr.requestID(); f.RequestID == "" {
 		f.RequestID = printable(ef.requestID, maxRequestID)
 	}
 
-	f.RetryAfter, f.HasRetryAfter = ratelimit.ParseRetryAfter(h, now)
+	f.RetryAfter, f.HasRetryAfter = hr.rl.RetryAfter(now)
 	if !f.HasRetryAfter {
 		if ef.hasHint {
 			f.RetryAfter, f.HasRetryAfter = ef.hint, true

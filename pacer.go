@@ -1026,6 +1026,19 @@ func (pm *permit) landLocked() {
 // error) says: the rate-limit headers, a 429 cooldown. nil-safe; calls
 // after the first, or after cancel, do nothing.
 func (pm *permit) settle(resp *http.Response, err error) {
+	if pm == nil || pm.done.Load() {
+		return
+	}
+	var sc ratelimit.Scan
+	if resp != nil {
+		sc.Read(resp.Header, nil)
+	}
+	pm.settleRead(resp, err, &sc)
+}
+
+// settleRead is settle of a response whose headers sc read (unused
+// without a response).
+func (pm *permit) settleRead(resp *http.Response, err error, sc *ratelimit.Scan) {
 	if pm == nil || pm.done.Swap(true) {
 		return
 	}
@@ -1035,7 +1048,7 @@ func (pm *permit) settle(resp *http.Response, err error) {
 	status := 0
 	if resp != nil {
 		status = resp.StatusCode
-		rl = ratelimit.Append(buf[:0], resp.Header, now)
+		rl = sc.Append(buf[:0], now)
 	}
 	pm.finish(resp != nil, status, rl, now)
 	if pm.stored {

@@ -320,8 +320,9 @@ type call struct {
 	lastErr     error          // or last transport error
 	lastF       Failure
 	prevWait    time.Duration
-	body        bodyInfo // what pacing read of the body, once
-	rc          *routing // nil when not routed (no Config.Upstreams)
+	body        bodyInfo    // what pacing read of the body, once
+	hdr         respHeaders // the headers of the current attempt's response, read once (send)
+	rc          *routing    // nil when not routed (no Config.Upstreams)
 }
 
 func (t *Transport) start(req *http.Request, next option.MiddlewareNext) call {
@@ -580,7 +581,16 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		// is judged as the status it stands for (stream.go).
 		resp, _, err = guardStream(c.ctx, c.t.guard, resp)
 	}
-	a.pm.settle(resp, err)
+	if resp != nil {
+		// The headers are read once, here, for pacing, classification
+		// (judge) and the event; what only those last two need is read
+		// for a failure or when observed.
+		others := observed || resp.StatusCode >= 400
+		if a.pm != nil || others {
+			c.hdr.read(resp.Header, others)
+		}
+	}
+	a.pm.settleRead(resp, err, &c.hdr.rl)
 	if err == nil && resp.StatusCode/100 == 2 {
 		// The body settles the tokens it says were used, when something
 		// uses them.
@@ -599,7 +609,7 @@ func (c *call) send(r *http.Request, a admission) (resp *http.Response, err erro
 		ev.Duration = ev.Time.Sub(sentAt)
 		if resp != nil {
 			ev.Status = resp.StatusCode
-			ev.RequestID = requestID(resp.Header)
+			ev.RequestID = c.hdr.requestID()
 		}
 		if a.slot.probe {
 			ev.Reason, ev.To = "half-open probe", BreakerHalfOpen
@@ -665,7 +675,7 @@ func (c *call) judge(resp *http.Response, err error) verdict {
 			f.Retryable, f.Reason = false, "an inner layer said not to retry"
 		}
 	} else {
-		f = ClassifyResponse(resp)
+		f = c.classify(resp)
 	}
 	var wait time.Duration
 	var reason string

@@ -64,8 +64,31 @@ func FuzzParse(f *testing.F) {
 		h := fuzzHeader(data)
 		rl := Parse(h, fuzzNow)
 		checkRateLimits(t, rl)
+		// A Scan reads the same, and hands over every header with a value.
+		var sc Scan
+		others, want := 0, 0
+		for _, vv := range h {
+			if len(vv) > 0 {
+				want++
+			}
+		}
+		sc.Read(h, func(name string, vv []string) {
+			if len(vv) == 0 || len(h[name]) != len(vv) {
+				t.Fatalf("other(%q, %q)", name, vv)
+			}
+			others++
+		})
+		if others != want {
+			t.Fatalf("other called %d times for %d headers with values", others, want)
+		}
+		if d, ok := sc.RetryAfter(fuzzNow); d != rl.RetryAfter || ok != rl.HasRetryAfter {
+			t.Fatalf("Scan.RetryAfter %v %v, Parse %v %v", d, ok, rl.RetryAfter, rl.HasRetryAfter)
+		}
 		if len(h) > maxSlots {
 			return // which windows beyond maxSlots are kept depends on map order
+		}
+		if got := sc.Append(make([]Window, 0, 32), fuzzNow); !reflect.DeepEqual(got.Windows, Append(make([]Window, 0, 32), h, fuzzNow).Windows) {
+			t.Fatalf("Scan.Append differs:\n%+v\n%+v", got, rl)
 		}
 		// The same again into a caller's buffer, and in any map order.
 		buf := make([]Window, 0, 32)

@@ -128,7 +128,7 @@ const MaxHint = 365 * 24 * time.Hour
 // left out. Parse never panics.
 func Parse(h http.Header, now time.Time) Limits {
 	var s headerScan
-	s.scan(h)
+	s.scan(h, nil)
 	var rl Limits
 	if n := s.maxWindows(); n > 0 {
 		rl.Windows = make([]Window, 0, n)
@@ -146,11 +146,9 @@ func Parse(h http.Header, now time.Time) Limits {
 // (maxSlots+maxIETF); the result's Windows is dst with them appended, empty
 // rather than nil when there are none.
 func Append(dst []Window, h http.Header, now time.Time) Limits {
-	var s headerScan
-	s.scan(h)
-	rl := Limits{Windows: s.appendWindows(dst, now)}
-	rl.RetryAfter, rl.HasRetryAfter = s.retryAfterHint(now)
-	return rl
+	var s Scan
+	s.s.scan(h, nil)
+	return s.Append(dst, now)
 }
 
 // ParseRetryAfter reads the server's retry hint from h: retry-after-ms
@@ -162,8 +160,39 @@ func Append(dst []Window, h http.Header, now time.Time) Limits {
 // false when no source is readable.
 func ParseRetryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
 	var s headerScan
-	s.scan(h)
+	s.scan(h, nil)
 	return s.retryAfterHint(now)
+}
+
+// Scan is one pass over a header map, kept: what [Parse] reads of it, to
+// be read as windows and a retry hint at any moment after, and the other
+// headers handed to the caller in the same pass, so that a program that
+// reads more of a response's headers reads them once. Its zero value has
+// read nothing. A Scan holds the header map's strings, not copies.
+type Scan struct {
+	s headerScan
+}
+
+// Read scans h, forgetting what s read before. When other is not nil, it
+// is called with every header of h that has a value, as h spells its
+// name, in the same pass (in map order: a caller that reads a name under
+// several spellings should keep one value whatever the order).
+func (s *Scan) Read(h http.Header, other func(name string, vv []string)) {
+	s.s = headerScan{}
+	s.s.scan(h, other)
+}
+
+// Append is [Append] of what s read: the windows appended to dst, and
+// the retry hint, against now.
+func (s *Scan) Append(dst []Window, now time.Time) Limits {
+	rl := Limits{Windows: s.s.appendWindows(dst, now)}
+	rl.RetryAfter, rl.HasRetryAfter = s.s.retryAfterHint(now)
+	return rl
+}
+
+// RetryAfter is [ParseRetryAfter] of what s read, against now.
+func (s *Scan) RetryAfter(now time.Time) (d time.Duration, ok bool) {
+	return s.s.retryAfterHint(now)
 }
 
 // Window families, in output order.
@@ -231,13 +260,20 @@ const (
 	wXMsRetry    = 0x7465722d736d2d78 // "x-ms-ret"
 )
 
-// scan records every header of h that scan knows, in one pass. A name whose
+// scan records every header of h that scan knows, in one pass, and hands
+// every header with a value to other, when it is not nil. A name whose
 // first eight bytes may start one scan knows is lower-cased into a buffer
 // on the stack, eight bytes at a time, and then compared byte for byte.
-func (s *headerScan) scan(h http.Header) {
+func (s *headerScan) scan(h http.Header, other func(name string, vv []string)) {
 	var buf [maxKey]byte
 	for k, vv := range h {
-		if len(vv) == 0 || len(k) < 4 || len(k) > maxKey {
+		if len(vv) == 0 {
+			continue
+		}
+		if other != nil {
+			other(k, vv)
+		}
+		if len(k) < 4 || len(k) > maxKey {
 			continue
 		}
 		if len(k) == 4 {
