@@ -1184,8 +1184,8 @@ func (pt *partition) coolLocked(status int, rl ratelimit.Limits, now time.Time) 
 // after its first content, when its attempt had been settled as a 2xx:
 // the partition is paced as after a 429 answered with the event's hint
 // (hasHint false: none), bounded as a header's. The cooldown event says
-// it came from the stream. Its turn in the fleet's store (if any) is not
-// told: the store hears of it from the next 429, if there is one.
+// it came from the stream. The fleet's store (if its turn went through
+// one) is told the cooldown in a settlement of its own, as after a 429.
 // nil-safe.
 func (pm *permit) streamLimited(hint time.Duration, hasHint bool, now time.Time) {
 	if pm == nil {
@@ -1204,7 +1204,11 @@ func (pm *permit) streamLimited(hint time.Duration, hasHint bool, now time.Time)
 	if pt.routed {
 		pt.nudgeLastLocked()
 	}
+	cool := pt.cooldown.Sub(now)
 	pt.mu.Unlock()
+	if st := pm.turn; st != nil && cool > 0 {
+		p.cfg.Store.Settle(context.Background(), store.Settlement{Partition: st.part, Cooldown: cool})
+	}
 	if emit {
 		ev.Reason = "rate limited: stream error event"
 		p.emit(ev)

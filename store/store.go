@@ -37,9 +37,12 @@ import (
 // (steady.PacingConfig.TokensByUsage) and the response's body told the
 // tokens used, Settle is called once more when that body ends: the same
 // Partition, Windows and Grant, Sent true, Actual set and nothing else. It
-// corrects the reservation's cost and reports no outcome. A Store never
-// fails a request because it cannot reach its backend: it decides locally
-// instead and says so in [Grant.Shared].
+// corrects the reservation's cost and reports no outcome. When a stream
+// that was settled as a success ends with a rate-limit error event, Settle
+// is called with its Partition and a Cooldown and nothing else: it only
+// pauses the fleet's partition, as after a 429. A Store never fails a
+// request because it cannot reach its backend: it decides locally instead
+// and says so in [Grant.Shared].
 type Store interface {
 	// Reserve atomically reserves one request and its estimated tokens
 	// in every window of the partition's shared budget, and returns how
