@@ -8,7 +8,9 @@
 // Heroku's and GitHub's spellings, and the IETF RateLimit-Policy and
 // RateLimit fields with their older drafts. [Append] is the same reading
 // for a caller that keeps a buffer: on a typical response it does not
-// allocate. [ParseRetryAfter] reads only the retry hint.
+// allocate. [ParseRetryAfter] reads only the retry hint. [Scan] keeps one
+// pass over the headers, for a caller that reads more of them (a request
+// id, its own headers) in the same pass.
 //
 // The package needs nothing but the standard library (it shares steady's
 // internal text helpers, which import only that); steady paces its calls
