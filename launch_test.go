@@ -51,17 +51,30 @@ func callNumber(i int) option.RequestOption {
 	return option.WithHeader(callHeader, strconv.Itoa(i))
 }
 
-// inOrder delays each attempt of call i by i nanoseconds on its way to
-// the provider, so that attempts which would reach it at the same instant
-// of fake time (and so in the scheduler's order, which varies from run to
-// run) reach it one after another in the order of their calls, and their
-// answers come back in that order: a row gives the same result on every
-// run. The delay is at most the batch's size in nanoseconds.
+// inOrder orders the attempts that reach the provider by when they were
+// sent and, for those sent in the same microsecond of fake time, by the
+// number of their call: each attempt of call i (0 <= i < 1000) reaches it
+// at the next whole microsecond plus i nanoseconds. So no two attempts
+// reach it, and are answered, at one instant (at one instant they would
+// be taken in the scheduler's order, which varies from run to run), and
+// those sent at one instant, by several callers or several Transports,
+// reach it in the order of their calls: a row gives the same result on
+// every run. Delaying call i by i nanoseconds alone was not enough: call
+// 32 sent 16 ns after call 36 reached the provider at the same instant
+// (TestPacingMatrix's three-process rows varied). The delay is under 2 µs.
 type inOrder struct{ *steadytest.Provider }
 
+// orderGrid is inOrder's grid: the call numbers it orders are below it,
+// in nanoseconds.
+const orderGrid = int64(time.Microsecond)
+
 func (o inOrder) RoundTrip(req *http.Request) (*http.Response, error) {
-	if i, err := strconv.Atoi(req.Header.Get(callHeader)); err == nil && i > 0 {
-		time.Sleep(time.Duration(i))
+	if i, err := strconv.ParseInt(req.Header.Get(callHeader), 10, 64); err == nil {
+		if i < 0 || i >= orderGrid {
+			panic("inOrder: call number " + strconv.FormatInt(i, 10) + " out of [0, 1000)")
+		}
+		now := time.Now().UnixNano()
+		time.Sleep(time.Duration(now - now%orderGrid + orderGrid + i - now))
 	}
 	return o.Provider.RoundTrip(req)
 }

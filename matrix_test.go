@@ -126,23 +126,32 @@ func windowEnd(t time.Time, p time.Duration) time.Time {
 	return time.Unix(0, ns-ns%int64(p)+int64(p))
 }
 
-// run launches the batch and measures it. It must run in a synctest
-// bubble.
-func (s scenario) run(t *testing.T) scenarioResult {
+// run launches the batch and measures it; trace, if not nil, records
+// every answer. It must run in a synctest bubble.
+func (s scenario) run(t *testing.T, trace *answers) scenarioResult {
 	steady.SeedRandom(1)
 	prov := inOrder{steadytest.NewProvider(steadytest.ProviderConfig{
 		RequestsPerWindow: s.limit, Window: s.window, Algorithm: s.algo, Dialect: s.dialect, Latency: matrixLat,
 		TruncateResets: s.truncate,
 	})}
+	var wire http.RoundTripper = prov
+	if trace != nil {
+		wire = trace
+		trace.rt = prov
+	}
 	clients := make([]openai.Client, s.procs)
 	for i := range clients {
 		base := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-matrix")}
 		if s.form == "middleware" {
 			tr := steady.New(steady.Config{})
-			clients[i] = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))...)
+			clients[i] = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: wire}))...)
 		} else {
-			tr := steady.New(steady.Config{Base: prov})
-			clients[i] = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}))...)
+			// The SDK's retries off, as the README says for this form:
+			// left on, it would retry steady's errors (a refused call)
+			// after a jittered wait drawn from math/rand's global source,
+			// which no test can seed.
+			tr := steady.New(steady.Config{Base: wire})
+			clients[i] = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))...)
 		}
 	}
 	// Start part of the way into a window, as a batch would.
@@ -279,7 +288,7 @@ func TestPacingMatrix(t *testing.T) {
 	for _, s := range matrix() {
 		t.Run(s.name(), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				r := s.run(t)
+				r := s.run(t, nil)
 				line := fmt.Sprintf("%-70s %5d %6d %5.2f%% %8d %9v %9v %6.3f", s.name(), r.ok, r.failed, 100*r.rejectedShare(), r.attempts,
 					r.makespan.Round(time.Millisecond), r.quotaMin.Round(time.Millisecond), r.ratio())
 				if s.callers == callShort {
@@ -309,4 +318,68 @@ func TestPacingMatrix(t *testing.T) {
 	if os.Getenv("STEADY_MATRIX") != "" {
 		fmt.Print(table.String())
 	}
+}
+
+// answers records every answer of the provider: when it came (since the
+// first), to which call, and its status.
+type answers struct {
+	rt    http.RoundTripper
+	mu    sync.Mutex
+	first time.Time
+	log   []string // guarded by mu
+}
+
+func (a *answers) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := a.rt.RoundTrip(req)
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if a.first.IsZero() {
+		a.first = now
+	}
+	a.log = append(a.log, fmt.Sprintf("+%v call %s: %d %v", now.Sub(a.first), req.Header.Get(callHeader), status, err))
+	return resp, err
+}
+
+// TestPacingMatrixRepeatable runs each row of the matrix whose result
+// once varied from run to run in fake time twice, and requires the same
+// answers, at the same instants, to the same calls: rows of several
+// uncoordinated processes (attempts of two processes reached the
+// provider at one instant, and were answered in the scheduler's order,
+// until inOrder ordered them), and rows through the RoundTripper form
+// with deadlines (the SDK's own retries of steady's errors drew their
+// jitter from a source no test seeds, until the matrix turned them off).
+// One run's variation of another shows here, answer by answer, where
+// their results may agree by chance.
+func TestPacingMatrixRepeatable(t *testing.T) {
+	for _, s := range matrix() {
+		if s.procs == 1 && (s.form != "roundtripper" || s.callers != callShort) {
+			continue
+		}
+		t.Run(s.name(), func(t *testing.T) {
+			var runs [2]*answers
+			for i := range runs {
+				runs[i] = &answers{}
+				synctest.Test(t, func(t *testing.T) { s.run(t, runs[i]) })
+			}
+			a, b := runs[0].log, runs[1].log
+			for i := range max(len(a), len(b)) {
+				if i >= len(a) || i >= len(b) || a[i] != b[i] {
+					t.Fatalf("the second run differs from the first at answer %d of %d and %d:\n%s\nagainst\n%s", i, len(a), len(b), at(a, i), at(b, i))
+				}
+			}
+		})
+	}
+}
+
+// at is log[i], or a note that there is none.
+func at(log []string, i int) string {
+	if i < len(log) {
+		return log[i]
+	}
+	return "(none)"
 }

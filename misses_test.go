@@ -64,12 +64,12 @@ var knownMisses = []knownMiss{
 	{"TestDiscoverSDK/token_bucket_100/10s/short-deadline/roundtripper", "served", whyColdShort},
 	// TestPacingMatrix.
 	{"TestPacingMatrix/fixed-window/10s/announced/ietf/burst/procs=1/middleware/fit=3", "makespan", whyIETFSeconds},
-	{"TestPacingMatrix/fixed-window/10s/announced/ietf/burst/procs=4/roundtripper", "makespan", whyFleet},
 	{"TestPacingMatrix/fixed-window/10s/unannounced/openai/burst/procs=16/roundtripper", "429s", whyFleet},
 	{"TestPacingMatrix/fixed-window/10s/unannounced/openai/burst/procs=16/roundtripper", "makespan", whyFleet},
 	{"TestPacingMatrix/fixed-window/1m0s/unannounced/heroku-seed/burst/procs=16/middleware", "429s", whyFleet},
 	{"TestPacingMatrix/fixed-window/1s/announced/ietf/workers/procs=1/roundtripper/fit=6", "makespan", whyWholeSecond1s},
 	{"TestPacingMatrix/fixed-window/2m0s/unannounced/openai/burst/procs=3/middleware", "429s", whySmallFleet},
+	{"TestPacingMatrix/fixed-window/2m0s/unannounced/openai/burst/procs=3/middleware", "makespan", whySmallFleet},
 	{"TestPacingMatrix/fixed-window/30s/announced/ietf/burst/procs=3/middleware", "429s", whySmallFleet},
 	{"TestPacingMatrix/fixed-window/5s/unannounced/heroku-seed/burst/procs=3/middleware", "429s", whySmallFleet},
 	{"TestPacingMatrix/fixed-window/5s/unannounced/heroku-seed/burst/procs=3/middleware", "makespan", whySmallFleet},
