@@ -65,6 +65,7 @@ type window struct {
 	unit   ratelimit.Unit
 	kind   windowKind
 	config bool   // stated by PacingConfig rather than announced
+	smp    bool   // a sample of the epoch is held (smpRem and the rest, below)
 	name   string // announced window name, if any
 	limit  int64  // announced or configured quota; -1 unknown
 	// remaining and reset are the latest announced values.
@@ -76,8 +77,8 @@ type window struct {
 	coarse    bool          // resets announced in whole seconds
 	wholeRun  uint8         // whole-second resets in a row, up to 8
 	absRun    uint8         // of them, resets at whole seconds of the clock (not whole deltas), up to 8
-	maxSeen   int64         // largest remaining ever announced: a quota estimate
 	notBucket bool          // of unknown kind, its resets shown not to follow its use: it does not refill gradually
+	maxSeen   int64         // largest remaining ever announced: a quota estimate
 	// probeAt is when a reset in whole seconds let one request go first
 	// (see wholeAgain), then when that request went (probeOut): until an
 	// answer to a request sent since, the rest of the window is planned
@@ -101,15 +102,22 @@ type window struct {
 
 	// Samples from the headers, to tell the window's kind and length and
 	// whether others use the same key.
-	smp       bool
 	smpRem    int64
 	smpSent   int64 // units this process had sent when that sample was taken
 	smpFlying int64 // and had in flight when its response came
 	smpReset  time.Time
 	smpAt     time.Time
-	maxUntil  time.Duration
-	remAtMax  int64
-	maxAt     time.Time
+	// epRatio is the latest share measured in the sample's epoch above
+	// the share (0: none), which the share rises toward when the epoch
+	// ends.
+	epRatio float64
+	// ceil is, for a window others share that refills at its reset, the
+	// most the latest answer allows this process to use, less what it
+	// took since (see ceiled).
+	ceil     float64
+	maxUntil time.Duration
+	remAtMax int64
+	maxAt    time.Time
 	// The latest response applied: what remained, the moment its request
 	// was sent (the first permit of that moment), its own sequence number
 	// and the cumulative cost sent with it, and when it came.
@@ -209,6 +217,15 @@ func (w *window) advance(now time.Time, h float64, inflight float64) {
 		if el := now.Sub(w.at); el > 0 {
 			w.avail = min(w.avail+w.rate(h)*el.Seconds(), c)
 		}
+		if w.resetShared() && !w.reset.IsZero() && !now.Before(w.reset) && w.lastUp.Before(w.reset) {
+			// Shared, it is paced as a bucket, but it refills at its
+			// reset: whole again, it gives this process its burst.
+			w.lastUp = w.reset
+			w.avail = max(w.avail, c-inflight)
+		}
+		if w.ceiled(now) {
+			w.avail = min(w.avail, max(w.ceil, 0))
+		}
 	case kindSliding, kindLocal:
 		cut := now.Add(-w.guessPeriod() - w.guessPeriod()/200).UnixNano()
 		for w.head < len(w.log) && w.log[w.head].t <= cut {
@@ -276,6 +293,24 @@ func (w *window) take(now time.Time, n float64) {
 		w.probeAt, w.probeOut = now, true // the reset's probe goes
 	}
 	w.avail -= n
+	w.ceil -= n
+}
+
+// resetShared reports whether others share the window and it is known to
+// refill at its reset rather than gradually: its resets do not follow its
+// use.
+func (w *window) resetShared() bool {
+	return w.shared() && w.kind == kindUnknown && w.notBucket
+}
+
+// ceiled reports whether a shared window that refills at its reset is
+// held to what its latest answer allows (ceil): until that answer's reset
+// passes, what others spent comes back to nobody, so the pace at this
+// process's share must not refill it. Without the ceiling each process
+// that read the window before others emptied it sends into it once its
+// pace refills, and draws a 429 (16 processes: 16 a window).
+func (w *window) ceiled(now time.Time) bool {
+	return w.resetShared() && w.obsRem >= 0 && w.reset.After(now) && !w.obsAt.Before(w.lastUp)
 }
 
 // landed records that a use of n units has been answered at now: a window
@@ -307,6 +342,7 @@ func (w *window) give(t time.Time, n float64, h float64) {
 		return // a reset since has made the window whole anyway
 	}
 	w.avail = min(w.avail+n, w.capacity(h))
+	w.ceil += n
 }
 
 // when returns the earliest time, not before now, at which c units are
@@ -348,6 +384,10 @@ func (w *window) when(now time.Time, c float64, h float64, optimistic bool, rtt 
 	}
 	switch kind {
 	case kindBucket:
+		if !optimistic && w.ceiled(now) && c > max(w.ceil, avail) {
+			// Held to the latest answer: no sooner than its reset.
+			return maxTime(w.reset, now.Add(durationOf(need/w.rate(h))))
+		}
 		return now.Add(durationOf(need / w.rate(h)))
 	case kindSliding, kindLocal:
 		return w.slidingWhen(now, c, avail, capa, p)
@@ -853,7 +893,8 @@ func (w *window) learnLocked(limit, remaining int64, until time.Duration, now ti
 // came (flying): those may or may not be in the server's count, so only a
 // fall beyond them shows others. Each sample is compared with the first of
 // its epoch, and the first ever with the whole quota. The share falls at
-// once and rises slowly.
+// once, and rises when an epoch ends, halfway to the part of what the key
+// spent that this process had at its latest sample above the share.
 func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now time.Time, h float64) {
 	fromQuota := false
 	if !w.smp && limit > 0 && remaining >= limit/2 {
@@ -872,6 +913,15 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 		fell += int64(w.quota() / w.guessPeriod().Seconds() * now.Sub(w.smpAt).Seconds())
 	}
 	if !sameEpoch || fell < 0 {
+		if w.smp && w.epRatio > w.share {
+			// The epoch ended with this process's part of what the key
+			// spent above its share: the share rises halfway to it.
+			w.share = min(w.share+(w.epRatio-w.share)/2, 1)
+			if w.share > 0.95 {
+				w.share = 1
+			}
+		}
+		w.epRatio = 0
 		w.smp, w.smpRem, w.smpSent, w.smpFlying, w.smpReset, w.smpAt = true, remaining, sent, flying, resetAt, now
 		return
 	}
@@ -892,11 +942,12 @@ func (w *window) fleetLocked(limit, remaining, sent, flying int64, resetAt, now 
 		w.share = max(ratio, 1.0/64)
 	} else if float64(remaining) >= w.quota()/4 {
 		// Only while much remains: near empty, a window that refills as
-		// it is used hides what others take.
-		w.share = min(w.share+(ratio-w.share)/4, 1)
-		if w.share > 0.95 {
-			w.share = 1
-		}
+		// it is used hides what others take. It rises at the epoch's
+		// end, not sample by sample: inside an epoch the requests of
+		// one process are often counted in a row, so that its part of
+		// what was spent so far runs ahead of its part of the epoch, and
+		// shares risen on it sum past the whole.
+		w.epRatio = ratio
 	}
 	// The first sample of the epoch stays the base: over more of the
 	// epoch, what is in doubt weighs less.
@@ -1025,6 +1076,7 @@ func (pt *partition) observeLocked(p *pacer, pm *permit, a ratelimit.Window, now
 		// is taken away here would never come back.
 		w.avail -= pt.slidingDoubtLocked(w, now)
 	}
+	w.ceil = w.avail
 	w.at = now
 	if untilReset > 0 && w.kind != kindBucket {
 		w.next = resetAt
@@ -1084,9 +1136,24 @@ func (pt *partition) estimateLocked(p *pacer, w *window) float64 {
 	for f := pt.flyHead; f != nil && f.seq <= endSeq; f = f.next {
 		unseen += cost(w.unit, f.est)
 	}
-	e := min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-float64(unseen), w.capacity(p.headroom))
+	mine := float64(unseen)
+	if w.shared() {
+		// Shared: the others' requests the answer did not count are
+		// taken as more than in proportion to this process's own, since
+		// answers of one moment come back one process's after another's
+		// and each acts on what it read before the others' came.
+		mine *= sharedUnseen
+	}
+	e := min(w.share*(float64(w.obsRem)-w.headroomUnits(p.headroom))-mine, w.capacity(p.headroom))
 	return max(e, w.lastUnits(unseen))
 }
+
+// sharedUnseen weighs, in a shared window's estimate, the requests this
+// process sent that the latest answer did not count: 1 would take the
+// others' uncounted requests as in proportion to its share, which
+// processes that answer one another's bursts exceed (4 processes on a
+// fixed window: up to 3% of attempts answered 429 at 1, none at 1.5).
+const sharedUnseen = 1.5
 
 // doubtLocked returns what of w's plan rests only on the order in which
 // the server counted requests sent at one moment: the requests sent at
