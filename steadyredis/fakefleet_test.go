@@ -268,7 +268,8 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // three windows, in fake time, both forms: with the store the fleet meets
 // the issue's targets of 429s (at most 0.5% of attempts) and goodput (at
 // least 97% of the limit), with no call failed; the same fleet without the
-// store meets many 429s, which shows that the test can tell.
+// store misses one of them (since f035953 it meets no 429 but serves less),
+// which shows that the test can tell.
 func TestFakeFleetSliding(t *testing.T) {
 	c := needRedis(t)
 	prov := steadytest.ProviderConfig{RequestsPerWindow: 40, Window: 2 * time.Second, Latency: 20 * time.Millisecond}
@@ -297,12 +298,31 @@ func TestFakeFleetSliding(t *testing.T) {
 	t.Run("control without store", func(t *testing.T) {
 		r := simulate(t, "", cfg)
 		t.Logf("without the store: %v", r)
-		for _, w := range with {
-			if r.RateLimited <= w.RateLimited {
-				t.Errorf("without the store %d 429s, with it %d: the test cannot tell", r.RateLimited, w.RateLimited)
-			}
+		if m := r.misses(limit); len(m) == 0 {
+			t.Errorf("without the store the fleet meets every target the store is held to (%v): the test cannot tell", r)
+		} else {
+			t.Logf("without the store the fleet misses: %v", m)
 		}
 	})
+}
+
+// misses returns the targets of issue 18 that r misses, on a run whose
+// windows allow reachable requests: at most 0.5% of attempts answered
+// 429, goodput at least 97% of reachable, no call failed. A control run
+// without the store that misses none shows that a test cannot tell the
+// store from pacing alone.
+func (r simResult) misses(reachable float64) []string {
+	var m []string
+	if r.share429() > 0.005 {
+		m = append(m, fmt.Sprintf("429s %.2f%% > 0.5%%", 100*r.share429()))
+	}
+	if float64(r.Accepted) < 0.97*reachable {
+		m = append(m, fmt.Sprintf("goodput %.1f%% < 97%%", 100*float64(r.Accepted)/reachable))
+	}
+	if r.failed != 0 {
+		m = append(m, fmt.Sprintf("%d failed", r.failed))
+	}
+	return m
 }
 
 // TestFakeFleetDeploy is issue 18's deploy: 4 and 16 processes start at
@@ -312,7 +332,7 @@ func TestFakeFleetSliding(t *testing.T) {
 // store the fleet stays within the issue's targets from its first window:
 // at most 0.5% of attempts answered 429, goodput at least 97% of what the
 // windows it touches allow, no call failed. The same fleets without the
-// store meet more 429s, which shows that the test can tell.
+// store miss one of those targets, which shows that the test can tell.
 func TestFakeFleetDeploy(t *testing.T) {
 	c := needRedis(t)
 	prov := steadytest.ProviderConfig{RequestsPerWindow: 100, Window: 10 * time.Second, Algorithm: steadytest.FixedWindow,
@@ -347,8 +367,10 @@ func TestFakeFleetDeploy(t *testing.T) {
 			cfg.store = false
 			bare := simulate(t, "", cfg)
 			t.Logf("%d processes without the store: %v", n, bare)
-			if bare.RateLimited <= r.RateLimited {
-				t.Errorf("without the store %d 429s, with it %d: the test cannot tell", bare.RateLimited, r.RateLimited)
+			if m := bare.misses(reachable); len(m) == 0 {
+				t.Errorf("without the store the fleet meets every target the store is held to (%v): the test cannot tell", bare)
+			} else {
+				t.Logf("without the store the fleet misses: %v", m)
 			}
 		})
 	}
