@@ -43,6 +43,7 @@ type simConfig struct {
 	batch   int                  // per process: calls launched at once, each called once (callers and run unused)
 	form    string               // "middleware" or the RoundTripper
 	tune    func(*steady.Config) // changes each process's Config
+	jitter  time.Duration        // each attempt reaches the provider after a further delay in [0, jitter), seeded, drawn in arrival order
 }
 
 // simResult is what a fleet run measured.
@@ -101,7 +102,16 @@ func simulate(t *testing.T, prefix string, c simConfig) simResult {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer time.AfterFunc(end.Sub(start), cancel).Stop()
 		var wg sync.WaitGroup
+		jrng := rand.New(rand.NewPCG(7, 0x5eed))
 		base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			if c.jitter > 0 {
+				// A network whose delay varies: the provider counts the
+				// attempt when it arrives, later than it was sent.
+				mu.Lock()
+				d := time.Duration(jrng.Int64N(int64(c.jitter)))
+				mu.Unlock()
+				time.Sleep(d)
+			}
 			resp, err := prov.RoundTrip(req)
 			if err == nil && resp.StatusCode == 429 {
 				mu.Lock()
