@@ -3,7 +3,6 @@ package steady_test
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -22,80 +21,66 @@ import (
 // period the event announced. Nothing but the probe reaches the upstream
 // before the announced end, in both forms.
 func TestOpenPeriodAsAnnounced(t *testing.T) {
-	for _, middleware := range []bool{false, true} {
-		name := "roundtripper"
-		if middleware {
-			name = "middleware"
-		}
-		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				var tl timeline
-				fake := steadytest.NewFakeT(t)
-				var slow sync.Once
-				fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response {
-					tl.add("attempt")
-					d := time.Duration(0)
-					slow.Do(func() { d = 300 * time.Millisecond }) // in flight at the trip
-					return steadytest.ServerError(503).WithDelay(d)
-				})
-				var mu sync.Mutex
-				var until time.Time
-				cfg := steady.Config{
-					Pacing:  steady.PacingConfig{Disabled: true},
-					Retry:   steady.RetryConfig{MaxRetries: -1},
-					Breaker: steady.BreakerConfig{ConsecutiveFailures: 3},
-					OnEvent: func(ev steady.Event) {
-						tl.event(ev)
-						if ev.Kind == steady.EventBreakerState && ev.To == steady.BreakerOpen {
-							mu.Lock()
-							until = ev.Until
-							mu.Unlock()
-						}
-					},
-				}
-				opts := []option.RequestOption{option.WithBaseURL("https://api.example.test/v1"), option.WithAPIKey("sk-test")}
-				if middleware {
-					tr := steady.New(cfg)
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: fake}))
-				} else {
-					cfg.Base = fake
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}), option.WithMaxRetries(0))
-				}
-				client := openai.NewClient(opts...)
-				call := func() error {
-					_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-						Model:    openai.ChatModelGPT5_4Mini,
-						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
-					})
-					return err
-				}
-				var wg sync.WaitGroup
-				wg.Go(func() { call() }) // the slow one
-				synctest.Wait()
-				for range 3 {
-					call()
-				}
-				mu.Lock()
-				tripped, end := time.Now(), until
-				mu.Unlock()
-				if end.IsZero() {
-					t.Fatal("the circuit did not open")
-				}
-				wg.Wait() // the slow attempt reports its failure late
-				time.Sleep(time.Until(end) / 2)
-				if err := call(); !errors.Is(err, steady.ErrCircuitOpen) {
-					t.Errorf("a call %v after the trip, before the announced end %v: %v, want ErrCircuitOpen",
-						time.Since(tripped), end.Sub(tripped), err)
-				}
-				if n := tl.count("attempt", tripped.Add(time.Nanosecond), end); n != 0 {
-					t.Errorf("%d attempts reached the upstream inside the announced open period", n)
-				}
-				if s := tl.latestState(); s != "open" {
-					t.Errorf("the circuit is %s inside its open period", s)
-				}
+	providerForms(t, func(t *testing.T, client clientFunc) {
+		synctest.Test(t, func(t *testing.T) {
+			var tl timeline
+			fake := steadytest.NewFakeT(t)
+			var slow sync.Once
+			fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response {
+				tl.add("attempt")
+				d := time.Duration(0)
+				slow.Do(func() { d = 300 * time.Millisecond }) // in flight at the trip
+				return steadytest.ServerError(503).WithDelay(d)
 			})
+			var mu sync.Mutex
+			var until time.Time
+			cfg := steady.Config{
+				Pacing:  steady.PacingConfig{Disabled: true},
+				Retry:   steady.RetryConfig{MaxRetries: -1},
+				Breaker: steady.BreakerConfig{ConsecutiveFailures: 3},
+				OnEvent: func(ev steady.Event) {
+					tl.event(ev)
+					if ev.Kind == steady.EventBreakerState && ev.To == steady.BreakerOpen {
+						mu.Lock()
+						until = ev.Until
+						mu.Unlock()
+					}
+				},
+			}
+			c, _ := client(cfg, fake)
+			call := func() error {
+				_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+					Model:    openai.ChatModelGPT5_4Mini,
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+				})
+				return err
+			}
+			var wg sync.WaitGroup
+			wg.Go(func() { call() }) // the slow one
+			synctest.Wait()
+			for range 3 {
+				call()
+			}
+			mu.Lock()
+			tripped, end := time.Now(), until
+			mu.Unlock()
+			if end.IsZero() {
+				t.Fatal("the circuit did not open")
+			}
+			wg.Wait() // the slow attempt reports its failure late
+			time.Sleep(time.Until(end) / 2)
+			if err := call(); !errors.Is(err, steady.ErrCircuitOpen) {
+				t.Errorf("a call %v after the trip, before the announced end %v: %v, want ErrCircuitOpen",
+					time.Since(tripped), end.Sub(tripped), err)
+			}
+			if n := tl.count("attempt", tripped.Add(time.Nanosecond), end); n != 0 {
+				t.Errorf("%d attempts reached the upstream inside the announced open period", n)
+			}
+			if s := tl.latestState(); s != "open" {
+				t.Errorf("the circuit is %s inside its open period", s)
+			}
 		})
-	}
+	})
 }
 
 // TestHoldKeepsItsReason: with Hold, in a service loop through an outage

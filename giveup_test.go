@@ -15,24 +15,16 @@ import (
 	"github.com/steady-go/steady/steadytest"
 )
 
-// sdkThroughSteady sends one chat request through steady, in the RoundTripper
-// or the Middleware form, to a fake answering with rs (the last repeated).
-func sdkThroughSteady(t *testing.T, middleware bool, cfg steady.Config, rs ...steadytest.Response) error {
+// sdkThroughSteady sends one chat request through steady, in the given
+// form, to a fake answering with rs (the last repeated).
+func sdkThroughSteady(t *testing.T, form clientFunc, cfg steady.Config, rs ...steadytest.Response) error {
 	t.Helper()
 	fake := steadytest.NewFake()
 	for range 20 {
 		fake.Add(rs...)
 	}
-	opts := []option.RequestOption{option.WithBaseURL("https://api.example.test/v1"), option.WithAPIKey("sk-test")}
-	if middleware {
-		tr := steady.New(cfg)
-		opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: fake}))
-	} else {
-		cfg.Base = fake
-		opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}), option.WithMaxRetries(0))
-	}
-	client := openai.NewClient(opts...)
-	_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+	c, _ := form(cfg, fake)
+	_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
 		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
 	})
@@ -59,10 +51,10 @@ func TestClassifyThroughSteady(t *testing.T) {
 		{"insufficient quota", []steadytest.Response{steadytest.InsufficientQuota()}, false, "insufficient quota", "insufficient quota"},
 		{"connection reset", []steadytest.Response{steadytest.ConnReset()}, true, "connection failure: reset", "retries exhausted"},
 	} {
-		for _, middleware := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/middleware %v", tc.name, middleware), func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
+			providerForms(t, func(t *testing.T, client clientFunc) {
 				synctest.Test(t, func(t *testing.T) {
-					err := sdkThroughSteady(t, middleware, cfg, tc.rs...)
+					err := sdkThroughSteady(t, client, cfg, tc.rs...)
 					f := steady.ClassifyError(err)
 					if f.Retryable != tc.retryable || f.Reason != tc.reason || f.GaveUp != tc.gaveUp {
 						t.Errorf("%v\n got Retryable=%v Reason=%q GaveUp=%q\nwant Retryable=%v Reason=%q GaveUp=%q",
@@ -70,7 +62,7 @@ func TestClassifyThroughSteady(t *testing.T) {
 					}
 				})
 			})
-		}
+		})
 	}
 }
 
@@ -78,37 +70,27 @@ func TestClassifyThroughSteady(t *testing.T) {
 // Retryable (later) and GaveUp, in both forms, so that code re-queueing
 // work re-queues it.
 func TestClassifyCircuitOpen(t *testing.T) {
-	for _, middleware := range []bool{false, true} {
-		t.Run(fmt.Sprintf("middleware %v", middleware), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				fake := steadytest.NewFake(steadytest.ServerError(503))
-				cfg := steady.Config{Retry: steady.RetryConfig{MaxRetries: -1}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 1}}
-				opts := []option.RequestOption{option.WithBaseURL("https://api.example.test/v1"), option.WithAPIKey("sk-test")}
-				if middleware {
-					tr := steady.New(cfg)
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: fake}))
-				} else {
-					cfg.Base = fake
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: steady.New(cfg)}), option.WithMaxRetries(0))
-				}
-				client := openai.NewClient(opts...)
-				var err error
-				for range 2 {
-					_, err = client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-						Model:    openai.ChatModelGPT5_4Mini,
-						Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
-					})
-				}
-				f := steady.ClassifyError(err)
-				if !errors.Is(err, steady.ErrCircuitOpen) || !f.Retryable || f.GaveUp != "circuit open" || f.Reason != "circuit open" {
-					t.Errorf("%v: Retryable=%v Reason=%q GaveUp=%q, want a retryable circuit open steady gave up on", err, f.Retryable, f.Reason, f.GaveUp)
-				}
-				if n := fake.Calls(); n != 1 {
-					t.Errorf("%d requests sent, want 1: the circuit was open for the second", n)
-				}
-			})
+	providerForms(t, func(t *testing.T, client clientFunc) {
+		synctest.Test(t, func(t *testing.T) {
+			fake := steadytest.NewFake(steadytest.ServerError(503))
+			cfg := steady.Config{Retry: steady.RetryConfig{MaxRetries: -1}, Breaker: steady.BreakerConfig{ConsecutiveFailures: 1}}
+			c, _ := client(cfg, fake)
+			var err error
+			for range 2 {
+				_, err = c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+					Model:    openai.ChatModelGPT5_4Mini,
+					Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Hi")},
+				})
+			}
+			f := steady.ClassifyError(err)
+			if !errors.Is(err, steady.ErrCircuitOpen) || !f.Retryable || f.GaveUp != "circuit open" || f.Reason != "circuit open" {
+				t.Errorf("%v: Retryable=%v Reason=%q GaveUp=%q, want a retryable circuit open steady gave up on", err, f.Retryable, f.Reason, f.GaveUp)
+			}
+			if n := fake.Calls(); n != 1 {
+				t.Errorf("%d requests sent, want 1: the circuit was open for the second", n)
+			}
 		})
-	}
+	})
 }
 
 func TestClassifyGiveUpHeader(t *testing.T) {

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )
@@ -141,18 +140,7 @@ func (s scenario) run(t *testing.T, trace *answers) scenarioResult {
 	}
 	clients := make([]openai.Client, s.procs)
 	for i := range clients {
-		base := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-matrix")}
-		if s.form == "middleware" {
-			tr := steady.New(steady.Config{})
-			clients[i] = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: wire}))...)
-		} else {
-			// The SDK's retries off, as the README says for this form:
-			// left on, it would retry steady's errors (a refused call)
-			// after a jittered wait drawn from math/rand's global source,
-			// which no test can seed.
-			tr := steady.New(steady.Config{Base: wire})
-			clients[i] = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))...)
-		}
+		clients[i], _ = clientForms[s.form](steady.Config{}, wire)
 	}
 	// Start part of the way into a window, as a batch would.
 	time.Sleep(time.Duration(int64(s.window) * matrixOffset / 100))

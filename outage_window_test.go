@@ -31,18 +31,12 @@ func TestOutageWindowSpent(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				steady.SeedRandom(20)
 				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: time.Minute, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond})
-				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-outage")}
-				switch form {
-				case "middleware":
-					tr := steady.New(steady.Config{})
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
-				case "roundtripper":
-					tr := steady.New(steady.Config{Base: prov})
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
-				default:
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: prov}))
+				var c openai.Client
+				if form == "bare" {
+					c = openai.NewClient(option.WithBaseURL(testBaseURL), option.WithAPIKey(testAPIKey), option.WithHTTPClient(&http.Client{Transport: prov}))
+				} else {
+					c, _ = clientForms[form](steady.Config{}, prov)
 				}
-				c := openai.NewClient(opts...)
 				start := time.Now()
 				time.AfterFunc(10*time.Second, func() { prov.SetFaults(steadytest.Faults{Outage: true}) })
 				var mu sync.Mutex // guards healed, before and acc, set by timers

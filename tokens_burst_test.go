@@ -3,7 +3,6 @@ package steady_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
@@ -25,21 +23,13 @@ func TestTokensBurst(t *testing.T) {
 	for _, w := range []time.Duration{10 * time.Second, time.Minute} {
 		for _, a := range []steadytest.Algorithm{steadytest.FixedWindow, steadytest.SlidingWindow, steadytest.TokenBucket} {
 			for _, d := range []steadytest.Dialect{steadytest.DialectOpenAI, steadytest.DialectAnthropic, steadytest.DialectIETF, steadytest.DialectHerokuSeed} {
-				for _, middleware := range []bool{true, false} {
-					t.Run(fmt.Sprintf("%v/%s/%s/middleware=%v", w, a, d, middleware), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%v/%s/%s", w, a, d), func(t *testing.T) {
+					providerForms(t, func(t *testing.T, client clientFunc) {
 						synctest.Test(t, func(t *testing.T) {
 							prov := steadytest.NewProvider(steadytest.ProviderConfig{
 								RequestsPerWindow: 1000, TokensPerWindow: 10000, Window: w, Algorithm: a, Dialect: d, Latency: 50 * time.Millisecond,
 							})
-							opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-tokens")}
-							if middleware {
-								tr := steady.New(steady.Config{})
-								opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
-							} else {
-								tr := steady.New(steady.Config{Base: prov})
-								opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
-							}
-							client := openai.NewClient(opts...)
+							c, _ := client(steady.Config{}, prov)
 							time.Sleep(w * 37 / 100)
 							start := time.Now()
 							var failed atomic.Int64
@@ -47,7 +37,7 @@ func TestTokensBurst(t *testing.T) {
 							const calls = 60 // about three windows' worth
 							for i := range calls {
 								wg.Go(func() {
-									_, err := client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+									_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
 										Model:               "gpt-4o-mini",
 										Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi" + strings.Repeat(" and more", i%5*40))},
 										MaxCompletionTokens: openai.Int(500),
@@ -65,7 +55,7 @@ func TestTokensBurst(t *testing.T) {
 							}
 						})
 					})
-				}
+				})
 			}
 		}
 	}

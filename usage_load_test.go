@@ -2,14 +2,12 @@ package steady_test
 
 import (
 	"context"
-	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
@@ -55,17 +53,7 @@ func runTPM(t *testing.T, tc tpmCase) tpmResult {
 	if tc.dialect == steadytest.DialectNone {
 		cfg.Pacing.TokensPerMinute = tpmLimit
 	}
-	var client openai.Client
-	var tr *steady.Transport
-	opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-tpm")}
-	if tc.form == "roundtripper" {
-		cfg.Base = prov
-		tr = steady.New(cfg)
-		client = openai.NewClient(append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))...)
-	} else {
-		tr = steady.New(cfg)
-		client = openai.NewClient(append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))...)
-	}
+	client, tr := clientForms[tc.form](cfg, prov)
 	run := time.Duration(tc.windows) * time.Minute
 	// About 352 tokens a request (2 of prompt, 350 of output on average):
 	// the limit serves about 114 a minute; offered three times that.
@@ -175,7 +163,7 @@ func TestTPMByUsage(t *testing.T) {
 // the same workload reserving max_tokens uses about a tenth of the limit.
 func TestTPMByEstimate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		res := runTPM(t, tpmCase{dialect: steadytest.DialectNone, windows: 3})
+		res := runTPM(t, tpmCase{dialect: steadytest.DialectNone, windows: 3, form: "middleware"})
 		if res.goodput > 0.2 {
 			t.Errorf("goodput %.1f%% reserving max_tokens: the workload is not TPM-bound as meant", 100*res.goodput)
 		}

@@ -15,25 +15,34 @@ import (
 )
 
 // providerForms runs f for both ways of plugging steady into the SDK, in
-// front of a simulated provider.
+// front of a simulated provider, as subtests named after the forms.
 func providerForms(t *testing.T, f func(t *testing.T, client clientFunc)) {
-	t.Run("middleware", func(t *testing.T) {
-		f(t, func(cfg steady.Config, prov http.RoundTripper) (openai.Client, *steady.Transport) {
-			tr := steady.New(cfg)
-			return viaMiddleware(tr, prov), tr
-		})
-	})
-	t.Run("roundtripper", func(t *testing.T) {
-		f(t, func(cfg steady.Config, prov http.RoundTripper) (openai.Client, *steady.Transport) {
-			cfg.Base = prov
-			tr := steady.New(cfg)
-			return viaRoundTripper(tr, option.WithMaxRetries(0)), tr
-		})
-	})
+	for _, form := range []string{"middleware", "roundtripper"} {
+		t.Run(form, func(t *testing.T) { f(t, clientForms[form]) })
+	}
 }
 
-// clientFunc makes an SDK client with a Transport of cfg in front of prov.
-type clientFunc func(cfg steady.Config, prov http.RoundTripper) (openai.Client, *steady.Transport)
+// clientFunc makes an SDK client with a Transport of cfg in front of prov;
+// opts come after the form's own options and override them.
+type clientFunc func(cfg steady.Config, prov http.RoundTripper, opts ...option.RequestOption) (openai.Client, *steady.Transport)
+
+// clientForms are the two ways of plugging steady into the SDK, by name:
+// as its middleware, the SDK's retry defaults left on; and as its HTTP
+// client's transport, the SDK's retries off, as the README says for this
+// form (left on, they would retry steady's errors, a refused call, after a
+// jittered wait drawn from math/rand's global source, which no test can
+// seed).
+var clientForms = map[string]clientFunc{
+	"middleware": func(cfg steady.Config, prov http.RoundTripper, opts ...option.RequestOption) (openai.Client, *steady.Transport) {
+		tr := steady.New(cfg)
+		return viaMiddleware(tr, prov, opts...), tr
+	},
+	"roundtripper": func(cfg steady.Config, prov http.RoundTripper, opts ...option.RequestOption) (openai.Client, *steady.Transport) {
+		cfg.Base = prov
+		tr := steady.New(cfg)
+		return viaRoundTripper(tr, append([]option.RequestOption{option.WithMaxRetries(0)}, opts...)...), tr
+	},
+}
 
 // TestUsageSettlesThroughSDK: through the real SDK, in both forms, each
 // API's usage, plain or streamed, is read as the caller reads the body,

@@ -10,9 +10,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
-
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )
@@ -22,77 +19,63 @@ import (
 // served; one whose turn is past its deadline fails with a *WaitError,
 // never a bare context error. Reports how many waited and then failed.
 func TestWaitOnlyIfServed(t *testing.T) {
-	for _, middleware := range []bool{true, false} {
-		name := "roundtripper"
-		if middleware {
-			name = "middleware"
-		}
-		t.Run(name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				// The breaker's open periods and the retries' backoff are
-				// jittered: seeded, the row is the same on every run (it
-				// was not, and 1 run in 40 had 31 calls wait and fail). Of
-				// seeds 1-200 every one meets the target; 4 is one where a
-				// reset's probe is lost (its caller's deadline comes
-				// before its answer) and callers behind it have deadlines
-				// within its round trip.
-				steady.SeedRandom(4)
-				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond})
-				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
-				if middleware {
-					tr := steady.New(steady.Config{})
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: inOrder{prov}}))
-				} else {
-					tr := steady.New(steady.Config{Base: inOrder{prov}})
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
-				}
-				c := openai.NewClient(opts...)
-				start := time.Now()
-				time.AfterFunc(40*time.Second, func() { prov.SetFaults(steadytest.Faults{Outage: true}) })
-				time.AfterFunc(70*time.Second, func() { prov.SetFaults(steadytest.Faults{}) })
-				var mu sync.Mutex
-				var ok, atOnce, waitedThenFailed, bare, other int
-				var wg sync.WaitGroup
-				// The callers start in order, and attempts that reach the
-				// provider at one instant arrive in the order of their
-				// callers (inOrder), so that the row gives the same result
-				// on every run.
-				for i := range 32 {
-					wg.Go(func() {
-						for time.Since(start) < 3*time.Minute {
-							ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-							t0 := time.Now()
-							_, err := c.Chat.Completions.New(ctx, chatParams(), callNumber(i+1))
-							cancel()
-							d := time.Since(t0)
-							mu.Lock()
-							var we *steady.WaitError
-							switch {
-							case err == nil:
-								ok++
-							case errors.As(err, &we) && d < time.Second:
-								atOnce++
-							case errors.As(err, &we):
-								waitedThenFailed++
-							case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, steady.ErrCircuitOpen):
-								bare++
-							default:
-								other++
-							}
-							mu.Unlock()
-							if err != nil {
-								time.Sleep(time.Second)
-							}
+	providerForms(t, func(t *testing.T, client clientFunc) {
+		synctest.Test(t, func(t *testing.T) {
+			// The breaker's open periods and the retries' backoff are
+			// jittered: seeded, the row is the same on every run (it
+			// was not, and 1 run in 40 had 31 calls wait and fail). Of
+			// seeds 1-200 every one meets the target; 4 is one where a
+			// reset's probe is lost (its caller's deadline comes
+			// before its answer) and callers behind it have deadlines
+			// within its round trip.
+			steady.SeedRandom(4)
+			prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.FixedWindow, Latency: 50 * time.Millisecond})
+			c, _ := client(steady.Config{}, inOrder{prov})
+			start := time.Now()
+			time.AfterFunc(40*time.Second, func() { prov.SetFaults(steadytest.Faults{Outage: true}) })
+			time.AfterFunc(70*time.Second, func() { prov.SetFaults(steadytest.Faults{}) })
+			var mu sync.Mutex
+			var ok, atOnce, waitedThenFailed, bare, other int
+			var wg sync.WaitGroup
+			// The callers start in order, and attempts that reach the
+			// provider at one instant arrive in the order of their
+			// callers (inOrder), so that the row gives the same result
+			// on every run.
+			for i := range 32 {
+				wg.Go(func() {
+					for time.Since(start) < 3*time.Minute {
+						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+						t0 := time.Now()
+						_, err := c.Chat.Completions.New(ctx, chatParams(), callNumber(i+1))
+						cancel()
+						d := time.Since(t0)
+						mu.Lock()
+						var we *steady.WaitError
+						switch {
+						case err == nil:
+							ok++
+						case errors.As(err, &we) && d < time.Second:
+							atOnce++
+						case errors.As(err, &we):
+							waitedThenFailed++
+						case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, steady.ErrCircuitOpen):
+							bare++
+						default:
+							other++
 						}
-					})
-					synctest.Wait()
-				}
-				wg.Wait()
-				t.Logf("%d ok, %d refused at once, %d waited then failed, %d bare deadlines, %d other", ok, atOnce, waitedThenFailed, bare, other)
-				atMost(t, "waited then failed", "%.0f", float64(waitedThenFailed), 0)
-			})
+						mu.Unlock()
+						if err != nil {
+							time.Sleep(time.Second)
+						}
+					}
+				})
+				synctest.Wait()
+			}
+			wg.Wait()
+			t.Logf("%d ok, %d refused at once, %d waited then failed, %d bare deadlines, %d other", ok, atOnce, waitedThenFailed, bare, other)
+			atMost(t, "waited then failed", "%.0f", float64(waitedThenFailed), 0)
 		})
-	}
+	})
 }
 
 // TestWaitUnknownBucket: a token bucket of 60 a minute that others
@@ -106,53 +89,39 @@ func TestWaitOnlyIfServed(t *testing.T) {
 // counted from each plan's now, so it never came, and nothing was sent at
 // it).
 func TestWaitUnknownBucket(t *testing.T) {
-	for _, middleware := range []bool{true, false} {
-		name := "roundtripper"
-		if middleware {
-			name = "middleware"
-		}
-		t.Run(name, func(t *testing.T) {
-			steady.SeedRandom(22)
-			synctest.Test(t, func(t *testing.T) {
-				prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.TokenBucket, Latency: 20 * time.Millisecond})
-				// Others drain the bucket but for one request, at one
-				// instant.
-				var wg sync.WaitGroup
-				for range 59 {
-					wg.Go(func() {
-						req, _ := http.NewRequest(http.MethodPost, "https://llm.example.test/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
-						req.Header.Set("Authorization", "Bearer sk-other")
-						if resp, err := prov.RoundTrip(req); err == nil {
-							resp.Body.Close()
-						}
-					})
-				}
-				wg.Wait()
-				opts := []option.RequestOption{option.WithBaseURL("https://llm.example.test/v1/"), option.WithAPIKey("sk-wait")}
-				if middleware {
-					tr := steady.New(steady.Config{})
-					opts = append(opts, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))
-				} else {
-					tr := steady.New(steady.Config{Base: prov})
-					opts = append(opts, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))
-				}
-				c := openai.NewClient(opts...)
-				call := func(d time.Duration) (time.Duration, error) {
-					ctx, cancel := context.WithTimeout(context.Background(), d)
-					defer cancel()
-					t0 := time.Now()
-					_, err := c.Chat.Completions.New(ctx, chatParams())
-					return time.Since(t0), err
-				}
-				if _, err := call(time.Minute); err != nil {
-					t.Fatalf("first call: %v", err)
-				}
-				took, err := call(5 * time.Second)
-				t.Logf("the second call took %v: %v; the provider answered %d 429s", took, err, prov.Stats().RateLimited)
-				if err != nil {
-					t.Errorf("the second call failed after %v: %v", took, err)
-				}
-			})
+	providerForms(t, func(t *testing.T, client clientFunc) {
+		steady.SeedRandom(22)
+		synctest.Test(t, func(t *testing.T) {
+			prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Algorithm: steadytest.TokenBucket, Latency: 20 * time.Millisecond})
+			// Others drain the bucket but for one request, at one
+			// instant.
+			var wg sync.WaitGroup
+			for range 59 {
+				wg.Go(func() {
+					req, _ := http.NewRequest(http.MethodPost, "https://llm.example.test/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`))
+					req.Header.Set("Authorization", "Bearer sk-other")
+					if resp, err := prov.RoundTrip(req); err == nil {
+						resp.Body.Close()
+					}
+				})
+			}
+			wg.Wait()
+			c, _ := client(steady.Config{}, prov)
+			call := func(d time.Duration) (time.Duration, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				defer cancel()
+				t0 := time.Now()
+				_, err := c.Chat.Completions.New(ctx, chatParams())
+				return time.Since(t0), err
+			}
+			if _, err := call(time.Minute); err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+			took, err := call(5 * time.Second)
+			t.Logf("the second call took %v: %v; the provider answered %d 429s", took, err, prov.Stats().RateLimited)
+			if err != nil {
+				t.Errorf("the second call failed after %v: %v", took, err)
+			}
 		})
-	}
+	})
 }
