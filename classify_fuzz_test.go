@@ -3,38 +3,21 @@ package steady
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/steady-go/steady/internal/headertest"
 )
 
-var fuzzNow = time.Date(2025, 8, 21, 12, 40, 0, 0, time.UTC)
-
-// fuzzHeader reads "Name: value" lines. A line starting with "~" keeps its
-// name as written; others are canonicalized, as net/http does.
-func fuzzHeader(data string) http.Header {
-	h := http.Header{}
-	for i, line := range strings.Split(data, "\n") {
-		if i == 64 {
-			break
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if raw, ok := strings.CutPrefix(k, "~"); ok {
-			h[raw] = append(h[raw], v)
-		} else {
-			h.Add(k, v)
-		}
-	}
-	return h
-}
+// fuzzNow and fuzzHeader are the fuzz targets' clock and header reader,
+// shared with ratelimit's (headertest).
+var (
+	fuzzNow    = headertest.Now
+	fuzzHeader = headertest.Fuzz
+)
 
 func FuzzClassifyBody(f *testing.F) {
 	for _, s := range []struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/steady-go/steady"
+	"github.com/steady-go/steady/internal/headertest"
 )
 
 func TestClassifyBodyShapes(t *testing.T) {
@@ -478,7 +479,7 @@ func ExampleClassifyResponse() {
 
 func BenchmarkClassifyResponse(b *testing.B) {
 	body := []byte(`{"error": {"message": "Rate limit reached for gpt-4o in organization org-x on requests per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms.", "type": "requests", "param": null, "code": "rate_limit_exceeded"}}`)
-	h := openAIHeaders()
+	h := headertest.OpenAI()
 	h.Set("Retry-After-Ms", "120")
 	b.ReportAllocs()
 	for b.Loop() {

@@ -5,34 +5,17 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/steady-go/steady/internal/ascii"
+	"github.com/steady-go/steady/internal/headertest"
 )
 
-var fuzzNow = time.Date(2025, 8, 21, 12, 40, 0, 0, time.UTC)
-
-// fuzzHeader reads "Name: value" lines. A line starting with "~" keeps its
-// name as written; others are canonicalized, as net/http does.
-func fuzzHeader(data string) http.Header {
-	h := http.Header{}
-	for i, line := range strings.Split(data, "\n") {
-		if i == 64 {
-			break
-		}
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if raw, ok := strings.CutPrefix(k, "~"); ok {
-			h[raw] = append(h[raw], v)
-		} else {
-			h.Add(k, v)
-		}
-	}
-	return h
-}
+// fuzzNow and fuzzHeader are the fuzz targets' clock and header reader,
+// shared with steady's (headertest).
+var (
+	fuzzNow    = headertest.Now
+	fuzzHeader = headertest.Fuzz
+)
 
 // headerSeeds are the reference's examples, one header set per seed.
 var headerSeeds = []string{
@@ -191,19 +174,7 @@ func TestHeaderWords(t *testing.T) {
 // BenchmarkAppend is the pacer's form: windows appended into a
 // buffer it keeps.
 func BenchmarkAppend(b *testing.B) {
-	h := http.Header{}
-	for _, kv := range [][2]string{
-		{"Date", "Thu, 21 Aug 2025 12:40:00 GMT"}, {"Content-Type", "application/json"},
-		{"Transfer-Encoding", "chunked"}, {"Connection", "keep-alive"},
-		{"Openai-Organization", "user-abc"}, {"Openai-Processing-Ms", "312"},
-		{"Openai-Version", "2020-10-01"}, {"X-Request-Id", "req_0123456789abcdef"},
-		{"Strict-Transport-Security", "max-age=31536000"}, {"Cf-Ray", "8b1d2e3f4a5b6c7d-AMS"},
-		{"X-Ratelimit-Limit-Requests", "5000"}, {"X-Ratelimit-Limit-Tokens", "800000"},
-		{"X-Ratelimit-Remaining-Requests", "4999"}, {"X-Ratelimit-Remaining-Tokens", "799985"},
-		{"X-Ratelimit-Reset-Requests", "12ms"}, {"X-Ratelimit-Reset-Tokens", "1ms"},
-	} {
-		h.Set(kv[0], kv[1])
-	}
+	h := headertest.OpenAI()
 	buf := make([]Window, 0, 8)
 	b.ReportAllocs()
 	for b.Loop() {

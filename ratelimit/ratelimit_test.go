@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/steady-go/steady/internal/headertest"
 	"github.com/steady-go/steady/ratelimit"
 )
 
@@ -17,15 +18,8 @@ import (
 var now = time.Date(2025, 8, 21, 12, 40, 0, 0, time.UTC)
 
 // hdr builds a header from "Name: value" lines, keeping each name exactly
-// as written (as a hand-built map or an HTTP/2 response would).
-func hdr(lines ...string) http.Header {
-	h := http.Header{}
-	for _, l := range lines {
-		k, v, _ := strings.Cut(l, ":")
-		h[k] = append(h[k], strings.TrimSpace(v))
-	}
-	return h
-}
+// as written (headertest.Lines).
+var hdr = headertest.Lines
 
 func httpDate(t time.Time) string { return t.UTC().Format(http.TimeFormat) }
 
@@ -399,34 +393,8 @@ func ExampleParse() {
 	// retry after 2s
 }
 
-// openAIHeaders is a typical successful OpenAI response's header set.
-func openAIHeaders() http.Header {
-	h := http.Header{}
-	for _, kv := range [][2]string{
-		{"Date", "Thu, 21 Aug 2025 12:40:00 GMT"},
-		{"Content-Type", "application/json"},
-		{"Transfer-Encoding", "chunked"},
-		{"Connection", "keep-alive"},
-		{"Openai-Organization", "user-abc"},
-		{"Openai-Processing-Ms", "312"},
-		{"Openai-Version", "2020-10-01"},
-		{"X-Request-Id", "req_0123456789abcdef"},
-		{"Strict-Transport-Security", "max-age=31536000"},
-		{"Cf-Ray", "8b1d2e3f4a5b6c7d-AMS"},
-		{"X-Ratelimit-Limit-Requests", "5000"},
-		{"X-Ratelimit-Limit-Tokens", "800000"},
-		{"X-Ratelimit-Remaining-Requests", "4999"},
-		{"X-Ratelimit-Remaining-Tokens", "799985"},
-		{"X-Ratelimit-Reset-Requests", "12ms"},
-		{"X-Ratelimit-Reset-Tokens", "1ms"},
-	} {
-		h.Set(kv[0], kv[1])
-	}
-	return h
-}
-
 func BenchmarkParse(b *testing.B) {
-	h := openAIHeaders()
+	h := headertest.OpenAI()
 	b.ReportAllocs()
 	for b.Loop() {
 		rl := ratelimit.Parse(h, now)
