@@ -3,7 +3,6 @@ package steady
 import (
 	"context"
 	"net/http"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -18,33 +17,14 @@ import (
 func TestDiscoverColdStartHeld(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{}, pacerDeps{})
-		ctx := context.Background()
-		var mu sync.Mutex
-		var permits []*permit
-		var wg sync.WaitGroup
-		for range 20 {
-			wg.Go(func() {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "gw", "k", smallChat), admitOpts{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				permits = append(permits, pm)
-				mu.Unlock()
-			})
-		}
+		b := acquireBatch(t, p, 20, "gw")
 		synctest.Wait()
-		mu.Lock()
-		first := permits[0]
-		mu.Unlock()
-		settleOK(first) // no headers
+		permits, _ := b.granted()
+		settleOK(permits[0]) // no headers
 		synctest.Wait()
-		mu.Lock()
-		if n := len(permits); n != defaultColdStart+1 {
-			t.Errorf("%d requests out after the first success without headers, want %d (the freed slot)", n, defaultColdStart+1)
+		if permits, _ = b.granted(); len(permits) != defaultColdStart+1 {
+			t.Errorf("%d requests out after the first success without headers, want %d (the freed slot)", len(permits), defaultColdStart+1)
 		}
-		mu.Unlock()
 		s := p.snapshot(time.Now())
 		if len(s) != 1 || s[0].Known || s[0].InFlight != defaultColdStart || len(s[0].Windows) != 1 || s[0].Windows[0].Name != "discovered" || !(s[0].Windows[0].Rate > 0) {
 			t.Fatalf("snapshot = %+v, want a cold partition with a discovered pace", s)
@@ -54,20 +34,14 @@ func TestDiscoverColdStartHeld(t *testing.T) {
 		start := time.Now()
 		for settled := 1; settled < 20; settled++ {
 			for {
-				mu.Lock()
-				n := len(permits)
-				mu.Unlock()
-				if n > settled {
+				if permits, _ = b.granted(); len(permits) > settled {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			mu.Lock()
-			pm := permits[settled]
-			mu.Unlock()
-			settleOK(pm)
+			settleOK(permits[settled])
 		}
-		wg.Wait()
+		b.wg.Wait()
 		el := time.Since(start)
 		s = p.snapshot(time.Now())
 		if !s[0].Known {

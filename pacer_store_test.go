@@ -279,20 +279,14 @@ func TestStoreEvents(t *testing.T) {
 		}}
 		fake := steadytest.NewFakeT(t)
 		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
-		var mu sync.Mutex
-		var evs []steady.Event
-		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: func(ev steady.Event) {
-			if ev.Kind == steady.EventStore {
-				mu.Lock()
-				evs = append(evs, ev)
-				mu.Unlock()
-			}
-		}}, fake, "middleware")
+		var log eventLog
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: log.add}, fake, "middleware")
 		for range 5 {
 			if err := sdkChat(context.Background(), c); err != nil {
 				t.Fatal(err)
 			}
 		}
+		evs := log.of(steady.EventStore)
 		if len(evs) != 2 || evs[0].Reason != "fallback" || evs[0].Err == nil || evs[1].Reason != "rejoined" || evs[1].Kind.String() != "store" {
 			t.Errorf("store events %+v, want a fallback then a rejoin", evs)
 		}
@@ -320,20 +314,14 @@ func TestStoreEventCauses(t *testing.T) {
 		}}
 		fake := steadytest.NewFakeT(t)
 		fake.OnFunc(nil, func(*steadytest.Request) steadytest.Response { return limited("50") })
-		var mu sync.Mutex
-		var evs []steady.Event
-		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: func(ev steady.Event) {
-			if ev.Kind == steady.EventStore {
-				mu.Lock()
-				evs = append(evs, ev)
-				mu.Unlock()
-			}
-		}}, fake, "middleware")
+		var log eventLog
+		c := storeClient(steady.Config{Pacing: steady.PacingConfig{Store: fs}, OnEvent: log.add}, fake, "middleware")
 		for range 5 {
 			if err := sdkChat(context.Background(), c); err != nil {
 				t.Fatal(err)
 			}
 		}
+		evs := log.of(steady.EventStore)
 		want := []struct {
 			reason string
 			cause  error

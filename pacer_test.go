@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -233,6 +234,42 @@ func settleOK(pm *permit, windows ...ratelimit.Window) {
 	pm.finish(true, http.StatusOK, ratelimit.Limits{Windows: windows}, time.Now())
 }
 
+// acquireBatch asks p for n permits of small chats to host at once, each
+// from its own goroutine, and keeps them in the order they are granted
+// with the time each was (a failed acquire is a test error).
+func acquireBatch(t *testing.T, p *pacer, n int, host string) *batch {
+	b := &batch{}
+	ctx := context.Background()
+	for range n {
+		b.wg.Go(func() {
+			pm, err := p.acquire(ctx, chatRequest(t, ctx, host, "k", smallChat), admitOpts{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b.mu.Lock()
+			b.permits, b.at = append(b.permits, pm), append(b.at, time.Now())
+			b.mu.Unlock()
+		})
+	}
+	return b
+}
+
+// batch is what acquireBatch has been granted so far.
+type batch struct {
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	permits []*permit   // guarded by mu, in the order granted
+	at      []time.Time // guarded by mu: when each was granted
+}
+
+// granted returns the permits granted so far and when.
+func (b *batch) granted() ([]*permit, []time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.permits), slices.Clone(b.at)
+}
+
 func TestAcquireDeadlineFailsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var events []Event
@@ -383,40 +420,22 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 
 		// Every request waits for the one cooldown; then only ColdStart
 		// go out until one succeeds.
-		var sent sync.WaitGroup
-		var smu sync.Mutex
-		var times []time.Duration
-		var permits []*permit
-		for range 6 {
-			sent.Go(func() {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				smu.Lock()
-				times = append(times, time.Since(start))
-				permits = append(permits, pm)
-				smu.Unlock()
-			})
-		}
+		b := acquireBatch(t, p, 6, "h")
 		time.Sleep(11 * time.Second)
 		synctest.Wait()
-		smu.Lock()
+		permits, times := b.granted()
 		if len(times) != 2 {
 			t.Fatalf("%d requests went out after the cooldown, want 2 (ColdStart) until one succeeds", len(times))
 		}
-		for _, d := range times {
-			if d != 10*time.Second {
+		for _, at := range times {
+			if d := at.Sub(start); d != 10*time.Second {
 				t.Errorf("request sent at +%v, want +10s", d)
 			}
 		}
-		first := permits[0]
-		smu.Unlock()
-		settleOK(first)
-		sent.Wait()
-		if len(times) != 6 {
-			t.Errorf("%d requests sent after a success, want 6", len(times))
+		settleOK(permits[0])
+		b.wg.Wait()
+		if permits, _ = b.granted(); len(permits) != 6 {
+			t.Errorf("%d requests sent after a success, want 6", len(permits))
 		}
 		for _, pm := range permits[1:] {
 			pm.settle(nil, nil)
@@ -427,27 +446,11 @@ func TestCooldownOneWaitForAll(t *testing.T) {
 func TestColdStartBoundsInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := newPacer(PacingConfig{}, pacerDeps{})
-		ctx := context.Background()
-		var mu sync.Mutex
-		var permits []*permit
-		var wg sync.WaitGroup
-		for range 10 {
-			wg.Go(func() {
-				pm, err := p.acquire(ctx, chatRequest(t, ctx, "h", "k", smallChat), admitOpts{})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mu.Lock()
-				permits = append(permits, pm)
-				mu.Unlock()
-			})
-		}
+		b := acquireBatch(t, p, 10, "h")
 		synctest.Wait()
-		mu.Lock()
+		permits, _ := b.granted()
 		n := len(permits)
 		first := permits[0]
-		mu.Unlock()
 		if n != defaultColdStart {
 			t.Fatalf("%d requests out before any response, want %d", n, defaultColdStart)
 		}
@@ -457,8 +460,8 @@ func TestColdStartBoundsInFlight(t *testing.T) {
 		}
 		// The first response tells plenty remains: the rest go.
 		settleOK(first, ratelimit.Window{Unit: ratelimit.UnitRequests, Limit: 1000, Remaining: 990, Reset: time.Now().Add(time.Second)})
-		wg.Wait()
-		if len(permits) != 10 {
+		b.wg.Wait()
+		if permits, _ = b.granted(); len(permits) != 10 {
 			t.Errorf("%d requests out after the first response, want 10", len(permits))
 		}
 		if s := p.snapshot(time.Now()); !s[0].Known || len(s[0].Windows) != 1 || s[0].Windows[0].Remaining != 990 {

@@ -387,15 +387,8 @@ func TestPriorityNoStarvation(t *testing.T) {
 func TestPriorityBumpedPastDeadline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: 60, Window: time.Minute, Latency: matrixLat})
-		var mu sync.Mutex
-		var rejected []steady.Event
-		c := newPrioClient(prov, "roundtripper", steady.Config{Pacing: steady.PacingConfig{RequestsPerMinute: 60}}, func(ev steady.Event) {
-			if ev.Kind == steady.EventRejected {
-				mu.Lock()
-				rejected = append(rejected, ev)
-				mu.Unlock()
-			}
-		})
+		var events eventLog
+		c := newPrioClient(prov, "roundtripper", steady.Config{Pacing: steady.PacingConfig{RequestsPerMinute: 60}}, events.add)
 		// Use the window: 59 sent (2% headroom keeps one).
 		var wg sync.WaitGroup
 		for range 59 {
@@ -442,8 +435,7 @@ func TestPriorityBumpedPastDeadline(t *testing.T) {
 			t.Errorf("WaitError %q (Reason %q), want Reason %q matching context.DeadlineExceeded", we, we.Reason, "higher-priority requests arrived")
 		}
 		wg.Wait()
-		mu.Lock()
-		defer mu.Unlock()
+		rejected := events.of(steady.EventRejected)
 		if len(rejected) != 1 || rejected[0].Priority != steady.PriorityBatch || rejected[0].Reason != "pacing wait past the deadline: higher-priority requests arrived" {
 			t.Errorf("rejections %+v, want one of the batch call saying why", rejected)
 		}
