@@ -1,17 +1,28 @@
+// The SDK's retry backoff draws its jitter from math/rand's global source,
+// whose Seed is a no-op since Go 1.24 unless randseednop=0: with it,
+// SeedRandom seeds that source too.
+//go:debug randseednop=0
+
 package steady
 
 import (
+	mrand "math/rand"
 	"math/rand/v2"
 	"testing"
 )
 
 // SeedRandom makes the jitter of retries and open periods of every
 // Transport without a Config.Random come from a source seeded with seed,
-// for the rest of the test binary's run, so that a test that calls it
-// first gives the same result on every run. TestMain seeds it before any
-// test runs, so that no test draws from an unseeded source.
+// for the rest of the test binary's run, and seeds math/rand's global
+// source, from which the SDK's own retries draw their jitter, so that a
+// test that calls it first gives the same result on every run (as long as
+// no two of its goroutines draw at one instant of fake time: their order
+// is the scheduler's). TestMain seeds both before any test runs, so that
+// no test draws from an unseeded source.
 func SeedRandom(seed uint64) {
 	seeded.Store(newJitter(rand.NewPCG(seed, 0x5eed)))
+	//lint:ignore SA1019 the SDK draws from the global source; randseednop=0 (above) makes Seed seed it
+	mrand.Seed(int64(seed))
 }
 
 // TestSeedRandom: a seeded source repeats its draws, and a Transport's
@@ -45,6 +56,13 @@ func TestSeedRandom(t *testing.T) {
 	}
 	if own[0] != a[0] {
 		t.Errorf("Config.Random seeded as SeedRandom(7) drew %d, want %d", own[0], a[0])
+	}
+	// The SDK's source (its backoff draws rand.Int63n).
+	SeedRandom(7)
+	sdk := mrand.Int63n(1 << 40)
+	SeedRandom(7)
+	if again := mrand.Int63n(1 << 40); again != sdk {
+		t.Errorf("math/rand's global source drew %d, then %d after the same seed: the SDK's retry jitter is not seeded (randseednop)", sdk, again)
 	}
 	if newJitter(nil) != nil {
 		t.Error("newJitter(nil) is not nil: a Transport without Config.Random would not use the shared source")
