@@ -78,3 +78,19 @@ func (o inOrder) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return o.Provider.RoundTrip(req)
 }
+
+// sleepInOrder sleeps for d, then on to the next whole microsecond of fake
+// time plus i+1 nanoseconds (0 <= i < 999): callers that would wake at one
+// instant, such as those a re-plan refused together that try again a
+// second later, wake one after another in the order of their numbers, as
+// inOrder orders attempts (at one instant they would queue in the
+// scheduler's order, which varies from run to run); and none wakes at a
+// whole microsecond, where a reset or another caller's attempt may fall.
+// It sleeps at most d plus 2 µs.
+func sleepInOrder(d time.Duration, i int) {
+	if i < 0 || int64(i)+1 >= orderGrid {
+		panic("sleepInOrder: caller number " + strconv.Itoa(i) + " out of [0, 999)")
+	}
+	end := time.Now().Add(d).UnixNano()
+	time.Sleep(d + time.Duration(orderGrid-end%orderGrid+int64(i)+1))
+}
