@@ -72,6 +72,9 @@ type laneResult struct {
 // interactive calls (deadline 30 s) arrive at random at 5% of the limit.
 // With prio false, nobody sets a priority: today's single queue.
 func runLanes(t *testing.T, limit int, d time.Duration, form string, prio bool, seed uint64) laneResult {
+	// The SDK's retries in the RoundTripper form (of the calls steady
+	// refuses) draw their jitter from the source SeedRandom seeds.
+	steady.SeedRandom(seed)
 	prov := steadytest.NewProvider(steadytest.ProviderConfig{RequestsPerWindow: limit, Window: time.Minute, Latency: matrixLat})
 	var mu sync.Mutex
 	var waits []time.Duration
