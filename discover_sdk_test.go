@@ -1,10 +1,12 @@
 package steady_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +82,13 @@ func (r *recLimit) Admit(now time.Time) (bool, time.Duration) {
 
 var debugDiscover = os.Getenv("DISCOVER_DEBUG") != ""
 
+// earlyFailure is a call that failed before its deadline.
+type earlyFailure struct {
+	call int
+	at   time.Duration // from the start
+	err  error
+}
+
 // discoverResult is what one row measured.
 type discoverResult struct {
 	ok, failed, failedEarly int // failedEarly: before the call's deadline
@@ -137,7 +146,12 @@ func (r discoverRow) run(t *testing.T) discoverResult {
 		tr = steady.New(steady.Config{})
 		client = openai.NewClient(append(base, option.WithMiddleware(tr.Middleware), option.WithHTTPClient(&http.Client{Transport: prov}))...)
 	} else {
-		client = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}))...)
+		// The SDK's retries off, as docs/configuration.md says for this
+		// form: left on, it retried steady's refusals after a jittered
+		// wait, and calls refused at one instant drew their waits in the
+		// scheduler's order (which calls of a short-deadline row failed
+		// varied from run to run).
+		client = openai.NewClient(append(base, option.WithHTTPClient(&http.Client{Transport: tr}), option.WithMaxRetries(0))...)
 	}
 	sched := r.ideal(start, r.calls)
 	res := discoverResult{minimum: sched[len(sched)-1]}
@@ -156,6 +170,7 @@ func (r discoverRow) run(t *testing.T) discoverResult {
 	}
 	var mu sync.Mutex
 	var last time.Time
+	var early []earlyFailure // guarded by mu
 	call := func(i int) {
 		ctx := context.Background()
 		if !deadline.IsZero() {
@@ -173,9 +188,7 @@ func (r discoverRow) run(t *testing.T) discoverResult {
 			res.failed++
 			if deadline.IsZero() || time.Now().Before(deadline) {
 				res.failedEarly++
-				if res.failedEarly <= 2 {
-					t.Logf("call %d failed at +%v: %v", i, time.Since(start), err)
-				}
+				early = append(early, earlyFailure{i, time.Since(start), err})
 			}
 			return
 		}
@@ -183,6 +196,15 @@ func (r discoverRow) run(t *testing.T) discoverResult {
 		last = time.Now()
 	}
 	launch(r.callers, r.calls, call)
+	// The first two failures before their deadline, by when they failed
+	// and then by call: calls that fail at one instant end in the
+	// scheduler's order.
+	slices.SortFunc(early, func(a, b earlyFailure) int {
+		return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.call, b.call))
+	})
+	for _, f := range early[:min(len(early), 2)] {
+		t.Logf("call %d failed at +%v: %v", f.call, f.at, f.err)
+	}
 	st := prov.Stats()
 	res.attempts, res.refused = st.Requests, st.RateLimited
 	res.makespan = last.Sub(start)
