@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 	"github.com/steady-go/steady"
 	"github.com/steady-go/steady/steadytest"
 )

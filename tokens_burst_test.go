@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -26,28 +25,27 @@ func TestTokensBurst(t *testing.T) {
 				t.Run(fmt.Sprintf("%v/%s/%s", w, a, d), func(t *testing.T) {
 					providerForms(t, func(t *testing.T, client clientFunc) {
 						synctest.Test(t, func(t *testing.T) {
-							prov := steadytest.NewProvider(steadytest.ProviderConfig{
+							// Launched in order, the calls' attempts reach the
+							// provider in the order of their calls (inOrder):
+							// the row gives the same result on every run.
+							prov := inOrder{steadytest.NewProvider(steadytest.ProviderConfig{
 								RequestsPerWindow: 1000, TokensPerWindow: 10000, Window: w, Algorithm: a, Dialect: d, Latency: 50 * time.Millisecond,
-							})
+							})}
 							c, _ := client(steady.Config{}, prov)
 							time.Sleep(w * 37 / 100)
 							start := time.Now()
 							var failed atomic.Int64
-							var wg sync.WaitGroup
 							const calls = 60 // about three windows' worth
-							for i := range calls {
-								wg.Go(func() {
-									_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-										Model:               "gpt-4o-mini",
-										Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi" + strings.Repeat(" and more", i%5*40))},
-										MaxCompletionTokens: openai.Int(500),
-									})
-									if err != nil {
-										failed.Add(1)
-									}
-								})
-							}
-							wg.Wait()
+							launch(callBurst, calls, func(i int) {
+								_, err := c.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
+									Model:               "gpt-4o-mini",
+									Messages:            []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hi" + strings.Repeat(" and more", i%5*40))},
+									MaxCompletionTokens: openai.Int(500),
+								}, callNumber(i))
+								if err != nil {
+									failed.Add(1)
+								}
+							})
 							st := prov.Stats()
 							t.Logf("%d calls in %v; %d attempts, %d 429s; most tokens in a window-long span %d", calls, time.Since(start), st.Requests, st.RateLimited, st.MaxTokensInWindow)
 							if failed.Load() != 0 || st.RateLimited > 1 {
