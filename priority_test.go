@@ -245,6 +245,7 @@ func runTenants(t *testing.T, limit int, d time.Duration, form string, tenants b
 					}
 				}
 			})
+			synctest.Wait() // the workers queue in order, on every run
 		}
 	}
 	wg.Go(func() {
