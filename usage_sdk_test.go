@@ -30,8 +30,8 @@ type clientFunc func(cfg steady.Config, prov http.RoundTripper, opts ...option.R
 // as its middleware, the SDK's retry defaults left on; and as its HTTP
 // client's transport, the SDK's retries off, as the README says for this
 // form (left on, they would retry steady's errors, a refused call, after a
-// jittered wait drawn from math/rand's global source, which no test can
-// seed).
+// jittered wait drawn from math/rand's global source: SeedRandom seeds it,
+// but calls refused at one instant draw in the scheduler's order).
 var clientForms = map[string]clientFunc{
 	"middleware": func(cfg steady.Config, prov http.RoundTripper, opts ...option.RequestOption) (openai.Client, *steady.Transport) {
 		tr := steady.New(cfg)
