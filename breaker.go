@@ -19,7 +19,7 @@ const (
 	defaultBreakerFailureRatio        = 0.5
 	defaultBreakerMinRequests         = 20
 	defaultBreakerWindow              = time.Minute
-	defaultBreakerConsecutiveFailures = 10
+	defaultBreakerConsecutiveFailures = 5
 	defaultBreakerOpenTimeout         = 10 * time.Second
 	defaultBreakerHalfOpenProbes      = 3
 
@@ -84,7 +84,7 @@ type BreakerConfig struct {
 	Window time.Duration
 
 	// ConsecutiveFailures trips the circuit after that many failed
-	// attempts in a row. Zero means 10; negative turns this rule off.
+	// attempts in a row. Zero means 5; negative turns this rule off.
 	ConsecutiveFailures int
 
 	// OpenTimeout is the longest the circuit stays open before the next

@@ -46,8 +46,8 @@ func TestBreakerRules(t *testing.T) {
 		{"ratio below min count", BreakerConfig{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4}, "FSF", false},
 		{"ratio not reached", BreakerConfig{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4}, "SSSFSF", false},
 		{"exclusions do not count", BreakerConfig{ConsecutiveFailures: 2, FailureRatio: -1}, "FXXXXS", false},
-		{"defaults: 10 in a row", BreakerConfig{}, "FFFFFFFFFF", true},
-		{"defaults: 9 in a row", BreakerConfig{}, "FFFFFFFFF", false},
+		{"defaults: 5 in a row", BreakerConfig{}, "FFFFF", true},
+		{"defaults: 4 in a row", BreakerConfig{}, "FFFF", false},
 		{"defaults: half of 20", BreakerConfig{}, "SFSFSFSFSFSFSFSFSFSF", true},
 		{"disabled", BreakerConfig{Disabled: true}, "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", false},
 	}
@@ -187,7 +187,7 @@ func TestBreakerNegativeMeansNone(t *testing.T) {
 		t.Fatalf("policy %+v", p)
 	}
 	d := newBreakers(BreakerConfig{}, func(Event) {}, nil).pol
-	if d.minReq != 20 || d.maxOpen != 10*time.Second || d.probes != 3 || d.consec != 10 || d.ratio != 0.5 || d.hold {
+	if d.minReq != 20 || d.maxOpen != 10*time.Second || d.probes != 3 || d.consec != 5 || d.ratio != 0.5 || d.hold {
 		t.Fatalf("defaults %+v", d)
 	}
 	synctest.Test(t, func(t *testing.T) {

@@ -37,7 +37,8 @@ const (
 	whySmallFleet     = "a small limit shared by uncoordinated processes: their cold starts (4 in flight each) and first ramps take much of one window before any of them sees the others; a store (steadyredis) is the remedy"
 	whyColdShort      = "from a cold start nothing tells the rate before the first 429: slow start takes about a second to reach 20/s, and a window's quota is then paced evenly, where a sender that knows the limit sends it the moment the window opens; with deadlines at half the batch's minimum that costs up to a third of what the limit could serve by then"
 	whyColdBucket     = "a token bucket's stored burst, drained in slow start, costs a few more 429s before the rate is found"
-	whyProbeGap       = "issue 20: the open circuit probes at 1, 2, 4, 8 s, then every 7.5–10 s (Breaker.OpenTimeout), so a healing is seen up to a probe interval late; probing more often would cost the outage more attempts (at most 15 for 2 minutes is the other target)"
+	whyProbeGap       = "issue 20: steady first sees the outage at the window's reset (60 s: the window was spent before the outage began, and nothing is sent until it refills); the circuit opens then and probes 1, 3, 7 and 15 s later (open periods of 1, 2, 4, 8 s less jitter), so the healing at 70 s falls in the fourth period (7.76 s), whose end is met by the first caller after it 0.34 s later (fail-fast callers back off a second); probing more often would cost the outage more attempts (TestOutageCost)"
+	whyOutageCost     = "issue 20: a 2-minute outage under load costs 5 attempts to trip the circuit (5 failures in a row; 16 with the former default of 10) and 15 probes (open periods of 1, 2, 4, 8 s, then 7.5–10 s: Breaker.OpenTimeout); at most 15 leaves 10 probes after the trip, a gap of 12 s or more between two, so that a healing at the worst moment would be seen 12 s or more late against the 5 s target (a probe every 5 s is 24 in 2 minutes): the two targets cannot both hold at every moment of healing"
 	whyUncoord        = "issue 18: at zero latency, as with 50 ms (whyUncoordLatency), no 429s and 16 processes split evenly; 4 do not: a share falls at once to the process's part of what was spent and its burst at each reset is its share of the window, so a process that got little gets little again and refuses calls whose paced turn passes their 2-minute deadline"
 	whyUncoordLatency = "issue 18: with 50 ms of latency none is answered 429 (a shared window that refills at its reset is held to what its latest answer allows until that reset, and a share rises only when an epoch ends), and 16 processes split evenly; 4 do not: a share falls at once to the process's part of what was spent and its burst at each reset is its share of the window, so a process that got little gets little again, the shares settle unequal, and the one at the smallest refuses calls whose paced turn passes their 2-minute deadline (falling only at the epoch's end too was tried: fairer, but 1.6-6% 429s)"
 	whySliding10s     = "not analysed yet: 1.24 times when the batch was launched in the scheduler's order, 1.28 times in the order of its calls"
@@ -105,6 +106,9 @@ var knownMisses = []knownMiss{
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/middleware", "spread", whyUncoord},
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper", "failed", whyUncoord},
 	{"TestUncoordinatedFleet/procs=4/callers=64/120-per-1m0s/openai/roundtripper", "spread", whyUncoord},
+	// TestOutageCost: a 2-minute outage under load.
+	{"TestOutageCost/middleware", "attempts", whyOutageCost},
+	{"TestOutageCost/roundtripper", "attempts", whyOutageCost},
 	// TestOutageWindowSpent: the first success after a 60 s outage.
 	{"TestOutageWindowSpent/middleware", "first success", whyProbeGap},
 	{"TestOutageWindowSpent/roundtripper", "first success", whyProbeGap},
