@@ -50,7 +50,7 @@ const (
 	DefaultHeartbeatTTL  = 10 * time.Second
 	DefaultProbeTimeout  = 30 * time.Second
 	DefaultFlushDelay    = 100 * time.Millisecond
-	DefaultFleetFailures = 10
+	DefaultFleetFailures = 5
 	DefaultFleetOpen     = time.Second
 )
 
@@ -141,7 +141,7 @@ func WithFleetHint(n int) Option { return func(c *config) { c.fleetHint = n } }
 // WithFleetFailures opens the upstream's circuit for the whole fleet
 // after n attempts in a row failed at the upstream (statuses 500 and
 // above, transport errors) across the fleet, for open; a probe then goes
-// as after any open period. Zero means 10 failures and one second (as a
+// as after any open period. Zero means 5 failures and one second (as a
 // steady Transport's own breaker); n less than zero turns it off, leaving
 // each process's own breaker to open the fleet's circuit.
 func WithFleetFailures(n int, open time.Duration) Option {
