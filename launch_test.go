@@ -73,8 +73,7 @@ func (o inOrder) RoundTrip(req *http.Request) (*http.Response, error) {
 		if i < 0 || i >= orderGrid {
 			panic("inOrder: call number " + strconv.FormatInt(i, 10) + " out of [0, 1000)")
 		}
-		now := time.Now().UnixNano()
-		time.Sleep(time.Duration(now - now%orderGrid + orderGrid + i - now))
+		time.Sleep(toGrid(time.Now().UnixNano(), i))
 	}
 	return o.Provider.RoundTrip(req)
 }
@@ -91,6 +90,12 @@ func sleepInOrder(d time.Duration, i int) {
 	if i < 0 || int64(i)+1 >= orderGrid {
 		panic("sleepInOrder: caller number " + strconv.Itoa(i) + " out of [0, 999)")
 	}
-	end := time.Now().Add(d).UnixNano()
-	time.Sleep(d + time.Duration(orderGrid-end%orderGrid+int64(i)+1))
+	time.Sleep(d + toGrid(time.Now().Add(d).UnixNano(), int64(i)+1))
+}
+
+// toGrid is how long from at (Unix nanoseconds) until the next whole
+// microsecond after it plus off nanoseconds: inOrder's and sleepInOrder's
+// grid.
+func toGrid(at, off int64) time.Duration {
+	return time.Duration(orderGrid - at%orderGrid + off)
 }
